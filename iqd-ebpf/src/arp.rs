@@ -1,0 +1,64 @@
+//! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
+//! (XDP_TX back to the asking NIC). ARP never crosses the fabric.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use iqd_common::{drop_reason, PortInfo};
+
+use crate::{
+    counters, maps,
+    parse::{self, copy_mac, ArpHdr, EthHdr},
+    policy, DropReason,
+};
+
+const ARP_REQUEST: u16 = 1;
+const ETH_HDR_LEN: usize = 14;
+
+#[inline(always)]
+pub fn answer(
+    ctx: &XdpContext,
+    ifindex: u32,
+    port: &PortInfo,
+    eth: *mut EthHdr,
+) -> Result<u32, DropReason> {
+    let arp: *mut ArpHdr = parse::ptr_at(ctx, ETH_HDR_LEN)?;
+    // SAFETY: both pointers came from `ptr_at`, which checked the bounds.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+
+    if u16::from_be_bytes(arp.htype) != 1
+        || u16::from_be_bytes(arp.ptype) != parse::ETH_P_IP
+        || arp.hlen != 6
+        || arp.plen != 4
+    {
+        return Err(drop_reason::MALFORMED);
+    }
+    if u16::from_be_bytes(arp.oper) != ARP_REQUEST {
+        return Err(drop_reason::ARP_IGNORED);
+    }
+    policy::check_source_mac(port, &eth.src)?;
+    policy::check_source_mac(port, &arp.sha)?;
+    let spa = u32::from_ne_bytes(arp.spa);
+    // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
+    if spa != 0 {
+        policy::check_source_ip(ifindex, port, spa)?;
+    }
+
+    let tpa = u32::from_ne_bytes(arp.tpa);
+    let target = match maps::route(port.chpid, tpa) {
+        // The asker's own address: answering would report a conflict with itself.
+        Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
+        Some(target) => target,
+        None => return Err(policy::unreachable_reason(tpa)),
+    };
+
+    // Turn the request into the reply in place.
+    copy_mac(&mut eth.dst, &arp.sha);
+    copy_mac(&mut eth.src, &target.mac);
+    arp.oper = 2u16.to_be_bytes();
+    let asker_mac = arp.sha;
+    copy_mac(&mut arp.tha, &asker_mac);
+    arp.tpa = arp.spa;
+    copy_mac(&mut arp.sha, &target.mac);
+    arp.spa = tpa.to_ne_bytes();
+
+    counters::delivered(ifindex, parse::frame_len(ctx));
+    Ok(xdp_action::XDP_TX)
+}

@@ -1,0 +1,39 @@
+//! Per-NIC counters, per CPU so the hot path never contends on a cache line.
+use iqd_common::{drop_reason, NicCounters};
+
+use crate::{maps::IQD_COUNTERS, DropReason};
+
+#[inline(always)]
+fn with(ifindex: u32, f: impl FnOnce(&mut NicCounters)) {
+    if let Some(counters) = IQD_COUNTERS.get_ptr_mut(&ifindex) {
+        // SAFETY: the pointer is this CPU's slot of a per-CPU entry; XDP does not nest on a CPU.
+        f(unsafe { &mut *counters });
+    }
+}
+
+/// The LPAR sent a frame into the fabric.
+#[inline(always)]
+pub fn sent(ifindex: u32, len: u64) {
+    with(ifindex, |c| {
+        c.tx_packets += 1;
+        c.tx_bytes += len;
+    });
+}
+
+/// The fabric delivered a frame to the LPAR behind `ifindex`.
+#[inline(always)]
+pub fn delivered(ifindex: u32, len: u64) {
+    with(ifindex, |c| {
+        c.rx_packets += 1;
+        c.rx_bytes += len;
+    });
+}
+
+/// A frame sent by the LPAR behind `ifindex` was dropped.
+#[inline(always)]
+pub fn dropped(ifindex: u32, reason: DropReason) {
+    let index = reason as usize;
+    if index < drop_reason::COUNT {
+        with(ifindex, |c| c.drops[index] += 1);
+    }
+}

@@ -1,0 +1,55 @@
+//! Layer 3 forwarding: by destination IPv4 address, to the NIC that registered it on the same
+//! CHPID, with XDP_REDIRECT through the DEVMAP.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use iqd_common::{drop_reason, PortInfo};
+
+use crate::{
+    counters, maps,
+    parse::{self, copy_mac, EthHdr, Ipv4Hdr},
+    policy, DropReason,
+};
+
+const ETH_HDR_LEN: usize = 14;
+
+#[inline(always)]
+pub fn ipv4(
+    ctx: &XdpContext,
+    ifindex: u32,
+    port: &PortInfo,
+    eth: *mut EthHdr,
+    frame_len: u64,
+) -> Result<u32, DropReason> {
+    let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HDR_LEN)?;
+    // SAFETY: both pointers came from `ptr_at`, which checked the bounds.
+    let (eth, ip) = unsafe { (&mut *eth, &*ip) };
+
+    let ihl = (ip.version_ihl & 0x0f) as u64;
+    let tot_len = u16::from_be_bytes(ip.tot_len) as u64;
+    if ip.version_ihl >> 4 != 4
+        || ihl < 5
+        || tot_len < ihl * 4
+        || tot_len + ETH_HDR_LEN as u64 > frame_len
+    {
+        return Err(drop_reason::MALFORMED);
+    }
+
+    policy::check_source_mac(port, &eth.src)?;
+    let saddr = u32::from_ne_bytes(ip.saddr);
+    let daddr = u32::from_ne_bytes(ip.daddr);
+    policy::check_source_ip(ifindex, port, saddr)?;
+
+    let target = match maps::route(port.chpid, daddr) {
+        Some(target) => target,
+        None => return Err(policy::unreachable_reason(daddr)),
+    };
+    // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
+    // neighbour cache said.
+    copy_mac(&mut eth.dst, &target.mac);
+    match maps::IQD_DEVMAP.redirect(target.ifindex, 0) {
+        Ok(action) if action == xdp_action::XDP_REDIRECT => {
+            counters::delivered(target.ifindex, frame_len);
+            Ok(action)
+        }
+        _ => Err(drop_reason::REDIRECT_FAILED),
+    }
+}

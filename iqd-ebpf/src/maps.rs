@@ -1,0 +1,41 @@
+//! The maps, named and typed in `iqd_common`. All are pinned by name under the fabric's pin
+//! directory, so a new `iqd up` reuses them and the data plane outlives the loader.
+use aya_ebpf::{
+    macros::map,
+    maps::{DevMapHash, HashMap, PerCpuHashMap},
+};
+use iqd_common::{NicCounters, PortInfo, RouteKey, RouteTarget, MAX_PORTS, MAX_ROUTES};
+
+#[map(name = "IQD_PORTS")]
+pub static IQD_PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_ROUTES")]
+pub static IQD_ROUTES: HashMap<RouteKey, RouteTarget> = HashMap::pinned(MAX_ROUTES, 0);
+
+#[map(name = "IQD_ADDRESSES")]
+pub static IQD_ADDRESSES: HashMap<u32, u32> = HashMap::pinned(MAX_ROUTES, 0);
+
+#[map(name = "IQD_DEVMAP")]
+pub static IQD_DEVMAP: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_COUNTERS")]
+pub static IQD_COUNTERS: PerCpuHashMap<u32, NicCounters> = PerCpuHashMap::pinned(MAX_PORTS, 0);
+
+#[inline(always)]
+pub fn port(ifindex: u32) -> Option<PortInfo> {
+    // SAFETY: entries are plain data; a concurrent update can only yield another valid entry.
+    unsafe { IQD_PORTS.get(&ifindex).copied() }
+}
+
+#[inline(always)]
+pub fn route(chpid: u32, addr: u32) -> Option<RouteTarget> {
+    let key = RouteKey { chpid, addr };
+    // SAFETY: as in `port`.
+    unsafe { IQD_ROUTES.get(&key).copied() }
+}
+
+/// Whether any CHPID registers `addr` (tells `not_member` from `no_destination`).
+#[inline(always)]
+pub fn registered_anywhere(addr: u32) -> bool {
+    IQD_ADDRESSES.get_ptr(&addr).is_some()
+}

@@ -1,0 +1,41 @@
+//! The CHPID's rules that apply to every frame, before it is forwarded or answered.
+use iqd_common::{drop_reason, PortInfo, ETH_HLEN};
+
+use crate::{maps, parse::mac_eq, DropReason};
+
+/// The CHPID's frame size holds even if the LPAR raised its own interface's MTU.
+#[inline(always)]
+pub fn check_frame_size(port: &PortInfo, frame_len: u64) -> Result<(), DropReason> {
+    if frame_len > (port.mtu + ETH_HLEN) as u64 {
+        return Err(drop_reason::MFS_EXCEEDED);
+    }
+    Ok(())
+}
+
+/// A NIC may send only from its own MAC.
+#[inline(always)]
+pub fn check_source_mac(port: &PortInfo, src: &[u8; 6]) -> Result<(), DropReason> {
+    if !mac_eq(&port.mac, src) {
+        return Err(drop_reason::SPOOFED_SOURCE);
+    }
+    Ok(())
+}
+
+/// A NIC may send only from an address it registered on its CHPID.
+#[inline(always)]
+pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: u32) -> Result<(), DropReason> {
+    match maps::route(port.chpid, saddr) {
+        Some(owner) if owner.ifindex == ifindex => Ok(()),
+        _ => Err(drop_reason::SPOOFED_SOURCE),
+    }
+}
+
+/// Why a destination that no NIC on this CHPID registered cannot be reached.
+#[inline(always)]
+pub fn unreachable_reason(daddr: u32) -> DropReason {
+    if maps::registered_anywhere(daddr) {
+        drop_reason::NOT_MEMBER
+    } else {
+        drop_reason::NO_DESTINATION
+    }
+}

@@ -1,0 +1,56 @@
+//! One module per subcommand.
+mod check;
+mod down;
+mod stats;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// iqd: IBM HiperSockets for Linux network namespaces.
+///
+/// A fabric file describes IQD CHPIDs (isolated LANs with a maximum frame size) and LPARs
+/// (network namespaces) with HiperSockets NICs on those CHPIDs. `iqd up` builds it: one
+/// namespace per LPAR with NICs (hsi0, hsi1, ...) whose frames are switched by XDP programs in
+/// the kernel. LPARs on one CHPID reach each other; different CHPIDs never do.
+#[derive(Parser, Debug)]
+#[command(name = "iqd", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Up(up::Up),
+    Down(down::Down),
+    Check(check::Check),
+    Status(status::Status),
+    Stats(stats::Stats),
+}
+
+/// The fabric file every subcommand works on.
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Fabric file (TOML). See docs/configuration.md.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<iqd::config::Fabric> {
+        Ok(iqd::config::Fabric::load(&self.config)?)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(cmd) => cmd.run().await,
+        Command::Down(cmd) => cmd.run().await,
+        Command::Check(cmd) => cmd.run(),
+        Command::Status(cmd) => cmd.run().await,
+        Command::Stats(cmd) => cmd.run().await,
+    }
+}

@@ -1,0 +1,58 @@
+use clap::Args;
+
+use super::ConfigArg;
+
+/// Show per-NIC traffic and drops, from the LPAR's point of view.
+///
+/// tx: what the LPAR sent into the fabric; rx: what the fabric delivered to it (like `ip -s
+/// link` inside the LPAR). Drops are counted on the sending NIC, by reason: malformed, non_ip,
+/// spoofed_source, not_member (destination only on another CHPID), no_destination,
+/// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored.
+#[derive(Args, Debug)]
+pub struct Stats {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON: {"nics":[{"lpar":..,"nic":..,"chpid":..,"tx_packets":..,..,"drops":{..}}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Stats {
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let fabric = self.config.load()?;
+        iqd::require_root()?;
+        let stats = iqd::inspect::stats(&fabric).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        println!(
+            "{:<8} {:<6} {:<5} {:>10} {:>14} {:>10} {:>14}  DROPS",
+            "LPAR", "NIC", "CHPID", "TX_PKTS", "TX_BYTES", "RX_PKTS", "RX_BYTES"
+        );
+        for n in &stats.nics {
+            let drops: Vec<String> = n
+                .drops
+                .iter()
+                .filter(|(_, count)| **count > 0)
+                .map(|(reason, count)| format!("{reason}={count}"))
+                .collect();
+            println!(
+                "{:<8} {:<6} {:<5} {:>10} {:>14} {:>10} {:>14}  {}",
+                n.lpar,
+                n.nic,
+                n.chpid,
+                n.tx_packets,
+                n.tx_bytes,
+                n.rx_packets,
+                n.rx_bytes,
+                if drops.is_empty() {
+                    "-".to_string()
+                } else {
+                    drops.join(" ")
+                }
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+use clap::Args;
+
+use super::ConfigArg;
+
+/// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their NICs.
+///
+/// For every NIC: name, CHPID, device triple (read,write,data devices), MAC, addresses, the MTU
+/// the LPAR has set and the state (online, offline, absent). Like lsqeth and znetconf.
+#[derive(Args, Debug)]
+pub struct Status {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Status {
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let fabric = self.config.load()?;
+        iqd::require_root()?;
+        let status = iqd::inspect::status(&fabric).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        println!(
+            "fabric {}: {} (namespace {}, pins {})",
+            status.fabric, status.state, status.netns, status.pin_dir
+        );
+        println!();
+        println!("{:<6} {:<5} {:>6}  MEMBERS", "CHPID", "MFS", "MTU");
+        for c in &status.chpids {
+            println!(
+                "{:<6} {:<5} {:>6}  {}",
+                c.chpid,
+                c.mfs,
+                c.mtu,
+                c.members.join(" ")
+            );
+        }
+        println!();
+        println!(
+            "{:<8} {:<8} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
+            "LPAR", "NETNS", "NIC", "CHPID", "DEVICES", "MAC", "MTU", "STATE"
+        );
+        for l in &status.lpars {
+            for n in &l.nics {
+                let mtu = n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<8} {:<8} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} {}",
+                    l.lpar,
+                    l.netns,
+                    n.nic,
+                    n.chpid,
+                    n.devices,
+                    n.mac,
+                    mtu,
+                    n.state,
+                    n.ipv4.join(" ")
+                );
+            }
+        }
+        Ok(())
+    }
+}

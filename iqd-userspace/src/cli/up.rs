@@ -1,0 +1,45 @@
+use clap::Args;
+
+use super::ConfigArg;
+
+/// Create or update the fabric to match the file; returns once frames flow.
+///
+/// Creates the fabric namespace `iqd-<fabric>`, each LPAR's namespace (or adopts an existing
+/// one of that name), and per NIC a veth pair: `hsiN` inside the LPAR, its port in the fabric
+/// namespace with the XDP program attached. Programs, links and maps are pinned under
+/// /sys/fs/bpf/iqd/<fabric>/ and keep working after iqd exits. Running it again is safe: what
+/// already matches the file is left as it is; changes are applied in place. An invalid file
+/// changes nothing.
+#[derive(Args, Debug)]
+pub struct Up {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+impl Up {
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let fabric = self.config.load()?;
+        iqd::require_root()?;
+        let report = iqd::fabric::up(&fabric).await?;
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        println!(
+            "fabric {} is up (namespace {})",
+            fabric.name,
+            fabric.netns_name()
+        );
+        println!("  namespaces created: {}", list(&report.created_netns));
+        println!("  namespaces adopted: {}", list(&report.adopted_netns));
+        println!("  NICs created:       {}", list(&report.created_nics));
+        println!("  NICs unchanged:     {}", list(&report.kept_nics));
+        if !report.removed_nics.is_empty() {
+            println!("  NICs removed:       {}", list(&report.removed_nics));
+        }
+        Ok(())
+    }
+}

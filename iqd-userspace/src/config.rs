@@ -1,0 +1,2012 @@
+//! The fabric file: a TOML description of CHPIDs, LPARs and their NICs.
+//!
+//! The file is first deserialized into private `Raw*` structs that keep the source span of every
+//! value (`toml::Spanned`), then validated into the public types below. Validation runs in
+//! stages (presence of the tables, each value on its own, then cross-references); a stage
+//! collects every problem it finds and reports the one earliest in the file, so the error a user
+//! sees follows the file's order rather than the order of the checks. Later stages only run on
+//! values that passed the earlier ones, which keeps follow-on errors out of the report.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+
+/// `max_nics_per_lpar` when the file does not set it: the LinuxONE limit of IQD NICs per LPAR
+/// and CHPID set.
+pub const DEFAULT_MAX_NICS_PER_LPAR: usize = 2;
+/// Highest `max_nics_per_lpar` accepted.
+pub const MAX_NICS_PER_LPAR_LIMIT: usize = 16;
+/// First devno handed out to NICs that do not set one.
+pub const FIRST_DEFAULT_DEVNO: u16 = 0x7000;
+/// Highest devno: a NIC also uses devno+1 and devno+2, which must fit in 16 bits.
+pub const MAX_DEVNO: u16 = 0xFFFD;
+
+/// A validated fabric file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fabric {
+    pub name: String,
+    pub max_nics_per_lpar: usize,
+    pub chpids: Vec<Chpid>,
+    pub lpars: Vec<Lpar>,
+}
+
+/// An IQD channel path: one internal LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chpid {
+    #[serde(serialize_with = "serialize_chpid")]
+    pub id: u8,
+    pub mfs: Mfs,
+}
+
+/// Maximum frame size of a CHPID; the MTU is 8K less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mfs {
+    K16,
+    K24,
+    K40,
+    K64,
+}
+
+/// A logical partition: one network namespace with up to `max_nics_per_lpar` NICs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lpar {
+    pub name: String,
+    pub netns: String,
+    pub nics: Vec<Nic>,
+}
+
+/// One IQD NIC of an LPAR, attached to one CHPID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nic {
+    #[serde(serialize_with = "serialize_chpid")]
+    pub chpid: u8,
+    pub name: String,
+    #[serde(serialize_with = "serialize_devno")]
+    pub devno: u16,
+    #[serde(serialize_with = "serialize_mac")]
+    pub mac: [u8; 6],
+    pub ipv4: Vec<Ipv4Cidr>,
+}
+
+/// An IPv4 address with its prefix length, written `10.0.0.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// Why a string is not an `a.b.c.d/prefix` address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CidrError(String);
+
+/// A fabric file that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read. The I/O error is part of the message (not a `source`) so
+    /// that a one-line print of the error says why.
+    #[error("{}: cannot read fabric file: {error}", .path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A problem at a position in the file (1-based line and column, in characters).
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A problem with the file as a whole, such as a missing table.
+    #[error("{}: {message}", .path.display())]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    /// The fabric file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Io { path, .. }
+            | ConfigError::At { path, .. }
+            | ConfigError::File { path, .. } => path,
+        }
+    }
+
+    /// The 1-based line the error points at, if it points anywhere.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::At { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+impl Mfs {
+    /// All sizes, smallest first.
+    pub const ALL: [Mfs; 4] = [Mfs::K16, Mfs::K24, Mfs::K40, Mfs::K64];
+
+    /// The frame size in bytes.
+    pub fn bytes(self) -> u32 {
+        match self {
+            Mfs::K16 => 16 * 1024,
+            Mfs::K24 => 24 * 1024,
+            Mfs::K40 => 40 * 1024,
+            Mfs::K64 => 64 * 1024,
+        }
+    }
+
+    /// The MTU of NICs on a CHPID with this MFS: the frame size less the 8K the hardware keeps
+    /// for its own headers.
+    pub fn mtu(self) -> u32 {
+        self.bytes() - 8 * 1024
+    }
+
+    /// The spelling used in the fabric file, e.g. `16K`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mfs::K16 => "16K",
+            Mfs::K24 => "24K",
+            Mfs::K40 => "40K",
+            Mfs::K64 => "64K",
+        }
+    }
+
+    fn from_label(s: &str) -> Option<Mfs> {
+        Mfs::ALL
+            .into_iter()
+            .find(|m| m.label().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Mfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl Serialize for Mfs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    /// Parses `a.b.c.d/prefix`; the prefix is required and must be 1-32. Which addresses may
+    /// be registered with a CHPID is checked by the fabric validation, not here.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| CidrError("missing /prefix (e.g. 10.0.0.1/24)".into()))?;
+        let addr = addr
+            .parse::<Ipv4Addr>()
+            .map_err(|_| CidrError(format!("{addr:?} is not an IPv4 address")))?;
+        // Digits only: u8::from_str would also take a leading '+'.
+        let prefix = Some(prefix)
+            .filter(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u8>().ok())
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| CidrError(format!("prefix /{prefix} is not in 1..=32")))?;
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Nic {
+    /// The CCW bus IDs of the read, write and data devices, as `chzdev`/`znetconf` write them.
+    pub fn device_triple(&self) -> String {
+        let d = u32::from(self.devno);
+        format!("0.0.{:04x},0.0.{:04x},0.0.{:04x}", d, d + 1, d + 2)
+    }
+}
+
+impl Fabric {
+    /// Reads and validates a fabric file.
+    pub fn load(path: &Path) -> Result<Fabric, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Fabric::parse(&text, path)
+    }
+
+    /// Validates fabric file text; `origin` is the file name used in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Fabric, ConfigError> {
+        let src = Source { path: origin, text };
+        let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => src.error_at(span.start, e.message().to_string()),
+            None => src.error(e.message().to_string()),
+        })?;
+        validate(&src, raw)
+    }
+
+    /// The fabric's own network namespace, `iqd-<name>`.
+    pub fn netns_name(&self) -> String {
+        fabric_netns(&self.name)
+    }
+
+    /// The CHPID with this id, if the fabric defines it.
+    pub fn chpid(&self, id: u8) -> Option<&Chpid> {
+        self.chpids.iter().find(|c| c.id == id)
+    }
+}
+
+/// A CHPID as written in the fabric file and by the hardware tools: two upper-case hex digits.
+pub fn chpid_label(id: u8) -> String {
+    format!("{id:02X}")
+}
+
+/// A MAC address in the usual lower-case colon form.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+fn serialize_chpid<S: Serializer>(id: &u8, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&chpid_label(*id))
+}
+
+fn serialize_devno<S: Serializer>(devno: &u16, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{devno:04x}"))
+}
+
+fn serialize_mac<S: Serializer>(mac: &[u8; 6], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_mac(mac))
+}
+
+fn fabric_netns(fabric_name: &str) -> String {
+    format!("iqd-{fabric_name}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file structure, as written. Values stay strings so that their syntax is checked here with
+// a message that says what is expected, and every value keeps its span for error positions.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    fabric: Option<Spanned<RawFabric>>,
+    #[serde(default)]
+    chpid: Vec<Spanned<RawChpid>>,
+    #[serde(default)]
+    lpar: Vec<Spanned<RawLpar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFabric {
+    name: Spanned<String>,
+    max_nics_per_lpar: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChpid {
+    id: Spanned<String>,
+    mfs: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLpar {
+    name: Spanned<String>,
+    netns: Option<Spanned<String>>,
+    #[serde(default)]
+    nic: Vec<Spanned<RawNic>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNic {
+    chpid: Spanned<String>,
+    name: Option<Spanned<String>>,
+    devno: Option<Spanned<String>>,
+    mac: Option<Spanned<String>>,
+    ipv4: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that passed the per-value checks, with the byte offsets the cross-checks point at.
+
+struct CheckedChpid {
+    id: u8,
+    mfs: Mfs,
+    pos: usize,
+}
+
+struct CheckedLpar {
+    name: String,
+    name_pos: usize,
+    netns: String,
+    /// Where `netns` was set; `None` when it defaults to the LPAR name.
+    netns_pos: Option<usize>,
+    nics: Vec<CheckedNic>,
+}
+
+struct CheckedNic {
+    /// `LPAR/nic`, for messages.
+    label: String,
+    /// The `[[lpar.nic]]` table, for problems with no value of their own to point at.
+    pos: usize,
+    chpid: u8,
+    chpid_pos: usize,
+    name: String,
+    name_pos: Option<usize>,
+    devno: Option<(u16, usize)>,
+    mac: Option<([u8; 6], usize)>,
+    ipv4: Vec<(Ipv4Cidr, usize)>,
+}
+
+/// The text being validated, for turning byte offsets into positions.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.line_col(offset).0
+    }
+
+    fn error_at(&self, offset: usize, message: String) -> ConfigError {
+        let (line, column) = self.line_col(offset);
+        ConfigError::At {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.to_path_buf(),
+            message,
+        }
+    }
+}
+
+/// Problems found by one validation stage, each with the byte offset it points at.
+#[derive(Default)]
+struct Problems(Vec<(usize, String)>);
+
+impl Problems {
+    fn add(&mut self, pos: usize, message: String) {
+        self.0.push((pos, message));
+    }
+
+    /// Records the problem of a failed check and passes a good value on.
+    fn check<T>(&mut self, result: Checked<T>) -> Option<T> {
+        result.map_err(|(pos, message)| self.add(pos, message)).ok()
+    }
+
+    /// Fails with the problem earliest in the file, if there is any.
+    fn finish(self, src: &Source<'_>) -> Result<(), ConfigError> {
+        // min_by_key keeps the first of equal positions, i.e. the first check made there.
+        match self.0.into_iter().min_by_key(|(pos, _)| *pos) {
+            Some((pos, message)) => Err(src.error_at(pos, message)),
+            None => Ok(()),
+        }
+    }
+}
+
+type Checked<T> = Result<T, (usize, String)>;
+
+fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
+    // Stage 1: the tables that must be there.
+    let Some(raw_fabric) = raw.fabric else {
+        return Err(src.error("no [fabric] table defined".into()));
+    };
+    if raw.chpid.is_empty() {
+        return Err(src.error("no [[chpid]] defined".into()));
+    }
+
+    // Stage 2: every value on its own.
+    let mut problems = Problems::default();
+    let raw_fabric = raw_fabric.into_inner();
+    let name = problems.check(check_fabric_name(&raw_fabric.name));
+    let max_nics = match &raw_fabric.max_nics_per_lpar {
+        Some(m) => problems.check(check_max_nics(m)),
+        None => Some(DEFAULT_MAX_NICS_PER_LPAR),
+    };
+    let own_netns = fabric_netns(raw_fabric.name.get_ref());
+    let chpids: Vec<CheckedChpid> = raw
+        .chpid
+        .iter()
+        .filter_map(|c| check_chpid(&mut problems, c.get_ref()))
+        .collect();
+    let lpars: Vec<CheckedLpar> = raw
+        .lpar
+        .iter()
+        .filter_map(|l| check_lpar(&mut problems, l.get_ref(), &own_netns))
+        .collect();
+    problems.finish(src)?;
+    let (Some(name), Some(max_nics)) = (name, max_nics) else {
+        // Unreachable: a missing value was recorded as a problem above.
+        return Err(src.error("internal error: fabric table not validated".into()));
+    };
+
+    // Stage 3: references between values, uniqueness, limits, and the defaults that depend on
+    // the whole file (devnos and MACs).
+    let mut problems = Problems::default();
+    check_chpid_ids(src, &mut problems, &chpids);
+    check_lpar_names(src, &mut problems, &lpars);
+    check_nics(src, &mut problems, &lpars, &chpids, max_nics);
+    check_ipv4_unique(src, &mut problems, &lpars);
+    let devnos = assign_devnos(src, &mut problems, &lpars);
+    let macs = assign_macs(src, &mut problems, &lpars, &devnos);
+    problems.finish(src)?;
+
+    let mut devnos = devnos.into_iter();
+    let mut macs = macs.into_iter();
+    let mut out_lpars = Vec::with_capacity(lpars.len());
+    for lpar in lpars {
+        let mut nics = Vec::with_capacity(lpar.nics.len());
+        for nic in lpar.nics {
+            // Both lists have one entry per NIC in this order; a `None` was a recorded problem.
+            let (Some(Some(devno)), Some(Some(mac))) = (devnos.next(), macs.next()) else {
+                return Err(src.error("internal error: NIC defaults not assigned".into()));
+            };
+            nics.push(Nic {
+                chpid: nic.chpid,
+                name: nic.name,
+                devno,
+                mac,
+                ipv4: nic.ipv4.into_iter().map(|(cidr, _)| cidr).collect(),
+            });
+        }
+        out_lpars.push(Lpar {
+            name: lpar.name,
+            netns: lpar.netns,
+            nics,
+        });
+    }
+    Ok(Fabric {
+        name,
+        max_nics_per_lpar: max_nics,
+        chpids: chpids
+            .into_iter()
+            .map(|c| Chpid {
+                id: c.id,
+                mfs: c.mfs,
+            })
+            .collect(),
+        lpars: out_lpars,
+    })
+}
+
+// --- Stage 2: single values ------------------------------------------------------------------
+
+fn check_fabric_name(name: &Spanned<String>) -> Checked<String> {
+    let s = name.get_ref();
+    let ok = (1..=12).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(s.clone())
+    } else {
+        Err((
+            name.span().start,
+            format!("invalid fabric name {s:?}: must be 1-12 characters of a-z, 0-9 and '-'"),
+        ))
+    }
+}
+
+fn check_max_nics(max: &Spanned<i64>) -> Checked<usize> {
+    let value = *max.get_ref();
+    usize::try_from(value)
+        .ok()
+        .filter(|v| (1..=MAX_NICS_PER_LPAR_LIMIT).contains(v))
+        .ok_or_else(|| {
+            (
+                max.span().start,
+                format!(
+                    "max_nics_per_lpar = {value} is out of range: must be 1-{MAX_NICS_PER_LPAR_LIMIT}"
+                ),
+            )
+        })
+}
+
+/// Parses exactly `digits` hex digits (either case).
+fn parse_hex(s: &str, digits: usize) -> Option<u32> {
+    if s.len() != digits || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
+}
+
+fn check_chpid_id(id: &Spanned<String>) -> Checked<u8> {
+    parse_hex(id.get_ref(), 2)
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or_else(|| {
+            (
+                id.span().start,
+                format!(
+                    "invalid CHPID {:?}: must be two hex digits, e.g. \"F0\"",
+                    id.get_ref()
+                ),
+            )
+        })
+}
+
+fn check_chpid(problems: &mut Problems, raw: &RawChpid) -> Option<CheckedChpid> {
+    let id = problems.check(check_chpid_id(&raw.id));
+    let mfs = match &raw.mfs {
+        Some(m) => problems.check(Mfs::from_label(m.get_ref()).ok_or_else(|| {
+            let all: Vec<&str> = Mfs::ALL.iter().map(|m| m.label()).collect();
+            (
+                m.span().start,
+                format!(
+                    "invalid MFS {:?}: must be one of {}",
+                    m.get_ref(),
+                    all.join(", ")
+                ),
+            )
+        })),
+        None => Some(Mfs::K16),
+    };
+    let (Some(id), Some(mfs)) = (id, mfs) else {
+        return None;
+    };
+    Some(CheckedChpid {
+        id,
+        mfs,
+        pos: raw.id.span().start,
+    })
+}
+
+fn is_lpar_name(s: &str) -> bool {
+    (1..=8).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'@' | b'#' | b'$')
+        })
+}
+
+fn is_netns_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The kernel's `dev_valid_name()`, plus no control characters (a NUL would cut the name short).
+fn is_ifname(s: &str) -> bool {
+    (1..16).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option<CheckedLpar> {
+    let name = raw.name.get_ref();
+    let name_pos = raw.name.span().start;
+    let name_ok = is_lpar_name(name);
+    if !name_ok {
+        problems.add(
+            name_pos,
+            format!(
+                "invalid LPAR name {name:?}: must be 1-8 characters of A-Z, 0-9, '@', '#' and '$'"
+            ),
+        );
+    }
+    let netns = match &raw.netns {
+        Some(ns) => problems.check(check_netns(ns, own_netns)),
+        // The default is the LPAR name, whose '@', '#' and '$' are not allowed in a netns name.
+        None if name_ok && !is_netns_name(name) => {
+            problems.add(
+                name_pos,
+                format!(
+                    "LPAR name {name:?} is not a valid netns name (it would be the default); \
+                     set netns explicitly"
+                ),
+            );
+            None
+        }
+        None => Some(name.clone()),
+    };
+    let nics: Vec<CheckedNic> = raw
+        .nic
+        .iter()
+        .enumerate()
+        .filter_map(|(index, nic)| check_nic(problems, name, index, nic))
+        .collect();
+    let netns = netns.filter(|_| name_ok)?;
+    if nics.len() != raw.nic.len() {
+        return None;
+    }
+    Some(CheckedLpar {
+        name: name.clone(),
+        name_pos,
+        netns,
+        netns_pos: raw.netns.as_ref().map(|ns| ns.span().start),
+        nics,
+    })
+}
+
+fn check_netns(ns: &Spanned<String>, own_netns: &str) -> Checked<String> {
+    let s = ns.get_ref();
+    let pos = ns.span().start;
+    if !is_netns_name(s) {
+        return Err((
+            pos,
+            format!(
+                "invalid netns name {s:?}: must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' \
+                 and '-', and not \".\" or \"..\""
+            ),
+        ));
+    }
+    if s == own_netns {
+        return Err((
+            pos,
+            format!("netns name {s:?} is reserved: it is the fabric's own namespace"),
+        ));
+    }
+    Ok(s.clone())
+}
+
+fn check_nic(
+    problems: &mut Problems,
+    lpar: &str,
+    index: usize,
+    raw: &Spanned<RawNic>,
+) -> Option<CheckedNic> {
+    let pos = raw.span().start;
+    let raw = raw.get_ref();
+    let name = match &raw.name {
+        Some(n) if is_ifname(n.get_ref()) => Some(n.get_ref().clone()),
+        Some(n) => {
+            problems.add(
+                n.span().start,
+                format!(
+                    "invalid NIC name {:?}: must be a Linux interface name (1-15 bytes, no '/', \
+                     ':' or whitespace, not \".\" or \"..\")",
+                    n.get_ref()
+                ),
+            );
+            None
+        }
+        None => Some(format!("hsi{index}")),
+    };
+    // Messages name the NIC as written, even when the name itself is refused.
+    let label = match &raw.name {
+        Some(n) => format!("{lpar}/{}", n.get_ref()),
+        None => format!("{lpar}/hsi{index}"),
+    };
+    let chpid = problems.check(check_chpid_id(&raw.chpid));
+    let devno = match &raw.devno {
+        Some(d) => problems
+            .check(check_devno(d))
+            .map(|v| Some((v, d.span().start))),
+        None => Some(None),
+    };
+    let mac = match &raw.mac {
+        Some(m) => problems
+            .check(check_mac(m))
+            .map(|v| Some((v, m.span().start))),
+        None => Some(None),
+    };
+    let ipv4 = match &raw.ipv4 {
+        Some(list) if list.get_ref().is_empty() => {
+            problems.add(list.span().start, no_ipv4(&label));
+            None
+        }
+        Some(list) => {
+            let checked: Vec<(Ipv4Cidr, usize)> = list
+                .get_ref()
+                .iter()
+                .filter_map(|a| problems.check(check_ipv4(a)).map(|c| (c, a.span().start)))
+                .collect();
+            Some(checked).filter(|c| c.len() == list.get_ref().len())
+        }
+        None => {
+            problems.add(pos, no_ipv4(&label));
+            None
+        }
+    };
+    let (Some(name), Some(chpid), Some(devno), Some(mac), Some(ipv4)) =
+        (name, chpid, devno, mac, ipv4)
+    else {
+        return None;
+    };
+    Some(CheckedNic {
+        label,
+        pos,
+        chpid,
+        chpid_pos: raw.chpid.span().start,
+        name,
+        name_pos: raw.name.as_ref().map(|n| n.span().start),
+        devno,
+        mac,
+        ipv4,
+    })
+}
+
+fn no_ipv4(label: &str) -> String {
+    format!("NIC {label} has no ipv4 address: list at least one, e.g. ipv4 = [\"10.0.0.1/24\"]")
+}
+
+fn check_devno(devno: &Spanned<String>) -> Checked<u16> {
+    let pos = devno.span().start;
+    let value = parse_hex(devno.get_ref(), 4)
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| {
+            (
+                pos,
+                format!(
+                    "invalid devno {:?}: must be four hex digits, e.g. \"7000\"",
+                    devno.get_ref()
+                ),
+            )
+        })?;
+    if value > MAX_DEVNO {
+        return Err((
+            pos,
+            format!(
+                "devno {value:04x} is too high: the NIC also uses devno+1 and devno+2, so devno \
+                 must be at most {MAX_DEVNO:04x}"
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn check_mac(mac: &Spanned<String>) -> Checked<[u8; 6]> {
+    let pos = mac.span().start;
+    let s = mac.get_ref();
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    let parsed = out.iter_mut().all(|byte| {
+        match parts.next().and_then(|p| parse_hex(p, 2)) {
+            Some(v) => {
+                // parse_hex of two digits is at most 0xff.
+                *byte = v as u8;
+                true
+            }
+            None => false,
+        }
+    }) && parts.next().is_none();
+    if !parsed {
+        return Err((
+            pos,
+            format!("invalid MAC {s:?}: must be six hex octets separated by ':', e.g. \"02:00:00:00:f0:01\""),
+        ));
+    }
+    if out[0] & 1 != 0 {
+        return Err((
+            pos,
+            format!(
+                "MAC {} is a multicast or broadcast address: a NIC needs a unicast MAC \
+                 (lowest bit of the first octet clear)",
+                format_mac(&out)
+            ),
+        ));
+    }
+    if out == [0; 6] {
+        return Err((
+            pos,
+            "MAC 00:00:00:00:00:00 is all zeros: a NIC needs a unicast MAC".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn check_ipv4(addr: &Spanned<String>) -> Checked<Ipv4Cidr> {
+    let pos = addr.span().start;
+    let s = addr.get_ref();
+    let cidr: Ipv4Cidr = s
+        .parse()
+        .map_err(|e: CidrError| (pos, format!("invalid IPv4 address {s:?}: {e}")))?;
+    let a = cidr.addr;
+    let problem = if a.is_unspecified() {
+        Some("the unspecified address")
+    } else if a.is_broadcast() {
+        Some("the broadcast address")
+    } else if a.is_loopback() {
+        Some("a loopback address")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else {
+        None
+    };
+    match problem {
+        Some(what) => Err((
+            pos,
+            format!("IPv4 address {a} is {what} and cannot be registered with a CHPID"),
+        )),
+        None => Ok(cidr),
+    }
+}
+
+// --- Stage 3: the file as a whole --------------------------------------------------------------
+
+fn check_chpid_ids(src: &Source<'_>, problems: &mut Problems, chpids: &[CheckedChpid]) {
+    let mut seen: HashMap<u8, usize> = HashMap::new();
+    for c in chpids {
+        if let Some(&first) = seen.get(&c.id) {
+            problems.add(
+                c.pos,
+                format!(
+                    "duplicate CHPID {}, first defined at line {}",
+                    chpid_label(c.id),
+                    src.line(first)
+                ),
+            );
+        } else {
+            seen.insert(c.id, c.pos);
+        }
+    }
+}
+
+fn check_lpar_names(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut netns: HashMap<&str, (&str, usize)> = HashMap::new();
+    for l in lpars {
+        if let Some(&first) = names.get(l.name.as_str()) {
+            problems.add(
+                l.name_pos,
+                format!(
+                    "duplicate LPAR name {}, first defined at line {}",
+                    l.name,
+                    src.line(first)
+                ),
+            );
+        } else {
+            names.insert(&l.name, l.name_pos);
+        }
+        let pos = l.netns_pos.unwrap_or(l.name_pos);
+        if let Some(&(other, first)) = netns.get(l.netns.as_str()) {
+            let how = if l.netns_pos.is_none() {
+                " (its default, the LPAR name)"
+            } else {
+                ""
+            };
+            problems.add(
+                pos,
+                format!(
+                    "duplicate netns name {}: LPAR {}{how} would share the namespace of LPAR \
+                     {other}, defined at line {}",
+                    l.netns,
+                    l.name,
+                    src.line(first)
+                ),
+            );
+        } else {
+            netns.insert(&l.netns, (&l.name, pos));
+        }
+    }
+}
+
+fn check_nics(
+    src: &Source<'_>,
+    problems: &mut Problems,
+    lpars: &[CheckedLpar],
+    chpids: &[CheckedChpid],
+    max_nics: usize,
+) {
+    let defined: HashSet<u8> = chpids.iter().map(|c| c.id).collect();
+    for l in lpars {
+        if let Some(extra) = l.nics.get(max_nics) {
+            problems.add(
+                extra.pos,
+                format!(
+                    "LPAR {} has {} NICs, more than max_nics_per_lpar = {max_nics}",
+                    l.name,
+                    l.nics.len()
+                ),
+            );
+        }
+        let mut on_chpid: HashMap<u8, (&str, usize)> = HashMap::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for nic in &l.nics {
+            if !defined.contains(&nic.chpid) {
+                problems.add(
+                    nic.chpid_pos,
+                    format!(
+                        "NIC {} is on CHPID {}, which is not defined by any [[chpid]]",
+                        nic.label,
+                        chpid_label(nic.chpid)
+                    ),
+                );
+            }
+            if let Some(&(other, first)) = on_chpid.get(&nic.chpid) {
+                problems.add(
+                    nic.chpid_pos,
+                    format!(
+                        "NIC {} is on CHPID {} like {other}, defined at line {}: an LPAR can have \
+                         only one NIC per CHPID",
+                        nic.label,
+                        chpid_label(nic.chpid),
+                        src.line(first)
+                    ),
+                );
+            } else {
+                on_chpid.insert(nic.chpid, (&nic.label, nic.chpid_pos));
+            }
+            let name_pos = nic.name_pos.unwrap_or(nic.pos);
+            if let Some(&first) = names.get(nic.name.as_str()) {
+                let how = if nic.name_pos.is_none() {
+                    " (the default name of this NIC)"
+                } else {
+                    ""
+                };
+                problems.add(
+                    name_pos,
+                    format!(
+                        "duplicate NIC name {}{how} in LPAR {}, first used at line {}",
+                        nic.name,
+                        l.name,
+                        src.line(first)
+                    ),
+                );
+            } else {
+                names.insert(&nic.name, name_pos);
+            }
+        }
+    }
+}
+
+fn check_ipv4_unique(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
+    // The same address on different CHPIDs is fine: each CHPID is its own LAN.
+    let mut seen: HashMap<(u8, Ipv4Addr), (&str, usize)> = HashMap::new();
+    for nic in lpars.iter().flat_map(|l| &l.nics) {
+        for &(cidr, pos) in &nic.ipv4 {
+            let key = (nic.chpid, cidr.addr);
+            if let Some(&(other, first)) = seen.get(&key) {
+                let whom = if other == nic.label {
+                    format!("NIC {other} lists it twice")
+                } else {
+                    format!("NIC {} and {other} both register it", nic.label)
+                };
+                problems.add(
+                    pos,
+                    format!(
+                        "duplicate IPv4 address {} on CHPID {}: {whom} (first at line {})",
+                        cidr.addr,
+                        chpid_label(nic.chpid),
+                        src.line(first)
+                    ),
+                );
+            } else {
+                seen.insert(key, (&nic.label, pos));
+            }
+        }
+    }
+}
+
+/// Whether the device triples starting at `a` and `b` share a device.
+fn triples_overlap(a: u16, b: u16) -> bool {
+    a.abs_diff(b) < 3
+}
+
+fn device_range(devno: u16) -> String {
+    format!("0.0.{devno:04x}-0.0.{:04x}", u32::from(devno) + 2)
+}
+
+/// Checks the explicit devnos and allocates the others; one entry per NIC in file order,
+/// `None` where allocation failed (recorded as a problem).
+fn assign_devnos(
+    src: &Source<'_>,
+    problems: &mut Problems,
+    lpars: &[CheckedLpar],
+) -> Vec<Option<u16>> {
+    let nics = || lpars.iter().flat_map(|l| &l.nics);
+    // Explicit devnos are reserved first, so allocation never takes one a later NIC asked for.
+    let mut reserved: Vec<(u16, &str, usize)> = Vec::new();
+    for nic in nics() {
+        let Some((devno, pos)) = nic.devno else {
+            continue;
+        };
+        if let Some(&(other, other_label, other_pos)) = reserved
+            .iter()
+            .find(|(other, _, _)| triples_overlap(devno, *other))
+        {
+            problems.add(
+                pos,
+                format!(
+                    "duplicate devno {devno:04x}: NIC {} overlaps {other_label} (devices {}), \
+                     defined at line {}",
+                    nic.label,
+                    device_range(other),
+                    src.line(other_pos)
+                ),
+            );
+        }
+        reserved.push((devno, &nic.label, pos));
+    }
+    // Candidates only grow, and allocated triples are 3 apart, so each allocation only needs
+    // checking against the reserved ones.
+    let mut next = u32::from(FIRST_DEFAULT_DEVNO);
+    nics()
+        .map(|nic| {
+            if let Some((devno, _)) = nic.devno {
+                return Some(devno);
+            }
+            while next <= u32::from(MAX_DEVNO) {
+                let candidate = next as u16;
+                next += 3;
+                if !reserved
+                    .iter()
+                    .any(|(r, _, _)| triples_overlap(candidate, *r))
+                {
+                    return Some(candidate);
+                }
+            }
+            problems.add(
+                nic.pos,
+                format!(
+                    "no free devno left for NIC {} above {FIRST_DEFAULT_DEVNO:04x}: set devno \
+                     explicitly",
+                    nic.label
+                ),
+            );
+            None
+        })
+        .collect()
+}
+
+/// The MAC a NIC gets when the file does not set one: unique because devnos are.
+fn derived_mac(chpid: u8, devno: u16) -> [u8; 6] {
+    let [hi, lo] = devno.to_be_bytes();
+    [0x02, 0, 0, chpid, hi, lo]
+}
+
+/// Resolves every NIC's MAC (one entry per NIC in file order) and checks they are unique.
+fn assign_macs(
+    src: &Source<'_>,
+    problems: &mut Problems,
+    lpars: &[CheckedLpar],
+    devnos: &[Option<u16>],
+) -> Vec<Option<[u8; 6]>> {
+    // mac -> (NIC label, position, how it was derived if it was)
+    let mut seen: HashMap<[u8; 6], (&str, usize, Option<String>)> = HashMap::new();
+    let nics = lpars.iter().flat_map(|l| &l.nics);
+    nics.zip(devnos)
+        .map(|(nic, devno)| {
+            let (mac, pos, derived) = match (nic.mac, devno) {
+                (Some((mac, pos)), _) => (mac, pos, None),
+                (None, Some(devno)) => (
+                    derived_mac(nic.chpid, *devno),
+                    nic.pos,
+                    Some(format!(
+                        " (derived from CHPID {} and devno {devno:04x})",
+                        chpid_label(nic.chpid)
+                    )),
+                ),
+                (None, None) => return None,
+            };
+            match seen.get(&mac) {
+                // Two derived MACs only collide on a duplicate devno, which is reported already.
+                Some((other, first, other_derived))
+                    if derived.is_none() || other_derived.is_none() =>
+                {
+                    problems.add(
+                        pos,
+                        format!(
+                            "duplicate MAC {}: NIC {}{} collides with {other}{}, defined at line {}",
+                            format_mac(&mac),
+                            nic.label,
+                            derived.as_deref().unwrap_or(""),
+                            other_derived.as_deref().unwrap_or(""),
+                            src.line(*first)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(mac, (&nic.label, pos, derived));
+                }
+            }
+            Some(mac)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "test.toml";
+
+    fn parse(text: &str) -> Result<Fabric, ConfigError> {
+        Fabric::parse(text, Path::new(FILE))
+    }
+
+    fn parse_ok(text: &str) -> Fabric {
+        match parse(text) {
+            Ok(f) => f,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    /// Asserts `text` is refused on the line marked `# <-` with a message containing `needle`.
+    #[track_caller]
+    fn refused(text: &str, needle: &str) -> String {
+        let marked: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("# <-"))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(marked.len(), 1, "test text must mark exactly one line");
+        let msg = match parse(text) {
+            Ok(_) => panic!("accepted, expected an error containing {needle:?}"),
+            Err(e) => e.to_string(),
+        };
+        let prefix = format!("{FILE}:{}:", marked[0]);
+        assert!(
+            msg.starts_with(&prefix),
+            "{msg:?} should start with {prefix:?}"
+        );
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+        msg
+    }
+
+    /// A valid head (fabric and two CHPIDs) for the refusal tests; lines 1-9.
+    const HEAD: &str = r#"[fabric]
+name = "demo"
+
+[[chpid]]
+id = "F0"
+
+[[chpid]]
+id = "F1"
+mfs = "24K"
+"#;
+
+    fn with_head(rest: &str) -> String {
+        format!("{HEAD}{rest}")
+    }
+
+    const FULL: &str = r#"# A fabric with every optional key somewhere.
+[fabric]
+name = "demo-1"
+
+[[chpid]]
+id = "F0"
+
+[[chpid]]
+id = "e1"
+mfs = "64K"
+
+[[lpar]]
+name = "LP01"
+
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+
+[[lpar.nic]]
+chpid = "E1"
+name = "iqd1"
+devno = "7004"
+mac = "02:aa:bb:cc:dd:ee"
+ipv4 = ["10.1.0.1/24", "10.1.0.2/16"]
+
+[[lpar]]
+name = "LP02"
+netns = "lp02-ns"
+
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+
+[[lpar.nic]]
+chpid = "E1"
+devno = "80aB"
+ipv4 = ["10.0.0.2/24"]   # the same address on another CHPID is fine
+
+[[lpar]]
+name = "LP#3"
+netns = "lp3"
+"#;
+
+    #[test]
+    fn full_example_with_defaults() {
+        let f = parse_ok(FULL);
+        assert_eq!(f.name, "demo-1");
+        assert_eq!(f.netns_name(), "iqd-demo-1");
+        assert_eq!(f.max_nics_per_lpar, 2);
+        assert_eq!(f.chpids.len(), 2);
+        assert_eq!(f.chpids[0].id, 0xF0);
+        assert_eq!(f.chpids[0].mfs, Mfs::K16);
+        assert_eq!(f.chpids[0].mfs.mtu(), 8192);
+        assert_eq!(f.chpids[1].id, 0xE1);
+        assert_eq!(f.chpids[1].mfs, Mfs::K64);
+        assert_eq!(f.chpid(0xE1).map(|c| c.mfs), Some(Mfs::K64));
+        assert!(f.chpid(0x00).is_none());
+
+        assert_eq!(f.lpars.len(), 3);
+        let lp1 = &f.lpars[0];
+        assert_eq!(lp1.name, "LP01");
+        assert_eq!(lp1.netns, "LP01");
+        let n = &lp1.nics[0];
+        assert_eq!(n.name, "hsi0");
+        assert_eq!(n.chpid, 0xF0);
+        assert_eq!(n.devno, 0x7000);
+        assert_eq!(n.mac, [0x02, 0, 0, 0xF0, 0x70, 0x00]);
+        assert_eq!(format_mac(&n.mac), "02:00:00:f0:70:00");
+        assert_eq!(n.device_triple(), "0.0.7000,0.0.7001,0.0.7002");
+        assert_eq!(n.ipv4, vec!["10.0.0.1/24".parse::<Ipv4Cidr>().unwrap()]);
+        let n = &lp1.nics[1];
+        assert_eq!(n.name, "iqd1");
+        assert_eq!(n.chpid, 0xE1);
+        assert_eq!(n.devno, 0x7004);
+        assert_eq!(format_mac(&n.mac), "02:aa:bb:cc:dd:ee");
+        assert_eq!(n.ipv4.len(), 2);
+        assert_eq!(n.ipv4[1].prefix, 16);
+
+        let lp2 = &f.lpars[1];
+        assert_eq!(lp2.netns, "lp02-ns");
+        // 0x7003 and 0x7006 overlap the explicit 0x7004-0x7006.
+        assert_eq!(lp2.nics[0].name, "hsi0");
+        assert_eq!(lp2.nics[0].devno, 0x7009);
+        assert_eq!(format_mac(&lp2.nics[0].mac), "02:00:00:f0:70:09");
+        assert_eq!(lp2.nics[1].name, "hsi1");
+        assert_eq!(lp2.nics[1].devno, 0x80AB);
+        assert_eq!(lp2.nics[1].device_triple(), "0.0.80ab,0.0.80ac,0.0.80ad");
+        assert_eq!(format_mac(&lp2.nics[1].mac), "02:00:00:e1:80:ab");
+
+        // An LPAR without NICs is allowed.
+        assert_eq!(f.lpars[2].name, "LP#3");
+        assert!(f.lpars[2].nics.is_empty());
+    }
+
+    #[test]
+    fn json_uses_labels() {
+        let f = parse_ok(FULL);
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["chpids"][1]["id"], "E1");
+        assert_eq!(json["chpids"][1]["mfs"], "64K");
+        let nic = &json["lpars"][0]["nics"][0];
+        assert_eq!(nic["chpid"], "F0");
+        assert_eq!(nic["devno"], "7000");
+        assert_eq!(nic["mac"], "02:00:00:f0:70:00");
+        assert_eq!(nic["ipv4"][0], "10.0.0.1/24");
+    }
+
+    #[test]
+    fn mfs_to_mtu() {
+        let cases = [
+            (Mfs::K16, "16K", 16384, 8192),
+            (Mfs::K24, "24K", 24576, 16384),
+            (Mfs::K40, "40K", 40960, 32768),
+            (Mfs::K64, "64K", 65536, 57344),
+        ];
+        for (mfs, label, bytes, mtu) in cases {
+            assert_eq!(mfs.label(), label);
+            assert_eq!(mfs.bytes(), bytes);
+            assert_eq!(mfs.mtu(), mtu);
+            let f = parse_ok(&format!(
+                "[fabric]\nname = \"x\"\n[[chpid]]\nid = \"01\"\nmfs = \"{label}\"\n"
+            ));
+            assert_eq!(f.chpids[0].mfs, mfs);
+        }
+    }
+
+    #[test]
+    fn cidr_parse_and_display() {
+        let c: Ipv4Cidr = "10.1.2.3/32".parse().unwrap();
+        assert_eq!(c.addr, Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(c.prefix, 32);
+        assert_eq!(c.to_string(), "10.1.2.3/32");
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/0",
+            "10.0.0.1/33",
+            "10.0.0/8",
+            "x/8",
+            "1.2.3.4/+8",
+        ] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(chpid_label(0xF0), "F0");
+        assert_eq!(chpid_label(0x0A), "0A");
+        assert_eq!(format_mac(&[2, 0, 0, 0, 0xF0, 1]), "02:00:00:00:f0:01");
+    }
+
+    #[test]
+    fn max_nics_setting() {
+        let f =
+            parse_ok(&HEAD.replace("name = \"demo\"", "name = \"demo\"\nmax_nics_per_lpar = 16"));
+        assert_eq!(f.max_nics_per_lpar, 16);
+        refused(
+            &HEAD.replace(
+                "name = \"demo\"",
+                "name = \"demo\"\nmax_nics_per_lpar = 0 # <-",
+            ),
+            "max_nics_per_lpar = 0 is out of range",
+        );
+        refused(
+            &HEAD.replace(
+                "name = \"demo\"",
+                "name = \"demo\"\nmax_nics_per_lpar = 17 # <-",
+            ),
+            "must be 1-16",
+        );
+    }
+
+    #[test]
+    fn error_position_and_format() {
+        let text = with_head(
+            r#"
+[[lpar]]
+name = "LP01"
+
+[[lpar.nic]]
+chpid = "F0"
+devno = "7000"
+ipv4 = ["10.0.0.1/24"]
+
+[[lpar]]
+name = "LP02"
+
+[[lpar.nic]]
+chpid = "F0"
+devno = "7000"
+ipv4 = ["10.0.0.2/24"]
+"#,
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line(), Some(24));
+        assert_eq!(e.path(), Path::new(FILE));
+        assert_eq!(
+            e.to_string(),
+            "test.toml:24:9: duplicate devno 7000: NIC LP02/hsi0 overlaps LP01/hsi0 \
+             (devices 0.0.7000-0.0.7002), defined at line 16"
+        );
+    }
+
+    #[test]
+    fn devno_overlap_is_duplicate() {
+        refused(
+            &with_head(
+                r#"
+[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7002"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F1"
+devno = "7000" # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "duplicate devno 7000: NIC LP01/hsi1 overlaps LP01/hsi0 (devices 0.0.7002-0.0.7004), \
+             defined at line 15",
+        );
+    }
+
+    #[test]
+    fn devno_too_high_or_bad_hex() {
+        let nic = |devno: &str| {
+            with_head(&format!(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 devno = \"{devno}\" # <-\nipv4 = [\"10.0.0.1/24\"]\n"
+            ))
+        };
+        parse_ok(&nic("fffd").replace(" # <-", ""));
+        refused(&nic("FFFE"), "devno fffe is too high");
+        refused(
+            &nic("700"),
+            "invalid devno \"700\": must be four hex digits",
+        );
+        refused(&nic("70g0"), "invalid devno \"70g0\"");
+        refused(&nic("0.0.7000"), "invalid devno");
+    }
+
+    #[test]
+    fn unknown_keys() {
+        refused(
+            &HEAD.replace("name = \"demo\"", "name = \"demo\"\nnics = 2 # <-"),
+            "unknown field `nics`",
+        );
+        refused(
+            &HEAD.replace("mfs = \"24K\"", "mfs = \"24K\"\nmtu = 1500 # <-"),
+            "unknown field `mtu`",
+        );
+        refused(
+            &with_head("[[lpar]]\nname = \"LP01\"\nnet_ns = \"x\" # <-\n"),
+            "unknown field `net_ns`",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 ip = [\"10.0.0.1/24\"] # <-\n",
+            ),
+            "unknown field `ip`",
+        );
+        refused(
+            &with_head("[[lapr]] # <-\nname = \"LP01\"\n"),
+            "unknown field `lapr`",
+        );
+    }
+
+    #[test]
+    fn toml_syntax_error_has_position() {
+        let msg = refused(&with_head("[[lpar]]\nname = \"LP01 # <-\n"), "");
+        assert!(!msg.contains('\n'), "one line: {msg:?}");
+        refused(&with_head("[[lpar]]\nname = LP01 # <-\n"), "");
+        refused(
+            &with_head("[[lpar]]\nname = 1 # <-\n"),
+            "invalid type: integer `1`, expected a string",
+        );
+        refused(&with_head("[[lpar]] # <-\n"), "missing field `name`");
+    }
+
+    #[test]
+    fn bad_chpid_hex() {
+        refused(
+            &HEAD.replace("id = \"F1\"", "id = \"G1\" # <-"),
+            "invalid CHPID \"G1\": must be two hex digits",
+        );
+        refused(
+            &HEAD.replace("id = \"F1\"", "id = \"F\" # <-"),
+            "invalid CHPID \"F\"",
+        );
+        refused(
+            &HEAD.replace("id = \"F1\"", "id = \"0F1\" # <-"),
+            "invalid CHPID",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"XY\" # <-\n\
+                 ipv4 = [\"10.0.0.1/24\"]\n",
+            ),
+            "invalid CHPID \"XY\"",
+        );
+    }
+
+    #[test]
+    fn bad_mfs() {
+        refused(
+            &HEAD.replace("mfs = \"24K\"", "mfs = \"32K\" # <-"),
+            "invalid MFS \"32K\": must be one of 16K, 24K, 40K, 64K",
+        );
+    }
+
+    #[test]
+    fn duplicate_chpid() {
+        refused(
+            &with_head("[[chpid]]\nid = \"f0\" # <-\n"),
+            "duplicate CHPID F0, first defined at line 5",
+        );
+    }
+
+    #[test]
+    fn duplicate_lpar_name() {
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\nnetns = \"a\"\n[[lpar]]\nname = \"LP01\" # <-\n\
+                 netns = \"b\"\n",
+            ),
+            "duplicate LPAR name LP01, first defined at line 11",
+        );
+    }
+
+    #[test]
+    fn duplicate_netns() {
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\nnetns = \"ns\"\n[[lpar]]\nname = \"LP02\"\n\
+                 netns = \"ns\" # <-\n",
+            ),
+            "duplicate netns name ns: LPAR LP02 would share the namespace of LPAR LP01, \
+             defined at line 12",
+        );
+        // An explicit netns equal to another LPAR's default.
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar]]\nname = \"LP02\"\nnetns = \"LP01\" # <-\n",
+            ),
+            "duplicate netns name LP01: LPAR LP02 would share the namespace of LPAR LP01, \
+             defined at line 11",
+        );
+        // A default equal to an earlier explicit netns points at the LPAR name.
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\nnetns = \"LP02\"\n[[lpar]]\nname = \"LP02\" # <-\n",
+            ),
+            "LPAR LP02 (its default, the LPAR name) would share",
+        );
+    }
+
+    #[test]
+    fn nic_on_undefined_chpid() {
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F2\" # <-\n\
+                 ipv4 = [\"10.0.0.1/24\"]\n",
+            ),
+            "NIC LP01/hsi0 is on CHPID F2, which is not defined",
+        );
+    }
+
+    #[test]
+    fn too_many_nics() {
+        let text = with_head(
+            r#"[[chpid]]
+id = "F2"
+[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F1"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]] # <-
+chpid = "F2"
+ipv4 = ["10.0.0.1/24"]
+"#,
+        );
+        refused(
+            &text,
+            "LPAR LP01 has 3 NICs, more than max_nics_per_lpar = 2",
+        );
+        let raised = text.replace("name = \"demo\"", "name = \"demo\"\nmax_nics_per_lpar = 3");
+        assert_eq!(parse_ok(&raised).lpars[0].nics.len(), 3);
+        let lowered = text.replace("name = \"demo\"", "name = \"demo\"\nmax_nics_per_lpar = 1");
+        let e = parse(&lowered).unwrap_err();
+        // The limit is hit at the second NIC (line 18 after the inserted line).
+        assert_eq!(e.line(), Some(18), "{e}");
+        assert!(
+            e.to_string().contains("more than max_nics_per_lpar = 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ipv4_on_chpid() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24",
+        "10.0.0.1/16"] # <-
+"#,
+            ),
+            "duplicate IPv4 address 10.0.0.1 on CHPID F0: NIC LP02/hsi0 and LP01/hsi0 both \
+             register it (first at line 14)",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 ipv4 = [\"10.0.0.1/24\",\n\"10.0.0.1/24\"] # <-\n",
+            ),
+            "NIC LP01/hsi0 lists it twice",
+        );
+    }
+
+    #[test]
+    fn same_ipv4_on_different_chpids_is_fine() {
+        let f = parse_ok(&with_head(
+            r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F1"
+ipv4 = ["10.0.0.1/24"]
+"#,
+        ));
+        assert_eq!(f.lpars[1].nics[0].ipv4[0].to_string(), "10.0.0.1/24");
+    }
+
+    #[test]
+    fn two_nics_of_one_lpar_on_one_chpid() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "f0" # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "NIC LP01/hsi1 is on CHPID F0 like LP01/hsi0, defined at line 13",
+        );
+    }
+
+    #[test]
+    fn duplicate_nic_names() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+name = "hsi1"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]] # <-
+chpid = "F1"
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "duplicate NIC name hsi1 (the default name of this NIC) in LPAR LP01, first used at \
+             line 14",
+        );
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+name = "a"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F1"
+name = "a" # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "duplicate NIC name a in LPAR LP01",
+        );
+    }
+
+    #[test]
+    fn nic_without_ipv4() {
+        refused(
+            &with_head("[[lpar]]\nname = \"LP01\"\n[[lpar.nic]] # <-\nchpid = \"F0\"\n"),
+            "NIC LP01/hsi0 has no ipv4 address",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\nname = \"x\"\n\
+                 ipv4 = [] # <-\n",
+            ),
+            "NIC LP01/x has no ipv4 address",
+        );
+    }
+
+    fn nic_with_ipv4(addr: &str) -> String {
+        with_head(&format!(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+             ipv4 = [\"10.0.0.1/24\", \"{addr}\"] # <-\n"
+        ))
+    }
+
+    #[test]
+    fn bad_cidr() {
+        refused(&nic_with_ipv4("10.0.0.2/0"), "prefix /0 is not in 1..=32");
+        refused(&nic_with_ipv4("10.0.0.2/33"), "prefix /33 is not in 1..=32");
+        refused(
+            &nic_with_ipv4("10.0.0.2"),
+            "invalid IPv4 address \"10.0.0.2\": missing /prefix",
+        );
+        refused(&nic_with_ipv4("10.0.0/24"), "is not an IPv4 address");
+        parse_ok(&nic_with_ipv4("10.0.0.2/32").replace(" # <-", ""));
+    }
+
+    #[test]
+    fn special_addresses() {
+        refused(
+            &nic_with_ipv4("0.0.0.0/8"),
+            "0.0.0.0 is the unspecified address",
+        );
+        refused(
+            &nic_with_ipv4("255.255.255.255/32"),
+            "is the broadcast address",
+        );
+        refused(
+            &nic_with_ipv4("127.1.2.3/8"),
+            "127.1.2.3 is a loopback address",
+        );
+        refused(&nic_with_ipv4("224.0.0.1/4"), "is a multicast address");
+        refused(
+            &nic_with_ipv4("239.255.255.255/8"),
+            "is a multicast address",
+        );
+    }
+
+    #[test]
+    fn bad_fabric_name() {
+        for bad in ["Demo", "", "abcdefghijklm", "a_b", "a b"] {
+            refused(
+                &HEAD.replace("name = \"demo\"", &format!("name = \"{bad}\" # <-")),
+                "invalid fabric name",
+            );
+        }
+        parse_ok(&HEAD.replace("name = \"demo\"", "name = \"abcdefghij-1\""));
+    }
+
+    #[test]
+    fn bad_lpar_name() {
+        for bad in ["lp01", "", "LP0123456", "LP-1", "LP 1"] {
+            refused(
+                &with_head(&format!("[[lpar]]\nname = \"{bad}\" # <-\nnetns = \"x\"\n")),
+                "invalid LPAR name",
+            );
+        }
+        // '@', '#' and '$' are fine in an LPAR name, but not as its default netns.
+        parse_ok(&with_head("[[lpar]]\nname = \"A@#$\"\nnetns = \"a\"\n"));
+        refused(
+            &with_head("[[lpar]]\nname = \"LP$1\" # <-\n"),
+            "LPAR name \"LP$1\" is not a valid netns name",
+        );
+    }
+
+    #[test]
+    fn bad_netns_name() {
+        let long = "n".repeat(65);
+        for bad in ["", ".", "..", "a/b", "a b", "ä", long.as_str()] {
+            refused(
+                &with_head(&format!(
+                    "[[lpar]]\nname = \"LP01\"\nnetns = \"{bad}\" # <-\n"
+                )),
+                "invalid netns name",
+            );
+        }
+        parse_ok(&with_head(&format!(
+            "[[lpar]]\nname = \"LP01\"\nnetns = \"{}\"\n",
+            "n".repeat(64)
+        )));
+        refused(
+            &with_head("[[lpar]]\nname = \"LP01\"\nnetns = \"iqd-demo\" # <-\n"),
+            "netns name \"iqd-demo\" is reserved: it is the fabric's own namespace",
+        );
+    }
+
+    #[test]
+    fn bad_nic_name() {
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "abcdefghijklmnop"] {
+            refused(
+                &with_head(&format!(
+                    "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                     name = \"{bad}\" # <-\nipv4 = [\"10.0.0.1/24\"]\n"
+                )),
+                "invalid NIC name",
+            );
+        }
+        parse_ok(&with_head(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+             name = \"abcdefghijklmno\"\nipv4 = [\"10.0.0.1/24\"]\n",
+        ));
+    }
+
+    fn nic_with_mac(mac: &str) -> String {
+        with_head(&format!(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+             mac = \"{mac}\" # <-\nipv4 = [\"10.0.0.1/24\"]\n"
+        ))
+    }
+
+    #[test]
+    fn bad_mac() {
+        refused(
+            &nic_with_mac("01:00:5e:00:00:01"),
+            "is a multicast or broadcast address",
+        );
+        refused(
+            &nic_with_mac("ff:ff:ff:ff:ff:ff"),
+            "is a multicast or broadcast address",
+        );
+        refused(&nic_with_mac("00:00:00:00:00:00"), "is all zeros");
+        for bad in [
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "02-00-00-00-00-01",
+            "2:0:0:0:0:1",
+        ] {
+            refused(&nic_with_mac(bad), "invalid MAC");
+        }
+        // Globally administered unicast is fine; upper case is accepted.
+        let f = parse_ok(&nic_with_mac("00:1A:2B:3C:4D:5E"));
+        assert_eq!(format_mac(&f.lpars[0].nics[0].mac), "00:1a:2b:3c:4d:5e");
+    }
+
+    #[test]
+    fn duplicate_mac() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+mac = "02:00:00:00:00:01"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+mac = "02:00:00:00:00:01" # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "duplicate MAC 02:00:00:00:00:01: NIC LP02/hsi0 collides with LP01/hsi0, defined at \
+             line 14",
+        );
+        // An explicit MAC equal to the one derived for an earlier NIC.
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F1"
+mac = "02:00:00:f0:70:00" # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "duplicate MAC 02:00:00:f0:70:00: NIC LP02/hsi0 collides with LP01/hsi0 (derived \
+             from CHPID F0 and devno 7000), defined at line 12",
+        );
+        // ... and to the one derived for a later NIC, which is where the error points.
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F1"
+mac = "02:00:00:f0:70:03"
+ipv4 = ["10.0.0.2/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]] # <-
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+"#,
+            ),
+            "NIC LP02/hsi0 (derived from CHPID F0 and devno 7003) collides with LP01/hsi0",
+        );
+    }
+
+    #[test]
+    fn missing_tables() {
+        let e = parse("[[chpid]]\nid = \"F0\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "test.toml: no [fabric] table defined");
+        assert_eq!(e.line(), None);
+        let e = parse("[fabric]\nname = \"demo\"\n[[lpar]]\nname = \"LP01\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "test.toml: no [[chpid]] defined");
+    }
+
+    #[test]
+    fn first_error_in_file_order() {
+        // The LPAR (with a bad name) comes before the CHPIDs (one with a bad MFS).
+        let text = r#"[fabric]
+name = "demo"
+[[lpar]]
+name = "bad" # <-
+netns = "x"
+[[chpid]]
+id = "F0"
+mfs = "1K"
+"#;
+        refused(text, "invalid LPAR name");
+        // Cross-checks likewise: the duplicate netns is above the duplicate CHPID.
+        let text = r#"[fabric]
+name = "demo"
+[[lpar]]
+name = "LP01"
+netns = "x"
+[[lpar]]
+name = "LP02"
+netns = "x" # <-
+[[chpid]]
+id = "F0"
+[[chpid]]
+id = "F0"
+"#;
+        refused(text, "duplicate netns name x");
+    }
+
+    #[test]
+    fn load_reports_file() {
+        let path = Path::new("/nonexistent/iqd/fabric.toml");
+        let e = Fabric::load(path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/nonexistent/iqd/fabric.toml: cannot read fabric file: "),
+            "{msg}"
+        );
+        assert_eq!(e.path(), path);
+
+        let dir = std::env::temp_dir().join(format!("iqd-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fabric.toml");
+        std::fs::write(&file, FULL).unwrap();
+        let loaded = Fabric::load(&file);
+        std::fs::write(&file, "[fabric]\nname = 1\n").unwrap();
+        let bad = Fabric::load(&file);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.unwrap().lpars.len(), 3);
+        let msg = bad.unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("{}:2:8: ", file.display())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn devno_allocation_exhausted() {
+        // Explicit devnos 7001, 7007, ... each cover two default slots (7000 and 7003, ...), so
+        // 6144 of them leave no slot up to fffd for a NIC without a devno.
+        let mut text = String::from("[fabric]\nname = \"big\"\nmax_nics_per_lpar = 16\n");
+        for c in 0..16 {
+            text += &format!("[[chpid]]\nid = \"{c:02X}\"\n");
+        }
+        let explicit = 6144;
+        for i in 0..=explicit {
+            if i % 16 == 0 {
+                text += &format!("[[lpar]]\nname = \"L{:04}\"\n", i / 16);
+            }
+            let marker = if i == explicit { " # <-" } else { "" };
+            text += &format!("[[lpar.nic]]{marker}\nchpid = \"{:02X}\"\n", i % 16);
+            if i < explicit {
+                text += &format!("devno = \"{:04x}\"\n", 0x7001 + 6 * i);
+            }
+            text += &format!("ipv4 = [\"10.{}.{}.1/8\"]\n", i / 256, i % 256);
+        }
+        refused(&text, "no free devno left for NIC L0384/hsi0");
+        assert!(triples_overlap(0xFFFD, 0xFFFB));
+        assert!(!triples_overlap(0x7000, 0x7003));
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        let src = Source {
+            path: Path::new(FILE),
+            text: "ab\nä = 1\n",
+        };
+        assert_eq!(src.line_col(0), (1, 1));
+        assert_eq!(src.line_col(3), (2, 1));
+        assert_eq!(src.line_col(6), (2, 3));
+        assert_eq!(src.line_col(100), (3, 1));
+    }
+}

@@ -1,0 +1,322 @@
+//! The XDP data plane: loading the program, its pinned maps and links.
+//!
+//! Everything lives under `/sys/fs/bpf/iqd/<fabric>/`: the maps (by name, see
+//! `iqd_common::map_names`) and one link per fabric-side port (`link_<port>`). Pinned links keep
+//! the program attached after iqd exits; pinned maps are reused by the next `iqd up`, which
+//! therefore changes the data plane in place without dropping a frame.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{DevMapHash, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
+    util::nr_cpus,
+    Ebpf, EbpfLoader,
+};
+use iqd_common::{map_names, program_names, NicCounters, PortInfo, RouteKey, RouteTarget};
+
+use crate::error::{Error, Result};
+
+/// Where all fabrics keep their pinned objects.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/iqd";
+const BPFFS: &str = "/sys/fs/bpf";
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iqd"));
+
+pub fn pin_dir(fabric: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(fabric)
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless it is there (a fresh container may lack it).
+pub fn ensure_bpffs() -> Result<()> {
+    let is_bpffs = nix::sys::statfs::statfs(BPFFS)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if !is_bpffs {
+        fs::create_dir_all(BPFFS).map_err(|e| Error::io("create", BPFFS, e))?;
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| Error::io("mount bpffs on", BPFFS, e.into()))?;
+    }
+    Ok(())
+}
+
+fn prog_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> Error + '_ {
+    move |source| Error::Program {
+        name: name.to_string(),
+        source,
+    }
+}
+
+fn map_err(name: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
+    move |source| Error::Map {
+        name: name.to_string(),
+        source,
+    }
+}
+
+fn pin_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+) -> impl FnOnce(E) -> Error + '_ {
+    move |source| Error::Pin {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+/// Which side of a NIC a program runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The fabric-side port: the switch (`iqd_port`).
+    Port,
+    /// The LPAR's interface: the pass-through stub (`iqd_nic`).
+    Nic,
+}
+
+impl Side {
+    fn program(self) -> &'static str {
+        match self {
+            Side::Port => program_names::PORT,
+            Side::Nic => program_names::NIC,
+        }
+    }
+
+    fn link_pin(self, pin_dir: &Path, port: &str) -> PathBuf {
+        match self {
+            Side::Port => pin_dir.join(format!("link_{port}")),
+            Side::Nic => pin_dir.join(format!("link_{port}_nic")),
+        }
+    }
+}
+
+/// The loaded programs of one fabric, their maps pinned under `pin_dir`.
+pub struct DataPlane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl DataPlane {
+    /// Loads the programs, creating the pinned maps or reusing the ones already there.
+    pub fn load(pin_dir: &Path) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(Error::NoEbpfObject);
+        }
+        ensure_bpffs()?;
+        fs::create_dir_all(pin_dir).map_err(|e| Error::io("create", pin_dir, e))?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(OBJECT)?;
+        let mut plane = Self {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+        };
+        for side in [Side::Port, Side::Nic] {
+            plane
+                .program(side)?
+                .load()
+                .map_err(prog_err(side.program()))?;
+        }
+        Ok(plane)
+    }
+
+    pub fn program(&mut self, side: Side) -> Result<&mut Xdp> {
+        let name = side.program();
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(prog_err(name))
+    }
+
+    /// Attaches a program to interface `ifindex` (of the calling thread's namespace) and pins
+    /// the link. If the link is pinned already, its program is replaced atomically.
+    pub fn attach(&mut self, side: Side, port: &str, ifindex: u32) -> Result<()> {
+        let path = side.link_pin(&self.pin_dir, port);
+        let name = side.program();
+        let program = self.program(side)?;
+        let id = if path.exists() {
+            let pinned = PinnedLink::from_pin(&path).map_err(pin_err(&path))?;
+            let fd_link = pinned.unpin().map_err(pin_err(&path))?;
+            let link = XdpLink::try_from(fd_link).map_err(pin_err(&path))?;
+            program.attach_to_link(link).map_err(prog_err(name))?
+        } else {
+            program
+                .attach_to_if_index(ifindex, XdpMode::Driver)
+                .map_err(prog_err(name))?
+        };
+        let link = program.take_link(id).map_err(prog_err(name))?;
+        let fd_link: FdLink = link.try_into().map_err(pin_err(&path))?;
+        fd_link.pin(&path).map_err(pin_err(&path))?;
+        Ok(())
+    }
+}
+
+/// Whether a port's program is attached (its link is pinned).
+pub fn is_attached(pin_dir: &Path, port: &str) -> bool {
+    Side::Port.link_pin(pin_dir, port).exists()
+}
+
+/// Detaches a port's program by removing its pinned link (the port may already be gone).
+pub fn detach(pin_dir: &Path, port: &str) -> Result<()> {
+    for side in [Side::Port, Side::Nic] {
+        let path = side.link_pin(pin_dir, port);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes a fabric's whole pin directory: links (detaching the program) and maps.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(pin_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", pin_dir, e)),
+    }
+    // Leave /sys/fs/bpf/iqd only while other fabrics use it.
+    let _ = fs::remove_dir(PIN_ROOT);
+    Ok(())
+}
+
+/// Typed access to a fabric's pinned maps.
+pub struct FabricMaps {
+    pub ports: HashMap<MapData, u32, PortInfo>,
+    pub routes: HashMap<MapData, RouteKey, RouteTarget>,
+    pub addresses: HashMap<MapData, u32, u32>,
+    pub devmap: DevMapHash<MapData>,
+    pub counters: PerCpuHashMap<MapData, u32, NicCounters>,
+}
+
+fn open_map(pin_dir: &Path, name: &str) -> Result<Map> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(map_err(name))?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+impl FabricMaps {
+    /// Opens the maps a running fabric pinned.
+    pub fn open(fabric: &str, pin_dir: &Path) -> Result<Self> {
+        if !pin_dir.join(map_names::PORTS).exists() {
+            return Err(Error::NotUp {
+                fabric: fabric.to_string(),
+                pin_dir: pin_dir.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            ports: open_map(pin_dir, map_names::PORTS)?
+                .try_into()
+                .map_err(map_err(map_names::PORTS))?,
+            routes: open_map(pin_dir, map_names::ROUTES)?
+                .try_into()
+                .map_err(map_err(map_names::ROUTES))?,
+            addresses: open_map(pin_dir, map_names::ADDRESSES)?
+                .try_into()
+                .map_err(map_err(map_names::ADDRESSES))?,
+            devmap: open_map(pin_dir, map_names::DEVMAP)?
+                .try_into()
+                .map_err(map_err(map_names::DEVMAP))?,
+            counters: open_map(pin_dir, map_names::COUNTERS)?
+                .try_into()
+                .map_err(map_err(map_names::COUNTERS))?,
+        })
+    }
+
+    /// Describes a port; its counters start at zero unless it already has some.
+    /// Must run inside the fabric namespace (the DEVMAP resolves the ifindex there).
+    pub fn add_port(&mut self, ifindex: u32, info: PortInfo) -> Result<()> {
+        self.ports
+            .insert(ifindex, info, 0)
+            .map_err(map_err(map_names::PORTS))?;
+        self.devmap
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(pin_err(Path::new(map_names::DEVMAP)))?;
+        if self.counters.get(&ifindex, 0).is_err() {
+            let cpus = nr_cpus().map_err(|(path, e)| Error::io("read", path, e))?;
+            let zero = PerCpuValues::try_from(vec![NicCounters::default(); cpus])
+                .map_err(|e| Error::io("per-cpu values", "", e))?;
+            self.counters
+                .insert(ifindex, zero, 0)
+                .map_err(map_err(map_names::COUNTERS))?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        ignore_missing(self.ports.remove(&ifindex)).map_err(map_err(map_names::PORTS))?;
+        ignore_missing(self.devmap.remove(ifindex)).map_err(map_err(map_names::DEVMAP))?;
+        ignore_missing(self.counters.remove(&ifindex)).map_err(map_err(map_names::COUNTERS))?;
+        Ok(())
+    }
+
+    /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' CHPID counts).
+    pub fn sync_routes(&mut self, routes: &[(RouteKey, RouteTarget)]) -> Result<()> {
+        let mut counts = std::collections::HashMap::<u32, u32>::new();
+        for (key, target) in routes {
+            self.routes
+                .insert(key, target, 0)
+                .map_err(map_err(map_names::ROUTES))?;
+            *counts.entry(key.addr).or_default() += 1;
+        }
+        for (addr, count) in &counts {
+            self.addresses
+                .insert(addr, count, 0)
+                .map_err(map_err(map_names::ADDRESSES))?;
+        }
+        let stale: Vec<RouteKey> = self
+            .routes
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !routes.iter().any(|(key, _)| key == k))
+            .collect();
+        for key in stale {
+            ignore_missing(self.routes.remove(&key)).map_err(map_err(map_names::ROUTES))?;
+        }
+        let stale: Vec<u32> = self
+            .addresses
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|a| !counts.contains_key(a))
+            .collect();
+        for addr in stale {
+            ignore_missing(self.addresses.remove(&addr)).map_err(map_err(map_names::ADDRESSES))?;
+        }
+        Ok(())
+    }
+
+    /// A NIC's counters, summed over CPUs.
+    pub fn counters(&self, ifindex: u32) -> Result<NicCounters> {
+        let mut total = NicCounters::default();
+        match self.counters.get(&ifindex, 0) {
+            Ok(per_cpu) => per_cpu.iter().for_each(|c| total.accumulate(c)),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(map_names::COUNTERS)(e)),
+        }
+        Ok(total)
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,94 @@
+//! The one error type of the iqd library; the binary wraps it with anyhow at the edges.
+use std::{io, path::PathBuf};
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error("iqd must run as root (it creates network namespaces and loads eBPF programs)")]
+    NotRoot,
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("network namespace {name}: {op}: {source}")]
+    Netns {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("netlink in namespace {netns}: {op}: {source}")]
+    Netlink {
+        netns: String,
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+
+    #[error("interface {ifname} in namespace {netns}: {op}: {source}")]
+    Ethtool {
+        netns: String,
+        ifname: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("interface {ifname} not found in namespace {netns}")]
+    NoSuchLink { netns: String, ifname: String },
+
+    #[error("the iqd binary was built without its eBPF object (AYA_BUILD_SKIP was set); rebuild with bpf-linker installed")]
+    NoEbpfObject,
+
+    #[error("eBPF: {0}")]
+    Ebpf(#[from] aya::EbpfError),
+
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error("fabric {fabric} is not up (no pinned maps under {pin_dir})")]
+    NotUp { fabric: String, pin_dir: PathBuf },
+
+    #[error("state file {path}: {message}")]
+    State { path: PathBuf, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Bringing a fabric up and down: namespaces, NICs (veth pairs), addresses, maps and links.
+//!
+//! `up` converges: whatever already matches the file is left alone (its frames keep flowing),
+//! what changed is rebuilt, what is gone is removed. The fabric side of every NIC lives in the
+//! fabric's own namespace `iqd-<fabric>`, so the root namespace is never touched.
+use std::net::IpAddr;
+
+use iqd_common::{PortInfo, RouteKey, RouteTarget};
+
+use crate::{
+    config::{self, Fabric, Nic},
+    dataplane::{self, DataPlane, FabricMaps, Side},
+    error::{Error, Result},
+    ethtool,
+    netlink::Netlink,
+    netns::{self, NetnsGuard},
+    state::{NicRecord, State},
+};
+
+/// Fabric-side ports take any frame an LPAR sends (even above the CHPID's MTU), so that the
+/// program sees, and counts, what it refuses.
+const PORT_MTU: u32 = 65535;
+
+/// The fabric-side port of a NIC, named after its read devno (unique in the fabric).
+pub fn port_name(nic: &Nic) -> String {
+    format!("p{:04x}", nic.devno)
+}
+
+fn record(fabric: &Fabric, lpar: &config::Lpar, nic: &Nic) -> NicRecord {
+    let mtu = fabric.chpid(nic.chpid).map(|c| c.mfs.mtu()).unwrap_or(0);
+    NicRecord {
+        lpar: lpar.name.clone(),
+        netns: lpar.netns.clone(),
+        nic: nic.name.clone(),
+        port: port_name(nic),
+        chpid: nic.chpid,
+        devno: nic.devno,
+        mac: nic.mac,
+        mtu,
+        ipv4: nic.ipv4.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+/// What `up` did, for the user.
+#[derive(Debug, Default)]
+pub struct UpReport {
+    pub created_netns: Vec<String>,
+    pub adopted_netns: Vec<String>,
+    pub created_nics: Vec<String>,
+    pub kept_nics: Vec<String>,
+    pub removed_nics: Vec<String>,
+}
+
+/// Creates or updates the fabric to match `fabric`. On a fabric that did not exist before, a
+/// failure removes whatever this call created.
+pub async fn up(fabric: &Fabric) -> Result<UpReport> {
+    let fresh = State::load(&fabric.name)?.is_none() && !netns::exists(&fabric.netns_name());
+    match up_inner(fabric).await {
+        Ok(report) => Ok(report),
+        Err(e) if fresh => {
+            if let Err(cleanup) = down(fabric).await {
+                eprintln!("iqd: cleaning up after a failed up also failed: {cleanup}");
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
+    let mut report = UpReport::default();
+    let previous = State::load(&fabric.name)?.unwrap_or_default();
+    let mut state = State {
+        fabric: fabric.name.clone(),
+        created_netns: previous.created_netns.clone(),
+        nics: Vec::new(),
+    };
+
+    // The fabric's own namespace holds every fabric-side port.
+    let fabric_ns = fabric.netns_name();
+    if netns::create(&fabric_ns)? {
+        let _guard = NetnsGuard::enter(&fabric_ns)?;
+        // IPv6 off: the ports must not send router solicitations into the LPARs.
+        let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+        let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+    }
+    let fabric_nl = Netlink::open(&fabric_ns)?;
+    fabric_nl.set_up(1).await?;
+
+    // LPAR namespaces: created, or adopted when they exist and iqd did not make them.
+    for lpar in &fabric.lpars {
+        if netns::create(&lpar.netns)? {
+            state.created_netns.push(lpar.netns.clone());
+            report.created_netns.push(lpar.netns.clone());
+            Netlink::open(&lpar.netns)?.set_up(1).await?;
+        } else if !state.created_netns.contains(&lpar.netns) {
+            report.adopted_netns.push(lpar.netns.clone());
+        }
+    }
+    // Save early: a failure from here on must still let `down` find the namespaces.
+    state.nics = previous.nics.clone();
+    state.save()?;
+
+    let pin_dir = dataplane::pin_dir(&fabric.name);
+    let mut plane = DataPlane::load(&pin_dir)?;
+    let mut maps = FabricMaps::open(&fabric.name, &pin_dir)?;
+
+    // Remove NICs that are gone or changed in a way that needs a new veth pair.
+    let wanted: Vec<NicRecord> = fabric
+        .lpars
+        .iter()
+        .flat_map(|l| l.nics.iter().map(move |n| record(fabric, l, n)))
+        .collect();
+    for old in &previous.nics {
+        let keep = wanted.iter().any(|w| same_link(w, old));
+        if !keep {
+            remove_nic(&fabric_nl, &mut maps, &pin_dir, old).await?;
+            report
+                .removed_nics
+                .push(format!("{}/{}", old.lpar, old.nic));
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut nics = Vec::new();
+    for lpar in &fabric.lpars {
+        let lpar_nl = Netlink::open(&lpar.netns)?;
+        for nic in &lpar.nics {
+            let wanted = record(fabric, lpar, nic);
+            let old = previous.nics.iter().find(|o| same_link(&wanted, o));
+            let existing = match old {
+                Some(_) => fabric_nl.link(&wanted.port).await?,
+                None => None,
+            };
+            let fresh = existing.is_none();
+            if fresh {
+                // A leftover from an interrupted run would block the names.
+                if let Some(stale) = fabric_nl.link(&wanted.port).await? {
+                    fabric_nl.delete_link(stale.index).await?;
+                }
+                fabric_nl
+                    .add_veth(
+                        &wanted.port,
+                        PORT_MTU,
+                        &nic.name,
+                        &lpar.netns,
+                        nic.mac,
+                        wanted.mtu,
+                    )
+                    .await?;
+                report
+                    .created_nics
+                    .push(format!("{}/{}", lpar.name, nic.name));
+            } else {
+                report.kept_nics.push(format!("{}/{}", lpar.name, nic.name));
+            }
+            let port = fabric_nl.require_link(&wanted.port).await?;
+            let info = PortInfo {
+                chpid: nic.chpid as u32,
+                mtu: wanted.mtu,
+                mac: nic.mac,
+                _pad: [0; 2],
+            };
+            {
+                let _guard = NetnsGuard::enter(&fabric_ns)?;
+                maps.add_port(port.index, info)?;
+                plane.attach(Side::Port, &wanted.port, port.index)?;
+            }
+            fabric_nl.set_up(port.index).await?;
+            configure_lpar_side(&lpar_nl, &mut plane, &wanted.port, nic, old).await?;
+            for cidr in &nic.ipv4 {
+                routes.push((
+                    RouteKey {
+                        chpid: nic.chpid as u32,
+                        addr: u32::from_ne_bytes(cidr.addr.octets()),
+                    },
+                    RouteTarget {
+                        ifindex: port.index,
+                        mac: nic.mac,
+                        _pad: [0; 2],
+                    },
+                ));
+            }
+            nics.push(wanted);
+        }
+    }
+    {
+        let _guard = NetnsGuard::enter(&fabric_ns)?;
+        maps.sync_routes(&routes)?;
+    }
+
+    // Namespaces iqd created for LPARs that are no longer in the file.
+    let mut created = Vec::new();
+    for name in &state.created_netns {
+        if fabric.lpars.iter().any(|l| &l.netns == name) {
+            created.push(name.clone());
+        } else {
+            netns::delete(name)?;
+        }
+    }
+    state.created_netns = created;
+    state.nics = nics;
+    state.save()?;
+    Ok(report)
+}
+
+/// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
+fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
+    a.port == b.port && a.netns == b.netns && a.nic == b.nic && a.mac == b.mac && a.mtu == b.mtu
+}
+
+/// The LPAR side of a NIC: addresses, offloads the data path needs, link up.
+async fn configure_lpar_side(
+    lpar_nl: &Netlink,
+    plane: &mut DataPlane,
+    port: &str,
+    nic: &Nic,
+    old: Option<&NicRecord>,
+) -> Result<()> {
+    let link = lpar_nl.require_link(&nic.name).await?;
+    {
+        let _guard = NetnsGuard::enter(lpar_nl.netns())?;
+        plane.attach(Side::Nic, port, link.index)?;
+        // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
+        let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
+    }
+    for cidr in &nic.ipv4 {
+        lpar_nl
+            .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
+            .await?;
+    }
+    if let Some(old) = old {
+        for stale in old
+            .ipv4
+            .iter()
+            .filter(|a| !nic.ipv4.iter().any(|c| &c.to_string() == *a))
+        {
+            if let Ok(cidr) = stale.parse::<config::Ipv4Cidr>() {
+                lpar_nl
+                    .delete_address(link.index, IpAddr::V4(cidr.addr))
+                    .await?;
+            }
+        }
+    }
+    lpar_nl.set_up(link.index).await?;
+    let _guard = NetnsGuard::enter(lpar_nl.netns())?;
+    let ethtool_err = |op| {
+        let netns = lpar_nl.netns().to_string();
+        let ifname = nic.name.clone();
+        move |source| Error::Ethtool {
+            netns,
+            ifname,
+            op,
+            source,
+        }
+    };
+    ethtool::set_tx_checksum(&nic.name, false).map_err(ethtool_err("tx checksum off"))?;
+    ethtool::set_gro(&nic.name, true).map_err(ethtool_err("gro on"))?;
+    Ok(())
+}
+
+async fn remove_nic(
+    fabric_nl: &Netlink,
+    maps: &mut FabricMaps,
+    pin_dir: &std::path::Path,
+    old: &NicRecord,
+) -> Result<()> {
+    dataplane::detach(pin_dir, &old.port)?;
+    if let Some(port) = fabric_nl.link(&old.port).await? {
+        maps.remove_port(port.index)?;
+        // Deleting one end of a veth pair deletes the LPAR's end too.
+        fabric_nl.delete_link(port.index).await?;
+    }
+    Ok(())
+}
+
+/// Removes everything `up` created: ports and NICs, pins, the fabric namespace and the LPAR
+/// namespaces iqd created. Adopted namespaces stay, without their NICs. Idempotent.
+pub async fn down(fabric: &Fabric) -> Result<()> {
+    let state = State::load(&fabric.name)?;
+    let fabric_ns = fabric.netns_name();
+    if netns::exists(&fabric_ns) {
+        let fabric_nl = Netlink::open(&fabric_ns)?;
+        let mut ports: Vec<String> = fabric
+            .lpars
+            .iter()
+            .flat_map(|l| l.nics.iter().map(port_name))
+            .collect();
+        if let Some(state) = &state {
+            ports.extend(state.nics.iter().map(|n| n.port.clone()));
+        }
+        for port in ports {
+            if let Some(link) = fabric_nl.link(&port).await? {
+                fabric_nl.delete_link(link.index).await?;
+            }
+        }
+    }
+    dataplane::remove_pins(&dataplane::pin_dir(&fabric.name))?;
+    netns::delete(&fabric_ns)?;
+    if let Some(state) = &state {
+        for name in &state.created_netns {
+            netns::delete(name)?;
+        }
+    }
+    State::remove(&fabric.name)?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! iqd: IBM HiperSockets for Linux network namespaces.
+//!
+//! The library behind the `iqd` binary: fabric file parsing (`config`), the XDP data plane and
+//! its pinned maps (`dataplane`), namespace and link management (`netns`, `netlink`,
+//! `ethtool`), bringing fabrics up and down (`fabric`) and reading them back (`inspect`).
+pub mod config;
+pub mod dataplane;
+pub mod error;
+pub mod ethtool;
+pub mod fabric;
+pub mod inspect;
+pub mod netlink;
+pub mod netns;
+pub mod state;
+
+pub use error::{Error, Result};
+
+/// iqd changes namespaces, links and BPF objects: it needs root.
+pub fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::NotRoot)
+    }
+}

@@ -1,0 +1,230 @@
+//! Links and addresses through rtnetlink, one connection per network namespace.
+use std::{net::IpAddr, os::fd::AsRawFd};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage},
+    },
+    Handle, LinkUnspec, LinkVeth,
+};
+
+use crate::{
+    error::{Error, Result},
+    netns::{self, NetnsGuard},
+};
+
+/// A netlink connection bound to one named network namespace.
+pub struct Netlink {
+    handle: Handle,
+    netns: String,
+}
+
+/// What iqd reads back of a link.
+#[derive(Debug, Clone)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+    pub up: bool,
+    pub oper_up: bool,
+}
+
+impl Netlink {
+    /// Opens a connection in `netns`; must be called inside a tokio runtime.
+    pub fn open(netns: &str) -> Result<Self> {
+        let _guard = NetnsGuard::enter(netns)?;
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| Error::io("netlink socket in", netns::path(netns), e))?;
+        tokio::spawn(connection);
+        Ok(Self {
+            handle,
+            netns: netns.to_string(),
+        })
+    }
+
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    fn err(&self, op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error + '_ {
+        let op = op.into();
+        move |source| Error::Netlink {
+            netns: self.netns.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// The link called `name`, if any.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkState>> {
+        let mut links = self.handle.link().get().match_name(name).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_state(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(self.err(format!("get link {name}"))(e)),
+        }
+    }
+
+    pub async fn require_link(&self, name: &str) -> Result<LinkState> {
+        self.link(name).await?.ok_or_else(|| Error::NoSuchLink {
+            netns: self.netns.clone(),
+            ifname: name.to_string(),
+        })
+    }
+
+    /// Creates a veth pair: `name` here, `peer_name` directly inside `peer_netns` with the
+    /// given MAC and MTU. Both ends start down.
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        mtu: u32,
+        peer_name: &str,
+        peer_netns: &str,
+        peer_mac: [u8; 6],
+        peer_mtu: u32,
+    ) -> Result<()> {
+        let peer_path = netns::path(peer_netns);
+        let peer_ns =
+            std::fs::File::open(&peer_path).map_err(|e| Error::io("open", &peer_path, e))?;
+        let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_string())
+            .address(peer_mac.to_vec())
+            .mtu(peer_mtu)
+            .setns_by_fd(peer_ns.as_raw_fd())
+            .build();
+        let message = LinkVeth::new(name, peer_name)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(self.err(format!(
+                "create veth {name} (peer {peer_name} in {peer_netns})"
+            )))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+            Err(e) => Err(self.err(format!("delete link {index}"))(e)),
+        }
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set link {index} up")))
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index)
+            .mtu(mtu)
+            .build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set link {index} mtu {mtu}")))
+    }
+
+    /// The IPv4 addresses on link `index`, with their prefix lengths.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv4Addr, u8)>> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(self.err(format!("list addresses of link {index}")))?
+        {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(addr)) = attr {
+                    out.push((*addr, msg.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds an address; one that is already there is fine.
+    pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(self
+                .err(format!("add address {addr}/{prefix} to link {index}"))(
+                e
+            )),
+        }
+    }
+
+    pub async fn delete_address(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(addr)
+            .execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(self.err(format!("find address {addr} on link {index}")))?
+        {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(self.err(format!("delete address {addr} from link {index}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn link_state(msg: &LinkMessage) -> LinkState {
+    let mut state = LinkState {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        oper_up: msg.header.flags.contains(LinkFlags::LowerUp),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => state.name = name.clone(),
+            LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
+            LinkAttribute::Address(mac) if mac.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(mac);
+                state.mac = Some(m);
+            }
+            _ => {}
+        }
+    }
+    state
+}

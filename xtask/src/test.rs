@@ -1,0 +1,70 @@
+//! `cargo xtask test`: lints, builds, then runs the unit and namespace integration tests.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::{build, setup, util};
+
+#[derive(Args)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    no_lint: bool,
+
+    /// Arguments passed to the test binaries, e.g. a test name filter or `--nocapture`.
+    #[arg(last = true, value_name = "EXTRA")]
+    extra: Vec<String>,
+}
+
+const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "iqd-tests"];
+
+pub fn run(options: Options) -> Result<()> {
+    setup::ensure(
+        "test",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    // Lint and test failures are collected so one run reports all of them.
+    let mut failed = Vec::new();
+
+    if !options.no_lint {
+        if let Err(err) = util::cargo().args(["fmt", "--all", "--", "--check"]).run() {
+            eprintln!("test: fmt failed: {err:#}");
+            failed.push("fmt");
+        }
+        let clippy = util::cargo()
+            .args(["clippy", "--all-targets"])
+            .args(package_args(TEST_PACKAGES))
+            .args(["--package", "xtask"])
+            .args(["--", "-D", "warnings"]);
+        if let Err(err) = clippy.run() {
+            eprintln!("test: clippy failed: {err:#}");
+            failed.push("clippy");
+        }
+    }
+
+    // Nothing to test without a build, so this one stops the run.
+    let iqd = build::build()?;
+
+    let mut test = util::cargo()
+        .arg("test")
+        .args(package_args(TEST_PACKAGES))
+        .env("IQD_BIN", &iqd)
+        .env("RUST_BACKTRACE", "1");
+    if !options.extra.is_empty() {
+        test = test.arg("--").args(&options.extra);
+    }
+    if let Err(err) = test.run() {
+        eprintln!("test: tests failed: {err:#}");
+        failed.push("tests");
+    }
+
+    if !failed.is_empty() {
+        bail!("test step(s) failed: {}", failed.join(", "));
+    }
+    eprintln!("test: all passed");
+    Ok(())
+}
+
+fn package_args<'a>(packages: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    packages.iter().flat_map(|package| ["--package", package])
+}
