@@ -1,1 +1,273 @@
+//! Harness for iqd's namespace integration tests: fabrics with unique names, commands inside
+//! LPAR namespaces, and guards that take everything down even when a test fails.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
 
+use anyhow::{bail, Context as _, Result};
+
+/// The iqd binary under test: `IQD_BIN` (set by `cargo xtask test`), else the workspace's
+/// debug build.
+pub fn iqd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("IQD_BIN") {
+        return PathBuf::from(bin);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/iqd")
+}
+
+/// Fails loudly when not root: a namespace test that skips itself would pass without testing.
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "the integration tests need root (they create network namespaces): run `cargo xtask test`"
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A short name unique to this process and call: fabric names allow 12 chars.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{:x}{n:x}", std::process::id() % 0xfffff)
+}
+
+/// Runs `iqd ARGS`, returning its output whatever the exit status.
+pub fn iqd(args: &[&str]) -> Output {
+    Command::new(iqd_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", iqd_bin().display()))
+}
+
+/// Runs a command in a network namespace.
+pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns, program])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip netns exec {netns} {program}: {e}"))
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A fabric brought up from a TOML text, taken down (with everything started in it) on drop.
+pub struct TestFabric {
+    pub name: String,
+    pub config: PathBuf,
+    children: Vec<Child>,
+}
+
+impl TestFabric {
+    /// Writes the fabric file (`{fabric}` in `toml` is replaced by the fabric's name and
+    /// `{ns}` by a unique prefix for namespace names) without bringing it up.
+    pub fn write(toml: &str) -> Self {
+        require_root();
+        let name = unique("t");
+        let text = toml.replace("{fabric}", &name).replace("{ns}", &name);
+        let dir = std::env::temp_dir().join("iqd-tests");
+        fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join(format!("{name}.toml"));
+        fs::write(&config, text).expect("write fabric file");
+        Self {
+            name,
+            config,
+            children: Vec::new(),
+        }
+    }
+
+    /// Writes the file and runs `iqd up`, which must succeed.
+    pub fn up(toml: &str) -> Self {
+        let fabric = Self::write(toml);
+        fabric.iqd_ok("up");
+        fabric
+    }
+
+    /// The namespace name for `{ns}<suffix>` in the TOML.
+    pub fn ns(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.name)
+    }
+
+    pub fn config_arg(&self) -> &str {
+        self.config.to_str().expect("utf-8 path")
+    }
+
+    /// `iqd <subcommand> --config <file>`.
+    pub fn iqd(&self, subcommand: &str, extra: &[&str]) -> Output {
+        let mut args = vec![subcommand, "--config", self.config_arg()];
+        args.extend_from_slice(extra);
+        iqd(&args)
+    }
+
+    pub fn iqd_ok(&self, subcommand: &str) -> String {
+        let out = self.iqd(subcommand, &[]);
+        assert!(
+            out.status.success(),
+            "iqd {subcommand} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `iqd stats --json`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let out = self.iqd("stats", &["--json"]);
+        assert!(out.status.success(), "iqd stats failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    /// One NIC's entry of `iqd stats --json`.
+    pub fn nic_stats(&self, lpar: &str, nic: &str) -> serde_json::Value {
+        let stats = self.stats();
+        stats["nics"]
+            .as_array()
+            .expect("nics array")
+            .iter()
+            .find(|n| n["lpar"] == lpar && n["nic"] == nic)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stats for {lpar}/{nic}: {stats}"))
+    }
+
+    pub fn drops(&self, lpar: &str, nic: &str, reason: &str) -> u64 {
+        self.nic_stats(lpar, nic)["drops"][reason]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no drop reason {reason}"))
+    }
+
+    /// Starts a long-running command in a namespace; it is killed (by pid) on drop.
+    pub fn spawn(&mut self, netns: &str, program: &str, args: &[&str]) -> &mut Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, program])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} in {netns}: {e}"));
+        self.children.push(child);
+        self.children.last_mut().expect("just pushed")
+    }
+
+    /// Starts `iperf3 -s` on `addr` in `netns` and waits until it listens.
+    pub fn iperf3_server(&mut self, netns: &str, addr: &str) {
+        self.spawn(netns, "iperf3", &["-s", "-B", addr]);
+        wait_until(Duration::from_secs(5), || {
+            let out = in_netns(
+                netns,
+                "ss",
+                &["-H", "-l", "-t", "-n", "sport", "=", ":5201"],
+            );
+            out.status.success() && !out.stdout.is_empty()
+        })
+        .unwrap_or_else(|_| panic!("iperf3 server in {netns} did not start listening"));
+    }
+
+    fn kill_children(&mut self) {
+        for child in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: plain syscall on our own unreaped child's pid.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for TestFabric {
+    fn drop(&mut self) {
+        // A process left in a namespace keeps it (and its links) alive.
+        self.kill_children();
+        let out = self.iqd("down", &[]);
+        if !out.status.success() {
+            eprintln!("cleanup: iqd down failed: {}", text(&out));
+        }
+        let _ = fs::remove_file(&self.config);
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ping -c COUNT` from a namespace; returns whether every reply came back.
+pub fn ping(netns: &str, dest: &str, count: u32, size: Option<u32>) -> bool {
+    let count = count.to_string();
+    let mut args = vec!["-c", count.as_str(), "-i", "0.1", "-W", "1"];
+    let size_text;
+    if let Some(size) = size {
+        size_text = size.to_string();
+        // Don't fragment: the frame must be exactly as large as asked.
+        args.extend_from_slice(&["-M", "do", "-s", size_text.as_str()]);
+    }
+    args.push(dest);
+    let out = in_netns(netns, "ping", &args);
+    out.status.success()
+}
+
+/// Runs an iperf3 TCP client for `seconds`; returns the bytes the receiver got.
+pub fn iperf3_tcp(netns: &str, server: &str, seconds: u32) -> Result<u64> {
+    let out = in_netns(
+        netns,
+        "iperf3",
+        &["-c", server, "-t", &seconds.to_string(), "-J"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 output is not JSON: {}", text(&out)))?;
+    if !out.status.success() {
+        bail!("iperf3 failed: {}", json["error"]);
+    }
+    json["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .context("iperf3 JSON without end.sum_received.bytes")
+}
+
+/// Network namespaces whose names start with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The interfaces of a namespace, by name.
+pub fn links(netns: &str) -> Vec<String> {
+    let out = in_netns(netns, "ip", &["-j", "link", "show"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["ifname"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+pub mod frames;
