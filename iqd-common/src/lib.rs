@@ -50,6 +50,17 @@ pub struct PortInfo {
     pub _pad: [u8; 2],
 }
 
+impl PortInfo {
+    pub const fn new(chpid: u8, mtu: u32, mac: [u8; 6]) -> Self {
+        PortInfo {
+            chpid: chpid as u32,
+            mtu,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Key of [`map_names::ROUTES`]: an address registered on a CHPID.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -57,6 +68,21 @@ pub struct RouteKey {
     pub chpid: u32,
     /// IPv4 address in network byte order, exactly as it appears in the frame.
     pub addr: u32,
+}
+
+impl RouteKey {
+    pub const fn new(chpid: u8, addr: core::net::Ipv4Addr) -> Self {
+        RouteKey {
+            chpid: chpid as u32,
+            addr: ipv4_key(addr),
+        }
+    }
+}
+
+/// An IPv4 address as the data plane keys it: the frame's four bytes read as a native `u32`
+/// (network byte order in memory), so the kernel side never swaps bytes.
+pub const fn ipv4_key(addr: core::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
 }
 
 /// Value of [`map_names::ROUTES`]: the NIC that registered the address.
@@ -68,6 +94,16 @@ pub struct RouteTarget {
     /// The NIC's MAC, written as destination into forwarded frames and ARP replies.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+}
+
+impl RouteTarget {
+    pub const fn new(ifindex: u32, mac: [u8; 6]) -> Self {
+        RouteTarget {
+            ifindex,
+            mac,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Why the fabric dropped a frame. The index into [`NicCounters::drops`].
@@ -138,4 +174,93 @@ mod pod {
     unsafe impl aya::Pod for super::RouteKey {}
     unsafe impl aya::Pod for super::RouteTarget {}
     unsafe impl aya::Pod for super::NicCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+    use core::net::Ipv4Addr;
+
+    fn bytes_of<T>(value: &T) -> &[u8] {
+        // SAFETY: the types are repr(C) plain data without uninitialised padding.
+        unsafe { core::slice::from_raw_parts(value as *const T as *const u8, size_of::<T>()) }
+    }
+
+    #[test]
+    fn layouts_match_what_the_kernel_side_reads() {
+        assert_eq!(size_of::<PortInfo>(), 16);
+        assert_eq!(size_of::<RouteKey>(), 8);
+        assert_eq!(size_of::<RouteTarget>(), 12);
+        assert_eq!(size_of::<NicCounters>(), 8 * (4 + drop_reason::COUNT));
+    }
+
+    #[test]
+    fn route_keys_hold_the_address_in_frame_byte_order() {
+        let key = RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 1));
+        let mut expected = std::vec::Vec::new();
+        expected.extend_from_slice(&0xf0u32.to_ne_bytes());
+        expected.extend_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(bytes_of(&key), expected.as_slice());
+        assert_eq!(
+            ipv4_key(Ipv4Addr::new(192, 168, 1, 2)).to_ne_bytes(),
+            [192, 168, 1, 2]
+        );
+    }
+
+    #[test]
+    fn port_and_route_values_carry_the_mac_verbatim() {
+        let mac = [0x02, 0, 0, 0xf0, 0x70, 0x03];
+        let port = PortInfo::new(0xf1, 16384 - 8192, mac);
+        assert_eq!(&bytes_of(&port)[8..14], &mac);
+        assert_eq!(port.chpid, 0xf1);
+        assert_eq!(port.mtu, 8192);
+        let target = RouteTarget::new(42, mac);
+        assert_eq!(&bytes_of(&target)[0..4], &42u32.to_ne_bytes());
+        assert_eq!(&bytes_of(&target)[4..10], &mac);
+        assert_eq!(&bytes_of(&target)[10..12], &[0, 0]);
+    }
+
+    #[test]
+    fn drop_reason_names_are_indexed_by_reason_and_unique() {
+        use drop_reason::*;
+        for (reason, name) in [
+            (MALFORMED, "malformed"),
+            (NON_IP, "non_ip"),
+            (SPOOFED_SOURCE, "spoofed_source"),
+            (NOT_MEMBER, "not_member"),
+            (NO_DESTINATION, "no_destination"),
+            (MFS_EXCEEDED, "mfs_exceeded"),
+            (REDIRECT_FAILED, "redirect_failed"),
+            (ARP_IGNORED, "arp_ignored"),
+        ] {
+            assert_eq!(NAMES[reason as usize], name);
+        }
+        let mut names = NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COUNT);
+    }
+
+    #[test]
+    fn counters_accumulate_per_cpu_shares() {
+        let mut total = NicCounters::default();
+        let mut cpu = NicCounters {
+            tx_packets: 2,
+            tx_bytes: 200,
+            rx_packets: 1,
+            rx_bytes: 100,
+            ..Default::default()
+        };
+        cpu.drops[drop_reason::MFS_EXCEEDED as usize] = 3;
+        total.accumulate(&cpu);
+        total.accumulate(&cpu);
+        assert_eq!(total.tx_packets, 4);
+        assert_eq!(total.tx_bytes, 400);
+        assert_eq!(total.rx_packets, 2);
+        assert_eq!(total.rx_bytes, 200);
+        assert_eq!(total.drops[drop_reason::MFS_EXCEEDED as usize], 6);
+        assert_eq!(total.drops.iter().sum::<u64>(), 6);
+    }
 }

@@ -264,13 +264,12 @@ impl FabricMaps {
 
     /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' CHPID counts).
     pub fn sync_routes(&mut self, routes: &[(RouteKey, RouteTarget)]) -> Result<()> {
-        let mut counts = std::collections::HashMap::<u32, u32>::new();
         for (key, target) in routes {
             self.routes
                 .insert(key, target, 0)
                 .map_err(map_err(map_names::ROUTES))?;
-            *counts.entry(key.addr).or_default() += 1;
         }
+        let counts = address_counts(routes);
         for (addr, count) in &counts {
             self.addresses
                 .insert(addr, count, 0)
@@ -309,6 +308,16 @@ impl FabricMaps {
     }
 }
 
+/// ADDRESSES entries for a set of routes: on how many CHPIDs each address is registered. The
+/// kernel side tells `not_member` (registered elsewhere) from `no_destination` with it.
+pub fn address_counts(routes: &[(RouteKey, RouteTarget)]) -> std::collections::HashMap<u32, u32> {
+    let mut counts = std::collections::HashMap::new();
+    for (key, _) in routes {
+        *counts.entry(key.addr).or_default() += 1;
+    }
+    counts
+}
+
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -318,5 +327,47 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
             Ok(())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn addresses_count_the_chpids_that_register_them() {
+        let shared = Ipv4Addr::new(10, 9, 0, 1);
+        let routes = [
+            (
+                RouteKey::new(0xf0, shared),
+                RouteTarget::new(3, [2, 0, 0, 0xf0, 0, 1]),
+            ),
+            (
+                RouteKey::new(0xf1, shared),
+                RouteTarget::new(4, [2, 0, 0, 0xf1, 0, 1]),
+            ),
+            (
+                RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 2)),
+                RouteTarget::new(5, [2, 0, 0, 0xf0, 0, 2]),
+            ),
+        ];
+        let counts = address_counts(&routes);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[&u32::from_ne_bytes([10, 9, 0, 1])], 2);
+        assert_eq!(counts[&u32::from_ne_bytes([10, 0, 0, 2])], 1);
+    }
+
+    #[test]
+    fn pins_live_under_the_fabric_directory() {
+        assert_eq!(pin_dir("demo"), Path::new("/sys/fs/bpf/iqd/demo"));
+        assert_eq!(
+            Side::Port.link_pin(&pin_dir("demo"), "p7000"),
+            Path::new("/sys/fs/bpf/iqd/demo/link_p7000")
+        );
+        assert_eq!(
+            Side::Nic.link_pin(&pin_dir("demo"), "p7000"),
+            Path::new("/sys/fs/bpf/iqd/demo/link_p7000_nic")
+        );
     }
 }

@@ -155,12 +155,7 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
                 report.kept_nics.push(format!("{}/{}", lpar.name, nic.name));
             }
             let port = fabric_nl.require_link(&wanted.port).await?;
-            let info = PortInfo {
-                chpid: nic.chpid as u32,
-                mtu: wanted.mtu,
-                mac: nic.mac,
-                _pad: [0; 2],
-            };
+            let info = PortInfo::new(nic.chpid, wanted.mtu, nic.mac);
             {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.add_port(port.index, info)?;
@@ -168,19 +163,7 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
             }
             fabric_nl.set_up(port.index).await?;
             configure_lpar_side(&lpar_nl, &mut plane, &wanted.port, nic, old).await?;
-            for cidr in &nic.ipv4 {
-                routes.push((
-                    RouteKey {
-                        chpid: nic.chpid as u32,
-                        addr: u32::from_ne_bytes(cidr.addr.octets()),
-                    },
-                    RouteTarget {
-                        ifindex: port.index,
-                        mac: nic.mac,
-                        _pad: [0; 2],
-                    },
-                ));
-            }
+            routes.extend(nic_routes(nic, port.index));
             nics.push(wanted);
         }
     }
@@ -205,6 +188,16 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
 }
 
 /// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
+/// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.
+fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
+    nic.ipv4.iter().map(move |cidr| {
+        (
+            RouteKey::new(nic.chpid, cidr.addr),
+            RouteTarget::new(port_ifindex, nic.mac),
+        )
+    })
+}
+
 fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
     a.port == b.port && a.netns == b.netns && a.nic == b.nic && a.mac == b.mac && a.mtu == b.mtu
 }
@@ -304,4 +297,56 @@ pub async fn down(fabric: &Fabric) -> Result<()> {
     }
     State::remove(&fabric.name)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const FILE: &str = r#"
+[fabric]
+name = "t"
+
+[[chpid]]
+id = "F0"
+
+[[chpid]]
+id = "F1"
+
+[[lpar]]
+name = "LP01"
+
+[[lpar.nic]]
+chpid = "F0"
+devno = "7000"
+ipv4 = ["10.0.0.1/24", "10.0.1.1/24"]
+
+[[lpar.nic]]
+chpid = "F1"
+ipv4 = ["10.1.0.1/24"]
+"#;
+
+    #[test]
+    fn each_address_of_a_nic_routes_to_its_port_on_its_chpid() {
+        let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
+        let nic = &fabric.lpars[0].nics[0];
+        let routes: Vec<_> = nic_routes(nic, 17).collect();
+        assert_eq!(routes.len(), 2);
+        for ((key, target), addr) in routes.iter().zip([[10, 0, 0, 1], [10, 0, 1, 1]]) {
+            assert_eq!(key.chpid, 0xf0);
+            assert_eq!(key.addr.to_ne_bytes(), addr);
+            assert_eq!(target.ifindex, 17);
+            assert_eq!(target.mac, [0x02, 0, 0, 0xf0, 0x70, 0x00]);
+        }
+        let other: Vec<_> = nic_routes(&fabric.lpars[0].nics[1], 18).collect();
+        assert_eq!(other[0].0.chpid, 0xf1);
+        assert_eq!(other[0].1.ifindex, 18);
+    }
+
+    #[test]
+    fn ports_are_named_after_the_devno() {
+        let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
+        assert_eq!(port_name(&fabric.lpars[0].nics[0]), "p7000");
+    }
 }
