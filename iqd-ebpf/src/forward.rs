@@ -39,6 +39,9 @@ pub fn ipv4(
     policy::check_source_ip(ifindex, port, saddr)?;
 
     let target = match maps::route(port.chpid, daddr) {
+        // An LPAR's stack delivers its own addresses locally; a frame to itself is as wrong as
+        // an ARP request for itself (see arp.rs), and is refused the same way.
+        Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
         None => return Err(policy::unreachable_reason(daddr)),
     };

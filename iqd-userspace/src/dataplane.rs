@@ -113,7 +113,7 @@ impl DataPlane {
             return Err(Error::NoEbpfObject);
         }
         ensure_bpffs()?;
-        fs::create_dir_all(pin_dir).map_err(|e| Error::io("create", pin_dir, e))?;
+        create_pin_dir(pin_dir)?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)?;
@@ -122,10 +122,17 @@ impl DataPlane {
             pin_dir: pin_dir.to_path_buf(),
         };
         for side in [Side::Port, Side::Nic] {
-            plane
-                .program(side)?
-                .load()
-                .map_err(prog_err(side.program()))?;
+            let program = plane.program(side)?;
+            program.load().map_err(prog_err(side.program()))?;
+            // The newest program replaces the pinned one; links made from the old one keep it
+            // until `attach` moves them over.
+            let pin = pin_dir.join(format!("prog_{}", side.program()));
+            match fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &pin, e)),
+            }
+            program.pin(&pin).map_err(pin_err(&pin))?;
         }
         Ok(plane)
     }
@@ -178,6 +185,19 @@ pub fn detach(pin_dir: &Path, port: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates the pin directory, retrying while a concurrent `down` of another fabric removes the
+/// shared root between our creating it and creating the fabric's directory under it.
+fn create_pin_dir(pin_dir: &Path) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(pin_dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+            Err(e) => return Err(Error::io("create", pin_dir, e)),
+        }
+    }
 }
 
 /// Removes a fabric's whole pin directory: links (detaching the program) and maps.

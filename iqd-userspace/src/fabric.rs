@@ -187,7 +187,6 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
     Ok(report)
 }
 
-/// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
 /// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
     nic.ipv4.iter().map(move |cidr| {
@@ -198,6 +197,7 @@ fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, R
     })
 }
 
+/// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
 fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
     a.port == b.port && a.netns == b.netns && a.nic == b.nic && a.mac == b.mac && a.mtu == b.mtu
 }
@@ -217,11 +217,6 @@ async fn configure_lpar_side(
         // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
     }
-    for cidr in &nic.ipv4 {
-        lpar_nl
-            .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
-            .await?;
-    }
     if let Some(old) = old {
         for stale in old
             .ipv4
@@ -234,6 +229,12 @@ async fn configure_lpar_side(
                     .await?;
             }
         }
+    }
+    // After the stale ones are gone: an address whose prefix changed is deleted, then re-added.
+    for cidr in &nic.ipv4 {
+        lpar_nl
+            .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
+            .await?;
     }
     lpar_nl.set_up(link.index).await?;
     let _guard = NetnsGuard::enter(lpar_nl.netns())?;

@@ -241,7 +241,7 @@ fn up_twice_is_idempotent_and_does_not_interrupt_traffic() {
         assert!(out.contains("A/hsi0 B/hsi0 C/hsi0"), "{out}");
     }
     assert_eq!(ifindex(&a), a_index, "the NIC was recreated");
-    assert_eq!(links(&b), index_before);
+    assert_eq!(links(&b), index_before, "links in {b} changed");
     assert_eq!(fabric.drops("A", "hsi0", "redirect_failed"), 0);
 }
 

@@ -29,7 +29,8 @@ enum Command {
     /// Checks for and installs, only where missing: rust-src for the nightly toolchain (the
     /// eBPF crate builds core from source), bpf-linker (built with `cargo install` against
     /// LLVM 22, ~3 minutes, needing llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev), and the
-    /// Debian packages iperf3 ethtool iproute2 used by the demo and the integration tests.
+    /// Debian packages iperf3 ethtool iproute2 iputils-ping sockperf fping used by the demo,
+    /// the integration tests and the benchmark.
     Setup(setup::Options),
 
     /// Build iqd, its eBPF object and the integration tests (debug profile).

@@ -10,8 +10,15 @@ use crate::util::{self, Cmd};
 #[derive(Args)]
 pub struct Options {}
 
-/// Needed to run the demo and the integration tests.
-const RUNTIME_PACKAGES: &[&str] = &["iperf3", "ethtool", "iproute2", "iputils-ping"];
+/// Needed to run the demo, the integration tests and the benchmark.
+const RUNTIME_PACKAGES: &[&str] = &[
+    "iperf3",
+    "ethtool",
+    "iproute2",
+    "iputils-ping",
+    "sockperf",
+    "fping",
+];
 
 /// Needed only to build bpf-linker against LLVM 22.
 const BPF_LINKER_BUILD_PACKAGES: &[&str] = &[

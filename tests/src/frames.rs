@@ -1,0 +1,559 @@
+//! Hand-built Ethernet frames for feeding the data plane directly (BPF_PROG_TEST_RUN): IPv4
+//! with TCP, ICMP echo or any payload, ARP, other ethertypes, and truncated or inconsistent
+//! variants of them. Every field the XDP program looks at can be set; everything else gets a
+//! sensible default (correct IPv4 header checksum, correct TCP and ICMP checksums).
+use std::net::Ipv4Addr;
+
+/// An Ethernet MAC address.
+pub type Mac = [u8; 6];
+
+pub const BROADCAST: Mac = [0xff; 6];
+pub const ETH_HLEN: usize = 14;
+pub const IPV4_HLEN: usize = 20;
+pub const TCP_HLEN: usize = 20;
+pub const ICMP_HLEN: usize = 8;
+pub const ARP_LEN: usize = 28;
+/// The shortest Ethernet frame without FCS: what a NIC pads short frames to.
+pub const ETH_ZLEN: usize = 60;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+/// IEEE 802 local experimental ethertype 1.
+pub const ETH_P_LOCAL_EXP: u16 = 0x88b5;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+
+pub const ARP_REQUEST: u16 = 1;
+pub const ARP_REPLY: u16 = 2;
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// An Ethernet header followed by `payload`, no FCS.
+pub fn ethernet(dst: Mac, src: Mac, ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETH_HLEN + payload.len());
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The first `len` bytes of `frame`.
+pub fn truncated(frame: &[u8], len: usize) -> Vec<u8> {
+    assert!(len <= frame.len(), "cannot truncate to more than the frame");
+    frame[..len].to_vec()
+}
+
+/// `frame` followed by zeros up to `len` bytes (unchanged if it is that long already).
+pub fn padded(frame: &[u8], len: usize) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    if frame.len() < len {
+        frame.resize(len, 0);
+    }
+    frame
+}
+
+/// The Internet checksum (RFC 1071) of `data`: the one's complement of the one's complement
+/// sum of its 16-bit big-endian words, an odd last byte padded with zero.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut words = data.chunks_exact(2);
+    for word in &mut words {
+        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Whether the IPv4 header of an Ethernet frame carries a valid checksum.
+pub fn ipv4_header_checksum_ok(frame: &[u8]) -> bool {
+    let Some(ihl) = frame.get(ETH_HLEN).map(|b| usize::from(b & 0x0f) * 4) else {
+        return false;
+    };
+    match frame.get(ETH_HLEN..ETH_HLEN + ihl) {
+        Some(header) if ihl >= IPV4_HLEN => internet_checksum(header) == 0,
+        _ => false,
+    }
+}
+
+/// The layer 4 part of an [`Ipv4Frame`], built when the frame is (its checksum covers the
+/// IPv4 pseudo header).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        data: Vec<u8>,
+    },
+    IcmpEcho {
+        id: u16,
+        seq: u16,
+        data: Vec<u8>,
+    },
+    /// Any bytes, with `protocol` in the IPv4 header.
+    Raw {
+        protocol: u8,
+        data: Vec<u8>,
+    },
+}
+
+impl L4 {
+    fn protocol(&self) -> u8 {
+        match self {
+            L4::Tcp { .. } => IPPROTO_TCP,
+            L4::IcmpEcho { .. } => IPPROTO_ICMP,
+            L4::Raw { protocol, .. } => *protocol,
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        match self {
+            L4::Tcp { .. } => TCP_HLEN,
+            L4::IcmpEcho { .. } => ICMP_HLEN,
+            L4::Raw { .. } => 0,
+        }
+    }
+
+    fn data_mut(&mut self) -> &mut Vec<u8> {
+        match self {
+            L4::Tcp { data, .. } | L4::IcmpEcho { data, .. } | L4::Raw { data, .. } => data,
+        }
+    }
+
+    fn build(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        match self {
+            L4::Tcp {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                data,
+            } => {
+                let mut seg = Vec::with_capacity(TCP_HLEN + data.len());
+                seg.extend_from_slice(&src_port.to_be_bytes());
+                seg.extend_from_slice(&dst_port.to_be_bytes());
+                seg.extend_from_slice(&seq.to_be_bytes());
+                seg.extend_from_slice(&ack.to_be_bytes());
+                seg.push(((TCP_HLEN / 4) as u8) << 4);
+                seg.push(*flags);
+                seg.extend_from_slice(&64240u16.to_be_bytes()); // window
+                seg.extend_from_slice(&[0, 0]); // checksum, below
+                seg.extend_from_slice(&[0, 0]); // urgent pointer
+                seg.extend_from_slice(data);
+                let mut pseudo = Vec::with_capacity(12 + seg.len());
+                pseudo.extend_from_slice(&src.octets());
+                pseudo.extend_from_slice(&dst.octets());
+                pseudo.extend_from_slice(&[0, IPPROTO_TCP]);
+                pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+                pseudo.extend_from_slice(&seg);
+                let check = internet_checksum(&pseudo);
+                seg[16..18].copy_from_slice(&check.to_be_bytes());
+                seg
+            }
+            L4::IcmpEcho { id, seq, data } => {
+                let mut msg = Vec::with_capacity(ICMP_HLEN + data.len());
+                msg.extend_from_slice(&[8, 0, 0, 0]); // echo request, code 0, checksum
+                msg.extend_from_slice(&id.to_be_bytes());
+                msg.extend_from_slice(&seq.to_be_bytes());
+                msg.extend_from_slice(data);
+                let check = internet_checksum(&msg);
+                msg[2..4].copy_from_slice(&check.to_be_bytes());
+                msg
+            }
+            L4::Raw { data, .. } => data.clone(),
+        }
+    }
+}
+
+/// An IPv4 packet in an Ethernet frame. The defaults make a well-formed frame; the public
+/// fields (and the `with_*` methods) break it on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv4Frame {
+    pub dst_mac: Mac,
+    pub src_mac: Mac,
+    pub ether_type: u16,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    /// The version nibble (4).
+    pub version: u8,
+    /// Header length in 32-bit words: 5, or more with (zero-filled) options.
+    pub ihl: u8,
+    pub ttl: u8,
+    pub id: u16,
+    pub l4: L4,
+    /// The total length field; `None` is the true length of header and payload.
+    pub total_len: Option<u16>,
+    /// The header checksum; `None` is the correct one.
+    pub checksum: Option<u16>,
+    /// Zero padding after the IPv4 packet, up to this many bytes of frame.
+    pub pad_to: Option<usize>,
+}
+
+impl Ipv4Frame {
+    fn new(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, l4: L4) -> Self {
+        Self {
+            dst_mac,
+            src_mac,
+            ether_type: ETH_P_IP,
+            src_ip,
+            dst_ip,
+            version: 4,
+            ihl: 5,
+            ttl: 64,
+            id: 0x1234,
+            l4,
+            total_len: None,
+            checksum: None,
+            pad_to: None,
+        }
+    }
+
+    /// A TCP SYN from port 40000 to port 5201, no data.
+    pub fn tcp(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr) -> Self {
+        let l4 = L4::Tcp {
+            src_port: 40000,
+            dst_port: 5201,
+            seq: 0x0102_0304,
+            ack: 0,
+            flags: TCP_SYN,
+            data: Vec::new(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// An ICMP echo request (id 0x4242, sequence 1) carrying `data`.
+    pub fn icmp_echo(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv4Addr,
+        dst_ip: Ipv4Addr,
+        data: &[u8],
+    ) -> Self {
+        let l4 = L4::IcmpEcho {
+            id: 0x4242,
+            seq: 1,
+            data: data.to_vec(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// Any payload under IPv4 protocol `protocol`.
+    pub fn raw(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv4Addr,
+        dst_ip: Ipv4Addr,
+        protocol: u8,
+        data: &[u8],
+    ) -> Self {
+        let l4 = L4::Raw {
+            protocol,
+            data: data.to_vec(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// Grows or shrinks the layer 4 data so that the frame is exactly `len` bytes, with an IPv4
+    /// total length that matches (no Ethernet padding).
+    pub fn with_frame_len(mut self, len: usize) -> Self {
+        let headers = ETH_HLEN + self.header_len() + self.l4.header_len();
+        assert!(len >= headers, "a {len}-byte frame cannot hold the headers");
+        let data = self.l4.data_mut();
+        // A recognisable pattern rather than zeros.
+        *data = (0..len - headers).map(|i| (i % 251) as u8).collect();
+        self.pad_to = None;
+        self
+    }
+
+    /// Pads the frame with zeros to `len` bytes after the IPv4 packet (the total length field
+    /// keeps the packet's own length).
+    pub fn with_padding_to(mut self, len: usize) -> Self {
+        self.pad_to = Some(len);
+        self
+    }
+
+    pub fn with_ihl(mut self, ihl: u8) -> Self {
+        self.ihl = ihl;
+        self
+    }
+
+    pub fn with_version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn with_total_len(mut self, total_len: u16) -> Self {
+        self.total_len = Some(total_len);
+        self
+    }
+
+    pub fn with_ether_type(mut self, ether_type: u16) -> Self {
+        self.ether_type = ether_type;
+        self
+    }
+
+    /// Length of the IPv4 header this frame gets: `ihl` words, but at least the 20 fixed
+    /// bytes (a too-small `ihl` is written as is, the fixed header is still all there).
+    pub fn header_len(&self) -> usize {
+        (usize::from(self.ihl) * 4).max(IPV4_HLEN)
+    }
+
+    /// The IPv4 header, with its checksum.
+    pub fn ipv4_header(&self, payload_len: usize) -> Vec<u8> {
+        let header_len = self.header_len();
+        let total_len = self
+            .total_len
+            .unwrap_or_else(|| u16::try_from(header_len + payload_len).expect("packet too big"));
+        let mut header = Vec::with_capacity(header_len);
+        header.push((self.version << 4) | (self.ihl & 0x0f));
+        header.push(0); // DSCP/ECN
+        header.extend_from_slice(&total_len.to_be_bytes());
+        header.extend_from_slice(&self.id.to_be_bytes());
+        header.extend_from_slice(&0x4000u16.to_be_bytes()); // don't fragment
+        header.push(self.ttl);
+        header.push(self.l4.protocol());
+        header.extend_from_slice(&[0, 0]); // checksum, below
+        header.extend_from_slice(&self.src_ip.octets());
+        header.extend_from_slice(&self.dst_ip.octets());
+        header.resize(header_len, 0); // options: end of list
+        let check = self.checksum.unwrap_or_else(|| internet_checksum(&header));
+        header[10..12].copy_from_slice(&check.to_be_bytes());
+        header
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let payload = self.l4.build(self.src_ip, self.dst_ip);
+        let mut packet = self.ipv4_header(payload.len());
+        packet.extend_from_slice(&payload);
+        let frame = ethernet(self.dst_mac, self.src_mac, self.ether_type, &packet);
+        match self.pad_to {
+            Some(len) => padded(&frame, len),
+            None => frame,
+        }
+    }
+}
+
+/// An ARP packet for IPv4 over Ethernet (RFC 826) in an Ethernet frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArpFrame {
+    pub eth_dst: Mac,
+    pub eth_src: Mac,
+    pub htype: u16,
+    pub ptype: u16,
+    pub hlen: u8,
+    pub plen: u8,
+    pub oper: u16,
+    pub sha: Mac,
+    pub spa: Ipv4Addr,
+    pub tha: Mac,
+    pub tpa: Ipv4Addr,
+    /// Zero padding up to this many bytes of frame (Linux sends 42-byte ARP frames on veth;
+    /// a physical NIC pads them to 60).
+    pub pad_to: Option<usize>,
+}
+
+impl ArpFrame {
+    /// "Who has `target_ip`? Tell `sender_ip`", broadcast, as Linux sends it.
+    pub fn request(sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Self {
+        Self {
+            eth_dst: BROADCAST,
+            eth_src: sender_mac,
+            htype: 1,
+            ptype: ETH_P_IP,
+            hlen: 6,
+            plen: 4,
+            oper: ARP_REQUEST,
+            sha: sender_mac,
+            spa: sender_ip,
+            tha: [0; 6],
+            tpa: target_ip,
+            pad_to: None,
+        }
+    }
+
+    /// "`sender_ip` is at `sender_mac`", unicast to the asker.
+    pub fn reply(
+        sender_mac: Mac,
+        sender_ip: Ipv4Addr,
+        target_mac: Mac,
+        target_ip: Ipv4Addr,
+    ) -> Self {
+        Self {
+            eth_dst: target_mac,
+            eth_src: sender_mac,
+            htype: 1,
+            ptype: ETH_P_IP,
+            hlen: 6,
+            plen: 4,
+            oper: ARP_REPLY,
+            sha: sender_mac,
+            spa: sender_ip,
+            tha: target_mac,
+            tpa: target_ip,
+            pad_to: None,
+        }
+    }
+
+    pub fn with_padding_to(mut self, len: usize) -> Self {
+        self.pad_to = Some(len);
+        self
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut arp = Vec::with_capacity(ARP_LEN);
+        arp.extend_from_slice(&self.htype.to_be_bytes());
+        arp.extend_from_slice(&self.ptype.to_be_bytes());
+        arp.push(self.hlen);
+        arp.push(self.plen);
+        arp.extend_from_slice(&self.oper.to_be_bytes());
+        arp.extend_from_slice(&self.sha);
+        arp.extend_from_slice(&self.spa.octets());
+        arp.extend_from_slice(&self.tha);
+        arp.extend_from_slice(&self.tpa.octets());
+        let frame = ethernet(self.eth_dst, self.eth_src, ETH_P_ARP, &arp);
+        match self.pad_to {
+            Some(len) => padded(&frame, len),
+            None => frame,
+        }
+    }
+}
+
+/// An IPv6 packet with no next header (59) and `payload`, from link-local `fe80::1` to the
+/// all-nodes group.
+pub fn ipv6(src_mac: Mac, dst_mac: Mac, payload: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(40 + payload.len());
+    packet.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, traffic class, flow label
+    packet.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    packet.push(59); // no next header
+    packet.push(255); // hop limit
+    let mut src = [0u8; 16];
+    src[..2].copy_from_slice(&[0xfe, 0x80]);
+    src[15] = 1;
+    let mut dst = [0u8; 16];
+    dst[..2].copy_from_slice(&[0xff, 0x02]);
+    dst[15] = 1;
+    packet.extend_from_slice(&src);
+    packet.extend_from_slice(&dst);
+    packet.extend_from_slice(payload);
+    ethernet(dst_mac, src_mac, ETH_P_IPV6, &packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [0x02, 0, 0, 0, 0, 0x0a];
+    const B: Mac = [0x02, 0, 0, 0, 0, 0x0b];
+    const IP_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const IP_B: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
+    #[test]
+    fn checksum_of_a_known_header() {
+        // The classic example: 192.168.0.1 -> 192.168.0.199, UDP, total length 0x73.
+        let header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(internet_checksum(&header), 0xb861);
+        assert_eq!(internet_checksum(&[0xff]), !0xff00);
+    }
+
+    #[test]
+    fn tcp_frame_layout() {
+        let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B).build();
+        assert_eq!(frame.len(), ETH_HLEN + IPV4_HLEN + TCP_HLEN);
+        assert_eq!(&frame[..6], &B);
+        assert_eq!(&frame[6..12], &A);
+        assert_eq!(&frame[12..14], &[0x08, 0x00]);
+        assert_eq!(frame[14], 0x45);
+        assert_eq!(&frame[16..18], &40u16.to_be_bytes());
+        assert_eq!(frame[23], IPPROTO_TCP);
+        assert_eq!(&frame[26..30], &IP_A.octets());
+        assert_eq!(&frame[30..34], &IP_B.octets());
+        assert!(ipv4_header_checksum_ok(&frame));
+        // The TCP checksum over pseudo header and segment sums to zero.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&frame[26..34]);
+        pseudo.extend_from_slice(&[0, IPPROTO_TCP, 0, TCP_HLEN as u8]);
+        pseudo.extend_from_slice(&frame[34..]);
+        assert_eq!(internet_checksum(&pseudo), 0);
+    }
+
+    #[test]
+    fn icmp_frame_checksums() {
+        let frame = Ipv4Frame::icmp_echo(A, B, IP_A, IP_B, b"ping").build();
+        assert_eq!(frame.len(), ETH_HLEN + IPV4_HLEN + ICMP_HLEN + 4);
+        assert_eq!(frame[23], IPPROTO_ICMP);
+        assert!(ipv4_header_checksum_ok(&frame));
+        assert_eq!(internet_checksum(&frame[34..]), 0);
+        assert_eq!(frame[34], 8);
+    }
+
+    #[test]
+    fn sizes_and_padding() {
+        let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B)
+            .with_frame_len(1600)
+            .build();
+        assert_eq!(frame.len(), 1600);
+        assert_eq!(&frame[16..18], &1586u16.to_be_bytes());
+        assert!(ipv4_header_checksum_ok(&frame));
+
+        let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B)
+            .with_padding_to(ETH_ZLEN)
+            .build();
+        assert_eq!(frame.len(), ETH_ZLEN);
+        assert_eq!(&frame[16..18], &40u16.to_be_bytes());
+        assert!(frame[54..].iter().all(|b| *b == 0));
+
+        let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B).with_ihl(6).build();
+        assert_eq!(frame.len(), ETH_HLEN + 24 + TCP_HLEN);
+        assert_eq!(frame[14], 0x46);
+        assert!(ipv4_header_checksum_ok(&frame));
+
+        let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B).with_ihl(4).build();
+        assert_eq!(frame[14], 0x44);
+        assert_eq!(frame.len(), ETH_HLEN + IPV4_HLEN + TCP_HLEN);
+    }
+
+    #[test]
+    fn arp_layout() {
+        let frame = ArpFrame::request(A, IP_A, IP_B).build();
+        assert_eq!(frame.len(), ETH_HLEN + ARP_LEN);
+        assert_eq!(&frame[..6], &BROADCAST);
+        assert_eq!(&frame[12..14], &[0x08, 0x06]);
+        assert_eq!(&frame[14..22], &[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+        assert_eq!(&frame[22..28], &A);
+        assert_eq!(&frame[28..32], &IP_A.octets());
+        assert_eq!(&frame[32..38], &[0; 6]);
+        assert_eq!(&frame[38..42], &IP_B.octets());
+        let reply = ArpFrame::reply(B, IP_B, A, IP_A).with_padding_to(ETH_ZLEN);
+        let frame = reply.build();
+        assert_eq!(frame.len(), ETH_ZLEN);
+        assert_eq!(&frame[20..22], &[0x00, 0x02]);
+        assert_eq!(&frame[..6], &A);
+    }
+
+    #[test]
+    fn other_frames() {
+        let frame = ipv6(A, B, &[1, 2, 3]);
+        assert_eq!(frame.len(), ETH_HLEN + 40 + 3);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(frame[14] >> 4, 6);
+        assert_eq!(truncated(&frame, 13).len(), 13);
+        let frame = ethernet(B, A, ETH_P_LOCAL_EXP, b"hello");
+        assert_eq!(&frame[12..], &[0x88, 0xb5, b'h', b'e', b'l', b'l', b'o']);
+    }
+}

@@ -1,0 +1,1235 @@
+//! The port program (`iqd_port`) fed hand-built frames through BPF_PROG_TEST_RUN: every
+//! verdict, the bytes it sends on (rewritten MACs, ARP replies) and the counters it keeps,
+//! without any traffic.
+//!
+//! Each test loads the real eBPF object with its maps pinned under a fabric name of its own,
+//! and describes ports that are veths in a namespace of its own: the kernel resolves the
+//! ingress ifindex given to the test run (and the DEVMAP entries) in the calling thread's
+//! namespace, so the test thread enters that namespace. A guard removes the pins and the
+//! namespace whatever happens.
+use std::{
+    ffi::CString,
+    fs, io, mem,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::Duration,
+};
+
+use aya::{programs::ProgramError, TestRun, TestRunAttrs, TestRunOptions};
+use iqd::{
+    dataplane::{self, DataPlane, FabricMaps, Side},
+    netns::{self, NetnsGuard},
+};
+use iqd_common::{drop_reason, NicCounters, PortInfo, RouteKey, RouteTarget};
+use iqd_tests::{
+    frames::{
+        ethernet, ipv4_header_checksum_ok, ipv6, padded, truncated, ArpFrame, Ipv4Frame, Mac,
+        ARP_LEN, ARP_REQUEST, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
+        ETH_P_LOCAL_EXP, ETH_ZLEN, IPV4_HLEN, TCP_HLEN,
+    },
+    require_root, unique,
+};
+
+// Verdicts (enum xdp_action).
+const XDP_DROP: u32 = 1;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const F0: u32 = 0xf0;
+const F1: u32 = 0xf1;
+
+const MAC_A: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0a];
+const MAC_B: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0b];
+const MAC_C: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0c];
+const MAC_D: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0d];
+/// Nobody's MAC: what a stale neighbour cache might hold.
+const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
+
+const IP_A: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 1);
+const IP_B: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 2);
+const IP_B2: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 22);
+const IP_C: Ipv4Addr = Ipv4Addr::new(10, 7, 1, 3);
+const IP_D: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 4);
+/// Registered by B on F0 and by C on F1.
+const IP_SHARED: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+/// Registered by nobody.
+const IP_UNKNOWN: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 99);
+
+/// A fabric-side port: one end of a veth pair in the bench's namespace, standing for a NIC.
+struct PortSpec {
+    name: &'static str,
+    chpid: u32,
+    mtu: u32,
+    mac: Mac,
+    addrs: &'static [Ipv4Addr],
+    /// Described in IQD_PORTS and the DEVMAP; an undescribed port is one iqd never set up.
+    registered: bool,
+}
+
+/// A, B (two addresses) and D on F0; C on F1; B and C share one address; U is a device the
+/// maps do not know. D has a CHPID MTU large enough for multi-buffer frames.
+const PORTS: &[PortSpec] = &[
+    PortSpec {
+        name: "a",
+        chpid: F0,
+        mtu: 1500,
+        mac: MAC_A,
+        addrs: &[IP_A],
+        registered: true,
+    },
+    PortSpec {
+        name: "b",
+        chpid: F0,
+        mtu: 1500,
+        mac: MAC_B,
+        addrs: &[IP_B, IP_B2, IP_SHARED],
+        registered: true,
+    },
+    PortSpec {
+        name: "c",
+        chpid: F1,
+        mtu: 1500,
+        mac: MAC_C,
+        addrs: &[IP_C, IP_SHARED],
+        registered: true,
+    },
+    PortSpec {
+        name: "d",
+        chpid: F0,
+        mtu: 8192,
+        mac: MAC_D,
+        addrs: &[IP_D],
+        registered: true,
+    },
+    PortSpec {
+        name: "u",
+        chpid: F0,
+        mtu: 1500,
+        mac: [0x02, 0x49, 0x51, 0x44, 0x00, 0x0e],
+        addrs: &[],
+        registered: false,
+    },
+];
+
+/// Serialises creating a pin directory with removing the (then empty) common pin root, which
+/// would otherwise race between parallel tests.
+static PIN_ROOT_LOCK: Mutex<()> = Mutex::new(());
+
+fn pin_root_lock() -> MutexGuard<'static, ()> {
+    PIN_ROOT_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes what a bench created, on drop: its pin directory (maps) and its namespace (veths).
+struct Cleanup {
+    netns: String,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        {
+            let _lock = pin_root_lock();
+            match fs::remove_dir_all(&self.pin_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => eprintln!("cleanup: remove {}: {e}", self.pin_dir.display()),
+            }
+            // Only succeeds when no fabric (and no other bench) has pins left.
+            let _ = fs::remove_dir(dataplane::PIN_ROOT);
+        }
+        if let Err(e) = netns::delete(&self.netns) {
+            eprintln!("cleanup: delete namespace {}: {e}", self.netns);
+        }
+    }
+}
+
+struct Port {
+    spec: &'static PortSpec,
+    ifindex: u32,
+}
+
+/// What one test run returned.
+#[derive(Debug)]
+struct Run {
+    action: u32,
+    frame: Vec<u8>,
+}
+
+/// The loaded program, its maps and the ports, inside the bench's namespace.
+struct Bench {
+    // Fields drop in order: leave the namespace, close programs and maps, then remove them.
+    _netns: NetnsGuard,
+    plane: DataPlane,
+    maps: FabricMaps,
+    ports: Vec<Port>,
+    cleanup: Cleanup,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ifindex(name: &str) -> u32 {
+    let c_name = CString::new(name).expect("interface name");
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name} in the bench namespace");
+    index
+}
+
+/// A `struct xdp_md` for a test run: the whole frame, arriving on `ingress_ifindex`, queue 0.
+fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    [0, len as u32, 0, ingress_ifindex, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect()
+}
+
+/// An AF_PACKET socket that sees every frame arriving on one interface of the calling
+/// thread's namespace.
+struct PacketSocket {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl PacketSocket {
+    fn open(name: &str) -> Self {
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
+        assert!(fd >= 0, "packet socket: {}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = ifindex(name) as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "bind to {name}: {}", io::Error::last_os_error());
+        let timeout = libc::timeval {
+            tv_sec: 3,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid timeval of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVTIMEO: {}", io::Error::last_os_error());
+        Self {
+            fd,
+            name: name.to_string(),
+        }
+    }
+
+    fn recv(&self, flags: i32) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: `buf` is writable for its whole length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            assert!(
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+                "recv on {}: {err}",
+                self.name
+            );
+            return None;
+        }
+        buf.truncate(n as usize);
+        Some(buf)
+    }
+
+    /// The next frame that arrives (waiting up to the timeout).
+    fn expect_frame(&self, what: &str) -> Vec<u8> {
+        self.recv(0)
+            .unwrap_or_else(|| panic!("{what}: nothing arrived on {}", self.name))
+    }
+
+    /// Asserts that no frame is waiting.
+    fn expect_nothing(&self, what: &str) {
+        if let Some(frame) = self.recv(libc::MSG_DONTWAIT) {
+            panic!("{what}: unexpected frame on {}: {frame:02x?}", self.name);
+        }
+    }
+}
+
+fn reason_name(reason: u32) -> &'static str {
+    drop_reason::NAMES[reason as usize]
+}
+
+impl Bench {
+    fn new() -> Self {
+        require_root();
+        let fabric = unique("pt");
+        let netns_name = format!("iqd-{fabric}");
+        let pin_dir = dataplane::pin_dir(&fabric);
+        assert!(!pin_dir.exists(), "{} exists already", pin_dir.display());
+        assert!(
+            netns::create(&netns_name).expect("create namespace"),
+            "namespace {netns_name} exists already"
+        );
+        // From here on everything is ours to remove, whatever fails next.
+        let cleanup = Cleanup {
+            netns: netns_name.clone(),
+            pin_dir: pin_dir.clone(),
+        };
+        for spec in PORTS {
+            let peer = format!("{}n", spec.name);
+            let mac = spec
+                .mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            ip(&[
+                "-n",
+                &netns_name,
+                "link",
+                "add",
+                "name",
+                spec.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "address",
+                &mac,
+            ]);
+        }
+
+        let guard = NetnsGuard::enter(&netns_name).expect("enter namespace");
+        let ports: Vec<Port> = PORTS
+            .iter()
+            .map(|spec| Port {
+                spec,
+                ifindex: ifindex(spec.name),
+            })
+            .collect();
+        {
+            let _lock = pin_root_lock();
+            fs::create_dir_all(&pin_dir).expect("create pin directory");
+        }
+        let plane = DataPlane::load(&pin_dir).expect("load the eBPF programs");
+        let mut maps = FabricMaps::open(&fabric, &pin_dir).expect("open the pinned maps");
+        let mut routes = Vec::new();
+        for port in ports.iter().filter(|p| p.spec.registered) {
+            let spec = port.spec;
+            let info = PortInfo {
+                chpid: spec.chpid,
+                mtu: spec.mtu,
+                mac: spec.mac,
+                _pad: [0; 2],
+            };
+            maps.add_port(port.ifindex, info).expect("add port");
+            for addr in spec.addrs {
+                routes.push((
+                    RouteKey {
+                        chpid: spec.chpid,
+                        addr: u32::from_ne_bytes(addr.octets()),
+                    },
+                    RouteTarget {
+                        ifindex: port.ifindex,
+                        mac: spec.mac,
+                        _pad: [0; 2],
+                    },
+                ));
+            }
+        }
+        maps.sync_routes(&routes).expect("sync routes");
+        Self {
+            _netns: guard,
+            plane,
+            maps,
+            ports,
+            cleanup,
+        }
+    }
+
+    fn port(&self, name: &str) -> &Port {
+        self.ports
+            .iter()
+            .find(|p| p.spec.name == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    fn ifindex(&self, name: &str) -> u32 {
+        self.port(name).ifindex
+    }
+
+    /// Runs the port program once on `frame` as if it arrived on port `port`.
+    fn try_run(&mut self, port: &str, frame: &[u8]) -> io::Result<Run> {
+        let ctx = xdp_md(frame.len(), self.ifindex(port));
+        let mut out = vec![0u8; frame.len() + 4096];
+        let program = self.plane.program(Side::Port).expect("port program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        };
+        match program.test_run(opts) {
+            Ok(result) => {
+                out.truncate(result.data_size_out as usize);
+                Ok(Run {
+                    action: result.return_value,
+                    frame: out,
+                })
+            }
+            Err(ProgramError::SyscallError(e)) => Err(e.io_error),
+            Err(e) => panic!("test run failed: {e}"),
+        }
+    }
+
+    /// Runs the port program once on `frame` from `port` in live-frames mode: the kernel
+    /// carries out the verdict (XDP_REDIRECT through the DEVMAP, XDP_TX back out of `port`),
+    /// so the frame really reaches the NIC side of a veth. The kernel does not report the
+    /// verdict in this mode (the non-live runs check it).
+    fn run_live(&mut self, port: &str, frame: &[u8]) {
+        let ctx = xdp_md(frame.len(), self.ifindex(port));
+        let program = self.plane.program(Side::Port).expect("port program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::new()
+        };
+        if let Err(e) = program.test_run(opts) {
+            panic!("live BPF_PROG_TEST_RUN failed: {e}");
+        }
+    }
+
+    /// Readies the NIC side of every port for frames from the fabric, as `iqd up` does: IPv6
+    /// off (no chatter), the pass-through program on the NIC (a veth only takes redirected
+    /// frames when its peer has NAPI), both ends up.
+    fn bring_up(&mut self) {
+        netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1").expect("IPv6 off");
+        netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1").expect("IPv6 off");
+        let netns_name = self.cleanup.netns.clone();
+        for spec in PORTS {
+            let nic = format!("{}n", spec.name);
+            let nic_index = ifindex(&nic);
+            self.plane
+                .attach(Side::Nic, spec.name, nic_index)
+                .expect("attach the NIC program");
+            for link in [spec.name, nic.as_str()] {
+                ip(&["-n", &netns_name, "link", "set", "dev", link, "up"]);
+            }
+        }
+    }
+
+    fn run(&mut self, port: &str, frame: &[u8]) -> Run {
+        self.try_run(port, frame)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"))
+    }
+
+    fn counters(&self, port: &str) -> NicCounters {
+        self.maps
+            .counters(self.ifindex(port))
+            .expect("read counters")
+    }
+
+    fn all_counters(&self) -> Vec<(&'static str, NicCounters)> {
+        self.ports
+            .iter()
+            .map(|p| (p.spec.name, self.counters(p.spec.name)))
+            .collect()
+    }
+
+    /// Asserts that every port's counters moved from `before` exactly as `change` says.
+    fn assert_counters(
+        &self,
+        before: &[(&'static str, NicCounters)],
+        what: &str,
+        change: impl Fn(&str, &mut NicCounters),
+    ) {
+        for (name, counters) in before {
+            let mut expected = *counters;
+            change(name, &mut expected);
+            assert_eq!(
+                self.counters(name),
+                expected,
+                "{what}: counters of port {name}"
+            );
+        }
+    }
+
+    /// `frame` from `from` is dropped and counted under `reason` on `from`, nothing else.
+    fn expect_drop(&mut self, from: &str, frame: &[u8], reason: u32, what: &str) {
+        let before = self.all_counters();
+        let run = self.run(from, frame);
+        assert_eq!(
+            run.action,
+            XDP_DROP,
+            "{what}: expected a drop ({})",
+            reason_name(reason)
+        );
+        self.assert_counters(&before, what, |name, c| {
+            if name == from {
+                c.tx_packets += 1;
+                c.tx_bytes += frame.len() as u64;
+                c.drops[reason as usize] += 1;
+            }
+        });
+    }
+
+    /// `frame` from `from` is redirected to `to`'s port, unchanged but for the destination MAC
+    /// (`to`'s NIC), and counted as sent by `from` and delivered to `to`.
+    fn expect_forward(&mut self, from: &str, frame: &[u8], to: &str, what: &str) {
+        let before = self.all_counters();
+        let run = self.run(from, frame);
+        assert_eq!(run.action, XDP_REDIRECT, "{what}: expected a redirect");
+        let mut expected = frame.to_vec();
+        expected[..6].copy_from_slice(&self.port(to).spec.mac);
+        assert_eq!(run.frame.len(), frame.len(), "{what}: length changed");
+        assert!(
+            run.frame == expected,
+            "{what}: forwarded frame differs from the input with the destination MAC \
+             rewritten:\n got {:02x?}\nwant {:02x?}",
+            &run.frame[..run.frame.len().min(64)],
+            &expected[..expected.len().min(64)]
+        );
+        let len = frame.len() as u64;
+        self.assert_counters(&before, what, |name, c| {
+            if name == from {
+                c.tx_packets += 1;
+                c.tx_bytes += len;
+            }
+            if name == to {
+                c.rx_packets += 1;
+                c.rx_bytes += len;
+            }
+        });
+    }
+
+    /// `request` from `from` is answered with exactly `reply` (XDP_TX back to `from`), counted
+    /// as sent and delivered on `from`.
+    fn expect_arp_reply(&mut self, from: &str, request: &[u8], reply: &[u8], what: &str) {
+        let before = self.all_counters();
+        let run = self.run(from, request);
+        assert_eq!(run.action, XDP_TX, "{what}: expected XDP_TX");
+        assert!(
+            run.frame == reply,
+            "{what}: ARP reply differs:\n got {:02x?}\nwant {:02x?}",
+            run.frame,
+            reply
+        );
+        let len = request.len() as u64;
+        self.assert_counters(&before, what, |name, c| {
+            if name == from {
+                c.tx_packets += 1;
+                c.tx_bytes += len;
+                c.rx_packets += 1;
+                c.rx_bytes += len;
+            }
+        });
+    }
+}
+
+fn tcp(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr) -> Ipv4Frame {
+    Ipv4Frame::tcp(src_mac, dst_mac, src, dst)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+
+#[test]
+fn tcp_to_same_chpid_is_redirected_with_destination_mac_rewritten() {
+    let mut bench = Bench::new();
+    // The sender's neighbour cache says nothing useful: the fabric delivers by address.
+    let frame = tcp(MAC_A, MAC_STRANGER, IP_A, IP_B).build();
+    let before = bench.all_counters();
+    let run = bench.run("a", &frame);
+    assert_eq!(run.action, XDP_REDIRECT);
+    assert_eq!(&run.frame[..6], &MAC_B, "destination MAC is B's NIC");
+    assert_eq!(
+        &run.frame[6..12],
+        &MAC_A,
+        "source MAC stays the sender's own"
+    );
+    assert_eq!(
+        &run.frame[12..],
+        &frame[12..],
+        "nothing after the MACs changes"
+    );
+    assert!(ipv4_header_checksum_ok(&run.frame));
+    let a = bench.counters("a");
+    let b = bench.counters("b");
+    assert_eq!((a.tx_packets, a.tx_bytes), (1, frame.len() as u64));
+    assert_eq!((a.rx_packets, a.rx_bytes), (0, 0));
+    assert_eq!((b.rx_packets, b.rx_bytes), (1, frame.len() as u64));
+    assert_eq!((b.tx_packets, b.tx_bytes), (0, 0));
+    assert_eq!(a.drops, [0; drop_reason::COUNT]);
+    assert_eq!(b.drops, [0; drop_reason::COUNT]);
+    bench.assert_counters(&before, "after one TCP frame", |name, c| match name {
+        "a" => {
+            c.tx_packets += 1;
+            c.tx_bytes += frame.len() as u64;
+        }
+        "b" => {
+            c.rx_packets += 1;
+            c.rx_bytes += frame.len() as u64;
+        }
+        _ => {}
+    });
+
+    // And the other way, to the address A has, with the right MAC already in place.
+    let frame = tcp(MAC_B, MAC_A, IP_B, IP_A).build();
+    bench.expect_forward("b", &frame, "a", "TCP from B to A");
+}
+
+#[test]
+fn forwarding_variants() {
+    let mut bench = Bench::new();
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "ICMP echo",
+            "a",
+            Ipv4Frame::icmp_echo(MAC_A, MAC_B, IP_A, IP_B, b"0123456789abcdef").build(),
+            "b",
+        ),
+        (
+            "to B's second address",
+            "a",
+            tcp(MAC_A, BROADCAST, IP_A, IP_B2).build(),
+            "b",
+        ),
+        (
+            "address on two CHPIDs goes to the sender's CHPID",
+            "a",
+            tcp(MAC_A, MAC_C, IP_A, IP_SHARED).build(),
+            "b",
+        ),
+        (
+            "Ethernet padding after the IPv4 packet",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B)
+                .with_padding_to(ETH_ZLEN)
+                .build(),
+            "b",
+        ),
+        (
+            "IPv4 options (IHL 6)",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_ihl(6).build(),
+            "b",
+        ),
+        (
+            "IPv4 header only, no payload",
+            "a",
+            Ipv4Frame::raw(MAC_A, MAC_B, IP_A, IP_B, 253, &[]).build(),
+            "b",
+        ),
+        (
+            "exactly the CHPID's MTU plus the Ethernet header",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B)
+                .with_frame_len(1500 + 14)
+                .build(),
+            "b",
+        ),
+        (
+            "to a port with a larger MTU",
+            "a",
+            tcp(MAC_A, MAC_D, IP_A, IP_D).with_frame_len(1514).build(),
+            "d",
+        ),
+        (
+            "multi-buffer frame within D's MTU",
+            "d",
+            tcp(MAC_D, MAC_A, IP_D, IP_A).with_frame_len(8000).build(),
+            "a",
+        ),
+        (
+            "multi-buffer frame of exactly D's MTU",
+            "d",
+            tcp(MAC_D, MAC_B, IP_D, IP_B)
+                .with_frame_len(8192 + 14)
+                .build(),
+            "b",
+        ),
+    ];
+    for (what, from, frame, to) in cases {
+        bench.expect_forward(from, &frame, to, what);
+    }
+}
+
+#[test]
+fn redirect_to_a_port_missing_from_the_devmap_fails() {
+    let mut bench = Bench::new();
+    let b = bench.ifindex("b");
+    bench
+        .maps
+        .devmap
+        .remove(b)
+        .expect("remove B from the DEVMAP");
+    let frame = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+    bench.expect_drop(
+        "a",
+        &frame,
+        drop_reason::REDIRECT_FAILED,
+        "B not in the DEVMAP",
+    );
+}
+
+#[test]
+fn frames_from_an_undescribed_port_are_dropped_uncounted() {
+    let mut bench = Bench::new();
+    let before = bench.all_counters();
+    for frame in [
+        tcp(MAC_A, MAC_B, IP_A, IP_B).build(),
+        ArpFrame::request(MAC_A, IP_A, IP_B).build(),
+    ] {
+        assert_eq!(bench.run("u", &frame).action, XDP_DROP);
+    }
+    bench.assert_counters(&before, "frames from port U", |_, _| {});
+    assert_eq!(bench.counters("u"), NicCounters::default());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drops, one reason at a time
+
+#[test]
+fn malformed_frames_are_dropped() {
+    let mut bench = Bench::new();
+    let good = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+
+    // The kernel itself refuses test runs of less than an Ethernet header, so the program's
+    // check of the Ethernet header cannot be reached this way (nor from a veth).
+    let before = bench.all_counters();
+    let err = bench
+        .try_run("a", &truncated(&good, ETH_HLEN - 1))
+        .expect_err("a 13-byte frame");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    bench.assert_counters(&before, "13-byte frame", |_, _| {});
+
+    let mut cut_in_tcp = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+    cut_in_tcp.truncate(ETH_HLEN + IPV4_HLEN + TCP_HLEN - 1);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Ethernet header only", truncated(&good, ETH_HLEN)),
+        (
+            "IPv4 header cut short",
+            truncated(&good, ETH_HLEN + IPV4_HLEN - 1),
+        ),
+        ("IHL 4", tcp(MAC_A, MAC_B, IP_A, IP_B).with_ihl(4).build()),
+        ("IHL 0", tcp(MAC_A, MAC_B, IP_A, IP_B).with_ihl(0).build()),
+        (
+            "IHL 15 but total length 40",
+            tcp(MAC_A, MAC_B, IP_A, IP_B)
+                .with_ihl(15)
+                .with_total_len(40)
+                .build(),
+        ),
+        (
+            "version 6 under the IPv4 ethertype",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_version(6).build(),
+        ),
+        (
+            "total length below the header length",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_total_len(19).build(),
+        ),
+        (
+            "total length beyond the frame",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_total_len(41).build(),
+        ),
+        ("frame cut inside the TCP header", cut_in_tcp),
+        (
+            "malformed and spoofed: malformed wins",
+            tcp(MAC_STRANGER, MAC_B, IP_UNKNOWN, IP_B)
+                .with_ihl(4)
+                .build(),
+        ),
+        (
+            "ARP header cut short",
+            truncated(
+                &ArpFrame::request(MAC_A, IP_A, IP_B).build(),
+                ETH_HLEN + ARP_LEN - 1,
+            ),
+        ),
+        ("ARP with hlen 8", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.hlen = 8;
+            arp.build()
+        }),
+        ("ARP with plen 16", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.plen = 16;
+            arp.build()
+        }),
+        ("ARP for IPv6 (ptype 0x86dd)", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.ptype = 0x86dd;
+            arp.build()
+        }),
+        ("ARP with htype 6 (IEEE 802)", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.htype = 6;
+            arp.build()
+        }),
+    ];
+    for (what, frame) in cases {
+        bench.expect_drop("a", &frame, drop_reason::MALFORMED, what);
+    }
+}
+
+#[test]
+fn non_ip_frames_are_dropped() {
+    let mut bench = Bench::new();
+    let ipv4 = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+    let mut vlan = ipv4[..12].to_vec();
+    vlan.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+    vlan.extend_from_slice(&[0x00, 0x64]);
+    vlan.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    vlan.extend_from_slice(&ipv4[ETH_HLEN..]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IPv6", ipv6(MAC_A, [0x33, 0x33, 0, 0, 0, 1], &[0; 8])),
+        (
+            "local experimental ethertype 0x88b5",
+            ethernet(MAC_B, MAC_A, ETH_P_LOCAL_EXP, b"iqd test payload"),
+        ),
+        ("VLAN-tagged IPv4", vlan),
+        (
+            "802.3 length field with LLC",
+            ethernet(MAC_B, MAC_A, 0x0026, &[0x42; 46]),
+        ),
+        (
+            "IPv6 from a spoofed MAC: the ethertype is checked first",
+            ipv6(MAC_STRANGER, BROADCAST, &[]),
+        ),
+        (
+            "bare Ethernet header of an unknown type",
+            ethernet(MAC_B, MAC_A, 0x9000, &[]),
+        ),
+    ];
+    for (what, frame) in cases {
+        bench.expect_drop("a", &frame, drop_reason::NON_IP, what);
+    }
+}
+
+#[test]
+fn spoofed_sources_are_dropped() {
+    let mut bench = Bench::new();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "source MAC of another NIC",
+            tcp(MAC_B, MAC_B, IP_A, IP_B).build(),
+        ),
+        (
+            "source MAC of nobody",
+            tcp(MAC_STRANGER, MAC_B, IP_A, IP_B).build(),
+        ),
+        (
+            "source IP registered by nobody",
+            tcp(MAC_A, MAC_B, IP_UNKNOWN, IP_B).build(),
+        ),
+        (
+            "source IP of another NIC on the CHPID",
+            tcp(MAC_A, MAC_B, IP_B2, IP_B).build(),
+        ),
+        (
+            "source IP of a NIC on another CHPID",
+            tcp(MAC_A, MAC_B, IP_C, IP_B).build(),
+        ),
+        (
+            "source IP 0.0.0.0",
+            tcp(MAC_A, MAC_B, Ipv4Addr::UNSPECIFIED, IP_B).build(),
+        ),
+        (
+            "spoofed source to an unknown destination: the source is checked first",
+            tcp(MAC_A, MAC_B, IP_UNKNOWN, IP_UNKNOWN).build(),
+        ),
+        ("ARP from a foreign Ethernet source", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.eth_src = MAC_STRANGER;
+            arp.build()
+        }),
+        ("ARP with a foreign sender MAC", {
+            let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+            arp.sha = MAC_B;
+            arp.build()
+        }),
+        (
+            "ARP with another NIC's sender IP",
+            ArpFrame::request(MAC_A, IP_B, IP_B2).build(),
+        ),
+        (
+            "ARP with an unregistered sender IP",
+            ArpFrame::request(MAC_A, IP_UNKNOWN, IP_B).build(),
+        ),
+    ];
+    for (what, frame) in cases {
+        bench.expect_drop("a", &frame, drop_reason::SPOOFED_SOURCE, what);
+    }
+}
+
+#[test]
+fn destinations_on_another_chpid_only_are_not_members() {
+    let mut bench = Bench::new();
+    bench.expect_drop(
+        "a",
+        &tcp(MAC_A, MAC_C, IP_A, IP_C).build(),
+        drop_reason::NOT_MEMBER,
+        "TCP from F0 to C on F1",
+    );
+    bench.expect_drop(
+        "c",
+        &tcp(MAC_C, MAC_A, IP_C, IP_A).build(),
+        drop_reason::NOT_MEMBER,
+        "TCP from F1 to A on F0",
+    );
+    bench.expect_drop(
+        "a",
+        &Ipv4Frame::icmp_echo(MAC_A, MAC_D, IP_A, IP_C, b"x").build(),
+        drop_reason::NOT_MEMBER,
+        "ICMP from F0 to C on F1",
+    );
+}
+
+#[test]
+fn unknown_destinations_are_dropped() {
+    let mut bench = Bench::new();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "unregistered address",
+            tcp(MAC_A, MAC_B, IP_A, IP_UNKNOWN).build(),
+        ),
+        (
+            "the sender's own address",
+            tcp(MAC_A, MAC_B, IP_A, IP_A).build(),
+        ),
+        (
+            "subnet broadcast",
+            Ipv4Frame::icmp_echo(MAC_A, BROADCAST, IP_A, Ipv4Addr::new(10, 7, 0, 255), b"").build(),
+        ),
+        (
+            "limited broadcast",
+            Ipv4Frame::icmp_echo(MAC_A, BROADCAST, IP_A, Ipv4Addr::BROADCAST, b"").build(),
+        ),
+        (
+            "multicast",
+            Ipv4Frame::raw(
+                MAC_A,
+                [0x01, 0x00, 0x5e, 0, 0, 0x16],
+                IP_A,
+                Ipv4Addr::new(224, 0, 0, 22),
+                2,
+                &[0; 8],
+            )
+            .build(),
+        ),
+    ];
+    for (what, frame) in cases {
+        bench.expect_drop("a", &frame, drop_reason::NO_DESTINATION, what);
+    }
+}
+
+#[test]
+fn frames_above_the_chpid_mtu_are_dropped() {
+    let mut bench = Bench::new();
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "one byte above MTU + 14",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_frame_len(1515).build(),
+        ),
+        (
+            "1600-byte TCP frame on a 1500 MTU",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_frame_len(1600).build(),
+        ),
+        (
+            "the sender's MTU counts, not the receiver's",
+            "a",
+            tcp(MAC_A, MAC_D, IP_A, IP_D).with_frame_len(1600).build(),
+        ),
+        (
+            "Ethernet padding counts",
+            "a",
+            tcp(MAC_A, MAC_B, IP_A, IP_B).with_padding_to(1515).build(),
+        ),
+        (
+            "size is checked before the ethertype",
+            "a",
+            padded(&ipv6(MAC_A, BROADCAST, &[]), 1600),
+        ),
+        (
+            "size is checked before ARP",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_B)
+                .with_padding_to(1600)
+                .build(),
+        ),
+        (
+            "size is checked before the source",
+            "a",
+            tcp(MAC_STRANGER, MAC_B, IP_UNKNOWN, IP_B)
+                .with_frame_len(1600)
+                .build(),
+        ),
+        (
+            "multi-buffer frame one byte above D's MTU + 14",
+            "d",
+            tcp(MAC_D, MAC_B, IP_D, IP_B)
+                .with_frame_len(8192 + 15)
+                .build(),
+        ),
+        (
+            "multi-buffer 9000-byte frame on D",
+            "d",
+            tcp(MAC_D, MAC_A, IP_D, IP_A).with_frame_len(9000).build(),
+        ),
+    ];
+    for (what, from, frame) in cases {
+        bench.expect_drop(from, &frame, drop_reason::MFS_EXCEEDED, what);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARP
+
+#[test]
+fn arp_requests_for_the_chpid_are_answered_by_the_fabric() {
+    let mut bench = Bench::new();
+
+    let request = ArpFrame::request(MAC_A, IP_A, IP_B).build();
+    // Built field by field, independently of the frame builders.
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&MAC_A); // to the asker
+    expected.extend_from_slice(&MAC_B); // from the target NIC
+    expected.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    expected.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
+    expected.extend_from_slice(&[0x00, 0x02]); // reply
+    expected.extend_from_slice(&MAC_B);
+    expected.extend_from_slice(&IP_B.octets());
+    expected.extend_from_slice(&MAC_A);
+    expected.extend_from_slice(&IP_A.octets());
+    assert_eq!(
+        expected,
+        ArpFrame::reply(MAC_B, IP_B, MAC_A, IP_A).build(),
+        "the test's two ways to build the reply agree"
+    );
+    bench.expect_arp_reply("a", &request, &expected, "A asks for B");
+
+    let cases: Vec<(&str, &str, Vec<u8>, Vec<u8>)> = vec![
+        (
+            "padded request: padding kept",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_B)
+                .with_padding_to(ETH_ZLEN)
+                .build(),
+            ArpFrame::reply(MAC_B, IP_B, MAC_A, IP_A)
+                .with_padding_to(ETH_ZLEN)
+                .build(),
+        ),
+        (
+            "B's second address",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_B2).build(),
+            ArpFrame::reply(MAC_B, IP_B2, MAC_A, IP_A).build(),
+        ),
+        (
+            "address on two CHPIDs: the NIC on the asker's CHPID answers",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_SHARED).build(),
+            ArpFrame::reply(MAC_B, IP_SHARED, MAC_A, IP_A).build(),
+        ),
+        (
+            "unicast re-validation request",
+            "b",
+            {
+                let mut arp = ArpFrame::request(MAC_B, IP_B, IP_A);
+                arp.eth_dst = MAC_A;
+                arp.build()
+            },
+            ArpFrame::reply(MAC_A, IP_A, MAC_B, IP_B).build(),
+        ),
+        (
+            "request with a stale target MAC",
+            "d",
+            {
+                let mut arp = ArpFrame::request(MAC_D, IP_D, IP_A);
+                arp.tha = MAC_STRANGER;
+                arp.build()
+            },
+            ArpFrame::reply(MAC_A, IP_A, MAC_D, IP_D).build(),
+        ),
+        (
+            "address probe (sender IP 0.0.0.0)",
+            "a",
+            ArpFrame::request(MAC_A, Ipv4Addr::UNSPECIFIED, IP_B).build(),
+            ArpFrame::reply(MAC_B, IP_B, MAC_A, Ipv4Addr::UNSPECIFIED).build(),
+        ),
+    ];
+    for (what, from, request, reply) in cases {
+        bench.expect_arp_reply(from, &request, &reply, what);
+    }
+}
+
+#[test]
+fn arp_requests_without_an_answer_are_dropped() {
+    let mut bench = Bench::new();
+    let cases: Vec<(&str, &str, Vec<u8>, u32)> = vec![
+        (
+            "address on another CHPID",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_C).build(),
+            drop_reason::NOT_MEMBER,
+        ),
+        (
+            "address on F0 asked from F1",
+            "c",
+            ArpFrame::request(MAC_C, IP_C, IP_B).build(),
+            drop_reason::NOT_MEMBER,
+        ),
+        (
+            "address the asker registered itself on its CHPID",
+            "c",
+            ArpFrame::request(MAC_C, IP_C, IP_SHARED).build(),
+            drop_reason::NO_DESTINATION,
+        ),
+        (
+            "unknown address",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_UNKNOWN).build(),
+            drop_reason::NO_DESTINATION,
+        ),
+        (
+            "gratuitous ARP for the asker's own address",
+            "a",
+            ArpFrame::request(MAC_A, IP_A, IP_A).build(),
+            drop_reason::NO_DESTINATION,
+        ),
+        (
+            "probe for the asker's own address",
+            "a",
+            ArpFrame::request(MAC_A, Ipv4Addr::UNSPECIFIED, IP_A).build(),
+            drop_reason::NO_DESTINATION,
+        ),
+        (
+            "ARP reply",
+            "a",
+            ArpFrame::reply(MAC_A, IP_A, MAC_B, IP_B).build(),
+            drop_reason::ARP_IGNORED,
+        ),
+        (
+            "ARP reply with a spoofed sender: replies are ignored before any check",
+            "a",
+            ArpFrame::reply(MAC_STRANGER, IP_B, MAC_B, IP_B).build(),
+            drop_reason::ARP_IGNORED,
+        ),
+        (
+            "RARP request (operation 3) under the ARP ethertype",
+            "a",
+            {
+                let mut arp = ArpFrame::request(MAC_A, IP_A, IP_B);
+                arp.oper = 3;
+                arp.build()
+            },
+            drop_reason::ARP_IGNORED,
+        ),
+    ];
+    for (what, from, request, reason) in cases {
+        // Only what is not a request can be ignored (a self-check of the cases).
+        assert_eq!(
+            u16::from_be_bytes([request[20], request[21]]) != ARP_REQUEST,
+            reason == drop_reason::ARP_IGNORED,
+            "{what}"
+        );
+        bench.expect_drop(from, &request, reason, what);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live frames: the verdicts carried out
+
+#[test]
+fn live_frames_reach_the_right_nic() {
+    let mut bench = Bench::new();
+    bench.bring_up();
+    let nic = |name: &str| PacketSocket::open(&format!("{name}n"));
+    let (nic_a, nic_b, nic_c, nic_d) = (nic("a"), nic("b"), nic("c"), nic("d"));
+    let all = [&nic_a, &nic_b, &nic_c, &nic_d];
+    let quiet = |what: &str| {
+        // Frames from one run are all delivered together; give stragglers a moment.
+        thread::sleep(Duration::from_millis(100));
+        for socket in all {
+            socket.expect_nothing(what);
+        }
+    };
+
+    let frame = tcp(MAC_A, MAC_STRANGER, IP_A, IP_B).build();
+    bench.run_live("a", &frame);
+    let mut expected = frame.clone();
+    expected[..6].copy_from_slice(&MAC_B);
+    assert_eq!(nic_b.expect_frame("TCP from A to B"), expected);
+    quiet("after TCP from A to B");
+
+    let frame = Ipv4Frame::icmp_echo(MAC_A, MAC_B, IP_A, IP_D, b"to D").build();
+    bench.run_live("a", &frame);
+    let mut expected = frame.clone();
+    expected[..6].copy_from_slice(&MAC_D);
+    assert_eq!(nic_d.expect_frame("ICMP from A to D"), expected);
+    quiet("after ICMP from A to D");
+
+    let request = ArpFrame::request(MAC_A, IP_A, IP_B).build();
+    bench.run_live("a", &request);
+    assert_eq!(
+        nic_a.expect_frame("ARP reply to A"),
+        ArpFrame::reply(MAC_B, IP_B, MAC_A, IP_A).build()
+    );
+    quiet("after ARP request from A");
+
+    // Dropped frames go nowhere.
+    for (what, frame) in [
+        ("not member", tcp(MAC_A, MAC_C, IP_A, IP_C).build()),
+        ("spoofed", tcp(MAC_A, MAC_B, IP_B2, IP_B).build()),
+        (
+            "ARP for another CHPID",
+            ArpFrame::request(MAC_A, IP_A, IP_C).build(),
+        ),
+    ] {
+        bench.run_live("a", &frame);
+        quiet(what);
+    }
+
+    let a = bench.counters("a");
+    assert_eq!((a.tx_packets, a.rx_packets), (6, 1));
+    assert_eq!(bench.counters("b").rx_packets, 1);
+    assert_eq!(bench.counters("d").rx_packets, 1);
+}
