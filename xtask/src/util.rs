@@ -142,6 +142,11 @@ impl Cmd {
         self
     }
 
+    pub fn stderr(mut self, stderr: Stdio) -> Self {
+        self.command.stderr(stderr);
+        self
+    }
+
     /// Don't echo (for probes and polling).
     pub fn quiet(mut self) -> Self {
         self.quiet = true;
