@@ -1,6 +1,7 @@
 //! Developer tasks for iqd, run as `cargo xtask <command>` (an alias in .cargo/config.toml).
 //! Each subcommand lives in its own module exposing `Options` (clap args) and `run`.
 
+mod bench;
 mod build;
 mod run;
 mod setup;
@@ -57,6 +58,19 @@ enum Command {
     /// With ARGS, execs target/debug/iqd ARGS, e.g.
     /// `cargo xtask run -- down --config examples/demo.toml`.
     Run(run::Options),
+
+    /// Measure iqd against the Linux bridge, macvlan and a direct veth pair.
+    ///
+    /// Builds every system in namespaces of its own at each MTU (1500, 8192, 57344) and measures,
+    /// interleaved round-robin: TCP throughput (iperf3, 1 and 4 streams), UDP packet rate and
+    /// loss (iperf3 -b 0, 64- and 1400-byte payloads), TCP request/response round trip p50/p99
+    /// (sockperf ping-pong), CPU seconds per gigabit (/proc/stat), and a scale test with N LPARs
+    /// on one CHPID (time to bring up, all-pairs reachability with fping, aggregate TCP of N/2
+    /// pairs). Prints medians with min-max and ratios to the bridge and to the veth pair, paired
+    /// within each round; writes every raw sample to JSON; a full default run regenerates
+    /// docs/performance.md with SVG charts. The full run takes about 15 minutes on 2 cores,
+    /// --quick about 2.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +80,7 @@ fn main() -> ExitCode {
         Command::Build(options) => build::run(options),
         Command::Test(options) => test::run(options),
         Command::Run(options) => run::run(options),
+        Command::Bench(options) => bench::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

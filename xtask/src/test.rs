@@ -16,7 +16,7 @@ pub struct Options {
     extra: Vec<String>,
 }
 
-const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "iqd-tests"];
+const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "xtask", "iqd-tests"];
 
 pub fn run(options: Options) -> Result<()> {
     setup::ensure(

@@ -1,0 +1,405 @@
+//! The systems under test, each built in network namespaces the benchmark creates and removes.
+//!
+//! Every environment is a set of endpoint namespaces with an interface `eth0` (`hsi0` for iqd)
+//! and an address `10.0.0.<i+1>/24`. Whatever connects them (bridge, dummy parent, iqd's fabric
+//! ports) lives in a namespace of its own, so the root namespace is never touched.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util::Cmd;
+
+/// A kind of fabric between namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// iqd with its XDP layer-3 data path.
+    IqdXdp,
+    /// A Linux bridge with one veth per endpoint.
+    Bridge,
+    /// macvlan devices in bridge mode on a dummy parent (an idle veth where the kernel has no
+    /// dummy driver).
+    Macvlan,
+    /// A direct veth pair: the physical limit of a veth-based fabric (two endpoints only).
+    Veth,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::IqdXdp, Kind::Bridge, Kind::Macvlan, Kind::Veth];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::IqdXdp => "iqd-xdp",
+            Kind::Bridge => "bridge",
+            Kind::Macvlan => "macvlan",
+            Kind::Veth => "veth",
+        }
+    }
+
+    /// Short code used in namespace names.
+    fn code(self) -> &'static str {
+        match self {
+            Kind::IqdXdp => "x",
+            Kind::Bridge => "b",
+            Kind::Macvlan => "m",
+            Kind::Veth => "v",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn max_endpoints(self) -> usize {
+        match self {
+            Kind::Veth => 2,
+            _ => 250,
+        }
+    }
+
+    pub fn is_iqd(self) -> bool {
+        matches!(self, Kind::IqdXdp)
+    }
+}
+
+/// One namespace taking part in the measurements.
+pub struct Endpoint {
+    pub netns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// A built system: its namespaces, background servers and, for iqd, its fabric. Dropping it
+/// stops the servers (by pid), takes the fabric down and deletes the namespaces.
+pub struct Env {
+    pub kind: Kind,
+    pub mtu: u32,
+    pub endpoints: Vec<Endpoint>,
+    /// Namespaces this environment created (endpoint and infrastructure), deleted on drop.
+    namespaces: Vec<String>,
+    /// For iqd: the binary and the fabric file `iqd down` needs.
+    iqd: Option<(PathBuf, PathBuf)>,
+    children: Vec<Child>,
+    /// How long building the environment took.
+    pub setup_time: Duration,
+}
+
+pub fn endpoint_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+/// The CHPID MFS that carries `mtu`, and whether the LPAR interface must be lowered to it.
+fn mfs_for(mtu: u32) -> Result<&'static str> {
+    Ok(match mtu {
+        0..=8192 => "16K",
+        8193..=16384 => "24K",
+        16385..=32768 => "40K",
+        32769..=57344 => "64K",
+        _ => bail!("MTU {mtu} is above the largest CHPID MTU (57344, MFS 64K)"),
+    })
+}
+
+/// The largest MTU each CHPID MFS gives (MFS minus 8K).
+fn chpid_mtu(mfs: &str) -> u32 {
+    match mfs {
+        "16K" => 8192,
+        "24K" => 16384,
+        "40K" => 32768,
+        _ => 57344,
+    }
+}
+
+/// What builds environments: unique names per benchmark run, and the iqd binary.
+pub struct Builder {
+    /// Unique per run: `ib<pid in hex>`.
+    pub tag: String,
+    pub iqd: Option<PathBuf>,
+    pub work_dir: PathBuf,
+    serial: u32,
+}
+
+impl Builder {
+    pub fn new(iqd: Option<PathBuf>, work_dir: PathBuf) -> Self {
+        Builder {
+            tag: format!("ib{:x}", std::process::id() & 0xffff),
+            iqd,
+            work_dir,
+            serial: 0,
+        }
+    }
+
+    /// Builds `kind` with `n` endpoints at `mtu`.
+    pub fn build(&mut self, kind: Kind, mtu: u32, n: usize) -> Result<Env> {
+        if n < 2 || n > kind.max_endpoints() {
+            bail!(
+                "{} supports 2 to {} endpoints, not {n}",
+                kind.name(),
+                kind.max_endpoints()
+            );
+        }
+        self.serial += 1;
+        let id = format!("{}{}{}", self.tag, kind.code(), self.serial);
+        let mut env = Env {
+            kind,
+            mtu,
+            endpoints: (0..n)
+                .map(|i| Endpoint {
+                    netns: format!("{id}-{i}"),
+                    addr: endpoint_addr(i),
+                })
+                .collect(),
+            namespaces: Vec::new(),
+            iqd: None,
+            children: Vec::new(),
+            setup_time: Duration::ZERO,
+        };
+        let started = Instant::now();
+        match kind {
+            Kind::IqdXdp => self.build_iqd(&mut env, &id)?,
+            Kind::Bridge => build_bridge(&mut env, &id)?,
+            Kind::Macvlan => build_macvlan(&mut env, &id)?,
+            Kind::Veth => build_veth(&mut env)?,
+        }
+        env.setup_time = started.elapsed();
+        Ok(env)
+    }
+
+    fn build_iqd(&self, env: &mut Env, id: &str) -> Result<()> {
+        let Some(iqd) = &self.iqd else {
+            bail!("no iqd binary to benchmark");
+        };
+        let mfs = mfs_for(env.mtu)?;
+        // The fabric name becomes the pin directory and the `iqd-<name>` namespace.
+        let fabric = id.to_string();
+        let mut toml = String::new();
+        let _ = writeln!(
+            toml,
+            "[fabric]\nname = \"{fabric}\"\n\n[[chpid]]\nid = \"F0\"\nmfs = \"{mfs}\"\n"
+        );
+        for (i, e) in env.endpoints.iter().enumerate() {
+            let _ = writeln!(
+                toml,
+                "[[lpar]]\nname = \"L{i}\"\nnetns = \"{}\"\n\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 ipv4 = [\"{}/24\"]\n",
+                e.netns, e.addr
+            );
+        }
+        let config = self.work_dir.join(format!("{fabric}.toml"));
+        std::fs::write(&config, toml)
+            .with_context(|| format!("could not write {}", config.display()))?;
+        // Registered before `up` runs, so that a half-built fabric is taken down too.
+        env.iqd = Some((iqd.clone(), config.clone()));
+        let output = Cmd::new(iqd)
+            .arg("up")
+            .arg("--config")
+            .arg(&config)
+            .quiet()
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "iqd up failed for {}: {}",
+                config.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        // A CHPID's MTU is its MFS minus 8K; smaller MTUs (1500) are the LPAR's own choice.
+        if env.mtu < chpid_mtu(mfs) {
+            for e in &env.endpoints {
+                ip(&e.netns, &format!("link set hsi0 mtu {}", env.mtu))?;
+            }
+        }
+        for e in &env.endpoints {
+            ip(&e.netns, "link set lo up")?;
+        }
+        Ok(())
+    }
+}
+
+/// `ip -n NETNS ARGS...`, quietly; a failure is an error naming the command.
+fn ip(netns: &str, args: &str) -> Result<()> {
+    let output = Cmd::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args.split_whitespace())
+        .quiet()
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "`ip -n {netns} {args}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn add_netns(env: &mut Env, name: &str) -> Result<()> {
+    let output = Cmd::new("ip")
+        .args(["netns", "add", name])
+        .quiet()
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "`ip netns add {name}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    env.namespaces.push(name.to_string());
+    ip(name, "link set lo up")
+}
+
+fn add_endpoint_namespaces(env: &mut Env) -> Result<()> {
+    let names: Vec<String> = env.endpoints.iter().map(|e| e.netns.clone()).collect();
+    for name in names {
+        add_netns(env, &name)?;
+    }
+    Ok(())
+}
+
+fn address_endpoints(env: &Env) -> Result<()> {
+    for e in &env.endpoints {
+        ip(&e.netns, &format!("addr add {}/24 dev eth0", e.addr))?;
+        ip(&e.netns, "link set eth0 up")?;
+    }
+    Ok(())
+}
+
+fn build_veth(env: &mut Env) -> Result<()> {
+    add_endpoint_namespaces(env)?;
+    let (a, b) = (&env.endpoints[0].netns, &env.endpoints[1].netns);
+    ip(
+        a,
+        &format!(
+            "link add eth0 mtu {mtu} type veth peer name eth0 netns {b} mtu {mtu}",
+            mtu = env.mtu
+        ),
+    )?;
+    address_endpoints(env)
+}
+
+fn build_bridge(env: &mut Env, id: &str) -> Result<()> {
+    let hub = format!("{id}-br");
+    add_netns(env, &hub)?;
+    add_endpoint_namespaces(env)?;
+    ip(&hub, &format!("link add br0 mtu {} type bridge", env.mtu))?;
+    for (i, e) in env.endpoints.iter().enumerate() {
+        ip(
+            &hub,
+            &format!(
+                "link add p{i} mtu {mtu} type veth peer name eth0 netns {ns} mtu {mtu}",
+                mtu = env.mtu,
+                ns = e.netns
+            ),
+        )?;
+        ip(&hub, &format!("link set p{i} master br0 up"))?;
+    }
+    ip(&hub, "link set br0 up")?;
+    address_endpoints(env)
+}
+
+fn build_macvlan(env: &mut Env, id: &str) -> Result<()> {
+    let hub = format!("{id}-hub");
+    add_netns(env, &hub)?;
+    add_endpoint_namespaces(env)?;
+    // The parent only anchors the macvlans: in bridge mode they switch among themselves
+    // without it. Kernels built without CONFIG_DUMMY get an idle veth pair instead.
+    if ip(&hub, &format!("link add d0 mtu {} type dummy", env.mtu)).is_err() {
+        ip(
+            &hub,
+            &format!(
+                "link add d0 mtu {mtu} type veth peer name d1 mtu {mtu}",
+                mtu = env.mtu
+            ),
+        )?;
+        ip(&hub, "link set d1 up")?;
+    }
+    ip(&hub, "link set d0 up")?;
+    for (i, e) in env.endpoints.iter().enumerate() {
+        ip(
+            &hub,
+            &format!(
+                "link add m{i} link d0 mtu {} type macvlan mode bridge",
+                env.mtu
+            ),
+        )?;
+        ip(&hub, &format!("link set m{i} netns {} name eth0", e.netns))?;
+    }
+    address_endpoints(env)
+}
+
+impl Env {
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
+    pub fn spawn(&mut self, i: usize, args: &[&str]) -> Result<()> {
+        let child = Cmd::new("ip")
+            .args(["netns", "exec", &self.endpoints[i].netns])
+            .args(args)
+            .quiet()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// A command run inside endpoint `i`'s namespace.
+    pub fn exec(&self, i: usize, program: &str) -> Cmd {
+        Cmd::new("ip")
+            .args(["netns", "exec", &self.endpoints[i].netns, program])
+            .quiet()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // Our own children: `ip netns exec` execs the server, so the pid is the server's.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((iqd, config)) = &self.iqd {
+            let _ = Cmd::new(iqd)
+                .arg("down")
+                .arg("--config")
+                .arg(config)
+                .quiet()
+                .output();
+            let _ = std::fs::remove_file(config);
+        }
+        for name in self.namespaces.iter().rev() {
+            let _ = Cmd::new("ip").args(["netns", "del", name]).quiet().output();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mtu_gets_the_smallest_chpid_that_carries_it() {
+        assert_eq!(mfs_for(1500).unwrap(), "16K");
+        assert_eq!(mfs_for(8192).unwrap(), "16K");
+        assert_eq!(mfs_for(9000).unwrap(), "24K");
+        assert_eq!(mfs_for(57344).unwrap(), "64K");
+        assert!(mfs_for(60000).is_err());
+        assert_eq!(chpid_mtu(mfs_for(57344).unwrap()), 57344);
+    }
+
+    #[test]
+    fn systems_are_named_and_parsed() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::parse("ovs"), None);
+        assert_eq!(endpoint_addr(0), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(endpoint_addr(63), Ipv4Addr::new(10, 0, 0, 64));
+    }
+}

@@ -1,0 +1,372 @@
+//! The measurements: iperf3 (TCP, UDP), sockperf (request/response), fping (reachability) and
+//! /proc/stat (CPU time), each run between endpoints of an [`Env`].
+
+use std::{thread, time::Duration};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+use super::env::Env;
+
+pub const IPERF_PORT: &str = "5201";
+pub const SOCKPERF_PORT: &str = "11111";
+
+/// Starts the servers the pairwise measurements talk to, in endpoint 1.
+pub fn start_servers(env: &mut Env) -> Result<()> {
+    let addr = env.endpoints[1].addr.to_string();
+    env.spawn(1, &["iperf3", "--server", "--port", IPERF_PORT])?;
+    env.spawn(
+        1,
+        &[
+            "sockperf",
+            "server",
+            "--tcp",
+            "-i",
+            &addr,
+            "-p",
+            SOCKPERF_PORT,
+        ],
+    )?;
+    // Both listen within milliseconds; the first measurement retries once anyway.
+    thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Busy and total CPU time so far, in USER_HZ ticks, from the first line of /proc/stat.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+pub fn parse_proc_stat(text: &str) -> Option<CpuTicks> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if fields.len() < 5 {
+        return None;
+    }
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields; guest time is already in user.
+    let idle = fields[3] + fields[4];
+    Some(CpuTicks {
+        busy: total - idle,
+        total,
+    })
+}
+
+pub fn cpu_ticks() -> Result<CpuTicks> {
+    let text = std::fs::read_to_string("/proc/stat").context("could not read /proc/stat")?;
+    parse_proc_stat(&text).ok_or_else(|| anyhow!("/proc/stat has no parsable `cpu` line"))
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// Runs iperf3 in endpoint `client` against `server` with `args`, returning its JSON report.
+/// A failed connection (a server still starting) is retried once.
+fn iperf3(env: &Env, client: usize, server: usize, args: &[String]) -> Result<Value> {
+    let addr = env.endpoints[server].addr.to_string();
+    let mut last = None;
+    for attempt in 0..2 {
+        if attempt > 0 {
+            thread::sleep(Duration::from_millis(500));
+        }
+        let output = env
+            .exec(client, "iperf3")
+            .args(["--client", &addr, "--json", "--connect-timeout", "2000"])
+            .args(args)
+            .output()?;
+        let json: Value = match serde_json::from_slice(&output.stdout) {
+            Ok(json) => json,
+            Err(_) => {
+                last = Some(format!(
+                    "iperf3 printed no JSON (exit {}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+                continue;
+            }
+        };
+        if let Some(error) = json.get("error").and_then(Value::as_str) {
+            last = Some(format!("iperf3: {error}"));
+            continue;
+        }
+        return Ok(json);
+    }
+    bail!(
+        "{} → {}: {}",
+        env.endpoints[client].netns,
+        addr,
+        last.unwrap_or_default()
+    )
+}
+
+/// TCP throughput result.
+pub struct Tcp {
+    pub gbit_per_s: f64,
+    /// Gigabits the receiver got.
+    pub gbits: f64,
+}
+
+pub fn parse_tcp(json: &Value) -> Result<Tcp> {
+    let sum = &json["end"]["sum_received"];
+    let bps = sum["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 report lacks end.sum_received.bits_per_second"))?;
+    let bytes = sum["bytes"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 report lacks end.sum_received.bytes"))?;
+    Ok(Tcp {
+        gbit_per_s: bps / 1e9,
+        gbits: bytes * 8.0 / 1e9,
+    })
+}
+
+/// TCP from endpoint 0 to endpoint 1 with `streams` parallel streams for `seconds`; with the
+/// CPU seconds the whole machine spent per gigabit received.
+pub fn tcp(env: &Env, streams: u32, seconds: u32) -> Result<(Tcp, f64)> {
+    let before = cpu_ticks()?;
+    let json = iperf3(
+        env,
+        0,
+        1,
+        &[
+            "--time".into(),
+            seconds.to_string(),
+            "--parallel".into(),
+            streams.to_string(),
+        ],
+    )?;
+    let after = cpu_ticks()?;
+    let tcp = parse_tcp(&json)?;
+    let cpu_seconds = (after.busy - before.busy) as f64 / ticks_per_second();
+    let per_gbit = if tcp.gbits > 0.0 {
+        cpu_seconds / tcp.gbits
+    } else {
+        f64::NAN
+    };
+    Ok((tcp, per_gbit))
+}
+
+/// UDP result: packets the receiver got per second, and the loss.
+pub struct Udp {
+    pub received_pps: f64,
+    pub loss_percent: f64,
+}
+
+pub fn parse_udp(json: &Value) -> Result<Udp> {
+    let sum = &json["end"]["sum"];
+    let field = |name: &str| {
+        sum[name]
+            .as_f64()
+            .ok_or_else(|| anyhow!("iperf3 UDP report lacks end.sum.{name}"))
+    };
+    let (packets, lost, seconds) = (field("packets")?, field("lost_packets")?, field("seconds")?);
+    if seconds <= 0.0 {
+        bail!("iperf3 UDP report has a zero duration");
+    }
+    Ok(Udp {
+        received_pps: (packets - lost).max(0.0) / seconds,
+        loss_percent: if packets > 0.0 {
+            lost / packets * 100.0
+        } else {
+            0.0
+        },
+    })
+}
+
+/// UDP from endpoint 0 to endpoint 1 at full speed (`-b 0`) with `payload`-byte datagrams.
+pub fn udp(env: &Env, payload: u32, seconds: u32) -> Result<Udp> {
+    let json = iperf3(
+        env,
+        0,
+        1,
+        &[
+            "--udp".into(),
+            "--bitrate".into(),
+            "0".into(),
+            "--length".into(),
+            payload.to_string(),
+            "--time".into(),
+            seconds.to_string(),
+        ],
+    )?;
+    parse_udp(&json)
+}
+
+/// Round-trip percentiles in microseconds.
+pub struct Latency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+pub fn parse_sockperf(text: &str) -> Result<Latency> {
+    let percentile = |p: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("percentile {p} =")))
+            .and_then(|l| l.rsplit('=').next())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("sockperf printed no `percentile {p}` line"))
+    };
+    Ok(Latency {
+        p50_us: percentile("50.000")?,
+        p99_us: percentile("99.000")?,
+    })
+}
+
+/// sockperf ping-pong over TCP, 64-byte messages, from endpoint 0 to endpoint 1's server,
+/// reporting full round trips.
+pub fn latency(env: &Env, seconds: u32) -> Result<Latency> {
+    let addr = env.endpoints[1].addr.to_string();
+    let mut last = String::new();
+    for attempt in 0..2 {
+        if attempt > 0 {
+            thread::sleep(Duration::from_millis(500));
+        }
+        let output = env
+            .exec(0, "sockperf")
+            .args(["ping-pong", "--tcp", "-i", &addr, "-p", SOCKPERF_PORT])
+            .args(["-m", "64", "--full-rtt", "-t", &seconds.to_string()])
+            .output()?;
+        // sockperf prints its statistics on stderr, and some versions on stdout.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        match parse_sockperf(&text) {
+            Ok(latency) if output.status.success() => return Ok(latency),
+            Ok(_) => last = format!("sockperf exited with {}", output.status),
+            Err(e) => last = format!("{e} (exit {})", output.status),
+        }
+    }
+    bail!("{} → {addr}: {last}", env.endpoints[0].netns)
+}
+
+/// Counts the pairs (i, j), i != j, in which endpoint i reaches endpoint j, pinging from all
+/// endpoints at once with fping.
+pub fn reachable_pairs(env: &Env) -> Result<usize> {
+    let addrs: Vec<String> = env.endpoints.iter().map(|e| e.addr.to_string()).collect();
+    let children = (0..env.endpoints.len())
+        .map(|i| {
+            let targets = addrs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.as_str());
+            // -a: print the targets that answered; -r 2: up to 3 tries; -t 500 ms per try.
+            env.exec(i, "fping")
+                .args(["-a", "-r", "2", "-t", "500"])
+                .args(targets)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut reached = 0;
+    for child in children {
+        // fping exits 1 when some target is unreachable; the list is what counts.
+        let output = child.wait_with_output().context("fping did not finish")?;
+        reached += String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count();
+    }
+    Ok(reached)
+}
+
+/// Aggregate TCP throughput of N/2 concurrent pairs (endpoint 2k sends to 2k+1), in Gbit/s.
+pub fn aggregate_tcp(env: &mut Env, seconds: u32) -> Result<f64> {
+    let pairs = env.endpoints.len() / 2;
+    for k in 0..pairs {
+        env.spawn(
+            2 * k + 1,
+            &["iperf3", "--server", "--one-off", "--port", IPERF_PORT],
+        )?;
+    }
+    thread::sleep(Duration::from_millis(300 + 10 * pairs as u64));
+    let env = &*env;
+    let results: Vec<Result<f64>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..pairs)
+            .map(|k| {
+                scope.spawn(move || -> Result<f64> {
+                    let json = iperf3(
+                        env,
+                        2 * k,
+                        2 * k + 1,
+                        &["--time".into(), seconds.to_string()],
+                    )?;
+                    Ok(parse_tcp(&json)?.gbit_per_s)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = 0.0;
+    for result in results {
+        total += result?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_busy_excludes_idle_and_iowait() {
+        let text = "cpu  100 5 50 1000 20 3 7 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        let ticks = parse_proc_stat(text).unwrap();
+        assert_eq!(ticks.total, 1185);
+        assert_eq!(ticks.busy, 165);
+        assert!(parse_proc_stat("intr 1 2 3").is_none());
+    }
+
+    #[test]
+    fn iperf3_tcp_and_udp_reports() {
+        let tcp: Value = serde_json::from_str(
+            r#"{"end":{"sum_received":{"bytes":2500000000,"bits_per_second":2.0e10}}}"#,
+        )
+        .unwrap();
+        let tcp = parse_tcp(&tcp).unwrap();
+        assert_eq!(tcp.gbit_per_s, 20.0);
+        assert_eq!(tcp.gbits, 20.0);
+        let udp: Value = serde_json::from_str(
+            r#"{"end":{"sum":{"packets":1000,"lost_packets":250,"seconds":2.0}}}"#,
+        )
+        .unwrap();
+        let udp = parse_udp(&udp).unwrap();
+        assert_eq!(udp.received_pps, 375.0);
+        assert_eq!(udp.loss_percent, 25.0);
+        assert!(parse_tcp(&serde_json::json!({"error": "x"})).is_err());
+    }
+
+    #[test]
+    fn sockperf_percentiles() {
+        let text = "sockperf: ---> percentile 99.900 =   31.065\n\
+                    sockperf: ---> percentile 99.000 =   22.276\n\
+                    sockperf: ---> percentile 90.000 =   16.933\n\
+                    sockperf: ---> percentile 50.000 =   15.749\n";
+        let latency = parse_sockperf(text).unwrap();
+        assert_eq!(latency.p50_us, 15.749);
+        assert_eq!(latency.p99_us, 22.276);
+        assert!(parse_sockperf("sockperf: error").is_err());
+    }
+}

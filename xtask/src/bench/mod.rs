@@ -1,0 +1,669 @@
+//! `cargo xtask bench`: iqd against the Linux bridge, macvlan and a direct veth pair, measured
+//! side by side in one run.
+//!
+//! Every system is built in namespaces the benchmark creates (see [`env`]). Rounds interleave
+//! the systems: within a round each figure is measured once per system, back to back, with the
+//! system order rotated from round to round, so that a noisy neighbour hits all systems alike and
+//! ratios can be paired within a round.
+
+mod env;
+mod measure;
+mod report;
+mod stats;
+mod svg;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{setup, util};
+use env::{Builder, Env, Kind};
+use stats::Sample;
+
+/// The MTUs measured by default: Ethernet's, and the CHPID MTUs of MFS 16K and 64K.
+const DEFAULT_MTUS: [u32; 3] = [1500, 8192, 57344];
+
+#[derive(Args)]
+pub struct Options {
+    /// Short run (at most about 2 minutes): 3 rounds of 1-second runs at MTU 57344 only and
+    /// the scale test at 16 LPARs, unless --mtu, --rounds, --duration or --scale say otherwise.
+    #[arg(long)]
+    quick: bool,
+
+    /// Systems to measure, comma-separated: iqd-xdp, bridge, macvlan, veth [default: all].
+    /// Ratios need `bridge` (and `veth`) in the run.
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    system: Vec<String>,
+
+    /// MTUs to measure at, comma-separated, 576-57344 [default: 1500,8192,57344].
+    #[arg(long, value_delimiter = ',', value_name = "BYTES")]
+    mtu: Vec<u32>,
+
+    /// Repetitions of every figure [default: 5, quick: 3].
+    #[arg(long, value_name = "N")]
+    rounds: Option<u32>,
+
+    /// Seconds per iperf3 and sockperf run [default: 2, quick: 1].
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u32>,
+
+    /// LPAR counts for the scale test, comma-separated, 2-250; 0 skips it
+    /// [default: 2,16,64, quick: 16].
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    scale: Vec<u32>,
+
+    /// Write every raw sample to this JSON file [default: target/bench/bench-<time>.json].
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Regenerate this Markdown report, with SVG charts in `performance/` beside it. A full
+    /// run with default settings updates docs/performance.md; other runs only when asked.
+    #[arg(long, value_name = "FILE")]
+    docs: Option<PathBuf>,
+
+    /// Do not write the Markdown report, even for a full default run.
+    #[arg(long, conflicts_with = "docs")]
+    no_docs: bool,
+
+    /// Benchmark this iqd binary instead of building the release one.
+    #[arg(long, value_name = "PATH")]
+    iqd: Option<PathBuf>,
+}
+
+/// What one run does, after defaults and filters.
+#[derive(Clone, Debug, Serialize)]
+struct Plan {
+    systems: Vec<String>,
+    mtus: Vec<u32>,
+    rounds: u32,
+    duration: u32,
+    scale: Vec<u32>,
+    scale_mtu: u32,
+    quick: bool,
+}
+
+impl Plan {
+    fn from_options(o: &Options) -> Result<Plan> {
+        let kinds: Vec<Kind> = if o.system.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            let mut kinds = Vec::new();
+            for name in &o.system {
+                let Some(kind) = Kind::parse(name.trim()) else {
+                    bail!(
+                        "--system: unknown system `{name}`; choose from {}",
+                        Kind::ALL.map(Kind::name).join(", ")
+                    );
+                };
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
+        };
+        let mtus = if !o.mtu.is_empty() {
+            o.mtu.clone()
+        } else if o.quick {
+            vec![57344]
+        } else {
+            DEFAULT_MTUS.to_vec()
+        };
+        if let Some(bad) = mtus.iter().find(|m| !(576..=57344).contains(*m)) {
+            bail!("--mtu: {bad} is out of range: 576 to 57344 (the MTU of a 64K CHPID)");
+        }
+        let rounds = o.rounds.unwrap_or(if o.quick { 3 } else { 5 });
+        let duration = o.duration.unwrap_or(if o.quick { 1 } else { 2 });
+        if rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        if duration == 0 {
+            bail!("--duration must be at least 1 second");
+        }
+        let scale: Vec<u32> = if o.scale.is_empty() {
+            if o.quick {
+                vec![16]
+            } else {
+                vec![2, 16, 64]
+            }
+        } else {
+            o.scale.iter().copied().filter(|n| *n != 0).collect()
+        };
+        if let Some(bad) = scale.iter().find(|n| !(2..=250).contains(*n)) {
+            bail!("--scale: {bad} LPARs is out of range: 2 to 250 (or 0 to skip)");
+        }
+        // The scale test runs at the default CHPID's MTU (MFS 16K) when that is measured.
+        let scale_mtu = if mtus.contains(&8192) { 8192 } else { mtus[0] };
+        Ok(Plan {
+            systems: kinds.iter().map(|k| k.name().to_string()).collect(),
+            mtus,
+            rounds,
+            duration,
+            scale,
+            scale_mtu,
+            quick: o.quick,
+        })
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        self.systems.iter().filter_map(|s| Kind::parse(s)).collect()
+    }
+
+    fn scale_kinds(&self) -> Vec<Kind> {
+        self.kinds()
+            .into_iter()
+            .filter(|k| k.max_endpoints() > 2)
+            .collect()
+    }
+
+    /// Rough seconds per pairwise step and per scale step, for the time-left estimate.
+    fn nominal(&self, step: &Step) -> f64 {
+        let d = self.duration as f64;
+        match step {
+            Step::Pair(Figure::Latency) => d + 2.3, // sockperf waits 2 s before it starts
+            Step::Pair(_) => d + 0.1,
+            Step::Scale(n) => 1.2 * d + 1.0 + 0.05 * *n as f64,
+        }
+    }
+
+    fn total_nominal(&self) -> f64 {
+        let pair: f64 = Figure::ALL
+            .iter()
+            .map(|f| self.nominal(&Step::Pair(*f)))
+            .sum::<f64>()
+            * (self.mtus.len() * self.systems.len()) as f64;
+        let scale: f64 = self
+            .scale
+            .iter()
+            .map(|n| self.nominal(&Step::Scale(*n)))
+            .sum::<f64>()
+            * self.scale_kinds().len() as f64;
+        (pair + scale) * self.rounds as f64
+    }
+}
+
+/// The pairwise figures, each one iperf3 or sockperf run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Figure {
+    Tcp1,
+    Tcp4,
+    Udp64,
+    Udp1400,
+    Latency,
+}
+
+impl Figure {
+    const ALL: [Figure; 5] = [
+        Figure::Tcp1,
+        Figure::Tcp4,
+        Figure::Udp64,
+        Figure::Udp1400,
+        Figure::Latency,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Figure::Tcp1 => "TCP 1 stream",
+            Figure::Tcp4 => "TCP 4 streams",
+            Figure::Udp64 => "UDP 64 B",
+            Figure::Udp1400 => "UDP 1400 B",
+            Figure::Latency => "request/response",
+        }
+    }
+}
+
+enum Step {
+    Pair(Figure),
+    Scale(u32),
+}
+
+#[derive(Serialize)]
+struct Failure {
+    system: String,
+    mtu: u32,
+    what: String,
+    round: u32,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    machine: &'a report::Machine,
+    run: &'a report::RunInfo,
+    samples: &'a [Sample],
+    failures: &'a [Failure],
+    summary: &'a [stats::Summary],
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted; namespaces and fabrics created by this run were removed");
+    }
+    Ok(())
+}
+
+/// Collects samples and failures, and reports progress on stderr.
+struct Recorder {
+    samples: Vec<Sample>,
+    failures: Vec<Failure>,
+    started: Instant,
+    done: f64,
+    total: f64,
+}
+
+impl Recorder {
+    fn progress(&self, round: u32, rounds: u32, what: &str) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = if self.done > 0.0 {
+            (self.total - self.done).max(0.0) * elapsed / self.done
+        } else {
+            self.total
+        };
+        eprintln!(
+            "bench: round {}/{rounds}: {what} ({:.0}% done, about {} left)",
+            round + 1,
+            100.0 * self.done / self.total.max(1.0),
+            minutes(left)
+        );
+    }
+
+    fn push(&mut self, system: &str, mtu: u32, metric: &str, round: u32, value: f64) {
+        let unit = stats::metric(metric).map(|m| m.unit).unwrap_or("");
+        self.samples.push(Sample {
+            system: system.to_string(),
+            mtu,
+            metric: metric.to_string(),
+            round,
+            value,
+            unit: unit.to_string(),
+        });
+    }
+
+    fn fail(&mut self, system: &str, mtu: u32, what: &str, round: u32, error: anyhow::Error) {
+        eprintln!("bench: warning: {system} at MTU {mtu}, {what}, round {round}: {error:#}");
+        self.failures.push(Failure {
+            system: system.to_string(),
+            mtu,
+            what: what.to_string(),
+            round,
+            error: format!("{error:#}"),
+        });
+    }
+}
+
+fn minutes(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let plan = Plan::from_options(&options)?;
+    setup::ensure(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let kinds = plan.kinds();
+    let iqd = match (&options.iqd, kinds.iter().any(|k| k.is_iqd())) {
+        (_, false) => None,
+        (Some(path), true) => {
+            if !path.is_file() {
+                bail!("--iqd: {} is not a file", path.display());
+            }
+            Some(std::fs::canonicalize(path)?)
+        }
+        (None, true) => Some(build_release()?),
+    };
+    let default_run = !plan.quick
+        && options.system.is_empty()
+        && options.mtu.is_empty()
+        && options.rounds.is_none()
+        && options.duration.is_none()
+        && options.scale.is_empty();
+    let docs = match (&options.docs, options.no_docs) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) if default_run => Some(util::workspace_root().join("docs/performance.md")),
+        (None, false) => None,
+    };
+    let started_at = SystemTime::now();
+    let epoch = started_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_path = options.json.clone().unwrap_or_else(|| {
+        util::target_dir()
+            .join("bench")
+            .join(format!("bench-{epoch}.json"))
+    });
+    if let Some(parent) = json_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+
+    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let mut builder = Builder::new(iqd, work_dir.clone());
+    let mut recorder = Recorder {
+        samples: Vec::new(),
+        failures: Vec::new(),
+        started: Instant::now(),
+        done: 0.0,
+        total: plan.total_nominal(),
+    };
+    eprintln!(
+        "bench: {} at MTU {}, {} rounds of {} s runs, scale {:?}: about {}",
+        plan.systems.join(", "),
+        plan.mtus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.rounds,
+        plan.duration,
+        plan.scale,
+        minutes(plan.total_nominal() + 5.0)
+    );
+    let result = measure_all(&plan, &mut builder, &mut recorder);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    result?;
+
+    let rows = stats::summarize(&recorder.samples, &plan.systems);
+    let machine = report::Machine::detect();
+    let run = report::RunInfo {
+        command: command_line(),
+        started_utc: utc(epoch),
+        elapsed_s: recorder.started.elapsed().as_secs_f64(),
+        rounds: plan.rounds,
+        duration_s: plan.duration,
+        quick: plan.quick,
+        systems: plan.systems.clone(),
+        mtus: plan.mtus.clone(),
+        scale: plan.scale.clone(),
+    };
+    print!("{}", report::table(&rows));
+    for finding in report::findings(&rows) {
+        println!("{finding}");
+    }
+    let output = Output {
+        machine: &machine,
+        run: &run,
+        samples: &recorder.samples,
+        failures: &recorder.failures,
+        summary: &rows,
+    };
+    std::fs::write(&json_path, serde_json::to_string_pretty(&output)?)
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+    eprintln!("bench: raw samples: {}", json_path.display());
+    if let Some(docs) = docs {
+        write_docs(&docs, &rows, &machine, &run)?;
+        eprintln!("bench: report: {}", docs.display());
+    }
+    if !recorder.failures.is_empty() {
+        bail!(
+            "{} measurement(s) failed (listed above and under `failures` in {})",
+            recorder.failures.len(),
+            json_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn measure_all(plan: &Plan, builder: &mut Builder, rec: &mut Recorder) -> Result<()> {
+    let kinds = plan.kinds();
+    let mut envs: Vec<Env> = Vec::new();
+    for &mtu in &plan.mtus {
+        for &kind in &kinds {
+            check_interrupted()?;
+            eprintln!("bench: building {} at MTU {mtu}", kind.name());
+            let mut env = builder
+                .build(kind, mtu, 2)
+                .with_context(|| format!("could not build {} at MTU {mtu}", kind.name()))?;
+            measure::start_servers(&mut env)?;
+            envs.push(env);
+        }
+    }
+    for round in 0..plan.rounds {
+        for &mtu in &plan.mtus {
+            for figure in Figure::ALL {
+                // Rotate the order each round so no system always runs first (or last).
+                let mut order: Vec<&Env> = envs.iter().filter(|e| e.mtu == mtu).collect();
+                let len = order.len().max(1);
+                order.rotate_left(round as usize % len);
+                for env in order {
+                    check_interrupted()?;
+                    rec.progress(
+                        round,
+                        plan.rounds,
+                        &format!("{} at MTU {mtu}, {}", env.name(), figure.label()),
+                    );
+                    pair_step(plan, env, figure, round, rec);
+                    rec.done += plan.nominal(&Step::Pair(figure));
+                }
+            }
+        }
+        for &n in &plan.scale {
+            let mut kinds = plan.scale_kinds();
+            let len = kinds.len().max(1);
+            kinds.rotate_left(round as usize % len);
+            for kind in kinds {
+                check_interrupted()?;
+                rec.progress(
+                    round,
+                    plan.rounds,
+                    &format!("{} with {n} LPARs at MTU {}", kind.name(), plan.scale_mtu),
+                );
+                if let Err(e) = scale_step(plan, builder, kind, n, round, rec) {
+                    rec.fail(kind.name(), plan.scale_mtu, &format!("scale {n}"), round, e);
+                }
+                rec.done += plan.nominal(&Step::Scale(n));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pair_step(plan: &Plan, env: &Env, figure: Figure, round: u32, rec: &mut Recorder) {
+    let (system, mtu, d) = (env.name(), env.mtu, plan.duration);
+    let result = match figure {
+        Figure::Tcp1 | Figure::Tcp4 => {
+            let streams = if figure == Figure::Tcp1 { 1 } else { 4 };
+            measure::tcp(env, streams, d).map(|(tcp, cpu_per_gbit)| {
+                let metric = if streams == 1 { "tcp_1" } else { "tcp_4" };
+                rec.push(system, mtu, metric, round, tcp.gbit_per_s);
+                if streams == 1 {
+                    rec.push(system, mtu, "cpu_per_gbit", round, cpu_per_gbit);
+                }
+            })
+        }
+        Figure::Udp64 | Figure::Udp1400 => {
+            let payload = if figure == Figure::Udp64 { 64 } else { 1400 };
+            measure::udp(env, payload, d).map(|udp| {
+                rec.push(
+                    system,
+                    mtu,
+                    &format!("udp{payload}_pps"),
+                    round,
+                    udp.received_pps,
+                );
+                rec.push(
+                    system,
+                    mtu,
+                    &format!("udp{payload}_loss"),
+                    round,
+                    udp.loss_percent,
+                );
+            })
+        }
+        Figure::Latency => measure::latency(env, d).map(|latency| {
+            rec.push(system, mtu, "rr_p50", round, latency.p50_us);
+            rec.push(system, mtu, "rr_p99", round, latency.p99_us);
+        }),
+    };
+    if let Err(e) = result {
+        rec.fail(system, mtu, figure.label(), round, e);
+    }
+}
+
+fn scale_step(
+    plan: &Plan,
+    builder: &mut Builder,
+    kind: Kind,
+    n: u32,
+    round: u32,
+    rec: &mut Recorder,
+) -> Result<()> {
+    let mtu = plan.scale_mtu;
+    let mut env = builder.build(kind, mtu, n as usize)?;
+    rec.push(
+        kind.name(),
+        mtu,
+        &format!("scale{n}_up"),
+        round,
+        env.setup_time.as_secs_f64(),
+    );
+    let pairs = (n * (n - 1)) as f64;
+    let reached = measure::reachable_pairs(&env)? as f64;
+    rec.push(
+        kind.name(),
+        mtu,
+        &format!("scale{n}_reachable"),
+        round,
+        100.0 * reached / pairs,
+    );
+    let total = measure::aggregate_tcp(&mut env, plan.duration)?;
+    rec.push(kind.name(), mtu, &format!("scale{n}_tcp"), round, total);
+    Ok(())
+}
+
+/// Builds iqd in the release profile: the benchmark measures what users run.
+fn build_release() -> Result<PathBuf> {
+    util::cargo()
+        .args(["build", "--release", "--package", "iqd-userspace"])
+        .run()
+        .context("could not build the release iqd")?;
+    let iqd = util::target_dir().join("release").join("iqd");
+    if !iqd.is_file() {
+        bail!(
+            "the release build succeeded but {} is missing",
+            iqd.display()
+        );
+    }
+    Ok(iqd)
+}
+
+fn write_docs(
+    path: &Path,
+    rows: &[stats::Summary],
+    machine: &report::Machine,
+    run: &report::RunInfo,
+) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let chart_dir = dir.join("performance");
+    std::fs::create_dir_all(&chart_dir)
+        .with_context(|| format!("could not create {}", chart_dir.display()))?;
+    let charts = svg::charts(rows);
+    for (file, svg) in &charts {
+        let path = chart_dir.join(file);
+        std::fs::write(&path, svg)
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
+    std::fs::write(path, report::markdown(rows, machine, run, &charts))
+        .with_context(|| format!("could not write {}", path.display()))
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
+/// `2026-11-22T10:00:00Z` for a Unix time, without a date crate.
+fn utc(epoch: u64) -> String {
+    let (days, secs) = (epoch / 86400, epoch % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        Plan::from_options(&cli.options)
+    }
+
+    #[test]
+    fn defaults_measure_everything_five_times() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.systems, ["iqd-xdp", "bridge", "macvlan", "veth"]);
+        assert_eq!(p.mtus, [1500, 8192, 57344]);
+        assert_eq!((p.rounds, p.duration), (5, 2));
+        assert_eq!(p.scale, [2, 16, 64]);
+        assert_eq!(p.scale_mtu, 8192);
+        assert_eq!(p.scale_kinds().len(), 3);
+        // The full run must fit in 20 minutes, the quick one in 2.
+        assert!(p.total_nominal() < 18.0 * 60.0, "{}", p.total_nominal());
+        assert!(plan(&["--quick"]).unwrap().total_nominal() < 120.0);
+    }
+
+    #[test]
+    fn filters_and_bad_values() {
+        let p = plan(&["--system", "veth,bridge", "--mtu", "1500", "--scale", "0"]).unwrap();
+        assert_eq!(p.systems, ["veth", "bridge"]);
+        assert!(p.scale.is_empty());
+        let err = plan(&["--system", "ovs"]).unwrap_err().to_string();
+        assert!(err.contains("unknown system `ovs`"), "{err}");
+        assert!(plan(&["--mtu", "65536"]).is_err());
+        assert!(plan(&["--rounds", "0"]).is_err());
+        assert!(plan(&["--scale", "1"]).is_err());
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+}
