@@ -336,6 +336,54 @@ impl Env {
         self.kind.name()
     }
 
+    /// The endpoints' interface: a HiperSockets NIC for iqd, a plain `eth0` otherwise.
+    pub fn interface(&self) -> &'static str {
+        if self.kind.is_iqd() {
+            "hsi0"
+        } else {
+            "eth0"
+        }
+    }
+
+    /// Gives every endpoint a permanent neighbour entry for every other one. Permanent entries
+    /// are exempt from the kernel's neighbour table limit, which all namespaces share.
+    pub fn pin_neighbours(&self, work_dir: &std::path::Path) -> Result<()> {
+        let ifname = self.interface();
+        let mut macs = Vec::new();
+        for e in &self.endpoints {
+            let output = Cmd::new("ip")
+                .args(["-n", &e.netns, "-j", "link", "show", "dev", ifname])
+                .quiet()
+                .output()?;
+            let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+                .with_context(|| format!("no link {ifname} in {}", e.netns))?;
+            let mac = json[0]["address"]
+                .as_str()
+                .with_context(|| format!("link {ifname} in {} has no address", e.netns))?
+                .to_string();
+            macs.push(mac);
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let mut batch = String::new();
+            for (j, other) in self.endpoints.iter().enumerate() {
+                if i != j {
+                    let _ = writeln!(
+                        batch,
+                        "neigh replace {} lladdr {} dev {ifname} nud permanent",
+                        other.addr, macs[j]
+                    );
+                }
+            }
+            let file = work_dir.join(format!("{}.neigh", e.netns));
+            std::fs::write(&file, batch)
+                .with_context(|| format!("could not write {}", file.display()))?;
+            let result = ip(&e.netns, &format!("-batch {}", file.display()));
+            let _ = std::fs::remove_file(&file);
+            result?;
+        }
+        Ok(())
+    }
+
     /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
     pub fn spawn(&mut self, i: usize, args: &[&str]) -> Result<()> {
         let child = Cmd::new("ip")

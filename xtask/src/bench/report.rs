@@ -573,7 +573,11 @@ pub fn markdown(
             md,
             "- Scale, with {} LPARs on one CHPID (endpoints, for the other systems): the time to \
              bring them all up, all-pairs reachability with fping, and the aggregate TCP \
-             throughput of N/2 concurrent iperf3 pairs.",
+             throughput of N/2 concurrent iperf3 pairs. The kernel's neighbour table is shared \
+             by all namespaces and holds at most `gc_thresh3` (1024 by default) dynamic \
+             entries; where all pairs need more (N(N-1) > 3/4 of it, so from about 28 LPARs), \
+             every endpoint gets permanent neighbour entries for the others, alike for all \
+             systems, and ARP is left out of that figure.",
             join(&run.scale)
         );
     }
