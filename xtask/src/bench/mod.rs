@@ -74,6 +74,36 @@ pub struct Options {
     /// Benchmark this iqd binary instead of building the release one.
     #[arg(long, value_name = "PATH")]
     iqd: Option<PathBuf>,
+
+    /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
+    /// render its report again.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "system", "mtu", "rounds", "duration", "scale", "json", "iqd"])]
+    from_json: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedRun {
+    machine: report::Machine,
+    run: report::RunInfo,
+    samples: Vec<Sample>,
+}
+
+/// `--from-json`: the table (and report) of a saved run.
+fn render_saved(path: &Path, docs: Option<&Path>) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let saved: SavedRun = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a `cargo xtask bench` JSON file", path.display()))?;
+    let rows = stats::summarize(&saved.samples, &saved.run.systems);
+    print!("{}", report::table(&rows));
+    for finding in report::findings(&rows) {
+        println!("{finding}");
+    }
+    if let Some(docs) = docs {
+        write_docs(docs, &rows, &saved.machine, &saved.run)?;
+        eprintln!("bench: report: {}", docs.display());
+    }
+    Ok(())
 }
 
 /// What one run does, after defaults and filters.
@@ -312,6 +342,14 @@ fn minutes(seconds: f64) -> String {
 }
 
 pub fn run(options: Options) -> Result<()> {
+    if let Some(path) = &options.from_json {
+        let docs = if options.no_docs {
+            None
+        } else {
+            options.docs.as_deref()
+        };
+        return render_saved(path, docs);
+    }
     let plan = Plan::from_options(&options)?;
     setup::ensure(
         "bench",

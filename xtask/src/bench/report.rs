@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::stats::{metric, Summary, BASELINE, LIMIT};
 
 /// The machine a run measured on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Machine {
     pub kernel: String,
     pub cpu: String,
@@ -98,7 +98,7 @@ fn tool_version(program: &str) -> String {
 }
 
 /// How a run was made; filled by the measurement loop.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunInfo {
     pub command: String,
     pub started_utc: String,
@@ -417,7 +417,9 @@ fn describe_system(name: &str) -> String {
                       frames between each other, are in a namespace of their own."
             .into(),
         "bridge" => "a Linux bridge in its own namespace, with one veth pair per endpoint.".into(),
-        "macvlan" => "macvlan devices in bridge mode on a dummy parent, one per endpoint.".into(),
+        "macvlan" => "macvlan devices in bridge mode on a dummy parent, one per endpoint (on \
+                      kernels without the dummy driver, an idle veth is the parent)."
+            .into(),
         "veth" => "a direct veth pair between two namespaces: the physical limit of a \
                    veth-based fabric. It takes part in the pairwise measurements only."
             .into(),
