@@ -17,8 +17,16 @@ pub mod map_names {
     pub const DEVMAP: &str = "IQD_DEVMAP";
     /// Per-CPU [`crate::NicCounters`] per fabric-side port, keyed by the port's ifindex.
     pub const COUNTERS: &str = "IQD_COUNTERS";
+    /// Security-group rules: an LPM trie from [`crate::SgKey`] to [`crate::SgRanges`].
+    pub const SG_RULES: &str = "IQD_SG_RULES";
+    /// Tracked connections: an LRU hash from [`crate::CtKey`] to [`crate::CtEntry`].
+    pub const CONNTRACK: &str = "IQD_CONNTRACK";
+    /// Per-CPU connection-table statistics, indexed by [`crate::ct_stat`].
+    pub const CT_STATS: &str = "IQD_CT_STATS";
 
-    pub const ALL: [&str; 5] = [PORTS, ROUTES, ADDRESSES, DEVMAP, COUNTERS];
+    pub const ALL: [&str; 8] = [
+        PORTS, ROUTES, ADDRESSES, DEVMAP, COUNTERS, SG_RULES, CONNTRACK, CT_STATS,
+    ];
 }
 
 /// Names of the programs in the eBPF object.
@@ -47,7 +55,15 @@ pub struct PortInfo {
     pub mtu: u32,
     /// The NIC's own MAC, the only source MAC it may send from.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`port_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`PortInfo::flags`].
+pub mod port_flags {
+    /// The NIC may send from addresses it did not register (`allow_ip_spoofing`).
+    pub const ALLOW_IP_SPOOFING: u8 = 1;
 }
 
 impl PortInfo {
@@ -56,8 +72,14 @@ impl PortInfo {
             chpid: chpid as u32,
             mtu,
             mac,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         }
+    }
+
+    pub const fn with_flags(mut self, flags: u8) -> Self {
+        self.flags = flags;
+        self
     }
 }
 
@@ -124,9 +146,14 @@ pub mod drop_reason {
     pub const REDIRECT_FAILED: u32 = 6;
     /// ARP other than a request (replies, RARP): the fabric answers ARP itself.
     pub const ARP_IGNORED: u32 = 7;
+    /// The sending NIC's security groups allow no such outbound traffic. Counted on the sender.
+    pub const SG_DENIED_OUTBOUND: u32 = 8;
+    /// The receiving NIC's security groups allow no such inbound traffic. Counted on the
+    /// receiver, whose rules denied it.
+    pub const SG_DENIED_INBOUND: u32 = 9;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -137,7 +164,138 @@ pub mod drop_reason {
         "mfs_exceeded",
         "redirect_failed",
         "arp_ignored",
+        "sg_denied_outbound",
+        "sg_denied_inbound",
     ];
+}
+
+/// Direction of a security-group rule, as seen from the NIC that owns it.
+pub mod sg_direction {
+    /// Traffic the NIC receives.
+    pub const INBOUND: u8 = 0;
+    /// Traffic the NIC sends.
+    pub const OUTBOUND: u8 = 1;
+}
+
+/// Protocol classes of the rule table. TCP, UDP and ICMP carry their IP protocol number; every
+/// other IP protocol shares [`sg_proto::OTHER`] (only `protocol = "all"` rules allow it).
+pub mod sg_proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const OTHER: u8 = 255;
+}
+
+/// Bits of [`SgKey::data`] before the remote address: ifindex (32), direction (8), protocol (8).
+pub const SG_KEY_FIXED_BITS: u32 = 48;
+/// Most port (or ICMP type/code) ranges one rule-table entry holds: every rule of five groups
+/// of 250, should none of them merge.
+pub const MAX_SG_RANGES: usize = 1250;
+/// Capacity of the rule table (entries are per NIC, direction, protocol and remote prefix).
+pub const MAX_SG_ENTRIES: u32 = 65536;
+/// Capacity of the connection table; the least recently used entry makes room when full.
+pub const MAX_CONNTRACK: u32 = 262_144;
+
+/// The data of an LPM-trie key of [`map_names::SG_RULES`]. Matched on the first
+/// `SG_KEY_FIXED_BITS + prefix length of the remote` bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SgKey {
+    /// Fabric-side port ifindex of the NIC owning the rules, big-endian (prefix-matched).
+    pub ifindex_be: [u8; 4],
+    pub direction: u8,
+    pub proto: u8,
+    /// The remote IPv4 address (source of inbound, destination of outbound traffic), as in
+    /// the frame.
+    pub remote: [u8; 4],
+}
+
+impl SgKey {
+    pub const fn new(ifindex: u32, direction: u8, proto: u8, remote: [u8; 4]) -> Self {
+        SgKey {
+            ifindex_be: ifindex.to_be_bytes(),
+            direction,
+            proto,
+            remote,
+        }
+    }
+}
+
+/// What a rule-table entry allows: sorted, disjoint, inclusive ranges of the destination port
+/// (TCP, UDP) or of `type << 8 | code` (ICMP), each packed as `low << 16 | high`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SgRanges {
+    pub count: u32,
+    pub ranges: [u32; MAX_SG_RANGES],
+}
+
+impl Default for SgRanges {
+    fn default() -> Self {
+        SgRanges {
+            count: 0,
+            ranges: [0; MAX_SG_RANGES],
+        }
+    }
+}
+
+/// A tracked connection, keyed as its first frame was: source and destination address and
+/// port (ICMP echo: the identifier as both ports), and the IP protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What the data plane remembers of a connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// Fabric-side port of the NIC that opened the connection, and of its peer.
+    pub origin_ifindex: u32,
+    pub reply_ifindex: u32,
+    /// `bpf_ktime_get_ns` of the first and of the latest frame.
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// Frames in the opening and in the reply direction.
+    pub origin_packets: u64,
+    pub reply_packets: u64,
+    /// [`ct_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`CtEntry::flags`].
+pub mod ct_flags {
+    /// A frame went the reply way.
+    pub const REPLIED: u32 = 1;
+    /// TCP FIN seen (either way).
+    pub const FIN: u32 = 2;
+    /// TCP RST seen (either way).
+    pub const RST: u32 = 4;
+}
+
+/// Idle time after which a tracked connection no longer lets frames through unchecked.
+pub mod ct_timeout {
+    pub const TCP_NS: u64 = 3600 * 1_000_000_000;
+    /// After FIN or RST.
+    pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    pub const UDP_NS: u64 = 120 * 1_000_000_000;
+    pub const ICMP_NS: u64 = 30 * 1_000_000_000;
+}
+
+/// Indices of [`map_names::CT_STATS`].
+pub mod ct_stat {
+    /// Connections the data plane added to the table.
+    pub const CREATED: u32 = 0;
+    /// Entries iqd removed because new rules no longer allow them.
+    pub const REVOKED: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Traffic of one NIC, from the LPAR's point of view (like `ip -s link` inside it).
@@ -174,6 +332,10 @@ mod pod {
     unsafe impl aya::Pod for super::RouteKey {}
     unsafe impl aya::Pod for super::RouteTarget {}
     unsafe impl aya::Pod for super::NicCounters {}
+    unsafe impl aya::Pod for super::SgKey {}
+    unsafe impl aya::Pod for super::SgRanges {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
 }
 
 #[cfg(test)]
@@ -194,6 +356,11 @@ mod tests {
         assert_eq!(size_of::<RouteKey>(), 8);
         assert_eq!(size_of::<RouteTarget>(), 12);
         assert_eq!(size_of::<NicCounters>(), 8 * (4 + drop_reason::COUNT));
+        // The LPM key data is matched bit by bit: no padding may sit inside it.
+        assert_eq!(size_of::<SgKey>(), 10);
+        assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 48);
     }
 
     #[test]
@@ -220,6 +387,8 @@ mod tests {
         assert_eq!(&bytes_of(&target)[0..4], &42u32.to_ne_bytes());
         assert_eq!(&bytes_of(&target)[4..10], &mac);
         assert_eq!(&bytes_of(&target)[10..12], &[0, 0]);
+        let flagged = port.with_flags(port_flags::ALLOW_IP_SPOOFING);
+        assert_eq!(bytes_of(&flagged)[14], 1);
     }
 
     #[test]
@@ -234,6 +403,8 @@ mod tests {
             (MFS_EXCEEDED, "mfs_exceeded"),
             (REDIRECT_FAILED, "redirect_failed"),
             (ARP_IGNORED, "arp_ignored"),
+            (SG_DENIED_OUTBOUND, "sg_denied_outbound"),
+            (SG_DENIED_INBOUND, "sg_denied_inbound"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }
@@ -241,6 +412,17 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), COUNT);
+    }
+
+    #[test]
+    fn rule_keys_put_the_ifindex_first_in_network_order() {
+        let key = SgKey::new(
+            0x0102_0304,
+            sg_direction::OUTBOUND,
+            sg_proto::TCP,
+            [10, 0, 0, 1],
+        );
+        assert_eq!(bytes_of(&key), &[1, 2, 3, 4, 1, 6, 10, 0, 0, 1]);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Layer 3 forwarding: by destination IPv4 address, to the NIC that registered it on the same
 //! CHPID, with XDP_REDIRECT through the DEVMAP.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use iqd_common::{drop_reason, PortInfo};
+use iqd_common::{drop_reason, sg_direction, PortInfo};
 
 use crate::{
-    counters, maps,
+    conntrack, counters, maps,
     parse::{self, copy_mac, EthHdr, Ipv4Hdr},
-    policy, DropReason,
+    policy, secgroup, DropReason, COUNTED,
 };
 
 const ETH_HDR_LEN: usize = 14;
@@ -45,6 +45,20 @@ pub fn ipv4(
         Some(target) => target,
         None => return Err(policy::unreachable_reason(daddr)),
     };
+    // Security groups: a tracked connection passes either way; anything else needs the
+    // sender's outbound and the receiver's inbound rules.
+    let flow = parse::flow(ctx, ip, ETH_HDR_LEN + ihl as usize * 4)?;
+    if !conntrack::track(&flow, ifindex, target.ifindex) {
+        if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
+            return Err(drop_reason::SG_DENIED_OUTBOUND);
+        }
+        if !secgroup::allows(target.ifindex, sg_direction::INBOUND, &flow, flow.saddr) {
+            // Counted on the NIC whose rules denied it.
+            counters::dropped(target.ifindex, drop_reason::SG_DENIED_INBOUND);
+            return Err(COUNTED);
+        }
+        conntrack::open(&flow, ifindex, target.ifindex);
+    }
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.
     copy_mac(&mut eth.dst, &target.mac);

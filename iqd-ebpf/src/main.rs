@@ -2,17 +2,20 @@
 //!
 //! A frame an LPAR sends on its NIC arrives here. The program parses it once, applies the
 //! CHPID's rules (frame size, anti-spoofing, membership), answers ARP itself and forwards IPv4
-//! by destination address to the NIC that registered it, on the same CHPID only. Every frame
-//! that is not delivered is dropped and counted under a reason (see `iqd_common::drop_reason`).
+//! by destination address to the NIC that registered it, on the same CHPID only, where both
+//! NICs' security groups (or a tracked connection) allow it. Every frame that is not delivered is
+//! dropped and counted under a reason (see `iqd_common::drop_reason`).
 #![no_std]
 #![no_main]
 
 mod arp;
+mod conntrack;
 mod counters;
 mod forward;
 mod maps;
 mod parse;
 mod policy;
+mod secgroup;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use iqd_common::drop_reason;
@@ -21,6 +24,9 @@ use crate::parse::{EthHdr, ETH_P_ARP, ETH_P_IP};
 
 /// A drop reason from `iqd_common::drop_reason`.
 pub type DropReason = u32;
+
+/// A drop already counted where it belongs (on another NIC than the sender).
+pub const COUNTED: DropReason = u32::MAX;
 
 // Multi-buffer ("frags") so CHPID MTUs of up to 56K work on veth.
 #[xdp(frags)]

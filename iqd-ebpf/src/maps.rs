@@ -2,9 +2,12 @@
 //! directory, so a new `iqd up` reuses them and the data plane outlives the loader.
 use aya_ebpf::{
     macros::map,
-    maps::{DevMapHash, HashMap, PerCpuHashMap},
+    maps::{DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use iqd_common::{NicCounters, PortInfo, RouteKey, RouteTarget, MAX_PORTS, MAX_ROUTES};
+use iqd_common::{
+    ct_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
+    MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES,
+};
 
 #[map(name = "IQD_PORTS")]
 pub static IQD_PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, 0);
@@ -20,6 +23,15 @@ pub static IQD_DEVMAP: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
 
 #[map(name = "IQD_COUNTERS")]
 pub static IQD_COUNTERS: PerCpuHashMap<u32, NicCounters> = PerCpuHashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_SG_RULES")]
+pub static IQD_SG_RULES: LpmTrie<SgKey, SgRanges> = LpmTrie::pinned(MAX_SG_ENTRIES, 0);
+
+#[map(name = "IQD_CONNTRACK")]
+pub static IQD_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CONNTRACK, 0);
+
+#[map(name = "IQD_CT_STATS")]
+pub static IQD_CT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ct_stat::COUNT, 0);
 
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {

@@ -30,6 +30,134 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
+/// The start of a TCP header, up to its flags.
+#[repr(C)]
+pub struct TcpHdr {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub data_offset: u8,
+    pub flags: u8,
+}
+
+#[repr(C)]
+pub struct UdpHdr {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub len: [u8; 2],
+    pub check: [u8; 2],
+}
+
+/// An ICMP header with the echo identifier (meaningful for echo request and reply only).
+#[repr(C)]
+pub struct IcmpHdr {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub check: [u8; 2],
+    pub id: [u8; 2],
+    pub seq: [u8; 2],
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// What security groups and connection tracking need of an IPv4 frame.
+pub struct Flow {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// IP protocol number.
+    pub proto: u8,
+    /// Rule-table protocol class (`iqd_common::sg_proto`).
+    pub class: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// What rules match besides the remote: destination port (TCP, UDP) or
+    /// `type << 8 | code` (ICMP); 0 for other protocols and later fragments.
+    pub rule_value: u16,
+    pub tcp_flags: u8,
+    /// Whether the frame can open a tracked connection (not ICMP other than echo request).
+    pub opens: bool,
+    /// Whether the frame can belong to a tracked connection.
+    pub tracked: bool,
+}
+
+/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header).
+/// Later fragments carry no transport header: they match rules with value 0 and are not
+/// tracked.
+#[inline(always)]
+pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropReason> {
+    let mut flow = Flow {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        proto: ip.protocol,
+        class: iqd_common::sg_proto::OTHER,
+        sport: 0,
+        dport: 0,
+        rule_value: 0,
+        tcp_flags: 0,
+        opens: true,
+        tracked: true,
+    };
+    let later_fragment = u16::from_be_bytes(ip.frag_off) & 0x1fff != 0;
+    match ip.protocol {
+        IPPROTO_TCP => flow.class = iqd_common::sg_proto::TCP,
+        IPPROTO_UDP => flow.class = iqd_common::sg_proto::UDP,
+        IPPROTO_ICMP => flow.class = iqd_common::sg_proto::ICMP,
+        _ => return Ok(flow),
+    }
+    if later_fragment {
+        flow.opens = false;
+        flow.tracked = false;
+        return Ok(flow);
+    }
+    match ip.protocol {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+            // SAFETY: `ptr_at` checked the bounds.
+            let tcp = unsafe { &*tcp };
+            flow.sport = u16::from_be_bytes(tcp.sport);
+            flow.dport = u16::from_be_bytes(tcp.dport);
+            flow.rule_value = flow.dport;
+            flow.tcp_flags = tcp.flags;
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, offset)?;
+            // SAFETY: `ptr_at` checked the bounds.
+            let udp = unsafe { &*udp };
+            flow.sport = u16::from_be_bytes(udp.sport);
+            flow.dport = u16::from_be_bytes(udp.dport);
+            flow.rule_value = flow.dport;
+        }
+        _ => {
+            let icmp: *const IcmpHdr = ptr_at(ctx, offset)?;
+            // SAFETY: `ptr_at` checked the bounds.
+            let icmp = unsafe { &*icmp };
+            flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
+            match icmp.icmp_type {
+                ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
+                    // The identifier stands for both ports, so a reply's key reverses a
+                    // request's.
+                    let id = u16::from_be_bytes(icmp.id);
+                    flow.sport = id;
+                    flow.dport = id;
+                    flow.opens = icmp.icmp_type == ICMP_ECHO_REQUEST;
+                }
+                _ => {
+                    flow.opens = false;
+                    flow.tracked = false;
+                }
+            }
+        }
+    }
+    Ok(flow)
+}
+
 /// ARP for IPv4 over Ethernet (RFC 826).
 #[repr(C)]
 pub struct ArpHdr {

@@ -1,5 +1,5 @@
 //! The CHPID's rules that apply to every frame, before it is forwarded or answered.
-use iqd_common::{drop_reason, PortInfo, ETH_HLEN};
+use iqd_common::{drop_reason, port_flags, PortInfo, ETH_HLEN};
 
 use crate::{maps, parse::mac_eq, DropReason};
 
@@ -21,9 +21,13 @@ pub fn check_source_mac(port: &PortInfo, src: &[u8; 6]) -> Result<(), DropReason
     Ok(())
 }
 
-/// A NIC may send only from an address it registered on its CHPID.
+/// A NIC may send only from an address it registered on its CHPID, unless it is allowed to
+/// spoof (`allow_ip_spoofing`).
 #[inline(always)]
 pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: u32) -> Result<(), DropReason> {
+    if port.flags & port_flags::ALLOW_IP_SPOOFING != 0 {
+        return Ok(());
+    }
     match maps::route(port.chpid, saddr) {
         Some(owner) if owner.ifindex == ifindex => Ok(()),
         _ => Err(drop_reason::SPOOFED_SOURCE),

@@ -16,6 +16,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+mod security_groups;
+pub use security_groups::{
+    implicit_default, parse_remote, prefix_mask, Direction, Protocol, Remote, RemoteCidr, Rule,
+    SecurityGroup, DEFAULT_GROUP, MAX_GROUPS_PER_NIC, MAX_RULES_PER_GROUP,
+};
+use security_groups::{CheckedGroup, RawSecurityGroup};
+
 /// `max_nics_per_lpar` when the file does not set it: the LinuxONE limit of IQD NICs per LPAR
 /// and CHPID set.
 pub const DEFAULT_MAX_NICS_PER_LPAR: usize = 2;
@@ -33,6 +40,8 @@ pub struct Fabric {
     pub max_nics_per_lpar: usize,
     pub chpids: Vec<Chpid>,
     pub lpars: Vec<Lpar>,
+    /// Every security group: those the file writes, and `default` unless the file writes it.
+    pub security_groups: Vec<SecurityGroup>,
 }
 
 /// An IQD channel path: one internal LAN.
@@ -71,6 +80,10 @@ pub struct Nic {
     #[serde(serialize_with = "serialize_mac")]
     pub mac: [u8; 6],
     pub ipv4: Vec<Ipv4Cidr>,
+    /// Names of the NIC's security groups (`["default"]` unless the file lists them).
+    pub security_groups: Vec<String>,
+    /// Whether the NIC may send from addresses it did not register.
+    pub allow_ip_spoofing: bool,
 }
 
 /// An IPv4 address with its prefix length, written `10.0.0.1/24`.
@@ -247,6 +260,11 @@ impl Fabric {
     pub fn chpid(&self, id: u8) -> Option<&Chpid> {
         self.chpids.iter().find(|c| c.id == id)
     }
+
+    /// The security group with this name (the implicit `default` included).
+    pub fn security_group(&self, name: &str) -> Option<&SecurityGroup> {
+        self.security_groups.iter().find(|g| g.name == name)
+    }
 }
 
 /// A CHPID as written in the fabric file and by the hardware tools: two upper-case hex digits.
@@ -288,6 +306,8 @@ struct RawFile {
     chpid: Vec<Spanned<RawChpid>>,
     #[serde(default)]
     lpar: Vec<Spanned<RawLpar>>,
+    #[serde(default)]
+    security_group: Vec<Spanned<RawSecurityGroup>>,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +341,8 @@ struct RawNic {
     devno: Option<Spanned<String>>,
     mac: Option<Spanned<String>>,
     ipv4: Option<Spanned<Vec<Spanned<String>>>>,
+    security_groups: Option<Spanned<Vec<Spanned<String>>>>,
+    allow_ip_spoofing: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,6 +375,9 @@ struct CheckedNic {
     devno: Option<(u16, usize)>,
     mac: Option<([u8; 6], usize)>,
     ipv4: Vec<(Ipv4Cidr, usize)>,
+    /// Listed security groups with their positions; `None` for the default.
+    security_groups: Option<Vec<(String, usize)>>,
+    allow_ip_spoofing: bool,
 }
 
 /// The text being validated, for turning byte offsets into positions.
@@ -451,6 +476,11 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         .iter()
         .filter_map(|l| check_lpar(&mut problems, l.get_ref(), &own_netns))
         .collect();
+    let groups: Vec<CheckedGroup> = raw
+        .security_group
+        .iter()
+        .filter_map(|g| security_groups::check_group(&mut problems, g))
+        .collect();
     problems.finish(src)?;
     let (Some(name), Some(max_nics)) = (name, max_nics) else {
         // Unreachable: a missing value was recorded as a problem above.
@@ -466,6 +496,16 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     check_ipv4_unique(src, &mut problems, &lpars);
     let devnos = assign_devnos(src, &mut problems, &lpars);
     let macs = assign_macs(src, &mut problems, &lpars, &devnos);
+    security_groups::check_references(
+        src,
+        &mut problems,
+        &groups,
+        lpars.iter().flat_map(|l| &l.nics).filter_map(|n| {
+            n.security_groups
+                .as_deref()
+                .map(|list| (n.label.as_str(), list))
+        }),
+    );
     problems.finish(src)?;
 
     let mut devnos = devnos.into_iter();
@@ -484,6 +524,11 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
                 devno,
                 mac,
                 ipv4: nic.ipv4.into_iter().map(|(cidr, _)| cidr).collect(),
+                security_groups: match nic.security_groups {
+                    Some(list) => list.into_iter().map(|(name, _)| name).collect(),
+                    None => vec![DEFAULT_GROUP.to_string()],
+                },
+                allow_ip_spoofing: nic.allow_ip_spoofing,
             });
         }
         out_lpars.push(Lpar {
@@ -503,6 +548,13 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             })
             .collect(),
         lpars: out_lpars,
+        security_groups: {
+            let mut all: Vec<SecurityGroup> = groups.into_iter().map(|g| g.group).collect();
+            if !all.iter().any(|g| g.name == DEFAULT_GROUP) {
+                all.push(implicit_default());
+            }
+            all
+        },
     })
 }
 
@@ -737,8 +789,12 @@ fn check_nic(
             None
         }
     };
-    let (Some(name), Some(chpid), Some(devno), Some(mac), Some(ipv4)) =
-        (name, chpid, devno, mac, ipv4)
+    let security_groups = match &raw.security_groups {
+        Some(list) => security_groups::check_nic_groups(problems, &label, list).map(Some),
+        None => Some(None),
+    };
+    let (Some(name), Some(chpid), Some(devno), Some(mac), Some(ipv4), Some(security_groups)) =
+        (name, chpid, devno, mac, ipv4, security_groups)
     else {
         return None;
     };
@@ -752,6 +808,8 @@ fn check_nic(
         devno,
         mac,
         ipv4,
+        security_groups,
+        allow_ip_spoofing: raw.allow_ip_spoofing.unwrap_or(false),
     })
 }
 

@@ -10,7 +10,10 @@ use std::{
 };
 
 use aya::{
-    maps::{DevMapHash, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    },
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -19,7 +22,10 @@ use aya::{
     util::nr_cpus,
     Ebpf, EbpfLoader,
 };
-use iqd_common::{map_names, program_names, NicCounters, PortInfo, RouteKey, RouteTarget};
+use iqd_common::{
+    ct_stat, map_names, program_names, CtEntry, CtKey, NicCounters, PortInfo, RouteKey,
+    RouteTarget, SgKey, SgRanges,
+};
 
 use crate::error::{Error, Result};
 
@@ -219,6 +225,22 @@ pub struct FabricMaps {
     pub addresses: HashMap<MapData, u32, u32>,
     pub devmap: DevMapHash<MapData>,
     pub counters: PerCpuHashMap<MapData, u32, NicCounters>,
+    pub sg_rules: LpmTrie<MapData, SgKey, SgRanges>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub ct_stats: PerCpuArray<MapData, u64>,
+}
+
+/// Connection-table figures: how full it is and what left it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CtStats {
+    pub entries: u64,
+    pub capacity: u64,
+    /// Connections the data plane started tracking.
+    pub created: u64,
+    /// Entries removed because changed rules no longer allowed them.
+    pub revoked: u64,
+    /// Entries the full table gave up for newer ones (least recently used first).
+    pub evicted: u64,
 }
 
 fn open_map(pin_dir: &Path, name: &str) -> Result<Map> {
@@ -252,6 +274,15 @@ impl FabricMaps {
             counters: open_map(pin_dir, map_names::COUNTERS)?
                 .try_into()
                 .map_err(map_err(map_names::COUNTERS))?,
+            sg_rules: open_map(pin_dir, map_names::SG_RULES)?
+                .try_into()
+                .map_err(map_err(map_names::SG_RULES))?,
+            conntrack: open_map(pin_dir, map_names::CONNTRACK)?
+                .try_into()
+                .map_err(map_err(map_names::CONNTRACK))?,
+            ct_stats: open_map(pin_dir, map_names::CT_STATS)?
+                .try_into()
+                .map_err(map_err(map_names::CT_STATS))?,
         })
     }
 
@@ -314,6 +345,86 @@ impl FabricMaps {
             ignore_missing(self.addresses.remove(&addr)).map_err(map_err(map_names::ADDRESSES))?;
         }
         Ok(())
+    }
+
+    /// Makes the rule table hold exactly `entries` (new entries first, then the stale ones
+    /// go, so a rule that stays allowed never lapses).
+    pub fn sync_rules(&mut self, entries: &[((u32, SgKey), SgRanges)]) -> Result<()> {
+        for ((prefix_len, data), ranges) in entries {
+            self.sg_rules
+                .insert(&Key::new(*prefix_len, *data), ranges, 0)
+                .map_err(map_err(map_names::SG_RULES))?;
+        }
+        let stale: Vec<Key<SgKey>> = self
+            .sg_rules
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| {
+                !entries
+                    .iter()
+                    .any(|((len, data), _)| *len == k.prefix_len() && *data == k.data())
+            })
+            .collect();
+        for key in stale {
+            ignore_missing(self.sg_rules.remove(&key)).map_err(map_err(map_names::SG_RULES))?;
+        }
+        Ok(())
+    }
+
+    /// Every tracked connection.
+    pub fn connections(&self) -> Vec<(CtKey, CtEntry)> {
+        self.conntrack.iter().filter_map(|e| e.ok()).collect()
+    }
+
+    /// Removes the tracked connections `keep` refuses; returns how many went.
+    pub fn revoke(&mut self, keep: impl Fn(&CtKey, &CtEntry) -> bool) -> Result<u64> {
+        let gone: Vec<CtKey> = self
+            .connections()
+            .into_iter()
+            .filter(|(k, e)| !keep(k, e))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &gone {
+            ignore_missing(self.conntrack.remove(key)).map_err(map_err(map_names::CONNTRACK))?;
+        }
+        if !gone.is_empty() {
+            let mut values: Vec<u64> = self
+                .ct_stats
+                .get(&ct_stat::REVOKED, 0)
+                .map_err(map_err(map_names::CT_STATS))?
+                .iter()
+                .copied()
+                .collect();
+            if let Some(first) = values.first_mut() {
+                *first += gone.len() as u64;
+            }
+            let values =
+                PerCpuValues::try_from(values).map_err(|e| Error::io("per-cpu values", "", e))?;
+            self.ct_stats
+                .set(ct_stat::REVOKED, values, 0)
+                .map_err(map_err(map_names::CT_STATS))?;
+        }
+        Ok(gone.len() as u64)
+    }
+
+    pub fn ct_stats(&self) -> Result<CtStats> {
+        let sum = |index: u32| -> Result<u64> {
+            Ok(self
+                .ct_stats
+                .get(&index, 0)
+                .map_err(map_err(map_names::CT_STATS))?
+                .iter()
+                .sum())
+        };
+        let entries = self.conntrack.keys().filter(|k| k.is_ok()).count() as u64;
+        let (created, revoked) = (sum(ct_stat::CREATED)?, sum(ct_stat::REVOKED)?);
+        Ok(CtStats {
+            entries,
+            capacity: iqd_common::MAX_CONNTRACK as u64,
+            created,
+            revoked,
+            evicted: created.saturating_sub(revoked).saturating_sub(entries),
+        })
     }
 
     /// A NIC's counters, summed over CPUs.

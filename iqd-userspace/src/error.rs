@@ -11,6 +11,9 @@ pub enum Error {
     #[error("iqd must run as root (it creates network namespaces and loads eBPF programs)")]
     NotRoot,
 
+    #[error("security groups: {0}")]
+    Rules(String),
+
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -5,7 +5,7 @@
 //! fabric's own namespace `iqd-<fabric>`, so the root namespace is never touched.
 use std::net::IpAddr;
 
-use iqd_common::{PortInfo, RouteKey, RouteTarget};
+use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
 
 use crate::{
     config::{self, Fabric, Nic},
@@ -14,6 +14,7 @@ use crate::{
     ethtool,
     netlink::Netlink,
     netns::{self, NetnsGuard},
+    secgroup::{self, RuleTable},
     state::{NicRecord, State},
 };
 
@@ -49,6 +50,8 @@ pub struct UpReport {
     pub created_nics: Vec<String>,
     pub kept_nics: Vec<String>,
     pub removed_nics: Vec<String>,
+    /// Tracked connections cut because the rules no longer allow them.
+    pub revoked_connections: u64,
 }
 
 /// Creates or updates the fabric to match `fabric`. On a fabric that did not exist before, a
@@ -123,6 +126,7 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
 
     let mut routes = Vec::new();
     let mut nics = Vec::new();
+    let mut ports = std::collections::HashMap::new();
     for lpar in &fabric.lpars {
         let lpar_nl = Netlink::open(&lpar.netns)?;
         for nic in &lpar.nics {
@@ -155,7 +159,13 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
                 report.kept_nics.push(format!("{}/{}", lpar.name, nic.name));
             }
             let port = fabric_nl.require_link(&wanted.port).await?;
-            let info = PortInfo::new(nic.chpid, wanted.mtu, nic.mac);
+            let flags = if nic.allow_ip_spoofing {
+                port_flags::ALLOW_IP_SPOOFING
+            } else {
+                0
+            };
+            let info = PortInfo::new(nic.chpid, wanted.mtu, nic.mac).with_flags(flags);
+            ports.insert((lpar.name.clone(), nic.name.clone()), port.index);
             {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.add_port(port.index, info)?;
@@ -171,6 +181,7 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
         let _guard = NetnsGuard::enter(&fabric_ns)?;
         maps.sync_routes(&routes)?;
     }
+    apply_security_groups(fabric, &ports, &mut maps, &mut report)?;
 
     // Namespaces iqd created for LPARs that are no longer in the file.
     let mut created = Vec::new();
@@ -185,6 +196,36 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
     state.nics = nics;
     state.save()?;
     Ok(report)
+}
+
+/// Compiles every NIC's security groups into the rule table, then cuts the tracked connections
+/// the rules no longer allow (revoking access takes effect at once).
+fn apply_security_groups(
+    fabric: &Fabric,
+    ports: &std::collections::HashMap<(String, String), u32>,
+    maps: &mut FabricMaps,
+    report: &mut UpReport,
+) -> Result<()> {
+    let mut port_of_nic = std::collections::HashMap::new();
+    for lpar in &fabric.lpars {
+        for nic in &lpar.nics {
+            if let Some(ifindex) = ports.get(&(lpar.name.clone(), nic.name.clone())) {
+                port_of_nic.insert((nic.chpid, nic.devno), *ifindex);
+            }
+        }
+    }
+    let table = RuleTable::compile(fabric, |nic| {
+        port_of_nic.get(&(nic.chpid, nic.devno)).copied()
+    })
+    .map_err(|e| Error::Rules(e.to_string()))?;
+    maps.sync_rules(&table.encoded())?;
+    let live: std::collections::HashSet<u32> = ports.values().copied().collect();
+    report.revoked_connections = maps.revoke(|key, entry| {
+        live.contains(&entry.origin_ifindex)
+            && live.contains(&entry.reply_ifindex)
+            && secgroup::connection_allowed(&table, key, entry)
+    })?;
+    Ok(())
 }
 
 /// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.

@@ -136,6 +136,8 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub nics: Vec<NicStats>,
+    /// Connection-table pressure.
+    pub conntrack: dataplane::CtStats,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,5 +179,120 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
             });
         }
     }
-    Ok(Stats { nics })
+    Ok(Stats {
+        nics,
+        conntrack: maps.ct_stats()?,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Conntrack {
+    pub summary: dataplane::CtStats,
+    pub connections: Vec<Connection>,
+}
+
+/// One tracked connection, as its first frame went.
+#[derive(Debug, Serialize)]
+pub struct Connection {
+    /// The NIC that opened it (`LPAR/nic`) and its peer.
+    pub origin: String,
+    pub reply: String,
+    pub protocol: String,
+    pub source: String,
+    pub destination: String,
+    /// ICMP echo: the identifier; otherwise the ports.
+    pub source_port: u16,
+    pub destination_port: u16,
+    /// `new` (no reply yet), `established`, `closing` (TCP FIN or RST seen) or `expired`
+    /// (idle past its timeout: the next frame is checked against the rules again).
+    pub state: String,
+    pub age_s: f64,
+    pub idle_s: f64,
+    pub origin_packets: u64,
+    pub reply_packets: u64,
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
+    use iqd_common::{ct_flags, ct_timeout};
+    let pin_dir = dataplane::pin_dir(&fabric.name);
+    let maps = FabricMaps::open(&fabric.name, &pin_dir)?;
+    let fabric_nl = Netlink::open(&fabric.netns_name())?;
+    let mut names = std::collections::HashMap::new();
+    for lpar in &fabric.lpars {
+        for nic in &lpar.nics {
+            if let Some(port) = fabric_nl.link(&port_name(nic)).await? {
+                names.insert(port.index, format!("{}/{}", lpar.name, nic.name));
+            }
+        }
+    }
+    let name = |ifindex: u32| {
+        names
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("port {ifindex}"))
+    };
+    let now = monotonic_ns();
+    let mut connections: Vec<Connection> = maps
+        .connections()
+        .into_iter()
+        .map(|(key, entry)| {
+            let (protocol, timeout) = match key.proto {
+                6 if entry.flags & (ct_flags::FIN | ct_flags::RST) != 0 => {
+                    ("tcp", ct_timeout::TCP_CLOSING_NS)
+                }
+                6 => ("tcp", ct_timeout::TCP_NS),
+                17 => ("udp", ct_timeout::UDP_NS),
+                1 => ("icmp", ct_timeout::ICMP_NS),
+                _ => ("other", ct_timeout::UDP_NS),
+            };
+            let idle = now.saturating_sub(entry.last_seen_ns);
+            let state = if idle > timeout {
+                "expired"
+            } else if entry.flags & (ct_flags::FIN | ct_flags::RST) != 0 {
+                "closing"
+            } else if entry.flags & ct_flags::REPLIED != 0 {
+                "established"
+            } else {
+                "new"
+            };
+            Connection {
+                origin: name(entry.origin_ifindex),
+                reply: name(entry.reply_ifindex),
+                protocol: if protocol == "other" {
+                    format!("ip proto {}", key.proto)
+                } else {
+                    protocol.to_string()
+                },
+                source: std::net::Ipv4Addr::from(key.saddr).to_string(),
+                destination: std::net::Ipv4Addr::from(key.daddr).to_string(),
+                source_port: key.sport,
+                destination_port: key.dport,
+                state: state.to_string(),
+                age_s: now.saturating_sub(entry.created_ns) as f64 / 1e9,
+                idle_s: idle as f64 / 1e9,
+                origin_packets: entry.origin_packets,
+                reply_packets: entry.reply_packets,
+            }
+        })
+        .collect();
+    connections.sort_by(|a, b| {
+        (&a.origin, &a.source, a.source_port).cmp(&(&b.origin, &b.source, b.source_port))
+    });
+    Ok(Conntrack {
+        summary: maps.ct_stats()?,
+        connections,
+    })
 }

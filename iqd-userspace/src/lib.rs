@@ -11,6 +11,7 @@ pub mod fabric;
 pub mod inspect;
 pub mod netlink;
 pub mod netns;
+pub mod secgroup;
 pub mod state;
 
 pub use error::{Error, Result};

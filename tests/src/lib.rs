@@ -271,3 +271,68 @@ pub fn links(netns: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 pub mod frames;
+
+/// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that
+/// namespace wherever they are used afterwards.
+pub fn in_netns_thread<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let netns = netns.to_string();
+    thread::spawn(move || {
+        let _guard = iqd::netns::NetnsGuard::enter(&netns)
+            .unwrap_or_else(|e| panic!("cannot enter {netns}: {e}"));
+        f()
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+/// A TCP listener bound to `addr:port` in `netns`. The kernel completes handshakes without
+/// `accept`, so a connect succeeding shows the fabric carried SYN and SYN-ACK.
+pub fn tcp_listener(netns: &str, addr: &str, port: u16) -> std::net::TcpListener {
+    let bind = format!("{addr}:{port}");
+    in_netns_thread(netns, move || {
+        std::net::TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+    })
+}
+
+/// Whether a TCP connection from `netns` to `addr:port` opens within a second.
+pub fn tcp_connects(netns: &str, addr: &str, port: u16) -> bool {
+    let target: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+    in_netns_thread(netns, move || {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()
+    })
+}
+
+/// Whether a UDP datagram from `netns` (bound to `source` if given) reaches a socket bound to
+/// `addr:port` in `dest_netns` within a second.
+pub fn udp_delivered(
+    netns: &str,
+    source: Option<&str>,
+    dest_netns: &str,
+    addr: &str,
+    port: u16,
+) -> bool {
+    let bind = format!("{addr}:{port}");
+    let receiver = in_netns_thread(dest_netns, move || {
+        std::net::UdpSocket::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+    });
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let source = format!("{}:0", source.unwrap_or("0.0.0.0"));
+    let target = format!("{addr}:{port}");
+    let sender = in_netns_thread(netns, move || {
+        std::net::UdpSocket::bind(&source).unwrap_or_else(|e| panic!("bind {source}: {e}"))
+    });
+    for _ in 0..3 {
+        // The first datagram may wait for ARP; a few make the test robust, not lenient.
+        let _ = sender.send_to(b"iqd", &target);
+        let mut buf = [0u8; 16];
+        if let Ok((n, _)) = receiver.recv_from(&mut buf) {
+            return &buf[..n] == b"iqd";
+        }
+    }
+    false
+}

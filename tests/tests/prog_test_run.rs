@@ -24,7 +24,10 @@ use iqd::{
     dataplane::{self, DataPlane, FabricMaps, Side},
     netns::{self, NetnsGuard},
 };
-use iqd_common::{drop_reason, NicCounters, PortInfo, RouteKey, RouteTarget};
+use iqd_common::{
+    drop_reason, sg_direction, sg_proto, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
+    SgRanges, SG_KEY_FIXED_BITS,
+};
 use iqd_tests::{
     frames::{
         ethernet, ipv4_header_checksum_ok, ipv6, padded, truncated, ArpFrame, Ipv4Frame, Mac,
@@ -344,6 +347,8 @@ impl Bench {
             .collect();
         {
             let _lock = pin_root_lock();
+            // A fresh machine may not have bpffs mounted yet.
+            dataplane::ensure_bpffs().expect("mount bpffs");
             fs::create_dir_all(&pin_dir).expect("create pin directory");
         }
         let plane = DataPlane::load(&pin_dir).expect("load the eBPF programs");
@@ -355,7 +360,8 @@ impl Bench {
                 chpid: spec.chpid,
                 mtu: spec.mtu,
                 mac: spec.mac,
-                _pad: [0; 2],
+                flags: 0,
+                _pad: 0,
             };
             maps.add_port(port.ifindex, info).expect("add port");
             for addr in spec.addrs {
@@ -373,6 +379,33 @@ impl Bench {
             }
         }
         maps.sync_routes(&routes).expect("sync routes");
+        // Security groups are tested on their own (tests/tests/secgroups.rs): here every
+        // registered port allows everything both ways.
+        let mut rules = Vec::new();
+        for port in ports.iter().filter(|p| p.spec.registered) {
+            for direction in [sg_direction::INBOUND, sg_direction::OUTBOUND] {
+                for class in [
+                    sg_proto::TCP,
+                    sg_proto::UDP,
+                    sg_proto::ICMP,
+                    sg_proto::OTHER,
+                ] {
+                    let mut everything = SgRanges {
+                        count: 1,
+                        ..Default::default()
+                    };
+                    everything.ranges[0] = 0x0000_ffff;
+                    rules.push((
+                        (
+                            SG_KEY_FIXED_BITS,
+                            SgKey::new(port.ifindex, direction, class, [0; 4]),
+                        ),
+                        everything,
+                    ));
+                }
+            }
+        }
+        maps.sync_rules(&rules).expect("sync rules");
         Self {
             _netns: guard,
             plane,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 mod check;
+mod conntrack;
 mod down;
 mod stats;
 mod status;
@@ -29,6 +30,7 @@ pub enum Command {
     Check(check::Check),
     Status(status::Status),
     Stats(stats::Stats),
+    Conntrack(conntrack::Conntrack),
 }
 
 /// The fabric file every subcommand works on.
@@ -52,5 +54,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(cmd) => cmd.run(),
         Command::Status(cmd) => cmd.run().await,
         Command::Stats(cmd) => cmd.run().await,
+        Command::Conntrack(cmd) => cmd.run().await,
     }
 }

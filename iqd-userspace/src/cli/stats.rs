@@ -7,7 +7,9 @@ use super::ConfigArg;
 /// tx: what the LPAR sent into the fabric; rx: what the fabric delivered to it (like `ip -s
 /// link` inside the LPAR). Drops are counted on the sending NIC, by reason: malformed, non_ip,
 /// spoofed_source, not_member (destination only on another CHPID), no_destination,
-/// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored.
+/// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored,
+/// sg_denied_outbound (its own security groups refused); except sg_denied_inbound, counted on
+/// the receiving NIC whose security groups refused. A last line shows the connection table.
 #[derive(Args, Debug)]
 pub struct Stats {
     #[command(flatten)]
@@ -53,6 +55,11 @@ impl Stats {
                 }
             );
         }
+        let ct = &stats.conntrack;
+        println!(
+            "conntrack: {} of {} entries (created {}, revoked {}, evicted {})",
+            ct.entries, ct.capacity, ct.created, ct.revoked, ct.evicted
+        );
         Ok(())
     }
 }

@@ -8,8 +8,9 @@ use super::ConfigArg;
 /// one of that name), and per NIC a veth pair: `hsiN` inside the LPAR, its port in the fabric
 /// namespace with the XDP program attached. Programs, links and maps are pinned under
 /// /sys/fs/bpf/iqd/<fabric>/ and keep working after iqd exits. Running it again is safe: what
-/// already matches the file is left as it is; changes are applied in place. An invalid file
-/// changes nothing.
+/// already matches the file is left as it is; changes are applied in place. Security-group
+/// changes take effect at once, without reloading programs: connections the new rules no longer
+/// allow are cut. An invalid file changes nothing.
 #[derive(Args, Debug)]
 pub struct Up {
     #[command(flatten)]
@@ -39,6 +40,12 @@ impl Up {
         println!("  NICs unchanged:     {}", list(&report.kept_nics));
         if !report.removed_nics.is_empty() {
             println!("  NICs removed:       {}", list(&report.removed_nics));
+        }
+        if report.revoked_connections > 0 {
+            println!(
+                "  connections cut:    {} (the security groups no longer allow them)",
+                report.revoked_connections
+            );
         }
         Ok(())
     }

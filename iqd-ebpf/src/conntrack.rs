@@ -1,0 +1,116 @@
+//! Connection tracking: once security groups allow a connection's first frame, the frames of
+//! both directions pass without a rule lookup until the connection goes idle. The loader removes
+//! entries that changed rules no longer allow.
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use iqd_common::{ct_flags, ct_stat, ct_timeout, CtEntry, CtKey};
+
+use crate::{
+    maps::{IQD_CONNTRACK, IQD_CT_STATS},
+    parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, TCP_FIN, TCP_RST},
+};
+
+#[inline(always)]
+fn key(saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16, proto: u8) -> CtKey {
+    CtKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+#[inline(always)]
+fn timeout(proto: u8, flags: u32) -> u64 {
+    match proto {
+        IPPROTO_TCP if flags & (ct_flags::FIN | ct_flags::RST) != 0 => ct_timeout::TCP_CLOSING_NS,
+        IPPROTO_TCP => ct_timeout::TCP_NS,
+        IPPROTO_ICMP => ct_timeout::ICMP_NS,
+        _ => ct_timeout::UDP_NS,
+    }
+}
+
+#[inline(always)]
+fn tcp_flags(flow: &Flow) -> u32 {
+    let mut flags = 0;
+    if flow.tcp_flags & TCP_FIN != 0 {
+        flags |= ct_flags::FIN;
+    }
+    if flow.tcp_flags & TCP_RST != 0 {
+        flags |= ct_flags::RST;
+    }
+    flags
+}
+
+/// Whether `flow`, going from port `from` to port `to`, belongs to a live tracked connection
+/// (either way); refreshes the connection if so.
+#[inline(always)]
+pub fn track(flow: &Flow, from: u32, to: u32) -> bool {
+    if !flow.tracked {
+        return false;
+    }
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let forward = key(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&forward) {
+        // SAFETY: map values stay valid while the program runs; races only lose counts.
+        let entry = unsafe { &mut *entry };
+        if entry.origin_ifindex == from && entry.reply_ifindex == to && live(entry, flow, now) {
+            entry.origin_packets += 1;
+            entry.flags |= tcp_flags(flow);
+            entry.last_seen_ns = now;
+            return true;
+        }
+    }
+    let reverse = key(flow.daddr, flow.saddr, flow.dport, flow.sport, flow.proto);
+    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&reverse) {
+        // SAFETY: as above.
+        let entry = unsafe { &mut *entry };
+        if entry.origin_ifindex == to && entry.reply_ifindex == from && live(entry, flow, now) {
+            entry.reply_packets += 1;
+            entry.flags |= ct_flags::REPLIED | tcp_flags(flow);
+            entry.last_seen_ns = now;
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn live(entry: &CtEntry, flow: &Flow, now: u64) -> bool {
+    now.wrapping_sub(entry.last_seen_ns) <= timeout(flow.proto, entry.flags)
+}
+
+/// Starts tracking the connection `flow` opens from port `from` to port `to`.
+#[inline(always)]
+pub fn open(flow: &Flow, from: u32, to: u32) {
+    if !flow.opens {
+        return;
+    }
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = key(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+    let entry = CtEntry {
+        origin_ifindex: from,
+        reply_ifindex: to,
+        created_ns: now,
+        last_seen_ns: now,
+        origin_packets: 1,
+        reply_packets: 0,
+        flags: tcp_flags(flow),
+        _pad: 0,
+    };
+    if IQD_CONNTRACK
+        .insert(&key, &entry, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        if let Some(created) = IQD_CT_STATS.get_ptr_mut(ct_stat::CREATED) {
+            // SAFETY: this CPU's slot of a per-CPU array.
+            unsafe { *created += 1 };
+        }
+    } else {
+        // An idle entry for the same tuple: the new connection takes its place.
+        let _ = IQD_CONNTRACK.insert(&key, &entry, 0);
+    }
+}

@@ -1,0 +1,55 @@
+//! Security groups: whether a NIC's rules allow a frame it sends (outbound) or receives
+//! (inbound). The loader compiles each NIC's groups into one rule-table entry per direction,
+//! protocol and remote prefix, holding every range its rules allow for that remote (shorter
+//! prefixes' ranges merged in). A lookup is one longest-prefix match and a binary search, however
+//! many rules the groups have.
+use aya_ebpf::maps::lpm_trie::Key;
+use iqd_common::{SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS};
+
+use crate::{maps::IQD_SG_RULES, parse::Flow};
+
+/// Enough halvings for `MAX_SG_RANGES` entries.
+const SEARCH_STEPS: usize = 11;
+
+/// Whether the rules of the NIC behind `ifindex` allow `flow` in `direction`, with `remote` the
+/// address at the other end.
+#[inline(always)]
+pub fn allows(ifindex: u32, direction: u8, flow: &Flow, remote: [u8; 4]) -> bool {
+    let key = Key::new(
+        SG_KEY_FIXED_BITS + 32,
+        SgKey::new(ifindex, direction, flow.class, remote),
+    );
+    match IQD_SG_RULES.get(&key) {
+        Some(ranges) => contains(ranges, flow.rule_value),
+        None => false,
+    }
+}
+
+/// Binary search for the last range starting at or below `value`.
+#[inline(always)]
+fn contains(set: &SgRanges, value: u16) -> bool {
+    let count = set.count as usize;
+    if count == 0 || count > MAX_SG_RANGES {
+        return false;
+    }
+    let (mut lo, mut hi) = (0usize, count);
+    for _ in 0..SEARCH_STEPS {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        if mid >= MAX_SG_RANGES {
+            return false;
+        }
+        if (set.ranges[mid] >> 16) as u16 <= value {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo >= MAX_SG_RANGES {
+        return false;
+    }
+    let range = set.ranges[lo];
+    (range >> 16) as u16 <= value && value <= range as u16
+}
