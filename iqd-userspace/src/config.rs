@@ -537,7 +537,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             nics,
         });
     }
-    Ok(Fabric {
+    let fabric = Fabric {
         name,
         max_nics_per_lpar: max_nics,
         chpids: chpids
@@ -555,7 +555,11 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             }
             all
         },
-    })
+    };
+
+    // Stage 4: what the data plane must hold fits in its maps.
+    crate::secgroup::check_capacity(&fabric).map_err(|message| src.error(message))?;
+    Ok(fabric)
 }
 
 // --- Stage 2: single values ------------------------------------------------------------------

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use iqd_common::{
-    sg_direction, sg_proto, CtEntry, CtKey, SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
+    sg_direction, sg_proto, CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES,
+    SG_KEY_FIXED_BITS,
 };
 
 use crate::config::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
@@ -142,7 +143,7 @@ impl RuleTable {
     /// (NICs it has none for are left out).
     pub fn compile(
         fabric: &Fabric,
-        port_of: impl Fn(&Nic) -> Option<u32>,
+        mut port_of: impl FnMut(&Nic) -> Option<u32>,
     ) -> Result<RuleTable, TooManyRanges> {
         let mut table = RuleTable::default();
         for lpar in &fabric.lpars {
@@ -278,6 +279,26 @@ impl RuleTable {
     }
 }
 
+/// Whether the fabric's security groups fit the data plane's rule table; the message says by
+/// how much they do not. Checked when the file is validated, before anything changes.
+pub fn check_capacity(fabric: &Fabric) -> Result<(), String> {
+    let mut next = 0u32;
+    let table = RuleTable::compile(fabric, |_| {
+        next += 1;
+        Some(next)
+    })
+    .map_err(|e| e.to_string())?;
+    if table.entries.len() > MAX_SG_ENTRIES as usize {
+        return Err(format!(
+            "the security groups compile to {} rule-table entries (one per NIC, direction, \
+             protocol and remote prefix; remote groups count each member address), more than \
+             the {MAX_SG_ENTRIES} the data plane holds: use fewer distinct remotes or wider blocks",
+            table.entries.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the rules in `table` still allow a tracked connection: the opener's outbound and
 /// the peer's inbound rules, for the connection's first frame.
 pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bool {
@@ -311,5 +332,232 @@ pub fn class_of(proto: u8) -> u8 {
         6 => sg_proto::TCP,
         17 => sg_proto::UDP,
         _ => sg_proto::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Three NICs on CHPID F0: A (10.0.0.1, groups `{a}`), B (10.0.0.2, `{b}`) and C
+    /// (10.0.0.3, default group). Ports are numbered 1, 2, 3 in that order.
+    fn fabric(groups: &str, a: &str, b: &str) -> Fabric {
+        let text = format!(
+            r#"[fabric]
+name = "t"
+{groups}
+[[chpid]]
+id = "F0"
+[[lpar]]
+name = "A"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+security_groups = {a}
+[[lpar]]
+name = "B"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+security_groups = {b}
+[[lpar]]
+name = "C"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.3/24"]
+"#
+        );
+        Fabric::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn table(fabric: &Fabric) -> RuleTable {
+        let mut next = 0;
+        RuleTable::compile(fabric, |_| {
+            next += 1;
+            Some(next)
+        })
+        .expect("compiles")
+    }
+
+    const IN: u8 = sg_direction::INBOUND;
+    const OUT: u8 = sg_direction::OUTBOUND;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    #[test]
+    fn ranges_merge_when_they_overlap_or_touch() {
+        assert_eq!(
+            merge(vec![(80, 80), (81, 90), (5, 6), (85, 100)]),
+            [(5, 6), (80, 100)]
+        );
+        assert_eq!(merge(vec![(1, 1), (3, 3)]), [(1, 1), (3, 3)]);
+        assert_eq!(merge(vec![(0, u16::MAX), (7, 7)]), [(0, u16::MAX)]);
+        assert!(merge(vec![]).is_empty());
+    }
+
+    #[test]
+    fn longer_prefixes_also_hold_what_shorter_ones_allow() {
+        let f = fabric(
+            r#"[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound", protocol = "tcp", port_min = 80, port_max = 80, remote = "10.0.0.0/24" },
+  { direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22, remote = "10.0.0.3" },
+]"#,
+            r#"["web"]"#,
+            r#"["web"]"#,
+        );
+        let t = table(&f);
+        let tcp = sg_proto::TCP;
+        assert!(t.allows(1, IN, tcp, ip(3), 22));
+        assert!(
+            t.allows(1, IN, tcp, ip(3), 80),
+            "the /24's port is merged into the /32"
+        );
+        assert!(t.allows(1, IN, tcp, ip(2), 80));
+        assert!(!t.allows(1, IN, tcp, ip(2), 22), "22 only from 10.0.0.3");
+        assert!(
+            !t.allows(1, IN, tcp, Ipv4Addr::new(10, 0, 1, 3), 80),
+            "outside the /24"
+        );
+        assert!(
+            !t.allows(1, IN, sg_proto::UDP, ip(3), 80),
+            "tcp rules allow no udp"
+        );
+        assert!(
+            !t.allows(1, OUT, tcp, ip(3), 80),
+            "web has no outbound rule"
+        );
+        let entry = t
+            .entries
+            .iter()
+            .find(|(k, _)| k.ifindex == 1 && k.prefix == 32)
+            .expect("the /32 entry");
+        assert_eq!(entry.1, &vec![(22, 22), (80, 80)]);
+    }
+
+    #[test]
+    fn groups_are_merged_and_remote_groups_are_their_members() {
+        let f = fabric(
+            r#"[[security_group]]
+name = "db"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "app" }]
+[[security_group]]
+name = "app"
+rules = [{ direction = "outbound", protocol = "all" }]
+[[security_group]]
+name = "ping"
+rules = [{ direction = "inbound", protocol = "icmp", type = 8 }]"#,
+            r#"["app"]"#,
+            r#"["db", "ping"]"#,
+        );
+        let t = table(&f);
+        assert!(t.allows(2, IN, sg_proto::TCP, ip(1), 5432), "A is in app");
+        assert!(!t.allows(2, IN, sg_proto::TCP, ip(3), 5432), "C is not");
+        assert!(
+            t.allows(2, IN, sg_proto::ICMP, ip(3), 8 << 8),
+            "ping is merged in"
+        );
+        assert!(
+            t.allows(2, IN, sg_proto::ICMP, ip(3), 8 << 8 | 5),
+            "any code of type 8"
+        );
+        assert!(!t.allows(2, IN, sg_proto::ICMP, ip(3), 13 << 8));
+        assert!(
+            t.allows(1, OUT, sg_proto::OTHER, ip(2), 0),
+            "all covers other protocols"
+        );
+        // C has the implicit default: inbound from default's members (only C), all outbound.
+        assert!(t.allows(3, OUT, sg_proto::UDP, ip(1), 53));
+        assert!(t.allows(3, IN, sg_proto::UDP, ip(3), 53));
+        assert!(!t.allows(3, IN, sg_proto::UDP, ip(1), 53));
+    }
+
+    #[test]
+    fn encoding_packs_ranges_and_prefixes() {
+        let f = fabric(
+            r#"[[security_group]]
+name = "web"
+rules = [{ direction = "inbound", protocol = "udp", port_min = 5000, port_max = 5001, remote = "10.0.0.0/16" }]"#,
+            r#"["web"]"#,
+            r#"["web"]"#,
+        );
+        let encoded = table(&f).encoded();
+        let ((bits, key), ranges) = encoded
+            .iter()
+            .find(|((_, k), _)| k.ifindex_be == 1u32.to_be_bytes() && k.direction == IN)
+            .expect("A's inbound entry");
+        assert_eq!(*bits, SG_KEY_FIXED_BITS + 16);
+        assert_eq!(key.proto, sg_proto::UDP);
+        assert_eq!(key.remote, [10, 0, 0, 0]);
+        assert_eq!(ranges.count, 1);
+        assert_eq!(ranges.ranges[0], 5000 << 16 | 5001);
+    }
+
+    #[test]
+    fn tracked_connections_are_rechecked_against_new_rules() {
+        let open = fabric(
+            r#"[[security_group]]
+name = "srv"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 5201, port_max = 5201 }]"#,
+            r#"["default"]"#,
+            r#"["srv"]"#,
+        );
+        let shut = fabric(
+            r#"[[security_group]]
+name = "srv"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22 }]"#,
+            r#"["default"]"#,
+            r#"["srv"]"#,
+        );
+        let key = CtKey {
+            saddr: [10, 0, 0, 1],
+            daddr: [10, 0, 0, 2],
+            sport: 40000,
+            dport: 5201,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let entry = CtEntry {
+            origin_ifindex: 1,
+            reply_ifindex: 2,
+            ..Default::default()
+        };
+        assert!(connection_allowed(&table(&open), &key, &entry));
+        assert!(!connection_allowed(&table(&shut), &key, &entry));
+    }
+
+    #[test]
+    fn the_rule_table_capacity_is_checked_at_validation() {
+        // 5 groups of 250 single-address rules each on 20 NICs: 1250 prefixes per NIC, 4
+        // classes each (protocol "all") = 100,000 entries, over the 65,536 the map holds.
+        let mut groups = String::new();
+        for g in 0..5 {
+            groups.push_str(&format!("[[security_group]]\nname = \"g{g}\"\nrules = [\n"));
+            for r in 0..250 {
+                groups.push_str(&format!(
+                    "{{ direction = \"inbound\", protocol = \"all\", remote = \"172.16.{g}.{r}\" }},\n"
+                ));
+            }
+            groups.push_str("]\n");
+        }
+        let mut text = format!("[fabric]\nname = \"big\"\n{groups}[[chpid]]\nid = \"F0\"\n");
+        for n in 0..20 {
+            text.push_str(&format!(
+                "[[lpar]]\nname = \"L{n}\"\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.0.0.{}/24\"]\n\
+                 security_groups = [\"g0\", \"g1\", \"g2\", \"g3\", \"g4\"]\n",
+                n + 1
+            ));
+        }
+        let err = Fabric::parse(&text, Path::new("big.toml")).expect_err("too big");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("compile to 100000 rule-table entries") && msg.contains("65536"),
+            "{msg}"
+        );
     }
 }

@@ -567,3 +567,385 @@ pub(super) fn check_references<'a>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{ConfigError, Fabric};
+    use super::*;
+
+    const FILE: &str = "sg.toml";
+
+    /// A fabric with two LPARs; `{groups}` is replaced by security-group tables (from line 3 on) and `{nic}` by extra keys of LP01's NIC.
+    const TEMPLATE: &str = r#"[fabric]
+name = "sg"
+{groups}
+[[chpid]]
+id = "F0"
+[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+{nic}
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+security_groups = ["web"]
+"#;
+
+    const WEB: &str = r#"[[security_group]]
+name = "web"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 80, port_max = 443 }]"#;
+
+    fn file(groups: &str, nic: &str) -> String {
+        TEMPLATE.replace("{groups}", groups).replace("{nic}", nic)
+    }
+
+    fn parse(text: &str) -> Result<Fabric, ConfigError> {
+        Fabric::parse(text, Path::new(FILE))
+    }
+
+    #[track_caller]
+    fn parse_ok(text: &str) -> Fabric {
+        parse(text).unwrap_or_else(|e| panic!("unexpected error: {e}\n{text}"))
+    }
+
+    /// Asserts `text` is refused on the line marked `# <-` with a message containing `needle`.
+    #[track_caller]
+    fn refused(text: &str, needle: &str) {
+        let line = text
+            .lines()
+            .position(|l| l.contains("# <-"))
+            .expect("test text marks a line")
+            + 1;
+        let msg = match parse(text) {
+            Ok(_) => panic!("accepted, expected an error containing {needle:?}:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        let prefix = format!("{FILE}:{line}:");
+        assert!(
+            msg.starts_with(&prefix),
+            "{msg:?} should start with {prefix:?}"
+        );
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+
+    fn group_with_rule(rule: &str) -> String {
+        format!("[[security_group]]\nname = \"web\"\nrules = [\n  {rule},  # <-\n]")
+    }
+
+    #[test]
+    fn the_contract_example_parses() {
+        let groups = r#"[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound",  protocol = "tcp", port_min = 80, port_max = 443, remote = "10.0.0.0/24" },
+  { direction = "inbound",  protocol = "icmp", type = 8 },
+  { direction = "inbound",  protocol = "icmp", type = 3, code = 4 },
+  { direction = "inbound",  protocol = "all", remote_group = "db" },
+  { direction = "outbound", protocol = "all" },
+  { direction = "outbound", protocol = "udp", remote = "10.0.0.7" },
+]
+[[security_group]]
+name = "db"
+rules = []
+[[security_group]]
+name = "ssh"
+"#;
+        let fabric = parse_ok(&file(
+            groups,
+            "security_groups = [\"web\", \"ssh\"]\nallow_ip_spoofing = true",
+        ));
+        let web = fabric.security_group("web").expect("web");
+        assert_eq!(web.rules.len(), 6);
+        assert_eq!(
+            web.rules[0],
+            Rule {
+                direction: Direction::Inbound,
+                protocol: Protocol::Tcp,
+                ports: Some((80, 443)),
+                icmp_type: None,
+                icmp_code: None,
+                remote: Remote::Cidr(RemoteCidr {
+                    addr: Ipv4Addr::new(10, 0, 0, 0),
+                    prefix: 24
+                }),
+            }
+        );
+        assert_eq!(web.rules[1].icmp_type, Some(8));
+        assert_eq!(web.rules[1].icmp_code, None);
+        assert_eq!(
+            (web.rules[2].icmp_type, web.rules[2].icmp_code),
+            (Some(3), Some(4))
+        );
+        assert_eq!(web.rules[3].remote, Remote::Group("db".into()));
+        assert_eq!(web.rules[4].remote, Remote::Any);
+        assert_eq!(
+            web.rules[5].remote,
+            Remote::Cidr(RemoteCidr {
+                addr: Ipv4Addr::new(10, 0, 0, 7),
+                prefix: 32
+            })
+        );
+        assert!(fabric.security_group("db").expect("db").rules.is_empty());
+        assert!(fabric.security_group("ssh").expect("ssh").rules.is_empty());
+        let lp01 = &fabric.lpars[0].nics[0];
+        assert_eq!(lp01.security_groups, ["web", "ssh"]);
+        assert!(lp01.allow_ip_spoofing);
+        assert!(!fabric.lpars[1].nics[0].allow_ip_spoofing);
+        // Not written, so the implicit default is there too.
+        assert_eq!(
+            fabric.security_group(DEFAULT_GROUP),
+            Some(&implicit_default())
+        );
+    }
+
+    #[test]
+    fn nics_without_groups_get_the_implicit_default() {
+        let fabric = parse_ok(&file(WEB, ""));
+        assert_eq!(fabric.lpars[0].nics[0].security_groups, [DEFAULT_GROUP]);
+        let default = fabric.security_group(DEFAULT_GROUP).expect("default");
+        assert_eq!(default.rules.len(), 2);
+        assert_eq!(default.rules[0].direction, Direction::Inbound);
+        assert_eq!(default.rules[0].remote, Remote::Group(DEFAULT_GROUP.into()));
+        assert_eq!(default.rules[1].direction, Direction::Outbound);
+        assert_eq!(default.rules[1].remote, Remote::Any);
+    }
+
+    #[test]
+    fn a_written_default_replaces_the_implicit_one() {
+        let groups = format!(
+            "{WEB}\n[[security_group]]\nname = \"default\"\nrules = [{{ direction = \"outbound\", protocol = \"tcp\" }}]"
+        );
+        let fabric = parse_ok(&file(&groups, ""));
+        let defaults: Vec<_> = fabric
+            .security_groups
+            .iter()
+            .filter(|g| g.name == DEFAULT_GROUP)
+            .collect();
+        assert_eq!(defaults.len(), 1);
+        assert_eq!(defaults[0].rules.len(), 1);
+        assert_eq!(defaults[0].rules[0].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn a_group_may_name_itself_and_default_may_be_named() {
+        let groups = r#"[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound", protocol = "all", remote_group = "web" },
+  { direction = "inbound", protocol = "all", remote_group = "default" },
+]"#;
+        parse_ok(&file(groups, ""));
+    }
+
+    #[test]
+    fn bad_rule_values_are_refused_where_they_are() {
+        for (rule, needle) in [
+            (
+                r#"{ direction = "in", protocol = "tcp" }"#,
+                "invalid direction \"in\"",
+            ),
+            (r#"{ protocol = "tcp" }"#, "missing direction"),
+            (r#"{ direction = "inbound" }"#, "missing protocol"),
+            (
+                r#"{ direction = "inbound", protocol = "sctp" }"#,
+                "invalid protocol \"sctp\"",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "tcp", port_min = 0, port_max = 80 }"#,
+                "port_min = 0 is out of range: ports are 1-65535",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "udp", port_min = 1, port_max = 65536 }"#,
+                "port_max = 65536 is out of range",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "tcp", port_min = 443, port_max = 80 }"#,
+                "port_min = 443 is above port_max = 80",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "tcp", port_min = 80 }"#,
+                "port_min without port_max",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "tcp", port_max = 80 }"#,
+                "port_max without port_min",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", port_min = 80, port_max = 80 }"#,
+                "apply only to tcp and udp, not to all",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmp", port_min = 80, port_max = 80 }"#,
+                "apply only to tcp and udp, not to icmp",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "tcp", type = 8 }"#,
+                "type and code apply only to icmp, not to tcp",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", code = 0 }"#,
+                "type and code apply only to icmp, not to all",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmp", code = 0 }"#,
+                "code without type",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmp", type = 255 }"#,
+                "ICMP type = 255 is out of range: must be 0-254",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmp", type = 3, code = 256 }"#,
+                "ICMP code = 256 is out of range",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.0/33" }"#,
+                "prefix /33 is not in 0..=32",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.300" }"#,
+                "\"10.0.0.300\" is not an IPv4 address",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.1/24" }"#,
+                "has host bits set: the block is 10.0.0.0/24",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.0/24", remote_group = "web" }"#,
+                "remote and remote_group are exclusive",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote_group = "nope" }"#,
+                "remote_group \"nope\" is not defined (defined: default, web)",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote_group = "Web" }"#,
+                "invalid security group name \"Web\"",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", ports = 80 }"#,
+                "unknown field `ports`",
+            ),
+        ] {
+            refused(&file(&group_with_rule(rule), ""), needle);
+        }
+    }
+
+    #[test]
+    fn the_rule_context_names_the_group_and_the_rule() {
+        let groups = r#"[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound", protocol = "all" },
+  { direction = "sideways", protocol = "all" },  # <-
+]"#;
+        refused(
+            &file(groups, ""),
+            "security group web, rule 2: invalid direction",
+        );
+    }
+
+    #[test]
+    fn group_names_and_references_are_checked() {
+        refused(
+            &file("[[security_group]]\nname = \"2fast\"  # <-", ""),
+            "invalid security group name \"2fast\": must be 1-63 characters",
+        );
+        refused(
+            &file(
+                &format!("{WEB}\n[[security_group]]\nname = \"web\"  # <-"),
+                "",
+            ),
+            "duplicate security group web, first defined at line 4",
+        );
+        refused(
+            &file(WEB, "security_groups = [\"web\", \"ssh\"]  # <-"),
+            "NIC LP01/hsi0: security group \"ssh\" is not defined (defined: default, web)",
+        );
+        refused(
+            &file(WEB, "security_groups = [\"web\", \"web\"]  # <-"),
+            "NIC LP01/hsi0 lists security group web twice",
+        );
+        refused(
+            &file(WEB, "security_groups = []  # <-"),
+            "NIC LP01/hsi0 has an empty security_groups list",
+        );
+        refused(
+            &file(WEB, "allow_ip_spoofing = \"yes\"  # <-"),
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn limits_are_refused_with_the_numbers() {
+        let mut groups = format!("{WEB}\n");
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            groups.push_str(&format!("[[security_group]]\nname = \"{name}\"\n"));
+        }
+        refused(
+            &file(
+                &groups,
+                "security_groups = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]  # <-",
+            ),
+            "lists 6 security groups, more than the limit of 5 per NIC",
+        );
+        parse_ok(&file(
+            &groups,
+            "security_groups = [\"a\", \"b\", \"c\", \"d\", \"e\"]",
+        ));
+
+        let rules = |n: usize| {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "{{ direction = \"inbound\", protocol = \"tcp\", port_min = {p}, port_max = {p} }}",
+                        p = i + 1
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let at_limit = format!(
+            "{WEB}\n[[security_group]]\nname = \"big\"\nrules = [{}]",
+            rules(250)
+        );
+        let fabric = parse_ok(&file(&at_limit, "security_groups = [\"big\"]"));
+        assert_eq!(fabric.security_group("big").expect("big").rules.len(), 250);
+        let over = format!(
+            "{WEB}\n[[security_group]]\nname = \"big\"\nrules = [{}]  # <-",
+            rules(251)
+        );
+        refused(
+            &file(&over, ""),
+            "security group big has 251 rules, more than the limit of 250 per group",
+        );
+    }
+
+    #[test]
+    fn remotes_parse_as_blocks() {
+        assert_eq!(
+            parse_remote("0.0.0.0/0"),
+            Ok(RemoteCidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0
+            })
+        );
+        let block = parse_remote("10.1.0.0/16").expect("block");
+        assert!(block.contains(Ipv4Addr::new(10, 1, 255, 3)));
+        assert!(!block.contains(Ipv4Addr::new(10, 2, 0, 0)));
+        assert!(parse_remote("0.0.0.0/0")
+            .expect("any")
+            .contains(Ipv4Addr::BROADCAST));
+        assert!(parse_remote("10.0.0.0/+8").is_err());
+        assert!(parse_remote("10.0.0.0/").is_err());
+        assert_eq!(prefix_mask(0), 0);
+        assert_eq!(prefix_mask(24), 0xffff_ff00);
+        assert_eq!(prefix_mask(32), u32::MAX);
+    }
+}
