@@ -79,7 +79,10 @@ pub fn track(flow: &Flow, from: u32, to: u32) -> bool {
 
 #[inline(always)]
 fn live(entry: &CtEntry, flow: &Flow, now: u64) -> bool {
-    now.wrapping_sub(entry.last_seen_ns) <= timeout(flow.proto, entry.flags)
+    // Another CPU may have refreshed the entry after this one read the clock: a `last_seen`
+    // ahead of `now` is as live as it gets (a wrapping difference would call it expired).
+    let last_seen = entry.last_seen_ns;
+    last_seen >= now || now - last_seen <= timeout(flow.proto, entry.flags)
 }
 
 /// Starts tracking the connection `flow` opens from port `from` to port `to`.

@@ -178,6 +178,12 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 5201, port_max = 
     fabric.iperf3_server(&b, B);
     let bytes = iperf3_tcp(&a, B, 1).expect("TCP through tracked replies");
     assert!(bytes > 1_000_000, "only {bytes} bytes");
+    // Not one reply may be refused, even while both CPUs refresh the connection at once.
+    assert_eq!(
+        fabric.drops("B", "hsi0", "sg_denied_outbound"),
+        0,
+        "replies of a tracked connection were refused"
+    );
     let _l = tcp_listener(&a, A, 7000);
     assert!(!tcp_connects(&b, A, 7000), "B may open nothing");
     assert!(fabric.drops("B", "hsi0", "sg_denied_outbound") >= 1);
