@@ -1,0 +1,1028 @@
+//! A reference model of the port program (`iqd_port`) in plain Rust, for tests.
+//!
+//! Given a fabric, a frame and the NIC that sent it, [`Model::handle`] says what the data plane
+//! must do with the frame: redirect it to a NIC, answer it (ARP, `XDP_TX`), or drop it with a
+//! reason counted on a NIC. It is written from the documented semantics
+//! (docs/architecture.md, docs/security-groups.md), not from the program: the security groups
+//! are evaluated rule by rule from the fabric's groups (union of a NIC's groups, remote blocks and
+//! remote-group members, port ranges, ICMP type and code), never through the compiled rule
+//! table, and connection tracking is a map of connections keyed by their first frame. The
+//! differential test (tests/tests/differential.rs) runs generated frames through both and
+//! checks they agree on every verdict.
+//!
+//! The checks come in the program's order, which decides the reason when several apply:
+//! frame size, ethertype, then for IPv4 the header, source MAC, source address (unless the NIC
+//! has `allow_ip_spoofing`), destination, transport header, and finally connection tracking and
+//! security groups; for ARP the header, the operation, the source MAC and sender address, and
+//! the target.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use iqd_common::{ct_timeout, drop_reason, ETH_HLEN};
+
+use crate::config::{Direction, Fabric, Protocol, Remote, Rule};
+
+const ETH_HDR: usize = ETH_HLEN as usize;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const IPV4_MIN_HDR: usize = 20;
+const ARP_LEN: usize = 28;
+const TCP_MIN_HDR: usize = 20;
+const UDP_HDR: usize = 8;
+const ICMP_HDR: usize = 8;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// A NIC of the modelled fabric: its index in [`Model::nics`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NicId(pub usize);
+
+/// What the model knows of a NIC.
+#[derive(Clone, Debug)]
+pub struct ModelNic {
+    pub lpar: String,
+    pub name: String,
+    pub chpid: u8,
+    pub mac: [u8; 6],
+    /// The CHPID's MTU.
+    pub mtu: u32,
+    pub addrs: Vec<Ipv4Addr>,
+    pub allow_ip_spoofing: bool,
+    /// Every rule of every group the NIC has (their union).
+    pub rules: Vec<Rule>,
+}
+
+impl ModelNic {
+    /// `LPAR/nic`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.lpar, self.name)
+    }
+}
+
+/// What the data plane does with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forwarded to the NIC (`XDP_REDIRECT`), counted as received there.
+    Redirect { to: NicId },
+    /// An ARP request answered by the fabric and sent back to the asker (`XDP_TX`).
+    ArpReply,
+    /// Dropped, counted under `reason` (`iqd_common::drop_reason`) on the NIC `counted_on`.
+    Drop { reason: u32, counted_on: NicId },
+}
+
+/// A verdict and the frame as the program leaves it (destination MAC rewritten on a redirect,
+/// the ARP reply on `XDP_TX`, unchanged on a drop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub frame: Vec<u8>,
+}
+
+/// The layer 4 facts security groups and connection tracking look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+        id: u16,
+    },
+    /// A later fragment (offset > 0) of TCP, UDP or ICMP: no transport header, no ports.
+    LaterFragment {
+        proto: u8,
+    },
+    /// Any other IP protocol (fragment or not): only addresses.
+    Other {
+        proto: u8,
+    },
+}
+
+impl L4 {
+    fn proto(&self) -> u8 {
+        match *self {
+            L4::Tcp { .. } => IPPROTO_TCP,
+            L4::Udp { .. } => IPPROTO_UDP,
+            L4::Icmp { .. } => IPPROTO_ICMP,
+            L4::LaterFragment { proto } | L4::Other { proto } => proto,
+        }
+    }
+
+    /// Source and destination "ports" of a tracked connection; `None` if the frame belongs to
+    /// none (ICMP other than echo, later fragments).
+    fn ports(&self) -> Option<(u16, u16)> {
+        match *self {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => Some((sport, dport)),
+            L4::Icmp { icmp_type, id, .. }
+                if icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY =>
+            {
+                Some((id, id))
+            }
+            L4::Icmp { .. } | L4::LaterFragment { .. } => None,
+            L4::Other { .. } => Some((0, 0)),
+        }
+    }
+
+    /// Whether an allowed frame starts a connection (echo replies and other ICMP do not).
+    fn opens(&self) -> bool {
+        match *self {
+            L4::Icmp { icmp_type, .. } => icmp_type == ICMP_ECHO_REQUEST,
+            _ => self.ports().is_some(),
+        }
+    }
+
+    fn closing(&self) -> bool {
+        matches!(*self, L4::Tcp { flags, .. } if flags & (TCP_FIN | TCP_RST) != 0)
+    }
+}
+
+/// A tracked connection as its first frame had it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    saddr: Ipv4Addr,
+    daddr: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+impl ConnKey {
+    fn reversed(&self) -> ConnKey {
+        ConnKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    /// The NIC that opened the connection, and its peer.
+    origin: NicId,
+    reply: NicId,
+    last_seen_ns: u64,
+    /// TCP FIN or RST seen either way.
+    closing: bool,
+}
+
+impl Conn {
+    fn live(&self, proto: u8, now_ns: u64) -> bool {
+        let timeout = match proto {
+            IPPROTO_TCP if self.closing => ct_timeout::TCP_CLOSING_NS,
+            IPPROTO_TCP => ct_timeout::TCP_NS,
+            IPPROTO_ICMP => ct_timeout::ICMP_NS,
+            _ => ct_timeout::UDP_NS,
+        };
+        now_ns.saturating_sub(self.last_seen_ns) <= timeout
+    }
+}
+
+/// The policy of one fabric, with the state of its connection table.
+#[derive(Clone, Debug)]
+pub struct Model {
+    nics: Vec<ModelNic>,
+    /// Who registered an address on a CHPID.
+    routes: HashMap<(u8, Ipv4Addr), NicId>,
+    /// Addresses registered on any CHPID.
+    registered: HashSet<Ipv4Addr>,
+    /// The registered addresses of each group's members.
+    members: HashMap<String, HashSet<Ipv4Addr>>,
+    connections: HashMap<ConnKey, Conn>,
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn addr(bytes: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3])
+}
+
+impl Model {
+    /// The model of `fabric` with every NIC in place and no tracked connection.
+    pub fn new(fabric: &Fabric) -> Model {
+        let mut nics = Vec::new();
+        let mut routes = HashMap::new();
+        let mut registered = HashSet::new();
+        let mut members: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+        for lpar in &fabric.lpars {
+            for nic in &lpar.nics {
+                let id = NicId(nics.len());
+                let addrs: Vec<Ipv4Addr> = nic.ipv4.iter().map(|c| c.addr).collect();
+                for a in &addrs {
+                    routes.insert((nic.chpid, *a), id);
+                    registered.insert(*a);
+                }
+                for group in &nic.security_groups {
+                    members
+                        .entry(group.clone())
+                        .or_default()
+                        .extend(addrs.iter().copied());
+                }
+                let rules = nic
+                    .security_groups
+                    .iter()
+                    .filter_map(|g| fabric.security_group(g))
+                    .flat_map(|g| g.rules.iter().cloned())
+                    .collect();
+                nics.push(ModelNic {
+                    lpar: lpar.name.clone(),
+                    name: nic.name.clone(),
+                    chpid: nic.chpid,
+                    mac: nic.mac,
+                    mtu: fabric.chpid(nic.chpid).map(|c| c.mfs.mtu()).unwrap_or(0),
+                    addrs,
+                    allow_ip_spoofing: nic.allow_ip_spoofing,
+                    rules,
+                });
+            }
+        }
+        Model {
+            nics,
+            routes,
+            registered,
+            members,
+            connections: HashMap::new(),
+        }
+    }
+
+    /// Every NIC, in the fabric file's order.
+    pub fn nics(&self) -> &[ModelNic] {
+        &self.nics
+    }
+
+    pub fn nic(&self, id: NicId) -> &ModelNic {
+        &self.nics[id.0]
+    }
+
+    /// The NIC `name` of LPAR `lpar`.
+    pub fn nic_id(&self, lpar: &str, name: &str) -> Option<NicId> {
+        self.nics
+            .iter()
+            .position(|n| n.lpar == lpar && n.name == name)
+            .map(NicId)
+    }
+
+    /// The NIC that registered `addr` on `chpid`.
+    pub fn route(&self, chpid: u8, addr: Ipv4Addr) -> Option<NicId> {
+        self.routes.get(&(chpid, addr)).copied()
+    }
+
+    /// Number of connections in the table (live or idle).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// A verdict in words, with NIC labels.
+    pub fn describe(&self, verdict: &Verdict) -> String {
+        match *verdict {
+            Verdict::Redirect { to } => format!("redirect to {}", self.nic(to).label()),
+            Verdict::ArpReply => "ARP reply (XDP_TX)".to_string(),
+            Verdict::Drop { reason, counted_on } => format!(
+                "drop {} on {}",
+                drop_reason::NAMES
+                    .get(reason as usize)
+                    .copied()
+                    .unwrap_or("?"),
+                self.nic(counted_on).label()
+            ),
+        }
+    }
+
+    /// What the data plane does with `frame`, sent by NIC `ingress` at monotonic time `now_ns`
+    /// (what `bpf_ktime_get_ns` would say). Updates the connection table as the program does.
+    pub fn handle(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Outcome {
+        let verdict = self
+            .decide(ingress, frame, now_ns)
+            .unwrap_or_else(|reason| Verdict::Drop {
+                reason,
+                counted_on: ingress,
+            });
+        let mut out = frame.to_vec();
+        match verdict {
+            Verdict::Redirect { to } => out[..6].copy_from_slice(&self.nic(to).mac),
+            Verdict::ArpReply => self.arp_reply(ingress, &mut out),
+            Verdict::Drop { .. } => {}
+        }
+        Outcome {
+            verdict,
+            frame: out,
+        }
+    }
+
+    fn decide(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<Verdict, u32> {
+        let nic = self.nic(ingress);
+        if frame.len() < ETH_HDR {
+            return Err(drop_reason::MALFORMED);
+        }
+        // The CHPID's frame size holds for every frame, whatever it carries.
+        if frame.len() as u64 > u64::from(nic.mtu) + ETH_HDR as u64 {
+            return Err(drop_reason::MFS_EXCEEDED);
+        }
+        match be16(frame, 12) {
+            ETH_P_IP => self.ipv4(ingress, frame, now_ns),
+            ETH_P_ARP => self.arp(ingress, frame).map(|_| Verdict::ArpReply),
+            _ => Err(drop_reason::NON_IP),
+        }
+    }
+
+    /// Anti-spoofing of a sender address: registered by this very NIC on its CHPID, unless the
+    /// NIC may spoof.
+    fn check_source(&self, ingress: NicId, saddr: Ipv4Addr) -> Result<(), u32> {
+        let nic = self.nic(ingress);
+        if nic.allow_ip_spoofing || self.route(nic.chpid, saddr) == Some(ingress) {
+            Ok(())
+        } else {
+            Err(drop_reason::SPOOFED_SOURCE)
+        }
+    }
+
+    /// The NIC a destination address reaches from `ingress`: another NIC on the same CHPID.
+    fn destination(&self, ingress: NicId, daddr: Ipv4Addr) -> Result<NicId, u32> {
+        match self.route(self.nic(ingress).chpid, daddr) {
+            // A NIC's own address is no destination in the fabric.
+            Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
+            Some(to) => Ok(to),
+            None if self.registered.contains(&daddr) => Err(drop_reason::NOT_MEMBER),
+            None => Err(drop_reason::NO_DESTINATION),
+        }
+    }
+
+    fn ipv4(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<Verdict, u32> {
+        let ip = frame
+            .get(ETH_HDR..ETH_HDR + IPV4_MIN_HDR)
+            .ok_or(drop_reason::MALFORMED)?;
+        let version = ip[0] >> 4;
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let tot_len = usize::from(be16(ip, 2));
+        if version != 4 || ihl < IPV4_MIN_HDR || tot_len < ihl || ETH_HDR + tot_len > frame.len() {
+            return Err(drop_reason::MALFORMED);
+        }
+        if frame[6..12] != self.nic(ingress).mac {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
+        let (saddr, daddr) = (addr(ip, 12), addr(ip, 16));
+        self.check_source(ingress, saddr)?;
+        let to = self.destination(ingress, daddr)?;
+
+        // The transport header must lie within the IPv4 packet (padding after it is not part
+        // of the packet).
+        let packet = &frame[ETH_HDR..ETH_HDR + tot_len];
+        let l4 = transport(ip[9], be16(ip, 6) & 0x1fff != 0, &packet[ihl..])?;
+
+        // Security groups: a tracked connection passes either way; anything else needs the
+        // sender's outbound and the receiver's inbound rules, and then opens a connection.
+        if self.track(&l4, saddr, daddr, ingress, to, now_ns) {
+            return Ok(Verdict::Redirect { to });
+        }
+        if !self.allows(ingress, Direction::Outbound, &l4, daddr) {
+            return Err(drop_reason::SG_DENIED_OUTBOUND);
+        }
+        if !self.allows(to, Direction::Inbound, &l4, saddr) {
+            return Ok(Verdict::Drop {
+                reason: drop_reason::SG_DENIED_INBOUND,
+                counted_on: to,
+            });
+        }
+        if l4.opens() {
+            let (sport, dport) = l4.ports().unwrap_or((0, 0));
+            let key = ConnKey {
+                saddr,
+                daddr,
+                sport,
+                dport,
+                proto: l4.proto(),
+            };
+            // A new connection replaces whatever the table held for the same tuple.
+            self.connections.insert(
+                key,
+                Conn {
+                    origin: ingress,
+                    reply: to,
+                    last_seen_ns: now_ns,
+                    closing: l4.closing(),
+                },
+            );
+        }
+        Ok(Verdict::Redirect { to })
+    }
+
+    /// Whether the frame belongs to a live connection, opened either from `from` to `to` (same
+    /// direction) or from `to` to `from` (a reply); refreshes it if so.
+    fn track(
+        &mut self,
+        l4: &L4,
+        saddr: Ipv4Addr,
+        daddr: Ipv4Addr,
+        from: NicId,
+        to: NicId,
+        now_ns: u64,
+    ) -> bool {
+        let Some((sport, dport)) = l4.ports() else {
+            return false;
+        };
+        let proto = l4.proto();
+        let key = ConnKey {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+        };
+        for (key, origin, reply) in [(key, from, to), (key.reversed(), to, from)] {
+            if let Some(conn) = self.connections.get_mut(&key) {
+                if conn.origin == origin && conn.reply == reply && conn.live(proto, now_ns) {
+                    conn.closing |= l4.closing();
+                    conn.last_seen_ns = now_ns;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether any rule of the NIC's groups allows the frame in `direction`, with `remote` the
+    /// address at the other end.
+    fn allows(&self, id: NicId, direction: Direction, l4: &L4, remote: Ipv4Addr) -> bool {
+        self.nic(id)
+            .rules
+            .iter()
+            .any(|rule| rule.direction == direction && self.rule_matches(rule, l4, remote))
+    }
+
+    fn rule_matches(&self, rule: &Rule, l4: &L4, remote: Ipv4Addr) -> bool {
+        let remote_ok = match &rule.remote {
+            Remote::Any => true,
+            Remote::Cidr(cidr) => cidr.contains(remote),
+            Remote::Group(group) => self.members.get(group).is_some_and(|m| m.contains(&remote)),
+        };
+        let in_ports = |port: u16| rule.ports.is_none_or(|(lo, hi)| lo <= port && port <= hi);
+        remote_ok
+            && match (rule.protocol, *l4) {
+                (Protocol::All, _) => true,
+                (Protocol::Tcp, L4::Tcp { dport, .. }) | (Protocol::Udp, L4::Udp { dport, .. }) => {
+                    in_ports(dport)
+                }
+                (
+                    Protocol::Icmp,
+                    L4::Icmp {
+                        icmp_type, code, ..
+                    },
+                ) => {
+                    rule.icmp_type.is_none_or(|t| t == icmp_type)
+                        && rule.icmp_code.is_none_or(|c| c == code)
+                }
+                // A later fragment has no ports, type or code: only rules that ask for none
+                // allow it.
+                (Protocol::Tcp, L4::LaterFragment { proto: IPPROTO_TCP })
+                | (Protocol::Udp, L4::LaterFragment { proto: IPPROTO_UDP }) => rule.ports.is_none(),
+                (
+                    Protocol::Icmp,
+                    L4::LaterFragment {
+                        proto: IPPROTO_ICMP,
+                    },
+                ) => rule.icmp_type.is_none(),
+                _ => false,
+            }
+    }
+
+    /// ARP in layer 3 mode: `Ok` if the fabric answers the request.
+    fn arp(&self, ingress: NicId, frame: &[u8]) -> Result<NicId, u32> {
+        let arp = frame
+            .get(ETH_HDR..ETH_HDR + ARP_LEN)
+            .ok_or(drop_reason::MALFORMED)?;
+        if be16(arp, 0) != 1 || be16(arp, 2) != ETH_P_IP || arp[4] != 6 || arp[5] != 4 {
+            return Err(drop_reason::MALFORMED);
+        }
+        if be16(arp, 6) != 1 {
+            return Err(drop_reason::ARP_IGNORED);
+        }
+        let mac = self.nic(ingress).mac;
+        if frame[6..12] != mac || arp[8..14] != mac {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
+        let spa = addr(arp, 14);
+        // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
+        if !spa.is_unspecified() {
+            self.check_source(ingress, spa)?;
+        }
+        self.destination(ingress, addr(arp, 24))
+    }
+
+    /// Turns an answered request into its reply, in place.
+    fn arp_reply(&self, ingress: NicId, frame: &mut [u8]) {
+        let target = self
+            .arp(ingress, frame)
+            .expect("only answered requests get a reply");
+        let target_mac = self.nic(target).mac;
+        let asker_mac: [u8; 6] = frame[22..28].try_into().expect("6 bytes");
+        let (spa, tpa) = (frame[28..32].to_vec(), frame[38..42].to_vec());
+        frame[0..6].copy_from_slice(&asker_mac);
+        frame[6..12].copy_from_slice(&target_mac);
+        frame[20..22].copy_from_slice(&2u16.to_be_bytes());
+        frame[22..28].copy_from_slice(&target_mac);
+        frame[28..32].copy_from_slice(&tpa);
+        frame[32..38].copy_from_slice(&asker_mac);
+        frame[38..42].copy_from_slice(&spa);
+    }
+}
+
+/// The layer 4 facts of an IPv4 packet's payload (`data`: from the end of the IPv4 header to
+/// the end of the packet). A transport header that does not fit is malformed.
+fn transport(proto: u8, later_fragment: bool, data: &[u8]) -> Result<L4, u32> {
+    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
+        return Ok(L4::Other { proto });
+    }
+    if later_fragment {
+        return Ok(L4::LaterFragment { proto });
+    }
+    let need = match proto {
+        IPPROTO_TCP => TCP_MIN_HDR,
+        IPPROTO_UDP => UDP_HDR,
+        _ => ICMP_HDR,
+    };
+    if data.len() < need {
+        return Err(drop_reason::MALFORMED);
+    }
+    Ok(match proto {
+        IPPROTO_TCP => L4::Tcp {
+            sport: be16(data, 0),
+            dport: be16(data, 2),
+            flags: data[13],
+        },
+        IPPROTO_UDP => L4::Udp {
+            sport: be16(data, 0),
+            dport: be16(data, 2),
+        },
+        _ => L4::Icmp {
+            icmp_type: data[0],
+            code: data[1],
+            id: be16(data, 4),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Three NICs on F0 (A: web; B: db; D: default, may spoof) and one on F1 (C), which shares
+    /// B's second address.
+    const FABRIC: &str = r#"
+[fabric]
+name = "model"
+
+[[chpid]]
+id = "F0"
+mfs = "16K"
+
+[[chpid]]
+id = "F1"
+mfs = "16K"
+
+[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound",  protocol = "tcp", port_min = 80, port_max = 443 },
+  { direction = "inbound",  protocol = "icmp", type = 8 },
+  { direction = "outbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "db" },
+]
+
+[[security_group]]
+name = "db"
+rules = [
+  { direction = "inbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "web" },
+  { direction = "outbound", protocol = "icmp", remote = "10.0.0.0/24" },
+  { direction = "outbound", protocol = "udp", port_min = 53, port_max = 53, remote = "10.0.0.4" },
+]
+
+[[lpar]]
+name = "A"
+netns = "a"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7000"
+ipv4 = ["10.0.0.1/24"]
+security_groups = ["web"]
+
+[[lpar]]
+name = "B"
+netns = "b"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7003"
+ipv4 = ["10.0.0.2/24", "10.9.0.1/24"]
+security_groups = ["db"]
+
+[[lpar]]
+name = "C"
+netns = "c"
+[[lpar.nic]]
+chpid = "F1"
+devno = "7100"
+ipv4 = ["10.1.0.3/24", "10.9.0.1/24"]
+
+[[lpar]]
+name = "D"
+netns = "d"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7006"
+ipv4 = ["10.0.0.4/24"]
+allow_ip_spoofing = true
+"#;
+
+    fn model() -> Model {
+        Model::new(&Fabric::parse(FABRIC, Path::new("model.toml")).expect("valid fabric"))
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("address")
+    }
+
+    /// An Ethernet frame with an IPv4 header (no options) and `payload`; `frag` is the
+    /// fragment offset field.
+    fn ipv4(
+        src_mac: [u8; 6],
+        src: &str,
+        dst: &str,
+        proto: u8,
+        frag: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&(20 + payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 1]);
+        f.extend_from_slice(&frag.to_be_bytes());
+        f.extend_from_slice(&[64, proto, 0, 0]);
+        f.extend_from_slice(&ip(src).octets());
+        f.extend_from_slice(&ip(dst).octets());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn tcp(src_mac: [u8; 6], src: &str, dst: &str, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut seg = Vec::new();
+        seg.extend_from_slice(&sport.to_be_bytes());
+        seg.extend_from_slice(&dport.to_be_bytes());
+        seg.extend_from_slice(&[0; 8]);
+        seg.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        ipv4(src_mac, src, dst, IPPROTO_TCP, 0, &seg)
+    }
+
+    fn udp(src_mac: [u8; 6], src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+        let mut seg = Vec::new();
+        seg.extend_from_slice(&sport.to_be_bytes());
+        seg.extend_from_slice(&dport.to_be_bytes());
+        seg.extend_from_slice(&[0, 8, 0, 0]);
+        ipv4(src_mac, src, dst, IPPROTO_UDP, 0, &seg)
+    }
+
+    fn icmp(src_mac: [u8; 6], src: &str, dst: &str, icmp_type: u8, code: u8, id: u16) -> Vec<u8> {
+        let mut msg = vec![icmp_type, code, 0, 0];
+        msg.extend_from_slice(&id.to_be_bytes());
+        msg.extend_from_slice(&[0, 1]);
+        ipv4(src_mac, src, dst, IPPROTO_ICMP, 0, &msg)
+    }
+
+    fn arp(src_mac: [u8; 6], oper: u16, spa: &str, tpa: &str) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+        f.extend_from_slice(&oper.to_be_bytes());
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&ip(spa).octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&ip(tpa).octets());
+        f
+    }
+
+    struct Nics {
+        a: NicId,
+        b: NicId,
+        c: NicId,
+        d: NicId,
+    }
+
+    fn ids(m: &Model) -> Nics {
+        let id = |l: &str| m.nic_id(l, "hsi0").expect("NIC");
+        Nics {
+            a: id("A"),
+            b: id("B"),
+            c: id("C"),
+            d: id("D"),
+        }
+    }
+
+    fn drop(reason: u32, counted_on: NicId) -> Verdict {
+        Verdict::Drop { reason, counted_on }
+    }
+
+    #[test]
+    fn groups_on_both_ends_decide_and_replies_are_tracked() {
+        let mut m = model();
+        let n = ids(&m);
+        let (mac_a, mac_b) = (m.nic(n.a).mac, m.nic(n.b).mac);
+        // A may open 5432 to B (a db member); B's db group takes it from web members.
+        let syn = tcp(mac_a, "10.0.0.1", "10.0.0.2", 40000, 5432, 0x02);
+        let out = m.handle(n.a, &syn, 0);
+        assert_eq!(out.verdict, Verdict::Redirect { to: n.b });
+        assert_eq!(&out.frame[..6], &mac_b, "destination MAC rewritten");
+        assert_eq!(&out.frame[6..], &syn[6..]);
+        // B has no outbound TCP rule, yet its reply passes: the connection is tracked.
+        let reply = tcp(mac_b, "10.0.0.2", "10.0.0.1", 5432, 40000, 0x12);
+        assert_eq!(
+            m.handle(n.b, &reply, 1).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        assert_eq!(m.connection_count(), 1);
+        // B opening its own connection to A is refused by B's outbound rules.
+        let syn_b = tcp(mac_b, "10.0.0.2", "10.0.0.1", 40001, 80, 0x02);
+        assert_eq!(
+            m.handle(n.b, &syn_b, 2).verdict,
+            drop(drop_reason::SG_DENIED_OUTBOUND, n.b)
+        );
+        // A to another port of B: A's outbound allows only 5432.
+        let other = tcp(mac_a, "10.0.0.1", "10.0.0.2", 40000, 5433, 0x02);
+        assert_eq!(
+            m.handle(n.a, &other, 3).verdict,
+            drop(drop_reason::SG_DENIED_OUTBOUND, n.a)
+        );
+    }
+
+    #[test]
+    fn inbound_denials_are_counted_on_the_receiver() {
+        let mut m = model();
+        let n = ids(&m);
+        let mac_d = m.nic(n.d).mac;
+        // D has the default group (all outbound); A's web group takes TCP 80-443 from anyone.
+        let ok = tcp(mac_d, "10.0.0.4", "10.0.0.1", 1234, 443, 0x02);
+        assert_eq!(m.handle(n.d, &ok, 0).verdict, Verdict::Redirect { to: n.a });
+        let refused = tcp(mac_d, "10.0.0.4", "10.0.0.1", 1234, 444, 0x02);
+        assert_eq!(
+            m.handle(n.d, &refused, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.a)
+        );
+        // UDP to B: B's db group has no inbound UDP rule.
+        let dns = udp(mac_d, "10.0.0.4", "10.0.0.2", 53, 53);
+        assert_eq!(
+            m.handle(n.d, &dns, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.b)
+        );
+        // ICMP by type: echo requests to A pass, timestamps do not.
+        let ping = icmp(mac_d, "10.0.0.4", "10.0.0.1", 8, 0, 7);
+        assert_eq!(
+            m.handle(n.d, &ping, 0).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        let pong = icmp(m.nic(n.a).mac, "10.0.0.1", "10.0.0.4", 0, 0, 7);
+        assert_eq!(
+            m.handle(n.a, &pong, 0).verdict,
+            Verdict::Redirect { to: n.d }
+        );
+        let timestamp = icmp(mac_d, "10.0.0.4", "10.0.0.1", 13, 0, 7);
+        assert_eq!(
+            m.handle(n.d, &timestamp, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.a)
+        );
+    }
+
+    #[test]
+    fn fabric_checks_come_before_security_groups() {
+        let mut m = model();
+        let n = ids(&m);
+        let (mac_a, mac_d) = (m.nic(n.a).mac, m.nic(n.d).mac);
+        let cases = [
+            // Another NIC's source MAC.
+            (
+                n.a,
+                tcp(mac_d, "10.0.0.1", "10.0.0.2", 1, 5432, 2),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+            // B's address from A.
+            (
+                n.a,
+                tcp(mac_a, "10.0.0.2", "10.0.0.4", 1, 80, 2),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+            // C's address on F1 only.
+            (
+                n.a,
+                tcp(mac_a, "10.0.0.1", "10.1.0.3", 1, 80, 2),
+                drop_reason::NOT_MEMBER,
+            ),
+            (
+                n.a,
+                tcp(mac_a, "10.0.0.1", "10.0.0.99", 1, 80, 2),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                n.a,
+                tcp(mac_a, "10.0.0.1", "10.0.0.1", 1, 80, 2),
+                drop_reason::NO_DESTINATION,
+            ),
+            // Cut inside the TCP header.
+            (
+                n.a,
+                tcp(mac_a, "10.0.0.1", "10.0.0.2", 1, 5432, 2)[..50].to_vec(),
+                drop_reason::MALFORMED,
+            ),
+            // The frame size comes first.
+            (
+                n.a,
+                {
+                    let mut f = tcp(mac_d, "1.2.3.4", "10.0.0.2", 1, 5432, 2);
+                    f.resize(8192 + 15, 0);
+                    f
+                },
+                drop_reason::MFS_EXCEEDED,
+            ),
+            (
+                n.a,
+                {
+                    let mut f = tcp(mac_a, "10.0.0.1", "10.0.0.2", 1, 5432, 2);
+                    f[12] = 0x86;
+                    f[13] = 0xdd;
+                    f
+                },
+                drop_reason::NON_IP,
+            ),
+        ];
+        for (i, (from, frame, reason)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                m.handle(from, &frame, 0).verdict,
+                drop(reason, from),
+                "case {i}"
+            );
+        }
+        // D may spoof its source address: then the rules decide (default: all outbound; A's web
+        // group takes 80-443).
+        let spoofed = tcp(mac_d, "192.0.2.1", "10.0.0.1", 1, 80, 2);
+        assert_eq!(
+            m.handle(n.d, &spoofed, 0).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        // The shared address goes to the NIC on the sender's CHPID.
+        let shared = tcp(mac_d, "10.0.0.4", "10.9.0.1", 1, 5432, 2);
+        assert_eq!(
+            m.handle(n.d, &shared, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.b),
+            "B's db group takes 5432 only from web members"
+        );
+        let _ = n.c;
+    }
+
+    #[test]
+    fn later_fragments_match_only_rules_without_ports_or_types() {
+        let mut m = model();
+        let n = ids(&m);
+        let (mac_a, mac_b, mac_d) = (m.nic(n.a).mac, m.nic(n.b).mac, m.nic(n.d).mac);
+        // B's outbound ICMP to 10.0.0.0/24 has no type; D (default) takes inbound from its
+        // own members only, and B is not one: refused inbound, not outbound.
+        let frag = ipv4(mac_b, "10.0.0.2", "10.0.0.4", IPPROTO_ICMP, 100, &[0; 8]);
+        assert_eq!(
+            m.handle(n.b, &frag, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.d)
+        );
+        // A's inbound ICMP rule names type 8: a later fragment has no type.
+        let frag = ipv4(mac_d, "10.0.0.4", "10.0.0.1", IPPROTO_ICMP, 100, &[0; 8]);
+        assert_eq!(
+            m.handle(n.d, &frag, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.a)
+        );
+        // A's inbound TCP rule has a port range: a later fragment has no port.
+        let frag = ipv4(mac_d, "10.0.0.4", "10.0.0.1", IPPROTO_TCP, 0x2001, &[]);
+        assert_eq!(
+            m.handle(n.d, &frag, 0).verdict,
+            drop(drop_reason::SG_DENIED_INBOUND, n.a)
+        );
+        // A first fragment carries its ports.
+        let mut first = tcp(mac_d, "10.0.0.4", "10.0.0.1", 1, 80, 2);
+        first[20] = 0x20; // more fragments, offset 0
+        assert_eq!(
+            m.handle(n.d, &first, 0).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        // A's outbound allows nothing but TCP 5432 to db members.
+        let gre = ipv4(mac_a, "10.0.0.1", "10.0.0.4", 47, 0, &[0; 4]);
+        assert_eq!(
+            m.handle(n.a, &gre, 0).verdict,
+            drop(drop_reason::SG_DENIED_OUTBOUND, n.a)
+        );
+    }
+
+    #[test]
+    fn connections_expire_when_idle() {
+        let mut m = model();
+        let n = ids(&m);
+        let (mac_a, mac_d) = (m.nic(n.a).mac, m.nic(n.d).mac);
+        let ping = icmp(mac_d, "10.0.0.4", "10.0.0.1", 8, 0, 9);
+        assert_eq!(
+            m.handle(n.d, &ping, 0).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        // A's echo reply needs the tracked connection (A has no outbound ICMP rule).
+        let pong = icmp(mac_a, "10.0.0.1", "10.0.0.4", 0, 0, 9);
+        assert_eq!(
+            m.handle(n.a, &pong, ct_timeout::ICMP_NS).verdict,
+            Verdict::Redirect { to: n.d }
+        );
+        assert_eq!(
+            m.handle(n.a, &pong, 2 * ct_timeout::ICMP_NS + 1).verdict,
+            drop(drop_reason::SG_DENIED_OUTBOUND, n.a)
+        );
+        // TCP after a FIN: the closing timeout applies.
+        let syn = tcp(mac_d, "10.0.0.4", "10.0.0.1", 5, 80, 0x02);
+        let fin = tcp(mac_a, "10.0.0.1", "10.0.0.4", 80, 5, 0x11);
+        assert_eq!(
+            m.handle(n.d, &syn, 0).verdict,
+            Verdict::Redirect { to: n.a }
+        );
+        assert_eq!(
+            m.handle(n.a, &fin, 1).verdict,
+            Verdict::Redirect { to: n.d }
+        );
+        let late = 2 + ct_timeout::TCP_CLOSING_NS;
+        assert_eq!(
+            m.handle(n.a, &fin, late).verdict,
+            drop(drop_reason::SG_DENIED_OUTBOUND, n.a)
+        );
+    }
+
+    #[test]
+    fn arp_is_answered_by_the_fabric() {
+        let mut m = model();
+        let n = ids(&m);
+        let (mac_a, mac_b) = (m.nic(n.a).mac, m.nic(n.b).mac);
+        let request = arp(mac_a, 1, "10.0.0.1", "10.9.0.1");
+        let out = m.handle(n.a, &request, 0);
+        assert_eq!(out.verdict, Verdict::ArpReply);
+        let mut want = mac_a.to_vec();
+        want.extend_from_slice(&mac_b);
+        want.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+        want.extend_from_slice(&mac_b);
+        want.extend_from_slice(&[10, 9, 0, 1]);
+        want.extend_from_slice(&mac_a);
+        want.extend_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(out.frame, want);
+        let cases = [
+            (
+                arp(mac_a, 2, "10.0.0.1", "10.0.0.2"),
+                drop_reason::ARP_IGNORED,
+            ),
+            (
+                arp(mac_b, 1, "10.0.0.1", "10.0.0.2"),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+            (
+                arp(mac_a, 1, "10.0.0.4", "10.0.0.2"),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+            (
+                arp(mac_a, 1, "10.0.0.1", "10.1.0.3"),
+                drop_reason::NOT_MEMBER,
+            ),
+            (
+                arp(mac_a, 1, "0.0.0.0", "10.0.0.1"),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                arp(mac_a, 1, "10.0.0.1", "10.0.0.2")[..41].to_vec(),
+                drop_reason::MALFORMED,
+            ),
+        ];
+        for (i, (frame, reason)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                m.handle(n.a, &frame, 0).verdict,
+                drop(reason, n.a),
+                "case {i}"
+            );
+        }
+        // Security groups do not apply to ARP; a spoofing NIC may claim any sender address.
+        let spoofing = arp(m.nic(n.d).mac, 1, "10.0.0.2", "10.0.0.1");
+        assert_eq!(m.handle(n.d, &spoofing, 0).verdict, Verdict::ArpReply);
+        assert_eq!(ip("10.0.0.1"), m.nic(n.a).addrs[0]);
+    }
+}
