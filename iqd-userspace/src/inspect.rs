@@ -50,6 +50,9 @@ pub struct NicStatus {
     /// online: both ends up and the program attached; offline: present but not carrying;
     /// absent: not created (fabric down, or the namespace lost it).
     pub state: String,
+    /// The NIC's security groups, as the file lists them (or `default`).
+    pub security_groups: Vec<String>,
+    pub allow_ip_spoofing: bool,
 }
 
 pub async fn status(fabric: &Fabric) -> Result<Status> {
@@ -115,6 +118,8 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
                 mtu: nic_link.as_ref().map(|l| l.mtu),
                 port,
                 state: state.to_string(),
+                security_groups: nic.security_groups.clone(),
+                allow_ip_spoofing: nic.allow_ip_spoofing,
             });
         }
         lpars.push(LparStatus {

@@ -324,4 +324,21 @@ allow_ip_spoofing = true"#;
     );
     assert!(fabric.drops("A", "hsi0", "spoofed_source") >= 1);
     assert_eq!(fabric.drops("C", "hsi0", "spoofed_source"), 0);
+
+    // `iqd status` shows who may spoof and every NIC's groups.
+    let out = fabric.iqd("status", &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let nic = |lpar: &str| {
+        status["lpars"]
+            .as_array()
+            .expect("lpars")
+            .iter()
+            .find(|l| l["lpar"] == lpar)
+            .map(|l| l["nics"][0].clone())
+            .expect("LPAR in status")
+    };
+    assert_eq!(nic("C")["allow_ip_spoofing"], true);
+    assert_eq!(nic("A")["allow_ip_spoofing"], false);
+    assert_eq!(nic("A")["security_groups"], serde_json::json!(["open"]));
 }

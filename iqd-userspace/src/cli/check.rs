@@ -16,14 +16,26 @@ impl Check {
     pub fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         let nics: usize = fabric.lpars.iter().map(|l| l.nics.len()).sum();
+        let rules: usize = fabric.security_groups.iter().map(|g| g.rules.len()).sum();
         println!(
-            "{}: fabric {} is valid: {} CHPIDs, {} LPARs, {} NICs",
+            "{}: fabric {} is valid: {}, {}, {}, {} with {}",
             self.config.config.display(),
             fabric.name,
-            fabric.chpids.len(),
-            fabric.lpars.len(),
-            nics
+            count(fabric.chpids.len(), "CHPID"),
+            count(fabric.lpars.len(), "LPAR"),
+            count(nics, "NIC"),
+            count(fabric.security_groups.len(), "security group"),
+            count(rules, "rule"),
         );
         Ok(())
+    }
+}
+
+/// `1 NIC`, `2 NICs`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

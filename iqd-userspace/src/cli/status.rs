@@ -40,15 +40,23 @@ impl Status {
             );
         }
         println!();
+        // Namespace names may be long (up to 64): the column grows to fit them.
+        let ns_width = status
+            .lpars
+            .iter()
+            .map(|l| l.netns.len())
+            .max()
+            .unwrap_or(0)
+            .max(8);
         println!(
-            "{:<8} {:<8} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
+            "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
             "LPAR", "NETNS", "NIC", "CHPID", "DEVICES", "MAC", "MTU", "STATE"
         );
         for l in &status.lpars {
             for n in &l.nics {
                 let mtu = n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<8} {:<8} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} {}",
+                    "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} {}",
                     l.lpar,
                     l.netns,
                     n.nic,
@@ -58,6 +66,27 @@ impl Status {
                     mtu,
                     n.state,
                     n.ipv4.join(" ")
+                );
+            }
+        }
+        println!();
+        println!(
+            "{:<8} {:<6} {:<14} SECURITY GROUPS",
+            "LPAR", "NIC", "IP SPOOFING"
+        );
+        for l in &status.lpars {
+            for n in &l.nics {
+                let spoofing = if n.allow_ip_spoofing {
+                    "allowed"
+                } else {
+                    "refused"
+                };
+                println!(
+                    "{:<8} {:<6} {:<14} {}",
+                    l.lpar,
+                    n.nic,
+                    spoofing,
+                    n.security_groups.join(" ")
                 );
             }
         }
