@@ -271,6 +271,7 @@ pub fn links(netns: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 pub mod frames;
+pub mod prog_test;
 
 /// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that
 /// namespace wherever they are used afterwards.

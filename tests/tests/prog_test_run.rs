@@ -3,27 +3,17 @@
 //! without any traffic.
 //!
 //! Each test loads the real eBPF object with its maps pinned under a fabric name of its own,
-//! and describes ports that are veths in a namespace of its own: the kernel resolves the
-//! ingress ifindex given to the test run (and the DEVMAP entries) in the calling thread's
-//! namespace, so the test thread enters that namespace. A guard removes the pins and the
-//! namespace whatever happens.
+//! and describes ports that are veths in a namespace of its own (`iqd_tests::prog_test`). A
+//! guard removes the pins and the namespace whatever happens.
 use std::{
-    ffi::CString,
-    fs, io, mem,
+    io, mem,
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
-    process::Command,
-    sync::{Mutex, MutexGuard},
     thread,
     time::Duration,
 };
 
-use aya::{programs::ProgramError, TestRun, TestRunAttrs, TestRunOptions};
-use iqd::{
-    dataplane::{self, DataPlane, FabricMaps, Side},
-    netns::{self, NetnsGuard},
-};
+use iqd::{dataplane::Side, netns};
 use iqd_common::{
     drop_reason, sg_direction, sg_proto, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
     SgRanges, SG_KEY_FIXED_BITS,
@@ -34,13 +24,8 @@ use iqd_tests::{
         ARP_LEN, ARP_REQUEST, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
         ETH_P_LOCAL_EXP, ETH_ZLEN, IPV4_HLEN, TCP_HLEN,
     },
-    require_root, unique,
+    prog_test::{ifindex, ip, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
-
-// Verdicts (enum xdp_action).
-const XDP_DROP: u32 = 1;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 
 const F0: u32 = 0xf0;
 const F1: u32 = 0xf1;
@@ -118,87 +103,15 @@ const PORTS: &[PortSpec] = &[
     },
 ];
 
-/// Serialises creating a pin directory with removing the (then empty) common pin root, which
-/// would otherwise race between parallel tests.
-static PIN_ROOT_LOCK: Mutex<()> = Mutex::new(());
-
-fn pin_root_lock() -> MutexGuard<'static, ()> {
-    PIN_ROOT_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Removes what a bench created, on drop: its pin directory (maps) and its namespace (veths).
-struct Cleanup {
-    netns: String,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        {
-            let _lock = pin_root_lock();
-            match fs::remove_dir_all(&self.pin_dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => eprintln!("cleanup: remove {}: {e}", self.pin_dir.display()),
-            }
-            // Only succeeds when no fabric (and no other bench) has pins left.
-            let _ = fs::remove_dir(dataplane::PIN_ROOT);
-        }
-        if let Err(e) = netns::delete(&self.netns) {
-            eprintln!("cleanup: delete namespace {}: {e}", self.netns);
-        }
-    }
-}
-
 struct Port {
     spec: &'static PortSpec,
     ifindex: u32,
 }
 
-/// What one test run returned.
-#[derive(Debug)]
-struct Run {
-    action: u32,
-    frame: Vec<u8>,
-}
-
-/// The loaded program, its maps and the ports, inside the bench's namespace.
+/// The program and its maps with the ports of [`PORTS`] described.
 struct Bench {
-    // Fields drop in order: leave the namespace, close programs and maps, then remove them.
-    _netns: NetnsGuard,
-    plane: DataPlane,
-    maps: FabricMaps,
+    prog: ProgBench,
     ports: Vec<Port>,
-    cleanup: Cleanup,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c_name = CString::new(name).expect("interface name");
-    // SAFETY: a valid NUL-terminated string; the call only reads it.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    assert_ne!(index, 0, "no interface {name} in the bench namespace");
-    index
-}
-
-/// A `struct xdp_md` for a test run: the whole frame, arriving on `ingress_ifindex`, queue 0.
-fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
-    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-    [0, len as u32, 0, ingress_ifindex, 0, 0]
-        .iter()
-        .flat_map(|v: &u32| v.to_ne_bytes())
-        .collect()
 }
 
 /// An AF_PACKET socket that sees every frame arriving on one interface of the calling
@@ -298,46 +211,8 @@ fn reason_name(reason: u32) -> &'static str {
 
 impl Bench {
     fn new() -> Self {
-        require_root();
-        let fabric = unique("pt");
-        let netns_name = format!("iqd-{fabric}");
-        let pin_dir = dataplane::pin_dir(&fabric);
-        assert!(!pin_dir.exists(), "{} exists already", pin_dir.display());
-        assert!(
-            netns::create(&netns_name).expect("create namespace"),
-            "namespace {netns_name} exists already"
-        );
-        // From here on everything is ours to remove, whatever fails next.
-        let cleanup = Cleanup {
-            netns: netns_name.clone(),
-            pin_dir: pin_dir.clone(),
-        };
-        for spec in PORTS {
-            let peer = format!("{}n", spec.name);
-            let mac = spec
-                .mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            ip(&[
-                "-n",
-                &netns_name,
-                "link",
-                "add",
-                "name",
-                spec.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer,
-                "address",
-                &mac,
-            ]);
-        }
-
-        let guard = NetnsGuard::enter(&netns_name).expect("enter namespace");
+        let veths: Vec<(&str, Mac)> = PORTS.iter().map(|s| (s.name, s.mac)).collect();
+        let mut prog = ProgBench::new(&veths);
         let ports: Vec<Port> = PORTS
             .iter()
             .map(|spec| Port {
@@ -345,14 +220,7 @@ impl Bench {
                 ifindex: ifindex(spec.name),
             })
             .collect();
-        {
-            let _lock = pin_root_lock();
-            // A fresh machine may not have bpffs mounted yet.
-            dataplane::ensure_bpffs().expect("mount bpffs");
-            fs::create_dir_all(&pin_dir).expect("create pin directory");
-        }
-        let plane = DataPlane::load(&pin_dir).expect("load the eBPF programs");
-        let mut maps = FabricMaps::open(&fabric, &pin_dir).expect("open the pinned maps");
+        let maps = &mut prog.maps;
         let mut routes = Vec::new();
         for port in ports.iter().filter(|p| p.spec.registered) {
             let spec = port.spec;
@@ -406,13 +274,7 @@ impl Bench {
             }
         }
         maps.sync_rules(&rules).expect("sync rules");
-        Self {
-            _netns: guard,
-            plane,
-            maps,
-            ports,
-            cleanup,
-        }
+        Self { prog, ports }
     }
 
     fn port(&self, name: &str) -> &Port {
@@ -428,26 +290,8 @@ impl Bench {
 
     /// Runs the port program once on `frame` as if it arrived on port `port`.
     fn try_run(&mut self, port: &str, frame: &[u8]) -> io::Result<Run> {
-        let ctx = xdp_md(frame.len(), self.ifindex(port));
-        let mut out = vec![0u8; frame.len() + 4096];
-        let program = self.plane.program(Side::Port).expect("port program");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::new()
-        };
-        match program.test_run(opts) {
-            Ok(result) => {
-                out.truncate(result.data_size_out as usize);
-                Ok(Run {
-                    action: result.return_value,
-                    frame: out,
-                })
-            }
-            Err(ProgramError::SyscallError(e)) => Err(e.io_error),
-            Err(e) => panic!("test run failed: {e}"),
-        }
+        let ingress = self.ifindex(port);
+        self.prog.try_run(ingress, frame)
     }
 
     /// Runs the port program once on `frame` from `port` in live-frames mode: the kernel
@@ -455,17 +299,8 @@ impl Bench {
     /// so the frame really reaches the NIC side of a veth. The kernel does not report the
     /// verdict in this mode (the non-live runs check it).
     fn run_live(&mut self, port: &str, frame: &[u8]) {
-        let ctx = xdp_md(frame.len(), self.ifindex(port));
-        let program = self.plane.program(Side::Port).expect("port program");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx),
-            attrs: TestRunAttrs::new().xdp_live_frames(1),
-            ..TestRunOptions::new()
-        };
-        if let Err(e) = program.test_run(opts) {
-            panic!("live BPF_PROG_TEST_RUN failed: {e}");
-        }
+        let ingress = self.ifindex(port);
+        self.prog.run_live(ingress, frame);
     }
 
     /// Readies the NIC side of every port for frames from the fabric, as `iqd up` does: IPv6
@@ -474,11 +309,12 @@ impl Bench {
     fn bring_up(&mut self) {
         netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1").expect("IPv6 off");
         netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1").expect("IPv6 off");
-        let netns_name = self.cleanup.netns.clone();
+        let netns_name = self.prog.netns().to_string();
         for spec in PORTS {
             let nic = format!("{}n", spec.name);
             let nic_index = ifindex(&nic);
-            self.plane
+            self.prog
+                .plane
                 .attach(Side::Nic, spec.name, nic_index)
                 .expect("attach the NIC program");
             for link in [spec.name, nic.as_str()] {
@@ -493,9 +329,7 @@ impl Bench {
     }
 
     fn counters(&self, port: &str) -> NicCounters {
-        self.maps
-            .counters(self.ifindex(port))
-            .expect("read counters")
+        self.prog.counters(self.ifindex(port))
     }
 
     fn all_counters(&self) -> Vec<(&'static str, NicCounters)> {
@@ -728,6 +562,7 @@ fn redirect_to_a_port_missing_from_the_devmap_fails() {
     let mut bench = Bench::new();
     let b = bench.ifindex("b");
     bench
+        .prog
         .maps
         .devmap
         .remove(b)

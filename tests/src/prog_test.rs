@@ -1,0 +1,242 @@
+//! A bench for feeding the port program (`iqd_port`) frames through BPF_PROG_TEST_RUN: the
+//! real eBPF object loaded with its maps pinned under a fabric name of its own, and veth pairs
+//! in a namespace of its own standing for the fabric-side ports of NICs.
+//!
+//! The kernel resolves the ingress ifindex given to a test run (and the DEVMAP entries) in the
+//! calling thread's namespace, so the bench enters its namespace for as long as it lives: use it
+//! from the thread that made it. Dropping it leaves the namespace and removes the pins and the
+//! namespace, whatever happened before.
+use std::{
+    ffi::CString,
+    fs, io,
+    path::PathBuf,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+};
+
+use aya::{programs::ProgramError, TestRun, TestRunAttrs, TestRunOptions};
+use iqd::{
+    dataplane::{self, DataPlane, FabricMaps, Side},
+    netns::{self, NetnsGuard},
+};
+use iqd_common::NicCounters;
+
+use crate::{frames::Mac, require_root, unique};
+
+// Verdicts (enum xdp_action).
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The name of an XDP verdict.
+pub fn action_name(action: u32) -> &'static str {
+    match action {
+        XDP_ABORTED => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "unknown verdict",
+    }
+}
+
+/// Serialises creating a pin directory with removing the (then empty) common pin root, which
+/// would otherwise race between parallel tests.
+static PIN_ROOT_LOCK: Mutex<()> = Mutex::new(());
+
+fn pin_root_lock() -> MutexGuard<'static, ()> {
+    PIN_ROOT_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes what a bench created, on drop: its pin directory (maps) and its namespace (veths).
+struct Cleanup {
+    netns: String,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        {
+            let _lock = pin_root_lock();
+            match fs::remove_dir_all(&self.pin_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => eprintln!("cleanup: remove {}: {e}", self.pin_dir.display()),
+            }
+            // Only succeeds when no fabric (and no other bench) has pins left.
+            let _ = fs::remove_dir(dataplane::PIN_ROOT);
+        }
+        if let Err(e) = netns::delete(&self.netns) {
+            eprintln!("cleanup: delete namespace {}: {e}", self.netns);
+        }
+    }
+}
+
+/// What one test run returned: the verdict and the frame as the program left it.
+#[derive(Debug)]
+pub struct Run {
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+/// Runs `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The ifindex of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> u32 {
+    let c_name = CString::new(name).expect("interface name");
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name} in the bench namespace");
+    index
+}
+
+/// A `struct xdp_md` for a test run: the whole frame, arriving on `ingress_ifindex`, queue 0.
+fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    [0, len as u32, 0, ingress_ifindex, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect()
+}
+
+/// The loaded programs, their maps and the veths, inside the bench's namespace. The maps start
+/// empty: the test describes ports, routes and rules itself.
+pub struct ProgBench {
+    // Fields drop in order: leave the namespace, close programs and maps, then remove them.
+    _netns: NetnsGuard,
+    pub plane: DataPlane,
+    pub maps: FabricMaps,
+    cleanup: Cleanup,
+}
+
+impl ProgBench {
+    /// A fresh namespace with one veth pair per `(name, mac)`: `name` is the fabric-side port,
+    /// `{name}n` its peer (the NIC side) with that MAC. Names must be short (at most 14
+    /// characters).
+    pub fn new(veths: &[(&str, Mac)]) -> Self {
+        require_root();
+        let fabric = unique("pt");
+        let netns_name = format!("iqd-{fabric}");
+        let pin_dir = dataplane::pin_dir(&fabric);
+        assert!(!pin_dir.exists(), "{} exists already", pin_dir.display());
+        assert!(
+            netns::create(&netns_name).expect("create namespace"),
+            "namespace {netns_name} exists already"
+        );
+        // From here on everything is ours to remove, whatever fails next.
+        let cleanup = Cleanup {
+            netns: netns_name.clone(),
+            pin_dir: pin_dir.clone(),
+        };
+        for (name, mac) in veths {
+            let peer = format!("{name}n");
+            let mac = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            ip(&[
+                "-n",
+                &netns_name,
+                "link",
+                "add",
+                "name",
+                name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "address",
+                &mac,
+            ]);
+        }
+
+        let guard = NetnsGuard::enter(&netns_name).expect("enter namespace");
+        {
+            let _lock = pin_root_lock();
+            // A fresh machine may not have bpffs mounted yet.
+            dataplane::ensure_bpffs().expect("mount bpffs");
+            fs::create_dir_all(&pin_dir).expect("create pin directory");
+        }
+        let plane = DataPlane::load(&pin_dir).expect("load the eBPF programs");
+        let maps = FabricMaps::open(&fabric, &pin_dir).expect("open the pinned maps");
+        Self {
+            _netns: guard,
+            plane,
+            maps,
+            cleanup,
+        }
+    }
+
+    /// The bench's network namespace.
+    pub fn netns(&self) -> &str {
+        &self.cleanup.netns
+    }
+
+    /// Runs the port program once on `frame` as if it arrived on the port `ingress`.
+    pub fn try_run(&mut self, ingress: u32, frame: &[u8]) -> io::Result<Run> {
+        let ctx = xdp_md(frame.len(), ingress);
+        let mut out = vec![0u8; frame.len() + 4096];
+        let program = self.plane.program(Side::Port).expect("port program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        };
+        match program.test_run(opts) {
+            Ok(result) => {
+                out.truncate(result.data_size_out as usize);
+                Ok(Run {
+                    action: result.return_value,
+                    frame: out,
+                })
+            }
+            Err(ProgramError::SyscallError(e)) => Err(e.io_error),
+            Err(e) => panic!("test run failed: {e}"),
+        }
+    }
+
+    /// Like [`ProgBench::try_run`], for frames the kernel accepts.
+    pub fn run(&mut self, ingress: u32, frame: &[u8]) -> Run {
+        self.try_run(ingress, frame)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"))
+    }
+
+    /// Runs the port program once on `frame` from port `ingress` in live-frames mode: the
+    /// kernel carries out the verdict (XDP_REDIRECT through the DEVMAP, XDP_TX back out of the
+    /// port), so the frame really reaches the NIC side of a veth. The kernel does not report the
+    /// verdict in this mode.
+    pub fn run_live(&mut self, ingress: u32, frame: &[u8]) {
+        let ctx = xdp_md(frame.len(), ingress);
+        let program = self.plane.program(Side::Port).expect("port program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::new()
+        };
+        if let Err(e) = program.test_run(opts) {
+            panic!("live BPF_PROG_TEST_RUN failed: {e}");
+        }
+    }
+
+    /// A port's counters, summed over CPUs.
+    pub fn counters(&self, ifindex: u32) -> NicCounters {
+        self.maps.counters(ifindex).expect("read counters")
+    }
+}
