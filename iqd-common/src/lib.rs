@@ -36,6 +36,8 @@ pub mod program_names {
     /// The pass-through program on the LPAR side of every NIC (gives the veth the NAPI context
     /// that frames sent back with XDP_TX need).
     pub const NIC: &str = "iqd_nic";
+    /// The tc ingress program on the fabric side of every NIC (data path `tc`).
+    pub const TC: &str = "iqd_tc";
 }
 
 /// Capacity of the per-port maps: NICs in one fabric.

@@ -1,24 +1,24 @@
 //! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
-//! (XDP_TX back to the asking NIC). ARP never crosses the fabric.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+//! (sent back out of the asking NIC's port). ARP never crosses the fabric.
 use iqd_common::{drop_reason, PortInfo};
 
 use crate::{
-    counters, maps,
+    frame::Frame,
+    maps,
     parse::{self, copy_mac, ArpHdr, EthHdr},
-    policy, DropReason,
+    policy, DropReason, Verdict,
 };
 
 const ARP_REQUEST: u16 = 1;
 const ETH_HDR_LEN: usize = 14;
 
 #[inline(always)]
-pub fn answer(
-    ctx: &XdpContext,
+pub fn answer<C: Frame>(
+    ctx: &C,
     ifindex: u32,
     port: &PortInfo,
     eth: *mut EthHdr,
-) -> Result<u32, DropReason> {
+) -> Result<Verdict, DropReason> {
     let arp: *mut ArpHdr = parse::ptr_at(ctx, ETH_HDR_LEN)?;
     // SAFETY: both pointers came from `ptr_at`, which checked the bounds.
     let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
@@ -59,6 +59,5 @@ pub fn answer(
     copy_mac(&mut arp.sha, &target.mac);
     arp.spa = tpa.to_ne_bytes();
 
-    counters::delivered(ifindex, parse::frame_len(ctx));
-    Ok(xdp_action::XDP_TX)
+    Ok(Verdict::Reply)
 }

@@ -11,20 +11,21 @@ fn with(ifindex: u32, f: impl FnOnce(&mut NicCounters)) {
     }
 }
 
-/// The LPAR sent a frame into the fabric.
+/// The LPAR sent `packets` frames (more than one: a GSO packet) of `len` bytes in all into the
+/// fabric.
 #[inline(always)]
-pub fn sent(ifindex: u32, len: u64) {
+pub fn sent(ifindex: u32, packets: u32, len: u64) {
     with(ifindex, |c| {
-        c.tx_packets += 1;
+        c.tx_packets += packets as u64;
         c.tx_bytes += len;
     });
 }
 
-/// The fabric delivered a frame to the LPAR behind `ifindex`.
+/// The fabric delivered `packets` frames of `len` bytes in all to the LPAR behind `ifindex`.
 #[inline(always)]
-pub fn delivered(ifindex: u32, len: u64) {
+pub fn delivered(ifindex: u32, packets: u32, len: u64) {
     with(ifindex, |c| {
-        c.rx_packets += 1;
+        c.rx_packets += packets as u64;
         c.rx_bytes += len;
     });
 }

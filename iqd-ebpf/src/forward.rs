@@ -1,24 +1,25 @@
 //! Layer 3 forwarding: by destination IPv4 address, to the NIC that registered it on the same
-//! CHPID, with XDP_REDIRECT through the DEVMAP.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+//! CHPID. Decides only; the entry point of each hook moves the frame.
 use iqd_common::{drop_reason, sg_direction, PortInfo};
 
 use crate::{
-    conntrack, counters, maps,
+    conntrack, counters,
+    frame::Frame,
+    maps,
     parse::{self, copy_mac, EthHdr, Ipv4Hdr},
-    policy, secgroup, DropReason, COUNTED,
+    policy, secgroup, DropReason, Verdict, COUNTED,
 };
 
 const ETH_HDR_LEN: usize = 14;
 
 #[inline(always)]
-pub fn ipv4(
-    ctx: &XdpContext,
+pub fn ipv4<C: Frame>(
+    ctx: &C,
     ifindex: u32,
     port: &PortInfo,
     eth: *mut EthHdr,
     frame_len: u64,
-) -> Result<u32, DropReason> {
+) -> Result<Verdict, DropReason> {
     let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HDR_LEN)?;
     // SAFETY: both pointers came from `ptr_at`, which checked the bounds.
     let (eth, ip) = unsafe { (&mut *eth, &*ip) };
@@ -31,6 +32,14 @@ pub fn ipv4(
         || tot_len + ETH_HDR_LEN as u64 > frame_len
     {
         return Err(drop_reason::MALFORMED);
+    }
+    let l4_offset = ETH_HDR_LEN + ihl as usize * 4;
+    // A GSO packet (tc only) stands for segments of `gso_size` payload each: the frame size
+    // holds for every segment on the wire.
+    let gso_size = ctx.gso_size();
+    if gso_size != 0 {
+        let flow = parse::flow(ctx, ip, l4_offset)?;
+        policy::check_frame_size(port, (l4_offset as u32 + flow.l4_len + gso_size) as u64)?;
     }
 
     policy::check_source_mac(port, &eth.src)?;
@@ -47,7 +56,7 @@ pub fn ipv4(
     };
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
-    let flow = parse::flow(ctx, ip, ETH_HDR_LEN + ihl as usize * 4)?;
+    let flow = parse::flow(ctx, ip, l4_offset)?;
     if !conntrack::track(&flow, ifindex, target.ifindex) {
         if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);
@@ -62,11 +71,7 @@ pub fn ipv4(
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.
     copy_mac(&mut eth.dst, &target.mac);
-    match maps::IQD_DEVMAP.redirect(target.ifindex, 0) {
-        Ok(action) if action == xdp_action::XDP_REDIRECT => {
-            counters::delivered(target.ifindex, frame_len);
-            Ok(action)
-        }
-        _ => Err(drop_reason::REDIRECT_FAILED),
-    }
+    Ok(Verdict::Deliver {
+        ifindex: target.ifindex,
+    })
 }

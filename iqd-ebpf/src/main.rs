@@ -1,10 +1,17 @@
-//! iqd's data plane: the XDP program on the fabric side of every NIC.
+//! iqd's data plane: the programs on the fabric side of every NIC.
 //!
-//! A frame an LPAR sends on its NIC arrives here. The program parses it once, applies the
+//! A frame an LPAR sends on its NIC arrives at its port. The program parses it once, applies the
 //! CHPID's rules (frame size, anti-spoofing, membership), answers ARP itself and forwards IPv4
 //! by destination address to the NIC that registered it, on the same CHPID only, where both
 //! NICs' security groups (or a tracked connection) allow it. Every frame that is not delivered is
 //! dropped and counted under a reason (see `iqd_common::drop_reason`).
+//!
+//! The decision is the same code for every data path ([`decide`], over [`frame::Frame`]); only
+//! the last step differs:
+//! - `iqd_port` (XDP, data path `xdp`): XDP_REDIRECT through the DEVMAP, XDP_TX for replies;
+//! - `iqd_tc` (tc ingress, data path `tc`): `bpf_redirect_peer` straight into the destination
+//!   LPAR's `hsiN`, keeping the packet whole (GSO, no copy); `bpf_redirect` back out of the port
+//!   for replies.
 #![no_std]
 #![no_main]
 
@@ -12,15 +19,24 @@ mod arp;
 mod conntrack;
 mod counters;
 mod forward;
+mod frame;
 mod maps;
 mod parse;
 mod policy;
 mod secgroup;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use iqd_common::drop_reason;
 
-use crate::parse::{EthHdr, ETH_P_ARP, ETH_P_IP};
+use crate::{
+    frame::Frame,
+    parse::{EthHdr, ETH_P_ARP, ETH_P_IP},
+};
 
 /// A drop reason from `iqd_common::drop_reason`.
 pub type DropReason = u32;
@@ -28,27 +44,27 @@ pub type DropReason = u32;
 /// A drop already counted where it belongs (on another NIC than the sender).
 pub const COUNTED: DropReason = u32::MAX;
 
-// Multi-buffer ("frags") so CHPID MTUs of up to 56K work on veth.
-#[xdp(frags)]
-pub fn iqd_port(ctx: XdpContext) -> u32 {
-    match try_port(&ctx) {
-        Ok(action) => action,
-        Err(reason) => {
-            counters::dropped(ctx.ingress_ifindex() as u32, reason);
-            xdp_action::XDP_DROP
-        }
-    }
+/// What to do with a frame the fabric accepts.
+pub enum Verdict {
+    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
+    Deliver { ifindex: u32 },
+    /// Send it back to the sender: the frame was turned into an ARP reply in place.
+    Reply,
 }
 
-fn try_port(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let ifindex = ctx.ingress_ifindex() as u32;
+/// The fabric's decision on a frame from the NIC behind port `ifindex`; counts what it sent.
+#[inline(always)]
+fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     // A port the loader has not described yet carries nothing.
     let port = maps::port(ifindex).ok_or(drop_reason::NO_DESTINATION)?;
-    let frame_len = parse::frame_len(ctx);
-    counters::sent(ifindex, frame_len);
+    let frame_len = ctx.len();
+    counters::sent(ifindex, ctx.segments(), frame_len);
 
     let eth: *mut EthHdr = parse::ptr_at(ctx, 0)?;
-    policy::check_frame_size(&port, frame_len)?;
+    // A GSO packet is checked per segment once its headers are parsed (forward.rs).
+    if ctx.gso_size() == 0 {
+        policy::check_frame_size(&port, frame_len)?;
+    }
     match parse::ether_type(eth) {
         ETH_P_IP => forward::ipv4(ctx, ifindex, &port, eth, frame_len),
         ETH_P_ARP => arp::answer(ctx, ifindex, &port, eth),
@@ -56,8 +72,86 @@ fn try_port(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
 }
 
-/// On the LPAR side of every NIC: passes every frame up. A veth delivers frames that the
-/// fabric sends back with XDP_TX (ARP replies) only when the receiving side runs XDP.
+// Multi-buffer ("frags") so CHPID MTUs of up to 56K work on veth.
+#[xdp(frags)]
+pub fn iqd_port(ctx: XdpContext) -> u32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_port(&ctx, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::dropped(ifindex, reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    match decide(ctx, ifindex)? {
+        Verdict::Deliver { ifindex: target } => match maps::IQD_DEVMAP.redirect(target, 0) {
+            Ok(action) if action == xdp_action::XDP_REDIRECT => {
+                counters::delivered(target, 1, Frame::len(ctx));
+                Ok(action)
+            }
+            _ => Err(drop_reason::REDIRECT_FAILED),
+        },
+        Verdict::Reply => {
+            counters::delivered(ifindex, 1, Frame::len(ctx));
+            Ok(xdp_action::XDP_TX)
+        }
+    }
+}
+
+/// Headers the policy may read: Ethernet, IPv4 with options, TCP with options.
+const HEADROOM: u32 = 14 + 60 + 60;
+
+#[classifier]
+pub fn iqd_tc(ctx: TcContext) -> i32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_tc(&ctx, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::dropped(ifindex, reason);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+    // Headers sit in the linear part of what a veth hands over; pull them in where they do
+    // not (a no-op otherwise), so parsing sees what the XDP path would.
+    let len = ctx.len();
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < HEADROOM && linear < len {
+        let _ = ctx.pull_data(if len < HEADROOM { len } else { HEADROOM });
+    }
+    let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
+    match decide(ctx, ifindex)? {
+        Verdict::Deliver { ifindex: target } => {
+            // The DEVMAP lists the ports that may be delivered to, for both paths alike.
+            if maps::IQD_DEVMAP.get(target).is_none() {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+            // SAFETY: the helper only records the target for after the program returns.
+            if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+            counters::delivered(target, packets, bytes);
+            Ok(TC_ACT_REDIRECT as i32)
+        }
+        Verdict::Reply => {
+            // SAFETY: as above; out of the port the request came in on, to the asker.
+            if unsafe { bpf_redirect(ifindex, 0) } != TC_ACT_REDIRECT as i64 {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+            counters::delivered(ifindex, packets, bytes);
+            Ok(TC_ACT_REDIRECT as i32)
+        }
+    }
+}
+
+/// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers
+/// frames that the fabric sends back with XDP_TX (ARP replies) only when the receiving side
+/// runs XDP.
 #[xdp(frags)]
 pub fn iqd_nic(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS

@@ -1,10 +1,9 @@
 //! Frame parsing: the one place that touches packet memory, always bounds-checked.
 use core::mem;
 
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use iqd_common::drop_reason;
 
-use crate::DropReason;
+use crate::{frame::Frame, DropReason};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -81,6 +80,8 @@ pub struct Flow {
     /// `type << 8 | code` (ICMP); 0 for other protocols and later fragments.
     pub rule_value: u16,
     pub tcp_flags: u8,
+    /// Length of the transport header (TCP with options, UDP, ICMP), 0 when not parsed.
+    pub l4_len: u32,
     /// Whether the frame can open a tracked connection (not ICMP other than echo request).
     pub opens: bool,
     /// Whether the frame can belong to a tracked connection.
@@ -91,7 +92,7 @@ pub struct Flow {
 /// Later fragments carry no transport header: they match rules with value 0 and are not
 /// tracked.
 #[inline(always)]
-pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropReason> {
+pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropReason> {
     let mut flow = Flow {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -101,6 +102,7 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
         dport: 0,
         rule_value: 0,
         tcp_flags: 0,
+        l4_len: 0,
         opens: true,
         tracked: true,
     };
@@ -125,6 +127,7 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
             flow.dport = u16::from_be_bytes(tcp.dport);
             flow.rule_value = flow.dport;
             flow.tcp_flags = tcp.flags;
+            flow.l4_len = ((tcp.data_offset >> 4) as u32) * 4;
         }
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, offset)?;
@@ -133,12 +136,14 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
             flow.sport = u16::from_be_bytes(udp.sport);
             flow.dport = u16::from_be_bytes(udp.dport);
             flow.rule_value = flow.dport;
+            flow.l4_len = mem::size_of::<UdpHdr>() as u32;
         }
         _ => {
             let icmp: *const IcmpHdr = ptr_at(ctx, offset)?;
             // SAFETY: `ptr_at` checked the bounds.
             let icmp = unsafe { &*icmp };
             flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
+            flow.l4_len = mem::size_of::<IcmpHdr>() as u32;
             match icmp.icmp_type {
                 ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
                     // The identifier stands for both ports, so a reply's key reverses a
@@ -175,20 +180,13 @@ pub struct ArpHdr {
 /// A pointer to a `T` at `offset` in the frame's linear part, or `malformed` if the frame is
 /// shorter. Headers always sit in the linear part, also for multi-buffer frames.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> {
+pub fn ptr_at<C: Frame, T>(ctx: &C, offset: usize) -> Result<*mut T, DropReason> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + mem::size_of::<T>() > end {
         return Err(drop_reason::MALFORMED);
     }
     Ok((start + offset) as *mut T)
-}
-
-/// Length of the whole frame, all fragments included.
-#[inline(always)]
-pub fn frame_len(ctx: &XdpContext) -> u64 {
-    // SAFETY: the helper only reads the context it is given.
-    unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
 }
 
 #[inline(always)]

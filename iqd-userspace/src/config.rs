@@ -38,10 +38,41 @@ pub const MAX_DEVNO: u16 = 0xFFFD;
 pub struct Fabric {
     pub name: String,
     pub max_nics_per_lpar: usize,
+    /// How frames move between NICs.
+    pub datapath: Datapath,
     pub chpids: Vec<Chpid>,
     pub lpars: Vec<Lpar>,
     /// Every security group: those the file writes, and `default` unless the file writes it.
     pub security_groups: Vec<SecurityGroup>,
+}
+
+/// How the fabric moves frames between NICs. The policy is the same on every path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// An XDP program on each port redirects frames through a DEVMAP.
+    #[default]
+    Xdp,
+    /// A tc (tcx) ingress program on each port moves packets straight into the destination
+    /// LPAR with `bpf_redirect_peer`, keeping GSO.
+    Tc,
+}
+
+impl Datapath {
+    pub const ALL: [Datapath; 2] = [Datapath::Xdp, Datapath::Tc];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Datapath::Xdp => "xdp",
+            Datapath::Tc => "tc",
+        }
+    }
+}
+
+impl fmt::Display for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// An IQD channel path: one internal LAN.
@@ -315,6 +346,7 @@ struct RawFile {
 struct RawFabric {
     name: Spanned<String>,
     max_nics_per_lpar: Option<Spanned<i64>>,
+    datapath: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -465,6 +497,25 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         Some(m) => problems.check(check_max_nics(m)),
         None => Some(DEFAULT_MAX_NICS_PER_LPAR),
     };
+    let datapath = match &raw_fabric.datapath {
+        Some(d) => problems.check(
+            Datapath::ALL
+                .into_iter()
+                .find(|p| p.label() == d.get_ref())
+                .ok_or_else(|| {
+                    let all: Vec<&str> = Datapath::ALL.iter().map(|p| p.label()).collect();
+                    (
+                        d.span().start,
+                        format!(
+                            "invalid datapath {:?}: must be one of {}",
+                            d.get_ref(),
+                            all.join(", ")
+                        ),
+                    )
+                }),
+        ),
+        None => Some(Datapath::default()),
+    };
     let own_netns = fabric_netns(raw_fabric.name.get_ref());
     let chpids: Vec<CheckedChpid> = raw
         .chpid
@@ -482,7 +533,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         .filter_map(|g| security_groups::check_group(&mut problems, g))
         .collect();
     problems.finish(src)?;
-    let (Some(name), Some(max_nics)) = (name, max_nics) else {
+    let (Some(name), Some(max_nics), Some(datapath)) = (name, max_nics, datapath) else {
         // Unreachable: a missing value was recorded as a problem above.
         return Err(src.error("internal error: fabric table not validated".into()));
     };
@@ -540,6 +591,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     let fabric = Fabric {
         name,
         max_nics_per_lpar: max_nics,
+        datapath,
         chpids: chpids
             .into_iter()
             .map(|c| Chpid {

@@ -16,8 +16,9 @@ use aya::{
     },
     programs::{
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     util::nr_cpus,
     Ebpf, EbpfLoader,
@@ -81,20 +82,25 @@ fn pin_err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// Which side of a NIC a program runs on.
+/// Where on a NIC a program runs, and which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// The fabric-side port: the switch (`iqd_port`).
+    /// The fabric-side port, data path `xdp`: the switch (`iqd_port`, XDP).
     Port,
-    /// The LPAR's interface: the pass-through stub (`iqd_nic`).
+    /// The LPAR's interface, data path `xdp`: the pass-through stub (`iqd_nic`, XDP).
     Nic,
+    /// The fabric-side port, data path `tc`: the switch (`iqd_tc`, tcx ingress).
+    PortTc,
 }
 
 impl Side {
+    pub const ALL: [Side; 3] = [Side::Port, Side::Nic, Side::PortTc];
+
     fn program(self) -> &'static str {
         match self {
             Side::Port => program_names::PORT,
             Side::Nic => program_names::NIC,
+            Side::PortTc => program_names::TC,
         }
     }
 
@@ -102,6 +108,7 @@ impl Side {
         match self {
             Side::Port => pin_dir.join(format!("link_{port}")),
             Side::Nic => pin_dir.join(format!("link_{port}_nic")),
+            Side::PortTc => pin_dir.join(format!("link_{port}_tc")),
         }
     }
 }
@@ -127,12 +134,25 @@ impl DataPlane {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
         };
-        for side in [Side::Port, Side::Nic] {
-            let program = plane.program(side)?;
-            program.load().map_err(prog_err(side.program()))?;
+        for side in Side::ALL {
+            let name = side.program();
+            let program = plane
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?;
+            match side {
+                Side::PortTc => {
+                    let tc: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
+                    tc.load().map_err(prog_err(name))?;
+                }
+                Side::Port | Side::Nic => {
+                    let xdp: &mut Xdp = program.try_into().map_err(prog_err(name))?;
+                    xdp.load().map_err(prog_err(name))?;
+                }
+            }
             // The newest program replaces the pinned one; links made from the old one keep it
             // until `attach` moves them over.
-            let pin = pin_dir.join(format!("prog_{}", side.program()));
+            let pin = pin_dir.join(format!("prog_{name}"));
             match fs::remove_file(&pin) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -143,6 +163,7 @@ impl DataPlane {
         Ok(plane)
     }
 
+    /// An XDP program (`Side::Port` or `Side::Nic`).
     pub fn program(&mut self, side: Side) -> Result<&mut Xdp> {
         let name = side.program();
         self.ebpf
@@ -152,43 +173,88 @@ impl DataPlane {
             .map_err(prog_err(name))
     }
 
-    /// Attaches a program to interface `ifindex` (of the calling thread's namespace) and pins
-    /// the link. If the link is pinned already, its program is replaced atomically.
-    pub fn attach(&mut self, side: Side, port: &str, ifindex: u32) -> Result<()> {
+    /// The tc program (`Side::PortTc`).
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
+        let name = Side::PortTc.program();
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(prog_err(name))
+    }
+
+    /// Attaches a program to interface `ifindex` (of the calling thread's namespace; `ifname`
+    /// is its name there) and pins the link. If the link is pinned already, its program is
+    /// replaced atomically.
+    pub fn attach(&mut self, side: Side, port: &str, ifname: &str, ifindex: u32) -> Result<()> {
         let path = side.link_pin(&self.pin_dir, port);
         let name = side.program();
-        let program = self.program(side)?;
-        let id = if path.exists() {
+        let pinned = if path.exists() {
             let pinned = PinnedLink::from_pin(&path).map_err(pin_err(&path))?;
-            let fd_link = pinned.unpin().map_err(pin_err(&path))?;
-            let link = XdpLink::try_from(fd_link).map_err(pin_err(&path))?;
-            program.attach_to_link(link).map_err(prog_err(name))?
+            Some(pinned.unpin().map_err(pin_err(&path))?)
         } else {
-            program
-                .attach_to_if_index(ifindex, XdpMode::Driver)
-                .map_err(prog_err(name))?
+            None
         };
-        let link = program.take_link(id).map_err(prog_err(name))?;
-        let fd_link: FdLink = link.try_into().map_err(pin_err(&path))?;
+        let fd_link: FdLink = match side {
+            Side::Port | Side::Nic => {
+                let program = self.program(side)?;
+                let id = match pinned {
+                    Some(fd_link) => {
+                        let link = XdpLink::try_from(fd_link).map_err(pin_err(&path))?;
+                        program.attach_to_link(link).map_err(prog_err(name))?
+                    }
+                    None => program
+                        .attach_to_if_index(ifindex, XdpMode::Driver)
+                        .map_err(prog_err(name))?,
+                };
+                let link = program.take_link(id).map_err(prog_err(name))?;
+                link.try_into().map_err(pin_err(&path))?
+            }
+            Side::PortTc => {
+                let program = self.tc_program()?;
+                let id = match pinned {
+                    Some(fd_link) => {
+                        let link =
+                            SchedClassifierLink::try_from(fd_link).map_err(pin_err(&path))?;
+                        program.attach_to_link(link).map_err(prog_err(name))?
+                    }
+                    // tcx (kernel 6.6+): a bpf_link that can be pinned, so the program stays
+                    // attached after iqd exits.
+                    None => program
+                        .attach(ifname, TcAttachType::Ingress)
+                        .map_err(prog_err(name))?,
+                };
+                let link = program.take_link(id).map_err(prog_err(name))?;
+                link.try_into().map_err(pin_err(&path))?
+            }
+        };
         fd_link.pin(&path).map_err(pin_err(&path))?;
         Ok(())
     }
 }
 
-/// Whether a port's program is attached (its link is pinned).
+/// Whether a port's switch program is attached (its link is pinned), on either data path.
 pub fn is_attached(pin_dir: &Path, port: &str) -> bool {
-    Side::Port.link_pin(pin_dir, port).exists()
+    [Side::Port, Side::PortTc]
+        .iter()
+        .any(|side| side.link_pin(pin_dir, port).exists())
 }
 
-/// Detaches a port's program by removing its pinned link (the port may already be gone).
+/// Detaches one program of a NIC by removing its pinned link (it may be gone already).
+pub fn detach_side(pin_dir: &Path, side: Side, port: &str) -> Result<()> {
+    let path = side.link_pin(pin_dir, port);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", path, e)),
+    }
+    Ok(())
+}
+
+/// Detaches every program of a NIC (the port may already be gone).
 pub fn detach(pin_dir: &Path, port: &str) -> Result<()> {
-    for side in [Side::Port, Side::Nic] {
-        let path = side.link_pin(pin_dir, port);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", path, e)),
-        }
+    for side in Side::ALL {
+        detach_side(pin_dir, side, port)?;
     }
     Ok(())
 }

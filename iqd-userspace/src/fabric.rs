@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
 
 use crate::{
-    config::{self, Fabric, Nic},
+    config::{self, Datapath, Fabric, Nic},
     dataplane::{self, DataPlane, FabricMaps, Side},
     error::{Error, Result},
     ethtool,
@@ -169,10 +169,26 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
             {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.add_port(port.index, info)?;
-                plane.attach(Side::Port, &wanted.port, port.index)?;
+                // The new path's program first, then the other one goes: XDP runs before tc,
+                // so frames never meet a port with neither.
+                let (on, off) = match fabric.datapath {
+                    Datapath::Xdp => (Side::Port, Side::PortTc),
+                    Datapath::Tc => (Side::PortTc, Side::Port),
+                };
+                plane.attach(on, &wanted.port, &wanted.port, port.index)?;
+                dataplane::detach_side(&pin_dir, off, &wanted.port)?;
             }
             fabric_nl.set_up(port.index).await?;
-            configure_lpar_side(&lpar_nl, &mut plane, &wanted.port, nic, old).await?;
+            configure_lpar_side(
+                &lpar_nl,
+                &mut plane,
+                &pin_dir,
+                fabric.datapath,
+                &wanted.port,
+                nic,
+                old,
+            )
+            .await?;
             routes.extend(nic_routes(nic, port.index));
             nics.push(wanted);
         }
@@ -247,6 +263,8 @@ fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
 async fn configure_lpar_side(
     lpar_nl: &Netlink,
     plane: &mut DataPlane,
+    pin_dir: &std::path::Path,
+    datapath: Datapath,
     port: &str,
     nic: &Nic,
     old: Option<&NicRecord>,
@@ -254,7 +272,12 @@ async fn configure_lpar_side(
     let link = lpar_nl.require_link(&nic.name).await?;
     {
         let _guard = NetnsGuard::enter(lpar_nl.netns())?;
-        plane.attach(Side::Nic, port, link.index)?;
+        match datapath {
+            // XDP_TX replies reach the LPAR only if its side runs XDP too.
+            Datapath::Xdp => plane.attach(Side::Nic, port, &nic.name, link.index)?,
+            // No XDP on either side: XDP on a veth takes GSO from its peer.
+            Datapath::Tc => dataplane::detach_side(pin_dir, Side::Nic, port)?,
+        }
         // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
     }
@@ -289,8 +312,19 @@ async fn configure_lpar_side(
             source,
         }
     };
-    ethtool::set_tx_checksum(&nic.name, false).map_err(ethtool_err("tx checksum off"))?;
-    ethtool::set_gro(&nic.name, true).map_err(ethtool_err("gro on"))?;
+    match datapath {
+        // An XDP redirect loses the skb's CHECKSUM_PARTIAL state: the LPAR must fill in its
+        // checksums itself. GRO gives the veth the NAPI context redirected frames need.
+        Datapath::Xdp => {
+            ethtool::set_tx_checksum(&nic.name, false).map_err(ethtool_err("tx checksum off"))?;
+            ethtool::set_gro(&nic.name, true).map_err(ethtool_err("gro on"))?;
+        }
+        // tc moves the skb itself, checksum state and GSO included: offload stays on (and
+        // comes back on when a fabric switches from xdp).
+        Datapath::Tc => {
+            ethtool::set_tx_checksum(&nic.name, true).map_err(ethtool_err("tx checksum on"))?;
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,97 @@
+//! The one abstraction over the hooks: what the policy code needs of a frame, whether it came
+//! to an XDP program (`XdpContext`) or to a tc program (`TcContext`). Parsing, policy,
+//! conntrack and forwarding are written once over [`Frame`]; only the entry points in main.rs
+//! know the hook.
+use aya_ebpf::{
+    helpers::bpf_xdp_get_buff_len,
+    programs::{TcContext, XdpContext},
+};
+
+pub trait Frame {
+    /// Start and end of the linear part, where all headers are.
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Length of the whole frame; for a GSO packet, of all its segments together.
+    fn len(&self) -> u64;
+    /// The port the frame arrived on.
+    fn ingress_ifindex(&self) -> u32;
+    /// The payload size of each segment of a GSO packet, 0 for a single frame.
+    fn gso_size(&self) -> u32;
+    /// The frames this stands for on the wire: 1, or a GSO packet's segments.
+    fn segments(&self) -> u32;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        // SAFETY: the helper only reads the context it is given. Counts every fragment of a
+        // multi-buffer frame.
+        unsafe { bpf_xdp_get_buff_len(self.ctx) }
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        XdpContext::ingress_ifindex(self) as u32
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+
+    #[inline(always)]
+    fn segments(&self) -> u32 {
+        1
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        TcContext::len(self) as u64
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // At tc ingress the skb's device is the port it arrived on.
+        // SAFETY: the context pointer is valid for the program's run.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.skb.skb).gso_size }
+    }
+
+    #[inline(always)]
+    fn segments(&self) -> u32 {
+        // SAFETY: as above.
+        let segs = unsafe { (*self.skb.skb).gso_segs };
+        if segs == 0 {
+            1
+        } else {
+            segs
+        }
+    }
+}
