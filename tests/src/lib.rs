@@ -66,6 +66,28 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`xdp` or `tc`), or the
+/// fabric file's default when it is not set.
+pub fn test_datapath() -> Option<String> {
+    std::env::var("IQD_TEST_DATAPATH")
+        .ok()
+        .filter(|d| !d.is_empty())
+}
+
+/// A test's fabric file: `{fabric}` replaced by the fabric's name, `{ns}` by the prefix of its
+/// namespaces, and the data path under test set in `[fabric]`.
+pub fn render(toml: &str, name: &str) -> String {
+    let mut text = toml.replace("{ns}", name);
+    if let Some(datapath) = test_datapath() {
+        text = text.replacen(
+            "name = \"{fabric}\"",
+            &format!("name = \"{{fabric}}\"\ndatapath = \"{datapath}\""),
+            1,
+        );
+    }
+    text.replace("{fabric}", name)
+}
+
 /// A fabric brought up from a TOML text, taken down (with everything started in it) on drop.
 pub struct TestFabric {
     pub name: String,
@@ -79,7 +101,7 @@ impl TestFabric {
     pub fn write(toml: &str) -> Self {
         require_root();
         let name = unique("t");
-        let text = toml.replace("{fabric}", &name).replace("{ns}", &name);
+        let text = render(toml, &name);
         let dir = std::env::temp_dir().join("iqd-tests");
         fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join(format!("{name}.toml"));

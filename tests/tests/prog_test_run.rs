@@ -315,7 +315,7 @@ impl Bench {
             let nic_index = ifindex(&nic);
             self.prog
                 .plane
-                .attach(Side::Nic, spec.name, nic_index)
+                .attach(Side::Nic, spec.name, &nic, nic_index)
                 .expect("attach the NIC program");
             for link in [spec.name, nic.as_str()] {
                 ip(&["-n", &netns_name, "link", "set", "dev", link, "up"]);

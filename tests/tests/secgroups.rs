@@ -56,10 +56,7 @@ fn file(groups: &str, a: &str, b: &str, c: &str) -> String {
 }
 
 fn rewrite(fabric: &TestFabric, text: &str) {
-    let text = text
-        .replace("{fabric}", &fabric.name)
-        .replace("{ns}", &fabric.name);
-    fs::write(&fabric.config, text).expect("rewrite fabric file");
+    fs::write(&fabric.config, iqd_tests::render(text, &fabric.name)).expect("rewrite fabric file");
 }
 
 #[test]

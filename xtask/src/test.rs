@@ -18,6 +18,10 @@ pub struct Options {
 
 const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "xtask", "iqd-tests"];
 
+/// Data paths other than the default, and the suites that run again on each of them.
+const OTHER_DATAPATHS: &[&str] = &["tc"];
+const DATAPATH_SUITES: &[&str] = &["fabric", "secgroups"];
+
 pub fn run(options: Options) -> Result<()> {
     setup::ensure(
         "test",
@@ -56,6 +60,25 @@ pub fn run(options: Options) -> Result<()> {
     if let Err(err) = test.run() {
         eprintln!("test: tests failed: {err:#}");
         failed.push("tests");
+    }
+
+    // The namespace suites once more on every other data path: each path must keep every
+    // behaviour.
+    for datapath in OTHER_DATAPATHS {
+        eprintln!("test: namespace tests on data path {datapath}");
+        let mut again = util::cargo()
+            .args(["test", "--package", "iqd-tests"])
+            .args(DATAPATH_SUITES.iter().flat_map(|suite| ["--test", suite]))
+            .env("IQD_BIN", &iqd)
+            .env("IQD_TEST_DATAPATH", datapath)
+            .env("RUST_BACKTRACE", "1");
+        if !options.extra.is_empty() {
+            again = again.arg("--").args(&options.extra);
+        }
+        if let Err(err) = again.run() {
+            eprintln!("test: tests on data path {datapath} failed: {err:#}");
+            failed.push(datapath);
+        }
     }
 
     if !failed.is_empty() {
