@@ -219,6 +219,20 @@ pub fn start_servers(env: &mut Env) -> Result<()> {
             SOCKPERF_PORT,
         ],
     )?;
+    // The connection-rate client closes with an RST, so its ports are free at once; the wide
+    // range keeps the same 4-tuple from coming back while a tracker still holds the last one
+    // as closing (10 s in iqd and in the kernel's conntrack).
+    let output = env
+        .exec(0, "sysctl")
+        .args(["-qw", "net.ipv4.ip_local_port_range=1024 65535"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "could not widen the port range in {}: {}",
+            env.endpoints[0].netns,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     // Both listen within milliseconds; the first measurement retries once anyway.
     thread::sleep(Duration::from_millis(300));
     Ok(())

@@ -464,7 +464,7 @@ pub fn secgroup_tables(rows: &[SecgroupRow]) -> String {
     for name in metrics {
         let group: Vec<&SecgroupRow> = rows.iter().filter(|r| r.metric == name).collect();
         let unit = &group[0].unit;
-        let _ = write!(md, "\n#### {}\n\nIn {unit}", title_of(name));
+        let _ = write!(md, "\n### {}\n\nIn {unit}", title_of(name));
         let dir = direction(name);
         if !dir.is_empty() {
             let _ = write!(md, "; {dir}");
