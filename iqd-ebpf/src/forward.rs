@@ -47,7 +47,12 @@ pub fn ipv4(
     };
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
-    let flow = parse::flow(ctx, ip, ETH_HDR_LEN + ihl as usize * 4)?;
+    let flow = parse::flow(
+        ctx,
+        ip,
+        ETH_HDR_LEN + ihl as usize * 4,
+        ETH_HDR_LEN + tot_len as usize,
+    )?;
     if !conntrack::track(&flow, ifindex, target.ifindex) {
         if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);

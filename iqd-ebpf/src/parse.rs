@@ -30,7 +30,7 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
-/// The start of a TCP header, up to its flags.
+/// A TCP header without options (the 20 bytes every segment has).
 #[repr(C)]
 pub struct TcpHdr {
     pub sport: [u8; 2],
@@ -39,6 +39,9 @@ pub struct TcpHdr {
     pub ack: [u8; 4],
     pub data_offset: u8,
     pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urg_ptr: [u8; 2],
 }
 
 #[repr(C)]
@@ -66,6 +69,10 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// The rule value of an ICMP packet's later fragment, which has no type or code: type 255 lies
+/// in no rule's range (rules name types 0-254), so only rules without a type allow it, as port 0
+/// lies in no port range (ports are 1-65535) for TCP and UDP.
+pub const ICMP_NO_TYPE: u16 = 0xffff;
 
 /// What security groups and connection tracking need of an IPv4 frame.
 pub struct Flow {
@@ -78,7 +85,8 @@ pub struct Flow {
     pub sport: u16,
     pub dport: u16,
     /// What rules match besides the remote: destination port (TCP, UDP) or
-    /// `type << 8 | code` (ICMP); 0 for other protocols and later fragments.
+    /// `type << 8 | code` (ICMP); 0 for other protocols and for later TCP and UDP fragments,
+    /// [`ICMP_NO_TYPE`] for later ICMP fragments.
     pub rule_value: u16,
     pub tcp_flags: u8,
     /// Whether the frame can open a tracked connection (not ICMP other than echo request).
@@ -87,11 +95,13 @@ pub struct Flow {
     pub tracked: bool,
 }
 
-/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header).
-/// Later fragments carry no transport header: they match rules with value 0 and are not
+/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header),
+/// which must lie within the IPv4 packet, before `end` (its total length past the Ethernet
+/// header): what follows the packet is padding, not a header. Later fragments carry no
+/// transport header: they match only rules without a port range or ICMP type, and are not
 /// tracked.
 #[inline(always)]
-pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropReason> {
+pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize, end: usize) -> Result<Flow, DropReason> {
     let mut flow = Flow {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -112,13 +122,16 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
         _ => return Ok(flow),
     }
     if later_fragment {
+        if ip.protocol == IPPROTO_ICMP {
+            flow.rule_value = ICMP_NO_TYPE;
+        }
         flow.opens = false;
         flow.tracked = false;
         return Ok(flow);
     }
     match ip.protocol {
         IPPROTO_TCP => {
-            let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+            let tcp: *const TcpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let tcp = unsafe { &*tcp };
             flow.sport = u16::from_be_bytes(tcp.sport);
@@ -127,7 +140,7 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
             flow.tcp_flags = tcp.flags;
         }
         IPPROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, offset)?;
+            let udp: *const UdpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let udp = unsafe { &*udp };
             flow.sport = u16::from_be_bytes(udp.sport);
@@ -135,7 +148,7 @@ pub fn flow(ctx: &XdpContext, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropR
             flow.rule_value = flow.dport;
         }
         _ => {
-            let icmp: *const IcmpHdr = ptr_at(ctx, offset)?;
+            let icmp: *const IcmpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let icmp = unsafe { &*icmp };
             flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
@@ -182,6 +195,16 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> 
         return Err(drop_reason::MALFORMED);
     }
     Ok((start + offset) as *mut T)
+}
+
+/// Like [`ptr_at`], for a header that must also end at or before `end` (the end of the IPv4
+/// packet within the frame).
+#[inline(always)]
+pub fn packet_ptr_at<T>(ctx: &XdpContext, offset: usize, end: usize) -> Result<*mut T, DropReason> {
+    if offset + mem::size_of::<T>() > end {
+        return Err(drop_reason::MALFORMED);
+    }
+    ptr_at(ctx, offset)
 }
 
 /// Length of the whole frame, all fragments included.

@@ -82,6 +82,8 @@ pub enum Verdict {
 pub struct Outcome {
     pub verdict: Verdict,
     pub frame: Vec<u8>,
+    /// The frame passed as part of a tracked connection, without asking the rules.
+    pub tracked: bool,
 }
 
 /// The layer 4 facts security groups and connection tracking look at.
@@ -204,6 +206,8 @@ pub struct Model {
     /// The registered addresses of each group's members.
     members: HashMap<String, HashSet<Ipv4Addr>>,
     connections: HashMap<ConnKey, Conn>,
+    /// Whether the last frame passed by a tracked connection.
+    last_tracked: bool,
 }
 
 fn be16(bytes: &[u8], at: usize) -> u16 {
@@ -259,6 +263,7 @@ impl Model {
             registered,
             members,
             connections: HashMap::new(),
+            last_tracked: false,
         }
     }
 
@@ -308,6 +313,7 @@ impl Model {
     /// What the data plane does with `frame`, sent by NIC `ingress` at monotonic time `now_ns`
     /// (what `bpf_ktime_get_ns` would say). Updates the connection table as the program does.
     pub fn handle(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Outcome {
+        self.last_tracked = false;
         let verdict = self
             .decide(ingress, frame, now_ns)
             .unwrap_or_else(|reason| Verdict::Drop {
@@ -323,6 +329,7 @@ impl Model {
         Outcome {
             verdict,
             frame: out,
+            tracked: self.last_tracked,
         }
     }
 
@@ -389,6 +396,7 @@ impl Model {
         // Security groups: a tracked connection passes either way; anything else needs the
         // sender's outbound and the receiver's inbound rules, and then opens a connection.
         if self.track(&l4, saddr, daddr, ingress, to, now_ns) {
+            self.last_tracked = true;
             return Ok(Verdict::Redirect { to });
         }
         if !self.allows(ingress, Direction::Outbound, &l4, daddr) {
