@@ -847,7 +847,7 @@ fn summarize(frame: &[u8]) -> String {
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let _ = write!(
                 s,
-                ", IPv{} ihl={} tot_len={} frag={:#06x} proto={} {} > {}",
+                ", IPv{} header={} tot_len={} frag={:#06x} proto={} {} > {}",
                 ip[0] >> 4,
                 ihl,
                 be16(ip, 2),
