@@ -29,7 +29,7 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
-/// The start of a TCP header, up to its flags.
+/// A TCP header without options (the 20 bytes every segment has).
 #[repr(C)]
 pub struct TcpHdr {
     pub sport: [u8; 2],
@@ -38,6 +38,9 @@ pub struct TcpHdr {
     pub ack: [u8; 4],
     pub data_offset: u8,
     pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urg_ptr: [u8; 2],
 }
 
 #[repr(C)]
@@ -65,6 +68,10 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// The rule value of an ICMP packet's later fragment, which has no type or code: type 255 lies
+/// in no rule's range (rules name types 0-254), so only rules without a type allow it, as port 0
+/// lies in no port range (ports are 1-65535) for TCP and UDP.
+pub const ICMP_NO_TYPE: u16 = 0xffff;
 
 /// What security groups and connection tracking need of an IPv4 frame.
 pub struct Flow {
@@ -77,7 +84,8 @@ pub struct Flow {
     pub sport: u16,
     pub dport: u16,
     /// What rules match besides the remote: destination port (TCP, UDP) or
-    /// `type << 8 | code` (ICMP); 0 for other protocols and later fragments.
+    /// `type << 8 | code` (ICMP); 0 for other protocols and for later TCP and UDP fragments,
+    /// [`ICMP_NO_TYPE`] for later ICMP fragments.
     pub rule_value: u16,
     pub tcp_flags: u8,
     /// Length of the transport header (TCP with options, UDP, ICMP), 0 when not parsed.
@@ -88,11 +96,18 @@ pub struct Flow {
     pub tracked: bool,
 }
 
-/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header).
-/// Later fragments carry no transport header: they match rules with value 0 and are not
+/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header),
+/// which must lie within the IPv4 packet, before `end` (its total length past the Ethernet
+/// header): what follows the packet is padding, not a header. Later fragments carry no
+/// transport header: they match only rules without a port range or ICMP type, and are not
 /// tracked.
 #[inline(always)]
-pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, DropReason> {
+pub fn flow<C: Frame>(
+    ctx: &C,
+    ip: &Ipv4Hdr,
+    offset: usize,
+    end: usize,
+) -> Result<Flow, DropReason> {
     let mut flow = Flow {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -114,13 +129,16 @@ pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, Drop
         _ => return Ok(flow),
     }
     if later_fragment {
+        if ip.protocol == IPPROTO_ICMP {
+            flow.rule_value = ICMP_NO_TYPE;
+        }
         flow.opens = false;
         flow.tracked = false;
         return Ok(flow);
     }
     match ip.protocol {
         IPPROTO_TCP => {
-            let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+            let tcp: *const TcpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let tcp = unsafe { &*tcp };
             flow.sport = u16::from_be_bytes(tcp.sport);
@@ -130,7 +148,7 @@ pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, Drop
             flow.l4_len = ((tcp.data_offset >> 4) as u32) * 4;
         }
         IPPROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, offset)?;
+            let udp: *const UdpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let udp = unsafe { &*udp };
             flow.sport = u16::from_be_bytes(udp.sport);
@@ -139,7 +157,7 @@ pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize) -> Result<Flow, Drop
             flow.l4_len = mem::size_of::<UdpHdr>() as u32;
         }
         _ => {
-            let icmp: *const IcmpHdr = ptr_at(ctx, offset)?;
+            let icmp: *const IcmpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let icmp = unsafe { &*icmp };
             flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
@@ -187,6 +205,20 @@ pub fn ptr_at<C: Frame, T>(ctx: &C, offset: usize) -> Result<*mut T, DropReason>
         return Err(drop_reason::MALFORMED);
     }
     Ok((start + offset) as *mut T)
+}
+
+/// Like [`ptr_at`], for a header that must also end at or before `end` (the end of the IPv4
+/// packet within the frame).
+#[inline(always)]
+pub fn packet_ptr_at<C: Frame, T>(
+    ctx: &C,
+    offset: usize,
+    end: usize,
+) -> Result<*mut T, DropReason> {
+    if offset + mem::size_of::<T>() > end {
+        return Err(drop_reason::MALFORMED);
+    }
+    ptr_at(ctx, offset)
 }
 
 #[inline(always)]

@@ -82,6 +82,8 @@ pub enum Verdict {
 pub struct Outcome {
     pub verdict: Verdict,
     pub frame: Vec<u8>,
+    /// The frame passed as part of a tracked connection, without asking the rules.
+    pub tracked: bool,
 }
 
 /// The layer 4 facts security groups and connection tracking look at.
@@ -308,11 +310,14 @@ impl Model {
     /// What the data plane does with `frame`, sent by NIC `ingress` at monotonic time `now_ns`
     /// (what `bpf_ktime_get_ns` would say). Updates the connection table as the program does.
     pub fn handle(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Outcome {
-        let verdict = self
+        let (verdict, tracked) = self
             .decide(ingress, frame, now_ns)
-            .unwrap_or_else(|reason| Verdict::Drop {
-                reason,
-                counted_on: ingress,
+            .unwrap_or_else(|reason| {
+                let drop = Verdict::Drop {
+                    reason,
+                    counted_on: ingress,
+                };
+                (drop, false)
             });
         let mut out = frame.to_vec();
         match verdict {
@@ -323,10 +328,18 @@ impl Model {
         Outcome {
             verdict,
             frame: out,
+            tracked,
         }
     }
 
-    fn decide(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<Verdict, u32> {
+    /// The verdict, and whether the frame passed by a tracked connection; `Err` is a drop
+    /// counted on the sender.
+    fn decide(
+        &mut self,
+        ingress: NicId,
+        frame: &[u8],
+        now_ns: u64,
+    ) -> Result<(Verdict, bool), u32> {
         let nic = self.nic(ingress);
         if frame.len() < ETH_HDR {
             return Err(drop_reason::MALFORMED);
@@ -337,7 +350,7 @@ impl Model {
         }
         match be16(frame, 12) {
             ETH_P_IP => self.ipv4(ingress, frame, now_ns),
-            ETH_P_ARP => self.arp(ingress, frame).map(|_| Verdict::ArpReply),
+            ETH_P_ARP => self.arp(ingress, frame).map(|_| (Verdict::ArpReply, false)),
             _ => Err(drop_reason::NON_IP),
         }
     }
@@ -364,7 +377,7 @@ impl Model {
         }
     }
 
-    fn ipv4(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<Verdict, u32> {
+    fn ipv4(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<(Verdict, bool), u32> {
         let ip = frame
             .get(ETH_HDR..ETH_HDR + IPV4_MIN_HDR)
             .ok_or(drop_reason::MALFORMED)?;
@@ -389,16 +402,17 @@ impl Model {
         // Security groups: a tracked connection passes either way; anything else needs the
         // sender's outbound and the receiver's inbound rules, and then opens a connection.
         if self.track(&l4, saddr, daddr, ingress, to, now_ns) {
-            return Ok(Verdict::Redirect { to });
+            return Ok((Verdict::Redirect { to }, true));
         }
         if !self.allows(ingress, Direction::Outbound, &l4, daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);
         }
         if !self.allows(to, Direction::Inbound, &l4, saddr) {
-            return Ok(Verdict::Drop {
+            let drop = Verdict::Drop {
                 reason: drop_reason::SG_DENIED_INBOUND,
                 counted_on: to,
-            });
+            };
+            return Ok((drop, false));
         }
         if l4.opens() {
             let (sport, dport) = l4.ports().unwrap_or((0, 0));
@@ -420,7 +434,7 @@ impl Model {
                 },
             );
         }
-        Ok(Verdict::Redirect { to })
+        Ok((Verdict::Redirect { to }, false))
     }
 
     /// Whether the frame belongs to a live connection, opened either from `from` to `to` (same
@@ -753,10 +767,9 @@ allow_ip_spoofing = true
         assert_eq!(&out.frame[6..], &syn[6..]);
         // B has no outbound TCP rule, yet its reply passes: the connection is tracked.
         let reply = tcp(mac_b, "10.0.0.2", "10.0.0.1", 5432, 40000, 0x12);
-        assert_eq!(
-            m.handle(n.b, &reply, 1).verdict,
-            Verdict::Redirect { to: n.a }
-        );
+        let out = m.handle(n.b, &reply, 1);
+        assert_eq!(out.verdict, Verdict::Redirect { to: n.a });
+        assert!(out.tracked, "the reply passed by the tracked connection");
         assert_eq!(m.connection_count(), 1);
         // B opening its own connection to A is refused by B's outbound rules.
         let syn_b = tcp(mac_b, "10.0.0.2", "10.0.0.1", 40001, 80, 0x02);

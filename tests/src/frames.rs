@@ -25,6 +25,8 @@ pub const ETH_P_LOCAL_EXP: u16 = 0x88b5;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const UDP_HLEN: usize = 8;
 
 pub const ARP_REQUEST: u16 = 1;
 pub const ARP_REPLY: u16 = 2;
@@ -102,6 +104,19 @@ pub enum L4 {
         seq: u16,
         data: Vec<u8>,
     },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+        data: Vec<u8>,
+    },
+    /// Any ICMP message: type, code, and the four bytes after the checksum (identifier and
+    /// sequence number for echo).
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+        rest: [u8; 4],
+        data: Vec<u8>,
+    },
     /// Any bytes, with `protocol` in the IPv4 header.
     Raw {
         protocol: u8,
@@ -113,7 +128,8 @@ impl L4 {
     fn protocol(&self) -> u8 {
         match self {
             L4::Tcp { .. } => IPPROTO_TCP,
-            L4::IcmpEcho { .. } => IPPROTO_ICMP,
+            L4::IcmpEcho { .. } | L4::Icmp { .. } => IPPROTO_ICMP,
+            L4::Udp { .. } => IPPROTO_UDP,
             L4::Raw { protocol, .. } => *protocol,
         }
     }
@@ -121,14 +137,19 @@ impl L4 {
     fn header_len(&self) -> usize {
         match self {
             L4::Tcp { .. } => TCP_HLEN,
-            L4::IcmpEcho { .. } => ICMP_HLEN,
+            L4::IcmpEcho { .. } | L4::Icmp { .. } => ICMP_HLEN,
+            L4::Udp { .. } => UDP_HLEN,
             L4::Raw { .. } => 0,
         }
     }
 
     fn data_mut(&mut self) -> &mut Vec<u8> {
         match self {
-            L4::Tcp { data, .. } | L4::IcmpEcho { data, .. } | L4::Raw { data, .. } => data,
+            L4::Tcp { data, .. }
+            | L4::IcmpEcho { data, .. }
+            | L4::Udp { data, .. }
+            | L4::Icmp { data, .. }
+            | L4::Raw { data, .. } => data,
         }
     }
 
@@ -173,6 +194,46 @@ impl L4 {
                 msg[2..4].copy_from_slice(&check.to_be_bytes());
                 msg
             }
+            L4::Udp {
+                src_port,
+                dst_port,
+                data,
+            } => {
+                let len = UDP_HLEN + data.len();
+                let mut seg = Vec::with_capacity(len);
+                seg.extend_from_slice(&src_port.to_be_bytes());
+                seg.extend_from_slice(&dst_port.to_be_bytes());
+                seg.extend_from_slice(&(len as u16).to_be_bytes());
+                seg.extend_from_slice(&[0, 0]); // checksum, below
+                seg.extend_from_slice(data);
+                let mut pseudo = Vec::with_capacity(12 + len);
+                pseudo.extend_from_slice(&src.octets());
+                pseudo.extend_from_slice(&dst.octets());
+                pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
+                pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+                pseudo.extend_from_slice(&seg);
+                // 0 means "no checksum" in UDP: a computed 0 is sent as 0xffff.
+                let check = match internet_checksum(&pseudo) {
+                    0 => 0xffff,
+                    c => c,
+                };
+                seg[6..8].copy_from_slice(&check.to_be_bytes());
+                seg
+            }
+            L4::Icmp {
+                icmp_type,
+                code,
+                rest,
+                data,
+            } => {
+                let mut msg = Vec::with_capacity(ICMP_HLEN + data.len());
+                msg.extend_from_slice(&[*icmp_type, *code, 0, 0]);
+                msg.extend_from_slice(rest);
+                msg.extend_from_slice(data);
+                let check = internet_checksum(&msg);
+                msg[2..4].copy_from_slice(&check.to_be_bytes());
+                msg
+            }
             L4::Raw { data, .. } => data.clone(),
         }
     }
@@ -193,6 +254,8 @@ pub struct Ipv4Frame {
     pub ihl: u8,
     pub ttl: u8,
     pub id: u16,
+    /// Flags and fragment offset: don't fragment (0x4000) unless changed.
+    pub frag_off: u16,
     pub l4: L4,
     /// The total length field; `None` is the true length of header and payload.
     pub total_len: Option<u16>,
@@ -203,7 +266,8 @@ pub struct Ipv4Frame {
 }
 
 impl Ipv4Frame {
-    fn new(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, l4: L4) -> Self {
+    /// A well-formed frame carrying `l4`.
+    pub fn new(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, l4: L4) -> Self {
         Self {
             dst_mac,
             src_mac,
@@ -214,6 +278,7 @@ impl Ipv4Frame {
             ihl: 5,
             ttl: 64,
             id: 0x1234,
+            frag_off: 0x4000,
             l4,
             total_len: None,
             checksum: None,
@@ -300,6 +365,13 @@ impl Ipv4Frame {
         self
     }
 
+    /// Sets flags and fragment offset (`0x2000` more fragments, low 13 bits the offset in
+    /// 8-byte units).
+    pub fn with_frag_off(mut self, frag_off: u16) -> Self {
+        self.frag_off = frag_off;
+        self
+    }
+
     pub fn with_ether_type(mut self, ether_type: u16) -> Self {
         self.ether_type = ether_type;
         self
@@ -322,7 +394,7 @@ impl Ipv4Frame {
         header.push(0); // DSCP/ECN
         header.extend_from_slice(&total_len.to_be_bytes());
         header.extend_from_slice(&self.id.to_be_bytes());
-        header.extend_from_slice(&0x4000u16.to_be_bytes()); // don't fragment
+        header.extend_from_slice(&self.frag_off.to_be_bytes());
         header.push(self.ttl);
         header.push(self.l4.protocol());
         header.extend_from_slice(&[0, 0]); // checksum, below
@@ -526,6 +598,38 @@ mod tests {
         let frame = Ipv4Frame::tcp(A, B, IP_A, IP_B).with_ihl(4).build();
         assert_eq!(frame[14], 0x44);
         assert_eq!(frame.len(), ETH_HLEN + IPV4_HLEN + TCP_HLEN);
+    }
+
+    #[test]
+    fn udp_and_icmp_checksums() {
+        let udp = L4::Udp {
+            src_port: 53,
+            dst_port: 4000,
+            data: b"odd".to_vec(),
+        };
+        let frame = Ipv4Frame::new(A, B, IP_A, IP_B, udp).build();
+        assert_eq!(frame.len(), ETH_HLEN + IPV4_HLEN + UDP_HLEN + 3);
+        assert_eq!(frame[23], IPPROTO_UDP);
+        assert_eq!(&frame[38..40], &11u16.to_be_bytes());
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&frame[26..34]);
+        pseudo.extend_from_slice(&[0, IPPROTO_UDP, 0, 11]);
+        pseudo.extend_from_slice(&frame[34..]);
+        assert_eq!(internet_checksum(&pseudo), 0);
+
+        let icmp = L4::Icmp {
+            icmp_type: 3,
+            code: 1,
+            rest: [0; 4],
+            data: vec![0x45; 28],
+        };
+        let frame = Ipv4Frame::new(A, B, IP_A, IP_B, icmp)
+            .with_frag_off(0x2000)
+            .build();
+        assert_eq!((frame[34], frame[35]), (3, 1));
+        assert_eq!(internet_checksum(&frame[34..]), 0);
+        assert_eq!(&frame[20..22], &[0x20, 0x00]);
+        assert!(ipv4_header_checksum_ok(&frame));
     }
 
     #[test]

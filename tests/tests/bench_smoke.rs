@@ -1,13 +1,64 @@
-//! Smoke test of the benchmark harness: a tiny `cargo xtask bench` run over every system must
-//! produce a well-formed table, JSON file and Markdown report. No timing is asserted: speed is
-//! what the benchmark reports, not what tests check.
+//! Smoke test of the benchmark harness: a tiny `cargo xtask bench` run over every kind of
+//! system must produce a well-formed table, JSON file and Markdown report. No timing is
+//! asserted: speed is what the benchmark reports, not what tests check. Also checks the
+//! benchmark's security-group rule sets with iqd's own fabric-file parser.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
 use iqd_tests::iqd_bin;
 use serde_json::Value;
 
-const SYSTEMS: [&str; 4] = ["iqd-xdp", "bridge", "macvlan", "veth"];
+/// The benchmark's rule-set generator, shared with xtask.
+#[allow(dead_code)]
+#[path = "../../xtask/src/bench/secgroups.rs"]
+mod secgroups;
+
+/// Every plain system, and the security-group systems with the most rules (the ones with fewer
+/// rules are built the same way).
+const SYSTEMS: [&str; 6] = [
+    "iqd-xdp",
+    "bridge",
+    "macvlan",
+    "veth",
+    "iqd-sg250",
+    "bridge-nft250",
+];
+/// What the security-group systems measure.
+const SECGROUP_METRICS: [&str; 5] = ["tcp_1", "cpu_per_gbit", "rr_p50", "rr_p99", "tcp_crr"];
+
+#[test]
+fn the_bench_security_groups_parse_with_n_rules_per_group() {
+    for n in secgroups::RULE_COUNTS {
+        let groups = secgroups::groups(n);
+        let text = secgroups::fabric_file("benchsg", "16K", &["sga", "sgb"], Some(&groups));
+        let fabric = iqd::config::Fabric::parse(&text, Path::new("bench-sg.toml"))
+            .unwrap_or_else(|e| panic!("{n} rules per group: {e}\n{text}"));
+        for (g, rules) in groups.iter().enumerate() {
+            let name = secgroups::group_name(g);
+            let group = fabric
+                .security_groups
+                .iter()
+                .find(|sg| sg.name == name)
+                .unwrap_or_else(|| panic!("no group {name}"));
+            assert_eq!(group.rules.len(), rules.len(), "{name} with n = {n}");
+            if n > 0 {
+                assert_eq!(group.rules.len(), n, "{name}");
+            }
+        }
+        let names: Vec<String> = (0..secgroups::GROUPS).map(secgroups::group_name).collect();
+        let nics: Vec<_> = fabric.lpars.iter().flat_map(|l| &l.nics).collect();
+        assert_eq!(nics.len(), 2);
+        for nic in nics {
+            assert_eq!(nic.security_groups, names);
+        }
+        // The nftables rule set allows the same rules.
+        let total: usize = groups.iter().map(Vec::len).sum();
+        assert_eq!(
+            secgroups::nft_allow_rules(&secgroups::nft_ruleset(&groups)),
+            total
+        );
+    }
+}
 
 #[test]
 fn a_tiny_bench_run_produces_a_table_json_and_report() {
@@ -81,6 +132,14 @@ fn a_tiny_bench_run_produces_a_table_json_and_report() {
         metrics.insert(metric.to_string());
     }
     assert_eq!(systems, SYSTEMS.iter().map(|s| s.to_string()).collect());
+    for system in ["iqd-sg250", "bridge-nft250"] {
+        let measured: BTreeSet<&str> = samples
+            .iter()
+            .filter(|s| s["system"] == system)
+            .filter_map(|s| s["metric"].as_str())
+            .collect();
+        assert_eq!(measured, SECGROUP_METRICS.into_iter().collect(), "{system}");
+    }
     for metric in [
         "tcp_1",
         "tcp_4",
@@ -91,6 +150,7 @@ fn a_tiny_bench_run_produces_a_table_json_and_report() {
         "udp1400_loss",
         "rr_p50",
         "rr_p99",
+        "tcp_crr",
         "scale2_up",
         "scale2_reachable",
         "scale2_tcp",
@@ -109,6 +169,8 @@ fn a_tiny_bench_run_produces_a_table_json_and_report() {
 
     let report = std::fs::read_to_string(&docs_path).expect("Markdown report");
     assert!(report.contains("| iqd-xdp"), "{report}");
+    assert!(report.contains("## Security groups"), "{report}");
+    assert!(stdout.contains("iqd-sgN against bridge-nftN"), "{stdout}");
     let chart = dir.join("performance").join("tcp_1.svg");
     let svg = std::fs::read_to_string(&chart).expect("tcp_1 chart");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

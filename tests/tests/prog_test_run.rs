@@ -638,6 +638,12 @@ fn malformed_frames_are_dropped() {
         ),
         ("frame cut inside the TCP header", cut_in_tcp),
         (
+            "total length ends inside the TCP header (the rest is in the padding)",
+            tcp(MAC_A, MAC_B, IP_A, IP_B)
+                .with_total_len((IPV4_HLEN + TCP_HLEN - 1) as u16)
+                .build(),
+        ),
+        (
             "malformed and spoofed: malformed wins",
             tcp(MAC_STRANGER, MAC_B, IP_UNKNOWN, IP_B)
                 .with_ihl(4)

@@ -18,6 +18,7 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "iputils-ping",
     "sockperf",
     "fping",
+    "nftables",
 ];
 
 /// Needed only to build bpf-linker against LLVM 22.

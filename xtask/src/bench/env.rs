@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+use super::secgroups;
 use crate::util::Cmd;
 
 /// A kind of fabric between namespaces.
@@ -28,10 +29,26 @@ pub enum Kind {
     Macvlan,
     /// A direct veth pair: the physical limit of a veth-based fabric (two endpoints only).
     Veth,
+    /// `iqd-xdp` with five security groups of this many rules on every NIC (two endpoints only).
+    IqdSg(usize),
+    /// `bridge` with a stateful nftables rule set equivalent to `IqdSg`'s in every endpoint
+    /// namespace (two endpoints only).
+    BridgeNft(usize),
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::IqdXdp, Kind::Bridge, Kind::Macvlan, Kind::Veth];
+    pub const ALL: [Kind; 10] = [
+        Kind::IqdXdp,
+        Kind::Bridge,
+        Kind::Macvlan,
+        Kind::Veth,
+        Kind::IqdSg(secgroups::RULE_COUNTS[0]),
+        Kind::IqdSg(secgroups::RULE_COUNTS[1]),
+        Kind::IqdSg(secgroups::RULE_COUNTS[2]),
+        Kind::BridgeNft(secgroups::RULE_COUNTS[0]),
+        Kind::BridgeNft(secgroups::RULE_COUNTS[1]),
+        Kind::BridgeNft(secgroups::RULE_COUNTS[2]),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +56,14 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Macvlan => "macvlan",
             Kind::Veth => "veth",
+            Kind::IqdSg(0) => "iqd-sg0",
+            Kind::IqdSg(50) => "iqd-sg50",
+            Kind::IqdSg(250) => "iqd-sg250",
+            Kind::IqdSg(_) => "iqd-sg",
+            Kind::BridgeNft(0) => "bridge-nft0",
+            Kind::BridgeNft(50) => "bridge-nft50",
+            Kind::BridgeNft(250) => "bridge-nft250",
+            Kind::BridgeNft(_) => "bridge-nft",
         }
     }
 
@@ -49,6 +74,16 @@ impl Kind {
             Kind::Bridge => "b",
             Kind::Macvlan => "m",
             Kind::Veth => "v",
+            Kind::IqdSg(_) => "s",
+            Kind::BridgeNft(_) => "n",
+        }
+    }
+
+    /// The rules per security group, for the systems that measure security groups.
+    pub fn secgroup_rules(self) -> Option<usize> {
+        match self {
+            Kind::IqdSg(n) | Kind::BridgeNft(n) => Some(n),
+            _ => None,
         }
     }
 
@@ -58,13 +93,13 @@ impl Kind {
 
     pub fn max_endpoints(self) -> usize {
         match self {
-            Kind::Veth => 2,
+            Kind::Veth | Kind::IqdSg(_) | Kind::BridgeNft(_) => 2,
             _ => 250,
         }
     }
 
     pub fn is_iqd(self) -> bool {
-        matches!(self, Kind::IqdXdp)
+        matches!(self, Kind::IqdXdp | Kind::IqdSg(_))
     }
 }
 
@@ -160,8 +195,12 @@ impl Builder {
         };
         let started = Instant::now();
         match kind {
-            Kind::IqdXdp => self.build_iqd(&mut env, &id)?,
+            Kind::IqdXdp | Kind::IqdSg(_) => self.build_iqd(&mut env, &id)?,
             Kind::Bridge => build_bridge(&mut env, &id)?,
+            Kind::BridgeNft(n) => {
+                build_bridge(&mut env, &id)?;
+                self.load_nft(&env, &id, n)?;
+            }
             Kind::Macvlan => build_macvlan(&mut env, &id)?,
             Kind::Veth => build_veth(&mut env)?,
         }
@@ -176,19 +215,9 @@ impl Builder {
         let mfs = mfs_for(env.mtu)?;
         // The fabric name becomes the pin directory and the `iqd-<name>` namespace.
         let fabric = id.to_string();
-        let mut toml = String::new();
-        let _ = writeln!(
-            toml,
-            "[fabric]\nname = \"{fabric}\"\n\n[[chpid]]\nid = \"F0\"\nmfs = \"{mfs}\"\n"
-        );
-        for (i, e) in env.endpoints.iter().enumerate() {
-            let _ = writeln!(
-                toml,
-                "[[lpar]]\nname = \"L{i}\"\nnetns = \"{}\"\n\n[[lpar.nic]]\nchpid = \"F0\"\n\
-                 ipv4 = [\"{}/24\"]\n",
-                e.netns, e.addr
-            );
-        }
+        let netns: Vec<&str> = env.endpoints.iter().map(|e| e.netns.as_str()).collect();
+        let groups = env.kind.secgroup_rules().map(secgroups::groups);
+        let toml = secgroups::fabric_file(&fabric, mfs, &netns, groups.as_deref());
         let config = self.work_dir.join(format!("{fabric}.toml"));
         std::fs::write(&config, toml)
             .with_context(|| format!("could not write {}", config.display()))?;
@@ -217,6 +246,33 @@ impl Builder {
             ip(&e.netns, "link set lo up")?;
         }
         Ok(())
+    }
+
+    /// Loads the nftables rule set of `n` rules per group into every endpoint namespace.
+    fn load_nft(&self, env: &Env, id: &str, n: usize) -> Result<()> {
+        let ruleset = secgroups::nft_ruleset(&secgroups::groups(n));
+        let file = self.work_dir.join(format!("{id}.nft"));
+        std::fs::write(&file, &ruleset)
+            .with_context(|| format!("could not write {}", file.display()))?;
+        let mut result = Ok(());
+        for e in &env.endpoints {
+            let output = Cmd::new("ip")
+                .args(["netns", "exec", &e.netns, "nft", "-f"])
+                .arg(&file)
+                .quiet()
+                .output()?;
+            if !output.status.success() {
+                result = Err(anyhow::anyhow!(
+                    "`ip netns exec {} nft -f {}` failed: {}",
+                    e.netns,
+                    file.display(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&file);
+        result
     }
 }
 

@@ -1,15 +1,207 @@
-//! The measurements: iperf3 (TCP, UDP), sockperf (request/response), fping (reachability) and
-//! /proc/stat (CPU time), each run between endpoints of an [`Env`].
+//! The measurements: iperf3 (TCP, UDP), sockperf (request/response), fping (reachability),
+//! a connect/request/response/close loop of our own (connection rate) and /proc/stat (CPU
+//! time), each run between endpoints of an [`Env`].
 
-use std::{thread, time::Duration};
+use std::{
+    io::{ErrorKind, Read as _, Write as _},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
-use super::env::Env;
+use super::{env::Env, secgroups};
 
 pub const IPERF_PORT: &str = "5201";
 pub const SOCKPERF_PORT: &str = "11111";
+
+/// Runs `f` on a thread of its own that has entered network namespace `netns` (named, as
+/// `ip netns` names them). Only that thread changes namespace; it ends with `f`.
+fn in_netns<'scope, T: Send + 'scope>(
+    scope: &'scope thread::Scope<'scope, '_>,
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'scope,
+) -> thread::ScopedJoinHandle<'scope, Result<T>> {
+    let path = format!("/run/netns/{netns}");
+    let netns = netns.to_string();
+    scope.spawn(move || {
+        let file = std::fs::File::open(&path).with_context(|| format!("could not open {path}"))?;
+        // SAFETY: setns on a valid namespace file descriptor affects only this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!(
+                "could not enter network namespace {netns}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    })
+}
+
+fn join<T>(handle: thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("a measurement thread panicked")))
+}
+
+/// What became of a TCP connection attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Connected,
+    /// Refused (an RST): the SYN reached the other end.
+    Refused,
+    /// No answer within the timeout: the SYN (or its answer) was dropped.
+    TimedOut,
+}
+
+/// Connects from endpoint `client` to endpoint `server`'s `port`.
+pub fn probe_tcp(env: &Env, client: usize, server: usize, port: u16) -> Result<Probe> {
+    let addr = SocketAddr::V4(SocketAddrV4::new(env.endpoints[server].addr, port));
+    thread::scope(|scope| {
+        join(in_netns(
+            scope,
+            &env.endpoints[client].netns,
+            move || match TcpStream::connect_timeout(&addr, Duration::from_millis(700)) {
+                Ok(_) => Ok(Probe::Connected),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(Probe::Refused),
+                Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => {
+                    Ok(Probe::TimedOut)
+                }
+                Err(e) => Err(anyhow!("connecting to {addr}: {e}")),
+            },
+        ))
+    })
+}
+
+/// Checks that a security-group system filters: the measured ports are open both ways round
+/// the pair, and a port no rule allows is dropped (not refused) in both directions.
+pub fn check_filtering(env: &Env) -> Result<()> {
+    let port: u16 = SOCKPERF_PORT.parse()?;
+    let got = probe_tcp(env, 0, 1, port)?;
+    if got != Probe::Connected {
+        bail!(
+            "{}: the allowed port {port} is not reachable ({got:?})",
+            env.name()
+        );
+    }
+    for (client, server) in [(0, 1), (1, 0)] {
+        let got = probe_tcp(env, client, server, secgroups::DENIED_PORT)?;
+        if got != Probe::TimedOut {
+            bail!(
+                "{}: a connection to port {} that no rule allows was not dropped ({got:?})",
+                env.name(),
+                secgroups::DENIED_PORT
+            );
+        }
+    }
+    Ok(())
+}
+
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn set_accept_timeout(listener: &TcpListener, timeout: Duration) {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
+
+/// TCP connections per second, one after another for `seconds`, from endpoint 0 to endpoint
+/// 1: connect, send a 64-byte request, read the 64-byte response, close with an RST (linger 0,
+/// so that no TIME_WAIT holds the client's ports). Every connection is a new flow that a
+/// stateful filter checks against its rules.
+pub fn connection_rate(env: &Env, seconds: u32) -> Result<f64> {
+    let addr = SocketAddrV4::new(env.endpoints[1].addr, secgroups::CRR_PORT);
+    let stop = AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    thread::scope(|scope| {
+        let stop = &stop;
+        let server = in_netns(scope, &env.endpoints[1].netns, move || {
+            let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+            set_accept_timeout(&listener, Duration::from_millis(100));
+            let _ = ready_tx.send(());
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        continue
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(anyhow!("accept on {addr}: {e}")),
+                };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = stream.set_nodelay(true);
+                // A client that gave up (or the RST) ends only this connection.
+                if stream.read_exact(&mut buf).is_ok() {
+                    let _ = stream.write_all(&buf);
+                    // Wait for the client's RST so that the server never closes first.
+                    let _ = stream.read(&mut buf);
+                }
+            }
+            Ok(())
+        });
+        let client = in_netns(scope, &env.endpoints[0].netns, move || {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| anyhow!("the connection-rate server did not start"))?;
+            let request = [0x5au8; 64];
+            let mut response = [0u8; 64];
+            let target = SocketAddr::V4(addr);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(seconds.into());
+            let mut count = 0u64;
+            while Instant::now() < deadline {
+                let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                    .with_context(|| format!("connection {} to {addr}", count + 1))?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                stream.write_all(&request)?;
+                stream
+                    .read_exact(&mut response)
+                    .with_context(|| format!("response on connection {}", count + 1))?;
+                set_linger_zero(&stream);
+                drop(stream);
+                count += 1;
+            }
+            Ok(count as f64 / started.elapsed().as_secs_f64())
+        });
+        let rate = join(client);
+        stop.store(true, Ordering::Relaxed);
+        let served = join(server);
+        let rate = rate?;
+        served?;
+        Ok(rate)
+    })
+}
 
 /// Starts the servers the pairwise measurements talk to, in endpoint 1.
 pub fn start_servers(env: &mut Env) -> Result<()> {
@@ -27,6 +219,20 @@ pub fn start_servers(env: &mut Env) -> Result<()> {
             SOCKPERF_PORT,
         ],
     )?;
+    // The connection-rate client closes with an RST, so its ports are free at once; the wide
+    // range keeps the same 4-tuple from coming back while a tracker still holds the last one
+    // as closing (10 s in iqd and in the kernel's conntrack).
+    let output = env
+        .exec(0, "sysctl")
+        .args(["-qw", "net.ipv4.ip_local_port_range=1024 65535"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "could not widen the port range in {}: {}",
+            env.endpoints[0].netns,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     // Both listen within milliseconds; the first measurement retries once anyway.
     thread::sleep(Duration::from_millis(300));
     Ok(())

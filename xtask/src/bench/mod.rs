@@ -9,6 +9,7 @@
 mod env;
 mod measure;
 mod report;
+mod secgroups;
 mod stats;
 mod svg;
 
@@ -29,14 +30,20 @@ use stats::Sample;
 /// The MTUs measured by default: Ethernet's, and the CHPID MTUs of MFS 16K and 64K.
 const DEFAULT_MTUS: [u32; 3] = [1500, 8192, 57344];
 
+/// The MTUs at which the security-group systems are measured, of those in the run, unless
+/// --mtu names the MTUs.
+const SECGROUP_MTUS: [u32; 2] = [1500, 57344];
+
 #[derive(Args)]
 pub struct Options {
-    /// Short run (at most about 2 minutes): 3 rounds of 1-second runs at MTU 57344 only and
-    /// the scale test at 16 LPARs, unless --mtu, --rounds, --duration or --scale say otherwise.
+    /// Short run (at most about 3 minutes): 3 rounds of 1-second runs at MTU 57344 only, the
+    /// scale test at 16 LPARs, and of the security-group systems only iqd-sg250 and
+    /// bridge-nft250, unless --system, --mtu, --rounds, --duration or --scale say otherwise.
     #[arg(long)]
     quick: bool,
 
-    /// Systems to measure, comma-separated: iqd-xdp, bridge, macvlan, veth [default: all].
+    /// Systems to measure, comma-separated: iqd-xdp, bridge, macvlan, veth, iqd-sg0,
+    /// iqd-sg50, iqd-sg250, bridge-nft0, bridge-nft50, bridge-nft250 [default: all].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
@@ -95,12 +102,10 @@ fn render_saved(path: &Path, docs: Option<&Path>) -> Result<()> {
     let saved: SavedRun = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a `cargo xtask bench` JSON file", path.display()))?;
     let rows = stats::summarize(&saved.samples, &saved.run.systems);
-    print!("{}", report::table(&rows));
-    for finding in report::findings(&rows) {
-        println!("{finding}");
-    }
+    let secgroup_rows = stats::secgroup_rows(&saved.samples);
+    print_results(&rows, &secgroup_rows);
     if let Some(docs) = docs {
-        write_docs(docs, &rows, &saved.machine, &saved.run)?;
+        write_docs(docs, &rows, &secgroup_rows, &saved.machine, &saved.run)?;
         eprintln!("bench: report: {}", docs.display());
     }
     Ok(())
@@ -115,12 +120,21 @@ struct Plan {
     duration: u32,
     scale: Vec<u32>,
     scale_mtu: u32,
+    /// The MTUs at which the security-group systems run, and the first of them the one at
+    /// which the connection rate is measured.
+    secgroup_mtus: Vec<u32>,
     quick: bool,
 }
 
 impl Plan {
     fn from_options(o: &Options) -> Result<Plan> {
-        let kinds: Vec<Kind> = if o.system.is_empty() {
+        let kinds: Vec<Kind> = if o.system.is_empty() && o.quick {
+            // The two ends of the security-group range only.
+            Kind::ALL
+                .into_iter()
+                .filter(|k| matches!(k.secgroup_rules(), None | Some(250)))
+                .collect()
+        } else if o.system.is_empty() {
             Kind::ALL.to_vec()
         } else {
             let mut kinds = Vec::new();
@@ -169,6 +183,23 @@ impl Plan {
         }
         // The scale test runs at the default CHPID's MTU (MFS 16K) when that is measured.
         let scale_mtu = if mtus.contains(&8192) { 8192 } else { mtus[0] };
+        let mut secgroup_mtus: Vec<u32> = if o.mtu.is_empty() {
+            mtus.iter()
+                .copied()
+                .filter(|m| SECGROUP_MTUS.contains(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if secgroup_mtus.is_empty() {
+            secgroup_mtus = mtus.clone();
+        }
+        // Only systems of more than two endpoints take part in the scale test.
+        let scale = if kinds.iter().any(|k| k.max_endpoints() > 2) {
+            scale
+        } else {
+            Vec::new()
+        };
         Ok(Plan {
             systems: kinds.iter().map(|k| k.name().to_string()).collect(),
             mtus,
@@ -176,8 +207,28 @@ impl Plan {
             duration,
             scale,
             scale_mtu,
+            secgroup_mtus,
             quick: o.quick,
         })
+    }
+
+    /// Whether `kind` is built at `mtu`.
+    fn builds(&self, kind: Kind, mtu: u32) -> bool {
+        kind.secgroup_rules().is_none() || self.secgroup_mtus.contains(&mtu)
+    }
+
+    /// Whether `figure` is measured for `kind` at `mtu`: the security-group systems measure
+    /// TCP with 1 stream, the round trip and the connection rate at their MTUs; the connection
+    /// rate (64-byte messages, whatever the MTU) is measured at one MTU only.
+    fn measures(&self, kind: Kind, figure: Figure, mtu: u32) -> bool {
+        if !self.builds(kind, mtu) {
+            return false;
+        }
+        match figure {
+            Figure::Crr => self.secgroup_mtus.first() == Some(&mtu),
+            Figure::Tcp1 | Figure::Latency => true,
+            Figure::Tcp4 | Figure::Udp64 | Figure::Udp1400 => kind.secgroup_rules().is_none(),
+        }
     }
 
     fn kinds(&self) -> Vec<Kind> {
@@ -196,17 +247,24 @@ impl Plan {
         let d = self.duration as f64;
         match step {
             Step::Pair(Figure::Latency) => d + 2.3, // sockperf waits 2 s before it starts
+            Step::Pair(Figure::Crr) => d + 0.2,
             Step::Pair(_) => d + 0.1,
             Step::Scale(n) => 1.2 * d + 1.0 + 0.05 * *n as f64,
         }
     }
 
     fn total_nominal(&self) -> f64 {
-        let pair: f64 = Figure::ALL
-            .iter()
-            .map(|f| self.nominal(&Step::Pair(*f)))
-            .sum::<f64>()
-            * (self.mtus.len() * self.systems.len()) as f64;
+        let kinds = self.kinds();
+        let mut pair = 0.0;
+        for &mtu in &self.mtus {
+            for &kind in &kinds {
+                for figure in Figure::ALL {
+                    if self.measures(kind, figure, mtu) {
+                        pair += self.nominal(&Step::Pair(figure));
+                    }
+                }
+            }
+        }
         let scale: f64 = self
             .scale
             .iter()
@@ -225,15 +283,18 @@ enum Figure {
     Udp64,
     Udp1400,
     Latency,
+    /// Connect, request, response, close: a new connection each time.
+    Crr,
 }
 
 impl Figure {
-    const ALL: [Figure; 5] = [
+    const ALL: [Figure; 6] = [
         Figure::Tcp1,
         Figure::Tcp4,
         Figure::Udp64,
         Figure::Udp1400,
         Figure::Latency,
+        Figure::Crr,
     ];
 
     fn label(self) -> &'static str {
@@ -243,6 +304,7 @@ impl Figure {
             Figure::Udp64 => "UDP 64 B",
             Figure::Udp1400 => "UDP 1400 B",
             Figure::Latency => "request/response",
+            Figure::Crr => "connection rate",
         }
     }
 }
@@ -268,6 +330,23 @@ struct Output<'a> {
     samples: &'a [Sample],
     failures: &'a [Failure],
     summary: &'a [stats::Summary],
+    secgroups: &'a [stats::SecgroupRow],
+}
+
+/// The table, the security-group comparison and the findings, on stdout.
+fn print_results(rows: &[stats::Summary], secgroup_rows: &[stats::SecgroupRow]) {
+    print!("{}", report::table(rows));
+    if !secgroup_rows.is_empty() {
+        println!("\nSecurity groups: iqd-sgN against bridge-nftN (paired ratios)");
+        print!("{}", report::secgroup_tables(secgroup_rows));
+        println!();
+    }
+    for finding in report::findings(rows)
+        .into_iter()
+        .chain(report::secgroup_findings(secgroup_rows))
+    {
+        println!("{finding}");
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -439,23 +518,23 @@ pub fn run(options: Options) -> Result<()> {
         systems: plan.systems.clone(),
         mtus: plan.mtus.clone(),
         scale: plan.scale.clone(),
+        secgroup_mtus: plan.secgroup_mtus.clone(),
     };
-    print!("{}", report::table(&rows));
-    for finding in report::findings(&rows) {
-        println!("{finding}");
-    }
+    let secgroup_rows = stats::secgroup_rows(&recorder.samples);
+    print_results(&rows, &secgroup_rows);
     let output = Output {
         machine: &machine,
         run: &run,
         samples: &recorder.samples,
         failures: &recorder.failures,
         summary: &rows,
+        secgroups: &secgroup_rows,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&output)?)
         .with_context(|| format!("could not write {}", json_path.display()))?;
     eprintln!("bench: raw samples: {}", json_path.display());
     if let Some(docs) = docs {
-        write_docs(&docs, &rows, &machine, &run)?;
+        write_docs(&docs, &rows, &secgroup_rows, &machine, &run)?;
         eprintln!("bench: report: {}", docs.display());
     }
     if !recorder.failures.is_empty() {
@@ -472,13 +551,17 @@ fn measure_all(plan: &Plan, builder: &mut Builder, rec: &mut Recorder) -> Result
     let kinds = plan.kinds();
     let mut envs: Vec<Env> = Vec::new();
     for &mtu in &plan.mtus {
-        for &kind in &kinds {
+        for &kind in kinds.iter().filter(|k| plan.builds(**k, mtu)) {
             check_interrupted()?;
             eprintln!("bench: building {} at MTU {mtu}", kind.name());
             let mut env = builder
                 .build(kind, mtu, 2)
                 .with_context(|| format!("could not build {} at MTU {mtu}", kind.name()))?;
             measure::start_servers(&mut env)?;
+            if kind.secgroup_rules().is_some() {
+                measure::check_filtering(&env)
+                    .with_context(|| format!("{} at MTU {mtu} does not filter", kind.name()))?;
+            }
             envs.push(env);
         }
     }
@@ -486,7 +569,10 @@ fn measure_all(plan: &Plan, builder: &mut Builder, rec: &mut Recorder) -> Result
         for &mtu in &plan.mtus {
             for figure in Figure::ALL {
                 // Rotate the order each round so no system always runs first (or last).
-                let mut order: Vec<&Env> = envs.iter().filter(|e| e.mtu == mtu).collect();
+                let mut order: Vec<&Env> = envs
+                    .iter()
+                    .filter(|e| e.mtu == mtu && plan.measures(e.kind, figure, mtu))
+                    .collect();
                 let len = order.len().max(1);
                 order.rotate_left(round as usize % len);
                 for env in order {
@@ -558,6 +644,9 @@ fn pair_step(plan: &Plan, env: &Env, figure: Figure, round: u32, rec: &mut Recor
             rec.push(system, mtu, "rr_p50", round, latency.p50_us);
             rec.push(system, mtu, "rr_p99", round, latency.p99_us);
         }),
+        Figure::Crr => measure::connection_rate(env, d).map(|rate| {
+            rec.push(system, mtu, "tcp_crr", round, rate);
+        }),
     };
     if let Err(e) = result {
         rec.fail(system, mtu, figure.label(), round, e);
@@ -622,14 +711,17 @@ fn build_release() -> Result<PathBuf> {
     Ok(iqd)
 }
 
+/// Writes the Markdown report to `path` and its charts to a directory named after the file
+/// beside it (`performance/` for `performance.md`), which the report links to.
 fn write_docs(
     path: &Path,
     rows: &[stats::Summary],
+    secgroup_rows: &[stats::SecgroupRow],
     machine: &report::Machine,
     run: &report::RunInfo,
 ) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let chart_dir = dir.join("performance");
+    let chart_dir = dir.join(chart_dir_name(path));
     std::fs::create_dir_all(&chart_dir)
         .with_context(|| format!("could not create {}", chart_dir.display()))?;
     let charts = svg::charts(rows);
@@ -638,8 +730,17 @@ fn write_docs(
         std::fs::write(&path, svg)
             .with_context(|| format!("could not write {}", path.display()))?;
     }
-    std::fs::write(path, report::markdown(rows, machine, run, &charts))
-        .with_context(|| format!("could not write {}", path.display()))
+    let md = report::markdown(rows, secgroup_rows, machine, run, &charts)
+        .replace("](performance/", &format!("]({}/", chart_dir_name(path)));
+    std::fs::write(path, md).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// The chart directory of a report: the file's name without its extension.
+fn chart_dir_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "performance".into())
 }
 
 fn command_line() -> String {
@@ -687,15 +788,88 @@ mod tests {
     #[test]
     fn defaults_measure_everything_five_times() {
         let p = plan(&[]).unwrap();
-        assert_eq!(p.systems, ["iqd-xdp", "bridge", "macvlan", "veth"]);
+        assert_eq!(
+            p.systems,
+            [
+                "iqd-xdp",
+                "bridge",
+                "macvlan",
+                "veth",
+                "iqd-sg0",
+                "iqd-sg50",
+                "iqd-sg250",
+                "bridge-nft0",
+                "bridge-nft50",
+                "bridge-nft250"
+            ]
+        );
         assert_eq!(p.mtus, [1500, 8192, 57344]);
         assert_eq!((p.rounds, p.duration), (5, 2));
         assert_eq!(p.scale, [2, 16, 64]);
         assert_eq!(p.scale_mtu, 8192);
         assert_eq!(p.scale_kinds().len(), 3);
-        // The full run must fit in 20 minutes, the quick one in 2.
-        assert!(p.total_nominal() < 18.0 * 60.0, "{}", p.total_nominal());
-        assert!(plan(&["--quick"]).unwrap().total_nominal() < 120.0);
+        assert_eq!(p.secgroup_mtus, [1500, 57344]);
+        // The full run must fit in 25 minutes, the quick one in 3.
+        assert!(p.total_nominal() < 25.0 * 60.0, "{}", p.total_nominal());
+        let quick = plan(&["--quick"]).unwrap();
+        assert!(quick.total_nominal() < 170.0, "{}", quick.total_nominal());
+        assert_eq!(
+            quick.systems,
+            [
+                "iqd-xdp",
+                "bridge",
+                "macvlan",
+                "veth",
+                "iqd-sg250",
+                "bridge-nft250"
+            ]
+        );
+    }
+
+    #[test]
+    fn security_group_systems_measure_three_figures_at_their_mtus() {
+        let p = plan(&[]).unwrap();
+        let sg = Kind::parse("iqd-sg250").unwrap();
+        let nft = Kind::parse("bridge-nft0").unwrap();
+        let bridge = Kind::parse("bridge").unwrap();
+        for kind in [sg, nft] {
+            assert!(!p.builds(kind, 8192));
+            for mtu in [1500, 57344] {
+                assert!(p.measures(kind, Figure::Tcp1, mtu));
+                assert!(p.measures(kind, Figure::Latency, mtu));
+                assert!(!p.measures(kind, Figure::Tcp4, mtu));
+                assert!(!p.measures(kind, Figure::Udp64, mtu));
+            }
+            assert!(p.measures(kind, Figure::Crr, 1500));
+            assert!(!p.measures(kind, Figure::Crr, 57344));
+        }
+        for mtu in [1500, 8192, 57344] {
+            assert!(p.builds(bridge, mtu) && p.measures(bridge, Figure::Udp64, mtu));
+            assert_eq!(p.measures(bridge, Figure::Crr, mtu), mtu == 1500);
+        }
+        assert!(!p.scale_kinds().contains(&sg));
+        // --mtu names the MTUs for every system.
+        let p = plan(&["--mtu", "8192", "--system", "iqd-sg50,bridge"]).unwrap();
+        assert_eq!(p.secgroup_mtus, [8192]);
+        assert!(p.measures(Kind::parse("iqd-sg50").unwrap(), Figure::Crr, 8192));
+        // Without 1500 or 57344 in the run, they run at the run's MTUs.
+        let cli = Cli::try_parse_from(["bench", "--quick"]).unwrap();
+        let mut o = cli.options;
+        o.quick = false;
+        o.mtu.clear();
+        assert_eq!(Plan::from_options(&o).unwrap().secgroup_mtus, [1500, 57344]);
+    }
+
+    #[test]
+    fn chart_directories_follow_the_report_name() {
+        assert_eq!(
+            chart_dir_name(Path::new("docs/performance.md")),
+            "performance"
+        );
+        assert_eq!(
+            chart_dir_name(Path::new("docs/performance-secgroups.md")),
+            "performance-secgroups"
+        );
     }
 
     #[test]
@@ -703,6 +877,10 @@ mod tests {
         let p = plan(&["--system", "veth,bridge", "--mtu", "1500", "--scale", "0"]).unwrap();
         assert_eq!(p.systems, ["veth", "bridge"]);
         assert!(p.scale.is_empty());
+        // No scale test for systems of two endpoints.
+        let p = plan(&["--system", "iqd-sg250,bridge-nft250", "--quick"]).unwrap();
+        assert_eq!(p.systems, ["iqd-sg250", "bridge-nft250"]);
+        assert!(p.scale_kinds().is_empty() && p.scale.is_empty());
         let err = plan(&["--system", "ovs"]).unwrap_err().to_string();
         assert!(err.contains("unknown system `ovs`"), "{err}");
         assert!(plan(&["--mtu", "65536"]).is_err());

@@ -4,7 +4,8 @@ use std::{fmt::Write as _, fs, process::Command, process::Stdio};
 
 use serde::Serialize;
 
-use super::stats::{metric, Summary, BASELINE, LIMIT};
+use super::secgroups;
+use super::stats::{metric, SecgroupRow, Summary, BASELINE, LIMIT};
 
 /// The machine a run measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -109,6 +110,9 @@ pub struct RunInfo {
     pub systems: Vec<String>,
     pub mtus: Vec<u32>,
     pub scale: Vec<u32>,
+    /// The MTUs of the security-group systems; the first is the connection rate's.
+    #[serde(default)]
+    pub secgroup_mtus: Vec<u32>,
 }
 
 /// A metric's title, or its name when it is not a known metric.
@@ -123,7 +127,7 @@ pub fn format_value(value: f64, unit: &str) -> String {
     }
     match unit {
         "Gbit/s" | "%" | "s" => format!("{value:.2}"),
-        "packets/s" => si(value),
+        "packets/s" | "conn/s" => si(value),
         "us" => format!("{value:.1}"),
         "CPU s/Gbit" => format!("{value:.3}"),
         _ if value.abs() >= 1e4 => si(value),
@@ -346,7 +350,11 @@ fn describe(c: &Comparison, reference: &str) -> String {
 pub fn findings(rows: &[Summary]) -> Vec<String> {
     let mut systems: Vec<&str> = Vec::new();
     for row in rows {
-        if row.system.starts_with("iqd") && !systems.contains(&row.system.as_str()) {
+        // The security-group systems have findings of their own: see `secgroup_findings`.
+        if row.system.starts_with("iqd")
+            && !row.system.starts_with("iqd-sg")
+            && !systems.contains(&row.system.as_str())
+        {
             systems.push(&row.system);
         }
     }
@@ -408,8 +416,96 @@ pub fn findings(rows: &[Summary]) -> Vec<String> {
     out
 }
 
+/// "0.93x" or "-".
+fn ratio_text(ratio: Option<f64>) -> String {
+    format_ratio(ratio)
+}
+
+/// Plain sentences on the security-group systems: per metric and MTU, what the largest rule
+/// count costs iqd and the nftables bridge, and how the two compare there.
+pub fn secgroup_findings(rows: &[SecgroupRow]) -> Vec<String> {
+    let most = secgroups::RULE_COUNTS[secgroups::RULE_COUNTS.len() - 1];
+    rows.iter()
+        .filter(|r| r.rules == most && r.metric != "rr_p99")
+        .filter(|r| r.iqd.is_some() && r.nft.is_some())
+        .map(|r| {
+            let unit = &r.unit;
+            format!(
+                "security groups, {most} rules per group: {} at MTU {}: iqd-sg{most} {} \
+                 ({} its 0-rule figure), bridge-nft{most} {} ({}); iqd {} the nftables \
+                 bridge{}",
+                title_of(&r.metric),
+                r.mtu,
+                with_unit(&format_value(r.iqd.unwrap_or(f64::NAN), unit), unit),
+                ratio_text(r.iqd_vs_0),
+                with_unit(&format_value(r.nft.unwrap_or(f64::NAN), unit), unit),
+                ratio_text(r.nft_vs_0),
+                ratio_text(r.iqd_vs_nft),
+                if metric(&r.metric).is_some_and(|m| !m.higher_is_better) {
+                    ", lower is better"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
+}
+
+/// The security-group comparison as Markdown tables, one per metric; empty without
+/// security-group systems.
+pub fn secgroup_tables(rows: &[SecgroupRow]) -> String {
+    let mut md = String::new();
+    let mut metrics: Vec<&str> = Vec::new();
+    for row in rows {
+        if !metrics.contains(&row.metric.as_str()) {
+            metrics.push(&row.metric);
+        }
+    }
+    for name in metrics {
+        let group: Vec<&SecgroupRow> = rows.iter().filter(|r| r.metric == name).collect();
+        let unit = &group[0].unit;
+        let _ = write!(md, "\n### {}\n\nIn {unit}", title_of(name));
+        let dir = direction(name);
+        if !dir.is_empty() {
+            let _ = write!(md, "; {dir}");
+        }
+        md.push_str(".\n\n");
+        md.push_str(
+            "| MTU | Rules per group | iqd-sgN | vs iqd-sg0 | bridge-nftN | vs bridge-nft0 | \
+             iqd-sgN / bridge-nftN |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in group {
+            let value = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format_value(v, unit));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.mtu,
+                r.rules,
+                value(r.iqd),
+                ratio_text(r.iqd_vs_0),
+                value(r.nft),
+                ratio_text(r.nft_vs_0),
+                ratio_text(r.iqd_vs_nft)
+            );
+        }
+    }
+    md
+}
+
 /// What each system is, for the method section.
 fn describe_system(name: &str) -> String {
+    if let Some(n) = name.strip_prefix("iqd-sg") {
+        return format!(
+            "iqd-xdp with five security groups on each of the two NICs, {n} rules per group \
+             (see the security-group rule sets below)."
+        );
+    }
+    if let Some(n) = name.strip_prefix("bridge-nft") {
+        return format!(
+            "the bridge system with the same five security groups of {n} rules per group as a \
+             stateful nftables rule set in each of the two endpoint namespaces (see below)."
+        );
+    }
     match name {
         "iqd-xdp" => "iqd with its XDP layer-3 data path. Every endpoint is an LPAR namespace \
                       whose interface `hsi0` is a NIC on one CHPID (a veth pair); the \
@@ -484,6 +580,7 @@ const WHY: &str = "\
 /// name from `charts`, stored in `performance/` next to the file) and a table.
 pub fn markdown(
     rows: &[Summary],
+    secgroup_rows: &[SecgroupRow],
     machine: &Machine,
     run: &RunInfo,
     charts: &[(String, String)],
@@ -568,6 +665,71 @@ pub fn markdown(
         "- CPU time per gigabit: the busy time of all CPUs (everything but idle and iowait in \
          /proc/stat) during the 1-stream TCP run, divided by the gigabits received.\n",
     );
+    let secgroup_systems: Vec<&String> = run
+        .systems
+        .iter()
+        .filter(|s| s.starts_with("iqd-sg") || s.starts_with("bridge-nft"))
+        .collect();
+    if let Some(crr_mtu) = run.secgroup_mtus.first() {
+        let _ = writeln!(
+            md,
+            "- Connection rate: a loop in the benchmark itself opens TCP connections one after \
+         another from endpoint 0 to a server in endpoint 1 for {} s: connect, 64-byte request, \
+         64-byte response, close with an RST (`SO_LINGER` 0, so that no TIME_WAIT holds the \
+         client's ports). Every connection is a new flow, which is when a stateful filter \
+         consults its rules; the throughput and round-trip figures run over one established \
+         connection. It is measured at MTU {crr_mtu} only: the messages are 64 bytes \
+         whatever the MTU.",
+            run.duration_s,
+        );
+    }
+    if !secgroup_systems.is_empty() {
+        let allow = secgroups::allow_rules().len();
+        let _ = writeln!(
+            md,
+            "- Security groups: the systems {} run at MTU {} and measure TCP throughput with 1 \
+             stream, the round trip and the connection rate. Every NIC (endpoint) has {} \
+             security groups. With N rules per group (50, 250), every group has exactly N \
+             rules, and the {allow} rules that allow the measured traffic are the last rules \
+             of the last group, where a linear scan reaches them only after all others: \
+             inbound and outbound each, TCP and UDP port {} (iperf3), TCP ports {}-{} \
+             (sockperf and the connection-rate server) and ICMP echo request, all with remote \
+             {}. The other rules never match the measured traffic and never merge: rule k has \
+             a remote /24 of its own in 172.16.0.0/12 and a port range of its own, \
+             {}+16k to {}+16k+7, alternately inbound and outbound, two in three TCP and the \
+             rest UDP. With N = 0, the first four groups are empty and the fifth holds only \
+             the {allow} allow rules, so 0 means \"no rule but those the measured traffic \
+             needs\".",
+            join(&secgroup_systems),
+            join(&run.secgroup_mtus),
+            secgroups::GROUPS,
+            secgroups::IPERF_PORT,
+            secgroups::SOCKPERF_PORT,
+            secgroups::CRR_PORT,
+            secgroups::BENCH_NET,
+            secgroups::FILLER_PORT,
+            secgroups::FILLER_PORT,
+        );
+        md.push_str(
+            "- The nftables systems load the same rules into every endpoint namespace with \
+             `nft -f`: a table `inet iqdbench` whose `input` chain holds the inbound rules and \
+             whose `output` chain the outbound rules, in group order, each chain starting \
+             with `ct state established,related accept` (and loopback) and ending in policy \
+             drop. So, as with iqd, a new connection needs the sender's outbound and the \
+             receiver's inbound rules, and its replies pass without rules. The rules are not \
+             on the bridge: this kernel has no `nf_conntrack_bridge` \
+             (`CONFIG_NF_CONNTRACK_BRIDGE` is not set), and a bridge-family rule `ct state \
+             established,related accept` is refused with \"Protocol error\". Filtering on \
+             the bridge statefully would take br_netfilter (`bridge-nf-call-iptables`, which \
+             passes bridged frames through the IPv4 hooks); endpoint tables need neither, and \
+             the bridge stays as in the bridge system.\n",
+        );
+        md.push_str(
+            "- Before measuring, the benchmark checks that every security-group system \
+             filters: a TCP connection to the sockperf port succeeds, and one to a port no \
+             rule allows times out, in both directions.\n",
+        );
+    }
     if run.scale.is_empty() {
         md.push_str("- Scale: not run.\n");
     } else {
@@ -585,12 +747,25 @@ pub fn markdown(
     }
 
     md.push_str("\n## Findings\n\n");
-    let findings = findings(rows);
+    let mut findings = findings(rows);
+    findings.extend(secgroup_findings(secgroup_rows));
     if findings.is_empty() {
         md.push_str("- None: the run has no iqd system compared with the bridge or veth.\n");
     }
     for finding in &findings {
         let _ = writeln!(md, "- {finding}");
+    }
+
+    if !secgroup_rows.is_empty() {
+        md.push_str(
+            "\n## Security groups\n\nThe security-group systems side by side: iqd with N \
+             rules per group (`iqd-sgN`) and the bridge with the equivalent nftables rule set \
+             (`bridge-nftN`). \"vs ...0\" is the paired ratio to the same system with 0 rules \
+             per group (the cost of the rules); the last column is iqd's paired ratio to the \
+             nftables bridge with as many rules. The Results below list the same medians with \
+             their ranges and their ratios to the plain bridge and the veth pair.\n",
+        );
+        md.push_str(&secgroup_tables(secgroup_rows));
     }
 
     md.push_str("\n## Results\n");
@@ -835,6 +1010,7 @@ mod tests {
             ],
             mtus: vec![1500, 8192, 57344],
             scale: vec![2, 16, 64],
+            secgroup_mtus: vec![1500, 57344],
         }
     }
 
@@ -847,7 +1023,7 @@ mod tests {
                 .map(|m| (format!("{m}.svg"), "<svg/>".to_string()))
                 .chain([("extra.svg".to_string(), String::new())])
                 .collect();
-        let md = markdown(&rows, &machine(), &run(), &charts);
+        let md = markdown(&rows, &[], &machine(), &run(), &charts);
         assert!(md.starts_with("# Performance\n"));
         assert!(md.contains("generated by `cargo xtask bench`"));
         assert!(md.contains("2026-11-22T10:00:00Z"));
@@ -878,6 +1054,58 @@ mod tests {
         assert!(!md.contains("quick"));
     }
 
+    fn secgroup_row(rules: usize, iqd: f64, nft: f64) -> SecgroupRow {
+        SecgroupRow {
+            metric: "tcp_crr".into(),
+            unit: "conn/s".into(),
+            mtu: 1500,
+            rules,
+            iqd: Some(iqd),
+            nft: Some(nft),
+            iqd_vs_0: Some(iqd / 13_000.0),
+            nft_vs_0: Some(nft / 12_000.0),
+            iqd_vs_nft: Some(iqd / nft),
+        }
+    }
+
+    #[test]
+    fn markdown_describes_and_compares_the_security_group_systems() {
+        let mut run = run();
+        run.systems.extend(
+            ["iqd-sg0", "iqd-sg250", "bridge-nft0", "bridge-nft250"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let sg = vec![
+            secgroup_row(0, 13_000.0, 12_000.0),
+            secgroup_row(250, 12_000.0, 6_000.0),
+        ];
+        let rows = vec![
+            row("tcp_crr", 1500, "iqd-sg250", 12_000.0, Some(0.9), None),
+            row("tcp_crr", 1500, "bridge", 13_500.0, Some(1.0), None),
+        ];
+        let md = markdown(&rows, &sg, &machine(), &run, &[]);
+        assert!(md.contains("- **iqd-sg250**: iqd-xdp with five security groups"));
+        assert!(md.contains("- **bridge-nft0**: the bridge system with the same five"));
+        assert!(md.contains("With N = 0, the first four groups are empty"));
+        assert!(md.contains("`CONFIG_NF_CONNTRACK_BRIDGE` is not set"));
+        assert!(md.contains("## Security groups"));
+        assert!(
+            md.contains("| 1500 | 250 | 12.0k | 0.92x | 6.00k | 0.50x | 2.00x |"),
+            "{md}"
+        );
+        assert!(md.contains(
+            "- security groups, 250 rules per group: TCP connections/s (connect, 64-byte \
+             request/response, close) at MTU 1500: iqd-sg250 12.0k conn/s (0.92x its 0-rule \
+             figure), bridge-nft250 6.00k conn/s (0.50x); iqd 2.00x the nftables bridge"
+        ));
+        // The per-system findings leave the security-group systems to their own sentence.
+        assert!(!md.contains("- iqd-sg250: "));
+        assert!(md.contains("measured at MTU 1500 only"));
+        let tables = secgroup_tables(&sg);
+        assert_eq!(tables.matches("| 1500 |").count(), 2);
+    }
+
     #[test]
     fn markdown_handles_an_empty_run() {
         let mut run = run();
@@ -888,7 +1116,7 @@ mod tests {
             memory_gib: 0.0,
             ..machine()
         };
-        let md = markdown(&[], &machine, &run, &[]);
+        let md = markdown(&[], &[], &machine, &run, &[]);
         assert!(md.contains("Cores: unknown") && md.contains("Memory: unknown"));
         assert!(md.contains("**quick** run") && md.contains("Scale: not run"));
         assert!(md.contains("No results."));

@@ -64,6 +64,12 @@ pub const METRICS: &[(&str, &str, &str, bool)] = &[
         "TCP request/response round trip, p99",
         false,
     ),
+    (
+        "tcp_crr",
+        "conn/s",
+        "TCP connections/s (connect, 64-byte request/response, close)",
+        true,
+    ),
 ];
 
 /// Describes `name`: one of [`METRICS`] or a scale metric `scale<N>_up`, `scale<N>_reachable`
@@ -198,6 +204,86 @@ pub fn summarize(samples: &[Sample], systems: &[String]) -> Vec<Summary> {
     out
 }
 
+/// The metrics the security-group systems measure.
+pub const SECGROUP_METRICS: [&str; 4] = ["tcp_1", "rr_p50", "rr_p99", "tcp_crr"];
+
+/// One line of the security-group comparison: iqd with N rules per group against the bridge
+/// with the equivalent nftables rule set, at a metric and MTU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecgroupRow {
+    pub metric: String,
+    pub unit: String,
+    pub mtu: u32,
+    /// Rules per group.
+    pub rules: usize,
+    /// Median of `iqd-sg<rules>`.
+    pub iqd: Option<f64>,
+    /// Median of `bridge-nft<rules>`.
+    pub nft: Option<f64>,
+    /// Paired within rounds: `iqd-sg<rules>` / `iqd-sg0`.
+    pub iqd_vs_0: Option<f64>,
+    /// Paired within rounds: `bridge-nft<rules>` / `bridge-nft0`.
+    pub nft_vs_0: Option<f64>,
+    /// Paired within rounds: `iqd-sg<rules>` / `bridge-nft<rules>`.
+    pub iqd_vs_nft: Option<f64>,
+}
+
+/// The security-group comparison, by metric, MTU and rule count; only where at least one of
+/// the two systems has samples.
+pub fn secgroup_rows(samples: &[Sample]) -> Vec<SecgroupRow> {
+    let mut out = Vec::new();
+    for metric in SECGROUP_METRICS {
+        let mut mtus: Vec<u32> = samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .map(|s| s.mtu)
+            .collect();
+        mtus.sort_unstable();
+        mtus.dedup();
+        for mtu in mtus {
+            let rounds = |system: &str| -> Option<BTreeMap<u32, f64>> {
+                let map: BTreeMap<u32, f64> = samples
+                    .iter()
+                    .filter(|s| s.metric == metric && s.mtu == mtu && s.system == system)
+                    .map(|s| (s.round, s.value))
+                    .collect();
+                (!map.is_empty()).then_some(map)
+            };
+            let (iqd0, nft0) = (rounds("iqd-sg0"), rounds("bridge-nft0"));
+            for rules in super::secgroups::RULE_COUNTS {
+                let iqd = rounds(&format!("iqd-sg{rules}"));
+                let nft = rounds(&format!("bridge-nft{rules}"));
+                if iqd.is_none() && nft.is_none() {
+                    continue;
+                }
+                let med = |r: &Option<BTreeMap<u32, f64>>| {
+                    r.as_ref()
+                        .and_then(|r| median(&r.values().copied().collect::<Vec<_>>()))
+                };
+                let ratio = |a: &Option<BTreeMap<u32, f64>>, b: &Option<BTreeMap<u32, f64>>| {
+                    paired_ratio(a.as_ref()?, b.as_ref())
+                };
+                out.push(SecgroupRow {
+                    metric: metric.to_string(),
+                    unit: metric_unit(metric),
+                    mtu,
+                    rules,
+                    iqd: med(&iqd),
+                    nft: med(&nft),
+                    iqd_vs_0: ratio(&iqd, &iqd0),
+                    nft_vs_0: ratio(&nft, &nft0),
+                    iqd_vs_nft: ratio(&iqd, &nft),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn metric_unit(name: &str) -> String {
+    metric(name).map_or_else(String::new, |m| m.unit.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +330,36 @@ mod tests {
         assert!((iqd.vs_veth.unwrap() - 0.5).abs() < 1e-9);
         assert_eq!(rows[1].vs_bridge, Some(1.0));
         assert_eq!(rows[2].system, "veth");
+    }
+
+    #[test]
+    fn secgroup_rows_pair_iqd_with_nft_and_with_zero_rules() {
+        let mut samples = Vec::new();
+        for round in 0..3 {
+            let r = round as f64;
+            samples.push(sample("iqd-sg0", round, 10.0 + r));
+            samples.push(sample("iqd-sg250", round, 9.0 + r));
+            samples.push(sample("bridge-nft0", round, 20.0 + r));
+            samples.push(sample("bridge-nft250", round, 10.0 + r / 2.0));
+            samples.push(sample("bridge", round, 30.0));
+        }
+        let rows = secgroup_rows(&samples);
+        assert_eq!(rows.len(), 2, "no 50-rule systems: {rows:?}");
+        let zero = &rows[0];
+        assert_eq!(
+            (zero.rules, zero.mtu, zero.unit.as_str()),
+            (0, 1500, "Gbit/s")
+        );
+        assert_eq!((zero.iqd, zero.nft), (Some(11.0), Some(21.0)));
+        assert_eq!((zero.iqd_vs_0, zero.nft_vs_0), (Some(1.0), Some(1.0)));
+        let full = &rows[1];
+        assert_eq!(full.rules, 250);
+        assert_eq!((full.iqd, full.nft), (Some(10.0), Some(10.5)));
+        // Round 1: 10 / 10.5; the median of 0.9, 0.952, 0.9565 (rounds 0, 1, 2).
+        assert!((full.iqd_vs_nft.unwrap() - 10.0 / 10.5).abs() < 1e-9);
+        assert!((full.iqd_vs_0.unwrap() - 10.0 / 11.0).abs() < 1e-9);
+        assert!((full.nft_vs_0.unwrap() - 10.5 / 21.0).abs() < 1e-9);
+        assert!(secgroup_rows(&[sample("bridge", 0, 1.0)]).is_empty());
     }
 
     #[test]

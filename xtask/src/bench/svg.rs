@@ -41,6 +41,14 @@ fn colour(system: &str) -> &'static str {
         "bridge" => "#E69F00",
         "macvlan" => "#009E73",
         "veth" => "#7F7F7F",
+        // Security groups: iqd's in darkening blues, the nftables bridge's in darkening
+        // oranges, by rule count.
+        "iqd-sg0" => "#6BAED6",
+        "iqd-sg50" => "#2171B5",
+        "iqd-sg250" => "#08306B",
+        "bridge-nft0" => "#FDAE6B",
+        "bridge-nft50" => "#E6550D",
+        "bridge-nft250" => "#7F2704",
         other => {
             const SPARE: [&str; 4] = ["#D55E00", "#F0E442", "#000000", "#882255"];
             // FNV-1a: stable across runs and charts.

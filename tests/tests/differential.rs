@@ -1,0 +1,1174 @@
+//! Differential test: the real port program (`iqd_port`, through BPF_PROG_TEST_RUN) against
+//! the reference model of its policy (`iqd::model`), on generated fabrics and frames.
+//!
+//! A seeded generator writes several fabric files (CHPIDs, LPARs with one or two NICs and a few
+//! addresses each, security groups with random rules of every kind, random group lists, some
+//! NICs with `allow_ip_spoofing`) and, for each, over a thousand frames: new TCP, UDP, ICMP and
+//! other-protocol flows between random NICs and addresses (registered or not, on the sender's
+//! CHPID or another), replies to and continuations of earlier flows (so connection tracking is
+//! exercised both ways), odd frames (IPv4 options, first and later fragments, odd TCP flags,
+//! ICMP other than echo, padding, large frames) and malformed ones (truncated headers, bad IHL,
+//! bad total length, wrong version, other ethertypes, frames above the MFS, ARP variants).
+//!
+//! The frames run in order through the program, loaded with the maps `iqd up` writes for that
+//! fabric (the rule table compiled by `RuleTable::compile`), and through the model, which
+//! evaluates the fabric's rules directly. Connection state carries over from frame to frame on
+//! both sides. For every frame the verdict (redirect target, ARP reply, drop reason and the NIC
+//! that counts it), the frame as the program leaves it and every NIC's counters must agree.
+//!
+//! The generator is deterministic: `IQD_DIFF_SEED` (decimal or 0x-hex) picks another seed,
+//! `IQD_DIFF_RULE_SETS` and `IQD_DIFF_FRAMES` change the amount of work. A disagreement names
+//! the seed, the rule set (its fabric file is written to the temporary directory), the frame
+//! index, a summary of the frame and both verdicts.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    net::Ipv4Addr,
+    time::Instant,
+};
+
+use iqd::{
+    config::Fabric,
+    model::{Model, NicId, Verdict},
+    secgroup::RuleTable,
+};
+use iqd_common::{drop_reason, port_flags, NicCounters, PortInfo, RouteKey, RouteTarget};
+use iqd_tests::{
+    frames::{
+        ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
+        ETH_P_LOCAL_EXP, L4,
+    },
+    prog_test::{action_name, ifindex, ProgBench, XDP_DROP, XDP_REDIRECT, XDP_TX},
+};
+
+const DEFAULT_SEED: u64 = 0x1d0_5eed;
+const DEFAULT_RULE_SETS: usize = 8;
+const DEFAULT_FRAMES: usize = 2500;
+
+/// Nobody's MAC.
+const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+
+// ---------------------------------------------------------------------------------------------
+// A small deterministic PRNG (SplitMix64).
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// A number in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.index(items.len())].clone()
+    }
+
+    /// An index drawn with the given weights.
+    fn weighted(&mut self, weights: &[u64]) -> usize {
+        let mut n = self.below(weights.iter().sum());
+        for (i, w) in weights.iter().enumerate() {
+            if n < *w {
+                return i;
+            }
+            n -= w;
+        }
+        unreachable!("weights sum")
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+
+    fn u16(&mut self) -> u16 {
+        self.next_u64() as u16
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.u8()).collect()
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fabric files.
+
+/// Ports that rules name and frames use, so that both meet often.
+const PORTS: [u16; 12] = [1, 7, 22, 53, 80, 443, 1024, 5201, 5432, 8080, 40000, 65535];
+const ICMP_TYPES: [u8; 8] = [0, 3, 5, 8, 11, 13, 14, 254];
+/// Echo reply and request come up most in rules.
+const RULE_ICMP_TYPES: [u8; 9] = [0, 0, 0, 3, 8, 8, 11, 13, 254];
+const OTHER_PROTOCOLS: [u8; 9] = [0, 2, 4, 41, 47, 50, 89, 132, 253];
+
+/// The subnet of the `c`-th CHPID: 10.(c+1).0.0/24. Addresses 10.99.0.x may be registered on
+/// several CHPIDs at once.
+fn chpid_addr(c: usize, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, c as u8 + 1, 0, host)
+}
+
+fn shared_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, 0, host)
+}
+
+/// Addresses frames and rules use besides the registered ones: unregistered ones in each
+/// subnet, nobody's, broadcast, multicast, loopback, unspecified.
+fn extra_addresses(chpids: usize) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for c in 0..chpids {
+        out.push(chpid_addr(c, 200 + c as u8));
+        out.push(chpid_addr(c, 255));
+    }
+    out.extend([
+        shared_addr(9),
+        Ipv4Addr::new(192, 0, 2, 7),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 5),
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::UNSPECIFIED,
+    ]);
+    out
+}
+
+/// A random fabric file: 2-3 CHPIDs, 4-8 LPARs with one or two NICs, 2-5 security groups
+/// (sometimes a written `default`), random rules and group lists.
+fn fabric_file(rng: &mut Rng) -> String {
+    let chpids = rng.between(2, 3) as usize;
+    let mut text = String::from("[fabric]\nname = \"diff\"\n\n");
+    for c in 0..chpids {
+        let mfs = rng.pick(&["16K", "24K", "40K", "64K"]);
+        let _ = writeln!(text, "[[chpid]]\nid = \"F{c}\"\nmfs = \"{mfs}\"\n");
+    }
+
+    let groups: Vec<String> = (0..rng.between(2, 5)).map(|g| format!("g{g}")).collect();
+    let mut group_choices = groups.clone();
+    group_choices.push("default".into());
+
+    // NICs first: rules name their addresses.
+    struct NicPlan {
+        chpid: usize,
+        addrs: Vec<Ipv4Addr>,
+        groups: Option<Vec<String>>,
+        spoof: bool,
+    }
+    let mut lpars: Vec<Vec<NicPlan>> = Vec::new();
+    let mut taken: Vec<(usize, Ipv4Addr)> = Vec::new();
+    for _ in 0..rng.between(4, 8) {
+        let count = if rng.percent(30) { 2 } else { 1 };
+        let first = rng.index(chpids);
+        let mut nics = Vec::new();
+        for k in 0..count {
+            let chpid = (first + k) % chpids;
+            let mut addrs = Vec::new();
+            for _ in 0..rng.between(1, 3) {
+                let addr = if rng.percent(15) {
+                    shared_addr(rng.between(1, 4) as u8)
+                } else {
+                    chpid_addr(chpid, rng.between(1, 40) as u8)
+                };
+                if !taken.contains(&(chpid, addr)) {
+                    taken.push((chpid, addr));
+                    addrs.push(addr);
+                }
+            }
+            if addrs.is_empty() {
+                // Unique by construction: a host number no other NIC gets.
+                let addr = chpid_addr(chpid, 100 + taken.len() as u8);
+                taken.push((chpid, addr));
+                addrs.push(addr);
+            }
+            let groups = (!rng.percent(30)).then(|| {
+                let mut list: Vec<String> = Vec::new();
+                for _ in 0..rng.between(1, 3) {
+                    let g = rng.pick(&group_choices);
+                    if !list.contains(&g) {
+                        list.push(g);
+                    }
+                }
+                list
+            });
+            nics.push(NicPlan {
+                chpid,
+                addrs,
+                groups,
+                spoof: rng.percent(20),
+            });
+        }
+        lpars.push(nics);
+    }
+
+    let mut addresses: Vec<Ipv4Addr> = taken.iter().map(|(_, a)| *a).collect();
+    addresses.extend(extra_addresses(chpids));
+    let mut written = groups.clone();
+    if rng.percent(25) {
+        written.push("default".into());
+    }
+    for name in &written {
+        let _ = writeln!(text, "[[security_group]]\nname = \"{name}\"\nrules = [");
+        for _ in 0..rng.between(0, 10) {
+            let _ = writeln!(text, "  {},", rule(rng, &group_choices, &addresses));
+        }
+        text.push_str("]\n\n");
+    }
+
+    for (l, nics) in lpars.iter().enumerate() {
+        let _ = writeln!(text, "[[lpar]]\nname = \"L{l}\"\nnetns = \"dl{l}\"");
+        for nic in nics {
+            let addrs: Vec<String> = nic.addrs.iter().map(|a| format!("\"{a}/24\"")).collect();
+            let _ = writeln!(
+                text,
+                "[[lpar.nic]]\nchpid = \"F{}\"\nipv4 = [{}]",
+                nic.chpid,
+                addrs.join(", ")
+            );
+            if let Some(groups) = &nic.groups {
+                let names: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+                let _ = writeln!(text, "security_groups = [{}]", names.join(", "));
+            }
+            if nic.spoof {
+                text.push_str("allow_ip_spoofing = true\n");
+            }
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// One random rule as an inline TOML table.
+fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
+    let direction = rng.pick(&["inbound", "outbound"]);
+    let protocol = rng.pick(&["all", "tcp", "udp", "icmp"]);
+    let mut text = format!("{{ direction = \"{direction}\", protocol = \"{protocol}\"");
+    match protocol {
+        "tcp" | "udp" if rng.percent(70) => {
+            let lo = if rng.percent(80) {
+                rng.pick(&PORTS)
+            } else {
+                rng.between(1, 65535) as u16
+            };
+            let width = rng.pick(&[0u32, 0, 1, 10, 100, 1000, 65535]);
+            let hi = (u32::from(lo) + width).min(65535);
+            let _ = write!(text, ", port_min = {lo}, port_max = {hi}");
+        }
+        "icmp" if rng.percent(70) => {
+            let icmp_type = if rng.percent(85) {
+                rng.pick(&RULE_ICMP_TYPES)
+            } else {
+                rng.between(0, 254) as u8
+            };
+            let _ = write!(text, ", type = {icmp_type}");
+            if rng.percent(50) {
+                let code = rng.pick(&[0u8, 0, 1, 3, 255]);
+                let _ = write!(text, ", code = {code}");
+            }
+        }
+        _ => {}
+    }
+    match rng.weighted(&[40, 35, 25]) {
+        0 => {}
+        1 => {
+            let addr = u32::from(rng.pick(addresses));
+            let prefix = rng.pick(&[32u32, 32, 31, 30, 28, 24, 24, 16, 8, 0]);
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            let _ = write!(
+                text,
+                ", remote = \"{}/{prefix}\"",
+                Ipv4Addr::from(addr & mask)
+            );
+        }
+        _ => {
+            let _ = write!(text, ", remote_group = \"{}\"", rng.pick(groups));
+        }
+    }
+    text.push_str(" }");
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames.
+
+/// What a flow carries, to build its later frames (replies, continuations) from.
+#[derive(Clone, Copy, Debug)]
+enum FlowKind {
+    Tcp { sport: u16, dport: u16 },
+    Udp { sport: u16, dport: u16 },
+    Echo { id: u16 },
+    Icmp { icmp_type: u8, code: u8 },
+    Other { proto: u8 },
+}
+
+/// A frame's flow as the generator built it.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    from: NicId,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: FlowKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    New,
+    Reply,
+    Continue,
+}
+
+/// A generated frame.
+struct Generated {
+    ingress: NicId,
+    frame: Vec<u8>,
+    /// How it was made ("reply to #12, later fragment", ...).
+    note: String,
+    /// The flow it belongs to, when it is a well-formed IPv4 frame worth following up.
+    flow: Option<Flow>,
+}
+
+struct Generator {
+    rng: Rng,
+    addresses: Vec<Ipv4Addr>,
+    /// Destination ports worth trying: the rules' boundaries and their neighbours.
+    ports: Vec<u16>,
+    /// Flows of earlier frames, with the index of their frame.
+    history: Vec<(usize, Flow)>,
+}
+
+impl Generator {
+    fn new(rng: Rng, fabric: &Fabric, model: &Model) -> Self {
+        let chpids = fabric.chpids.len();
+        let mut addresses: Vec<Ipv4Addr> =
+            model.nics().iter().flat_map(|n| n.addrs.clone()).collect();
+        addresses.extend(extra_addresses(chpids));
+        let mut ports: Vec<u16> = PORTS.to_vec();
+        for group in &fabric.security_groups {
+            for rule in &group.rules {
+                if let Some((lo, hi)) = rule.ports {
+                    ports.extend([lo.saturating_sub(1), lo, hi, hi.saturating_add(1)]);
+                }
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        Generator {
+            rng,
+            addresses,
+            ports,
+            history: Vec::new(),
+        }
+    }
+
+    fn port(&mut self) -> u16 {
+        if self.rng.percent(70) {
+            self.rng.pick(&self.ports)
+        } else {
+            self.rng.u16()
+        }
+    }
+
+    fn other_nic(&mut self, model: &Model, not: NicId) -> NicId {
+        let n = model.nics().len();
+        let other = NicId((not.0 + 1 + self.rng.index(n - 1)) % n);
+        debug_assert_ne!(other, not);
+        other
+    }
+
+    fn next(&mut self, model: &Model) -> Generated {
+        match self.rng.weighted(&[40, 25, 10, 9, 3]) {
+            0 => self.ipv4(model, Role::New),
+            1 => self.ipv4(model, Role::Reply),
+            2 => self.ipv4(model, Role::Continue),
+            3 => self.arp(model),
+            _ => self.non_ip(model),
+        }
+    }
+
+    /// Remembers a frame's flow once the model has judged it.
+    fn record(&mut self, index: usize, flow: Flow) {
+        self.history.push((index, flow));
+    }
+
+    /// A flow from a random NIC: mostly from its own address to another NIC's address on its
+    /// CHPID, sometimes from or to anywhere.
+    fn new_flow(&mut self, model: &Model) -> Flow {
+        let from = NicId(self.rng.index(model.nics().len()));
+        let nic = model.nic(from);
+        let src = if self.rng.percent(88) {
+            self.rng.pick(&nic.addrs)
+        } else {
+            self.rng.pick(&self.addresses)
+        };
+        let peers: Vec<Ipv4Addr> = model
+            .nics()
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != from.0 && n.chpid == nic.chpid)
+            .flat_map(|(_, n)| n.addrs.clone())
+            .collect();
+        let dst = match self.rng.below(10) {
+            0..=6 if !peers.is_empty() => self.rng.pick(&peers),
+            7 => self.rng.pick(&nic.addrs),
+            _ => self.rng.pick(&self.addresses),
+        };
+        let kind = match self.rng.weighted(&[35, 25, 25, 15]) {
+            0 => FlowKind::Tcp {
+                sport: self.rng.between(1024, 65535) as u16,
+                dport: self.port(),
+            },
+            1 => FlowKind::Udp {
+                sport: self.rng.between(1024, 65535) as u16,
+                dport: self.port(),
+            },
+            2 if self.rng.percent(70) => FlowKind::Echo { id: self.rng.u16() },
+            2 => FlowKind::Icmp {
+                icmp_type: if self.rng.percent(80) {
+                    self.rng.pick(&ICMP_TYPES)
+                } else {
+                    self.rng.u8()
+                },
+                code: self.rng.pick(&[0, 0, 1, 3, 255]),
+            },
+            _ => FlowKind::Other {
+                proto: self.rng.pick(&OTHER_PROTOCOLS),
+            },
+        };
+        Flow {
+            from,
+            src,
+            dst,
+            kind,
+        }
+    }
+
+    /// The transport part of a frame of `flow` in `role`.
+    fn l4(&mut self, kind: FlowKind, role: Role) -> L4 {
+        let data_len = if self.rng.percent(70) {
+            self.rng.index(24)
+        } else {
+            self.rng.index(400)
+        };
+        let data = self.rng.bytes(data_len);
+        match kind {
+            FlowKind::Tcp { sport, dport } => {
+                let flags = match role {
+                    Role::New if self.rng.percent(85) => TCP_SYN,
+                    Role::New => self.rng.u8(),
+                    Role::Reply => self.rng.pick(&[
+                        TCP_SYN | TCP_ACK,
+                        TCP_SYN | TCP_ACK,
+                        TCP_ACK,
+                        TCP_PSH | TCP_ACK,
+                        TCP_FIN | TCP_ACK,
+                        TCP_RST,
+                        TCP_RST | TCP_ACK,
+                    ]),
+                    Role::Continue => self.rng.pick(&[
+                        TCP_ACK,
+                        TCP_PSH | TCP_ACK,
+                        TCP_PSH | TCP_ACK,
+                        TCP_FIN | TCP_ACK,
+                        TCP_RST,
+                    ]),
+                };
+                L4::Tcp {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq: self.rng.next_u64() as u32,
+                    ack: self.rng.next_u64() as u32,
+                    flags,
+                    data,
+                }
+            }
+            FlowKind::Udp { sport, dport } => L4::Udp {
+                src_port: sport,
+                dst_port: dport,
+                data,
+            },
+            FlowKind::Echo { id } => {
+                let icmp_type = match role {
+                    Role::Reply if self.rng.percent(85) => 0,
+                    _ => 8,
+                };
+                let mut rest = [0u8; 4];
+                rest[..2].copy_from_slice(&id.to_be_bytes());
+                rest[2..].copy_from_slice(&self.rng.u16().to_be_bytes());
+                let code = if self.rng.percent(95) { 0 } else { 1 };
+                L4::Icmp {
+                    icmp_type,
+                    code,
+                    rest,
+                    data,
+                }
+            }
+            FlowKind::Icmp { icmp_type, code } => L4::Icmp {
+                icmp_type,
+                code,
+                rest: [0; 4],
+                // An ICMP error quotes the start of a packet.
+                data: self.rng.bytes(28),
+            },
+            FlowKind::Other { proto } => L4::Raw {
+                protocol: proto,
+                data,
+            },
+        }
+    }
+
+    /// An IPv4 frame: a new flow, a reply to an earlier one (from the NIC that received it) or
+    /// a continuation; most are well-formed, some odd, a few malformed.
+    fn ipv4(&mut self, model: &Model, role: Role) -> Generated {
+        let earlier = if self.history.is_empty() {
+            None
+        } else {
+            // Mostly recent flows, so replies follow their requests closely.
+            let n = self.history.len();
+            let back = if self.rng.percent(70) {
+                self.rng.index(n.min(20))
+            } else {
+                self.rng.index(n)
+            };
+            Some(self.history[n - 1 - back])
+        };
+        let (flow, mut note) = match (role, earlier) {
+            (Role::Reply, Some((index, f))) => {
+                // The reply comes from whoever holds the destination on the sender's CHPID.
+                let chpid = model.nic(f.from).chpid;
+                let from = model
+                    .route(chpid, f.dst)
+                    .unwrap_or_else(|| self.other_nic(model, f.from));
+                let kind = match f.kind {
+                    FlowKind::Tcp { sport, dport } => FlowKind::Tcp {
+                        sport: dport,
+                        dport: sport,
+                    },
+                    FlowKind::Udp { sport, dport } => FlowKind::Udp {
+                        sport: dport,
+                        dport: sport,
+                    },
+                    kind => kind,
+                };
+                let flow = Flow {
+                    from,
+                    src: f.dst,
+                    dst: f.src,
+                    kind,
+                };
+                (flow, format!("reply to #{index}"))
+            }
+            (Role::Continue, Some((index, f))) => (f, format!("continues #{index}")),
+            _ => (self.new_flow(model), "new flow".to_string()),
+        };
+        let role = if note == "new flow" { Role::New } else { role };
+        let nic = model.nic(flow.from);
+        let src_mac = match self.rng.below(100) {
+            0..=95 => nic.mac,
+            96..=97 => MAC_STRANGER,
+            _ => model.nic(self.other_nic(model, flow.from)).mac,
+        };
+        let dst_mac = match model.route(nic.chpid, flow.dst) {
+            Some(to) if self.rng.percent(70) => model.nic(to).mac,
+            _ => self.rng.pick(&[BROADCAST, MAC_STRANGER, nic.mac]),
+        };
+        let l4 = self.l4(flow.kind, role);
+        let mut packet = Ipv4Frame::new(src_mac, dst_mac, flow.src, flow.dst, l4);
+        packet.id = self.rng.u16();
+        if self.rng.percent(40) {
+            packet.frag_off = 0;
+        }
+        let mut follow = true;
+
+        // Odd but well-formed.
+        if self.rng.percent(22) {
+            match self.rng.weighted(&[3, 2, 4, 2, 1, 2, 1]) {
+                0 => {
+                    packet.ihl = self.rng.between(6, 15) as u8;
+                    note += ", IPv4 options";
+                }
+                1 => {
+                    packet.frag_off = 0x2000;
+                    note += ", first fragment";
+                }
+                2 => {
+                    let more = if self.rng.percent(50) { 0x2000 } else { 0 };
+                    packet.frag_off = more | self.rng.between(1, 0x1fff) as u16;
+                    note += ", later fragment";
+                    follow = false;
+                }
+                3 => {
+                    packet.pad_to = Some(self.rng.between(60, 200) as usize);
+                    note += ", padded";
+                }
+                4 => {
+                    let mtu = nic.mtu as usize;
+                    let len = match self.rng.below(3) {
+                        0 => mtu + 14,
+                        1 => self.rng.between(1000, 1514) as usize,
+                        _ => self.rng.between(1514, mtu as u64 + 14) as usize,
+                    };
+                    packet = packet.with_frame_len(len);
+                    note += ", large";
+                }
+                5 => {
+                    if let L4::Tcp { flags, .. } = &mut packet.l4 {
+                        *flags = self.rng.u8();
+                        note += ", odd TCP flags";
+                    }
+                }
+                _ => {
+                    packet.ttl = self.rng.pick(&[0, 1, 255]);
+                    packet.checksum = Some(self.rng.u16());
+                    note += ", odd TTL and header checksum";
+                }
+            }
+        }
+
+        // Malformed (or at least refused as such).
+        let mut cut = None;
+        if self.rng.percent(12) {
+            follow = false;
+            let full = packet.build().len();
+            let headers = 14 + packet.header_len() + 20;
+            match self.rng.below(8) {
+                0 => {
+                    let at = self.rng.between(14, headers.min(full - 1) as u64) as usize;
+                    cut = Some(at);
+                    note += &format!(", cut to {at} bytes");
+                }
+                1 => {
+                    packet.ihl = self.rng.between(0, 4) as u8;
+                    note += ", IHL below 5";
+                }
+                2 => {
+                    packet.ihl = 15;
+                    packet.total_len = Some(self.rng.between(20, 59) as u16);
+                    packet.pad_to = Some(full.max(14 + 60 + 20));
+                    note += ", IHL 15 beyond the total length";
+                }
+                3 => {
+                    let tot = full - 14;
+                    packet.total_len = Some((tot + self.rng.between(1, 64) as usize) as u16);
+                    note += ", total length beyond the frame";
+                }
+                4 => {
+                    // The transport header (partly) outside the packet, in the padding.
+                    let ihl = packet.header_len();
+                    packet.total_len = Some((ihl + self.rng.index(20)) as u16);
+                    note += ", total length ends inside the transport header";
+                }
+                5 => {
+                    packet.version = self.rng.pick(&[0, 5, 6, 15]);
+                    note += ", IP version not 4";
+                }
+                6 => {
+                    let ihl = packet.header_len();
+                    packet.total_len = Some(self.rng.between(0, ihl as u64 - 1) as u16);
+                    note += ", total length below the header length";
+                }
+                _ => {
+                    let len = nic.mtu as usize + 14 + self.rng.between(1, 64) as usize;
+                    packet = packet.with_frame_len(len);
+                    note += ", above the MFS";
+                }
+            }
+        }
+        let mut frame = packet.build();
+        if let Some(at) = cut {
+            frame.truncate(at);
+        }
+        Generated {
+            ingress: flow.from,
+            frame,
+            note,
+            flow: follow.then_some(flow),
+        }
+    }
+
+    /// An ARP frame: mostly requests, with spoofed fields, other operations and broken headers.
+    fn arp(&mut self, model: &Model) -> Generated {
+        let from = NicId(self.rng.index(model.nics().len()));
+        let nic = model.nic(from);
+        let spa = match self.rng.below(10) {
+            0..=6 => self.rng.pick(&nic.addrs),
+            7 => Ipv4Addr::UNSPECIFIED,
+            _ => self.rng.pick(&self.addresses),
+        };
+        let tpa = self.rng.pick(&self.addresses);
+        let mut arp = ArpFrame::request(nic.mac, spa, tpa);
+        let mut note = String::from("ARP");
+        let mut cut = None;
+        match self.rng.below(14) {
+            0 => {
+                arp.oper = self.rng.pick(&[2, 3, 4, 0]);
+                note += ", not a request";
+            }
+            1 => {
+                arp.eth_src = MAC_STRANGER;
+                note += ", foreign Ethernet source";
+            }
+            2 => {
+                arp.sha = model.nic(self.other_nic(model, from)).mac;
+                note += ", foreign sender MAC";
+            }
+            3 => {
+                match self.rng.below(4) {
+                    0 => arp.htype = 6,
+                    1 => arp.ptype = ETH_P_IPV6,
+                    2 => arp.hlen = 8,
+                    _ => arp.plen = 16,
+                }
+                note += ", not Ethernet/IPv4";
+            }
+            4 => {
+                cut = Some(self.rng.between(14, 41) as usize);
+                note += ", cut short";
+            }
+            5 | 6 => {
+                arp.pad_to = Some(60);
+                note += ", padded";
+            }
+            7 => {
+                arp.eth_dst = model.nic(self.other_nic(model, from)).mac;
+                arp.tha = MAC_STRANGER;
+                note += ", unicast with a stale target MAC";
+            }
+            _ => {}
+        }
+        let mut frame = arp.build();
+        if let Some(at) = cut {
+            frame.truncate(at);
+        }
+        Generated {
+            ingress: from,
+            frame,
+            note,
+            flow: None,
+        }
+    }
+
+    /// Neither IPv4 nor ARP.
+    fn non_ip(&mut self, model: &Model) -> Generated {
+        let from = NicId(self.rng.index(model.nics().len()));
+        let mac = model.nic(from).mac;
+        let len = self.rng.index(80);
+        let payload = self.rng.bytes(len);
+        let (ether_type, note) = match self.rng.below(4) {
+            0 => (ETH_P_IPV6, "IPv6 ethertype"),
+            1 => (ETH_P_8021Q, "VLAN tag"),
+            2 => (ETH_P_LOCAL_EXP, "experimental ethertype"),
+            _ => (self.rng.between(0, 0x05dc) as u16, "802.3 length field"),
+        };
+        let mut frame = ethernet(BROADCAST, mac, ether_type, &payload);
+        if ether_type == ETH_P_8021Q && frame.len() >= 18 {
+            // A tagged IPv4 frame: the tag hides the IPv4 ethertype.
+            frame[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        }
+        Generated {
+            ingress: from,
+            frame,
+            note: note.to_string(),
+            flow: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Describing frames and verdicts.
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+fn mac_text(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A one-line decoding of a frame, tcpdump style.
+fn summarize(frame: &[u8]) -> String {
+    let mut s = format!("{} bytes", frame.len());
+    if frame.len() < 14 {
+        return s;
+    }
+    let _ = write!(
+        s,
+        ", {} > {}",
+        mac_text(&frame[6..12]),
+        mac_text(&frame[0..6])
+    );
+    match be16(frame, 12) {
+        0x0800 if frame.len() >= 34 => {
+            let ip = &frame[14..];
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let _ = write!(
+                s,
+                ", IPv{} header={} tot_len={} frag={:#06x} proto={} {} > {}",
+                ip[0] >> 4,
+                ihl,
+                be16(ip, 2),
+                be16(ip, 6),
+                ip[9],
+                ip_at(ip, 12),
+                ip_at(ip, 16)
+            );
+            let l4 = ip.get(ihl.max(20)..).unwrap_or(&[]);
+            match ip[9] {
+                6 if l4.len() >= 14 => {
+                    let _ = write!(
+                        s,
+                        " TCP {} > {} flags={:#04x}",
+                        be16(l4, 0),
+                        be16(l4, 2),
+                        l4[13]
+                    );
+                }
+                17 if l4.len() >= 4 => {
+                    let _ = write!(s, " UDP {} > {}", be16(l4, 0), be16(l4, 2));
+                }
+                1 if l4.len() >= 6 => {
+                    let _ = write!(s, " ICMP type={} code={} id={}", l4[0], l4[1], be16(l4, 4));
+                }
+                _ => {}
+            }
+        }
+        0x0800 => s += ", IPv4 (header cut short)",
+        0x0806 if frame.len() >= 42 => {
+            let a = &frame[14..];
+            let _ = write!(
+                s,
+                ", ARP htype={} ptype={:#06x} hlen={} plen={} oper={} sha={} spa={} tha={} tpa={}",
+                be16(a, 0),
+                be16(a, 2),
+                a[4],
+                a[5],
+                be16(a, 6),
+                mac_text(&a[8..14]),
+                ip_at(a, 14),
+                mac_text(&a[18..24]),
+                ip_at(a, 24)
+            );
+        }
+        0x0806 => s += ", ARP (header cut short)",
+        other => {
+            let _ = write!(s, ", ethertype {other:#06x}");
+        }
+    }
+    s
+}
+
+/// What the program did, read from its verdict and the counters it changed.
+fn observed(
+    model: &Model,
+    action: u32,
+    ingress: NicId,
+    before: &[NicCounters],
+    after: &[NicCounters],
+) -> Result<Verdict, String> {
+    let mut received = Vec::new();
+    let mut drops = Vec::new();
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        if a.rx_packets != b.rx_packets {
+            received.push(NicId(i));
+        }
+        for reason in 0..drop_reason::COUNT {
+            if a.drops[reason] != b.drops[reason] {
+                drops.push((NicId(i), reason as u32));
+            }
+        }
+    }
+    let verdict = match (action, received.as_slice(), drops.as_slice()) {
+        (XDP_REDIRECT, [to], []) => Some(Verdict::Redirect { to: *to }),
+        (XDP_TX, [to], []) if *to == ingress => Some(Verdict::ArpReply),
+        (XDP_DROP, [], [(nic, reason)]) => Some(Verdict::Drop {
+            reason: *reason,
+            counted_on: *nic,
+        }),
+        _ => None,
+    };
+    verdict.ok_or_else(|| {
+        let labels = |ids: Vec<String>| format!("[{}]", ids.join(", "));
+        format!(
+            "{} with deliveries counted on {} and drops counted {}",
+            action_name(action),
+            labels(received.iter().map(|n| model.nic(*n).label()).collect()),
+            labels(
+                drops
+                    .iter()
+                    .map(|(n, r)| format!(
+                        "{} on {}",
+                        drop_reason::NAMES[*r as usize],
+                        model.nic(*n).label()
+                    ))
+                    .collect()
+            )
+        )
+    })
+}
+
+/// Every NIC's counters as the model's verdict says they change.
+fn expected_counters(
+    before: &[NicCounters],
+    ingress: NicId,
+    verdict: &Verdict,
+    len: u64,
+) -> Vec<NicCounters> {
+    let mut out = before.to_vec();
+    out[ingress.0].tx_packets += 1;
+    out[ingress.0].tx_bytes += len;
+    match *verdict {
+        Verdict::Redirect { to } => {
+            out[to.0].rx_packets += 1;
+            out[to.0].rx_bytes += len;
+        }
+        Verdict::ArpReply => {
+            out[ingress.0].rx_packets += 1;
+            out[ingress.0].rx_bytes += len;
+        }
+        Verdict::Drop { reason, counted_on } => out[counted_on.0].drops[reason as usize] += 1,
+    }
+    out
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(96)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        + if bytes.len() > 96 { " ..." } else { "" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test.
+
+/// Tallies of the model's verdicts, to show (and check) what the frames covered.
+#[derive(Default)]
+struct Tally {
+    verdicts: BTreeMap<String, usize>,
+    /// Replies that passed as part of a tracked connection.
+    tracked_replies: usize,
+}
+
+/// Runs one generated fabric and its frames; returns how many frames ran.
+fn rule_set(seed: u64, set: usize, frames: usize, tally: &mut Tally) -> usize {
+    let set_seed = Rng::new(seed ^ (set as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
+    let mut rng = Rng::new(set_seed);
+    let text = fabric_file(&mut rng);
+    let file = std::env::temp_dir().join(format!("iqd-differential-{seed:#x}-{set}.toml"));
+    std::fs::write(&file, &text).expect("write the generated fabric file");
+    let fabric = Fabric::parse(&text, &file)
+        .unwrap_or_else(|e| panic!("generated fabric file {} is invalid: {e}", file.display()));
+    let mut model = Model::new(&fabric);
+    let nics = model.nics().len();
+
+    // The maps as `iqd up` writes them: ports, routes, the compiled rule table.
+    let names: Vec<String> = (0..nics).map(|i| format!("d{i}")).collect();
+    let veths: Vec<(&str, Mac)> = names
+        .iter()
+        .zip(model.nics())
+        .map(|(name, nic)| (name.as_str(), nic.mac))
+        .collect();
+    let mut prog = ProgBench::new(&veths);
+    let ifindexes: Vec<u32> = names.iter().map(|n| ifindex(n)).collect();
+    let mut routes = Vec::new();
+    let mut port_of: HashMap<(u8, u16), u32> = HashMap::new();
+    let fabric_nics = fabric.lpars.iter().flat_map(|l| l.nics.iter());
+    for (i, nic) in fabric_nics.enumerate() {
+        let flags = if nic.allow_ip_spoofing {
+            port_flags::ALLOW_IP_SPOOFING
+        } else {
+            0
+        };
+        let info = PortInfo::new(nic.chpid, model.nic(NicId(i)).mtu, nic.mac).with_flags(flags);
+        prog.maps.add_port(ifindexes[i], info).expect("add port");
+        port_of.insert((nic.chpid, nic.devno), ifindexes[i]);
+        for cidr in &nic.ipv4 {
+            routes.push((
+                RouteKey::new(nic.chpid, cidr.addr),
+                RouteTarget::new(ifindexes[i], nic.mac),
+            ));
+        }
+    }
+    prog.maps.sync_routes(&routes).expect("sync routes");
+    let table = RuleTable::compile(&fabric, |nic| port_of.get(&(nic.chpid, nic.devno)).copied())
+        .expect("compile the rule table");
+    prog.maps
+        .sync_rules(&table.encoded())
+        .expect("sync the rule table");
+
+    let mut generator = Generator::new(rng, &fabric, &model);
+    let mut before: Vec<NicCounters> = ifindexes.iter().map(|i| prog.counters(*i)).collect();
+    for index in 0..frames {
+        let generated = generator.next(&model);
+        let ingress = generated.ingress;
+        let frame = &generated.frame;
+        let want = model.handle(ingress, frame, monotonic_ns());
+        let run = prog.run(ifindexes[ingress.0], frame);
+        let after: Vec<NicCounters> = ifindexes.iter().map(|i| prog.counters(*i)).collect();
+
+        let expected_action = match want.verdict {
+            Verdict::Redirect { .. } => XDP_REDIRECT,
+            Verdict::ArpReply => XDP_TX,
+            Verdict::Drop { .. } => XDP_DROP,
+        };
+        let got = observed(&model, run.action, ingress, &before, &after);
+        let expected = expected_counters(&before, ingress, &want.verdict, frame.len() as u64);
+        let problem = if got.as_ref() != Ok(&want.verdict) || run.action != expected_action {
+            Some("verdicts differ")
+        } else if after != expected {
+            Some("counters differ")
+        } else if run.frame != want.frame {
+            Some("output frames differ")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let program = match &got {
+                Ok(v) => format!("{} ({})", model.describe(v), action_name(run.action)),
+                Err(e) => e.clone(),
+            };
+            let mut counters = String::new();
+            for (i, (a, e)) in after.iter().zip(&expected).enumerate() {
+                if a != e {
+                    let _ = write!(
+                        counters,
+                        "\n  counters of {}: program {a:?}\n{:>20} model   {e:?}",
+                        model.nic(NicId(i)).label(),
+                        ""
+                    );
+                }
+            }
+            let output = if run.frame != want.frame {
+                format!(
+                    "\n  program output: {}\n  model output:   {}",
+                    hex(&run.frame),
+                    hex(&want.frame)
+                )
+            } else {
+                String::new()
+            };
+            panic!(
+                "differential test: {problem}\n  seed {seed:#x} (rerun with IQD_DIFF_SEED={seed:#x}), \
+                 rule set {set} (fabric file {}), frame #{index} from {}\n  frame: {} ({})\n  \
+                 model:   {}\n  program: {program}{counters}{output}\n  bytes: {}",
+                file.display(),
+                model.nic(ingress).label(),
+                summarize(frame),
+                generated.note,
+                model.describe(&want.verdict),
+                hex(frame),
+            );
+        }
+
+        let key = match want.verdict {
+            Verdict::Redirect { .. } => "redirect".to_string(),
+            Verdict::ArpReply => "arp_reply".to_string(),
+            Verdict::Drop { reason, .. } => drop_reason::NAMES[reason as usize].to_string(),
+        };
+        *tally.verdicts.entry(key).or_default() += 1;
+        if want.tracked && generated.note.starts_with("reply") {
+            tally.tracked_replies += 1;
+        }
+        if let Some(flow) = generated.flow {
+            generator.record(index, flow);
+        }
+        before = after;
+    }
+    let _ = std::fs::remove_file(&file);
+    frames
+}
+
+#[test]
+fn program_and_model_agree_on_every_verdict() {
+    let seed = env_number("IQD_DIFF_SEED").unwrap_or(DEFAULT_SEED);
+    let sets = env_number("IQD_DIFF_RULE_SETS").map_or(DEFAULT_RULE_SETS, |n| n as usize);
+    let frames = env_number("IQD_DIFF_FRAMES").map_or(DEFAULT_FRAMES, |n| n as usize);
+    println!("differential: seed {seed:#x} (IQD_DIFF_SEED), {sets} rule sets of {frames} frames");
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut total = 0;
+    for set in 0..sets {
+        total += rule_set(seed, set, frames, &mut tally);
+    }
+    println!(
+        "differential: {total} frames agreed in {:.1?}: {:?}; {} replies passed only by tracking",
+        started.elapsed(),
+        tally.verdicts,
+        tally.tracked_replies
+    );
+    if sets * frames >= 5000 {
+        // The generator must keep reaching every outcome, or the comparison proves little.
+        for reason in drop_reason::NAMES {
+            if reason != "redirect_failed" {
+                assert!(
+                    tally.verdicts.contains_key(reason),
+                    "no frame was dropped as {reason}: the generator lost coverage"
+                );
+            }
+        }
+        for outcome in ["redirect", "arp_reply"] {
+            assert!(
+                tally.verdicts.contains_key(outcome),
+                "no frame had the verdict {outcome}"
+            );
+        }
+        assert!(tally.tracked_replies > 0, "no reply passed by tracking");
+    }
+}
