@@ -1,6 +1,7 @@
-//! A bench for feeding the port program (`iqd_port`) frames through BPF_PROG_TEST_RUN: the
-//! real eBPF object loaded with its maps pinned under a fabric name of its own, and veth pairs
-//! in a namespace of its own standing for the fabric-side ports of NICs.
+//! A bench for feeding a port program frames through BPF_PROG_TEST_RUN: the real eBPF object
+//! loaded with its maps pinned under a fabric name of its own, and veth pairs in a namespace of
+//! its own standing for the fabric-side ports of NICs. The program is `iqd_port` (XDP, data path
+//! `xdp`) or `iqd_tc` (tc, data path `tc`): the same decisions, so the same tests hold for both.
 //!
 //! The kernel resolves the ingress ifindex given to a test run (and the DEVMAP entries) in the
 //! calling thread's namespace, so the bench enters its namespace for as long as it lives: use it
@@ -29,6 +30,23 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+
+// Verdicts of a tc program (TC_ACT_*).
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Which port program a bench runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `iqd_port`, the XDP program.
+    Xdp,
+    /// `iqd_tc`, the tc ingress program.
+    Tc,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::Xdp, Hook::Tc];
+}
 
 /// The name of an XDP verdict.
 pub fn action_name(action: u32) -> &'static str {
@@ -112,6 +130,27 @@ fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
         .collect()
 }
 
+/// A `struct __sk_buff` for a test run: the skb's device and ingress device are the port
+/// `ifindex`; `gso_size` and `gso_segs` make it a GSO packet. Every other field stays zero, as
+/// the kernel requires.
+fn sk_buff(ifindex: u32, gso_size: u32, gso_segs: u32) -> Vec<u8> {
+    // Offsets in struct __sk_buff (include/uapi/linux/bpf.h); 192 bytes in all.
+    const INGRESS_IFINDEX: usize = 36;
+    const IFINDEX: usize = 40;
+    const GSO_SEGS: usize = 164;
+    const GSO_SIZE: usize = 176;
+    let mut ctx = vec![0u8; 192];
+    for (at, value) in [
+        (INGRESS_IFINDEX, ifindex),
+        (IFINDEX, ifindex),
+        (GSO_SEGS, gso_segs),
+        (GSO_SIZE, gso_size),
+    ] {
+        ctx[at..at + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+    ctx
+}
+
 /// The loaded programs, their maps and the veths, inside the bench's namespace. The maps start
 /// empty: the test describes ports, routes and rules itself.
 pub struct ProgBench {
@@ -119,6 +158,8 @@ pub struct ProgBench {
     _netns: NetnsGuard,
     pub plane: DataPlane,
     pub maps: FabricMaps,
+    /// The program [`ProgBench::run`] feeds.
+    pub hook: Hook,
     cleanup: Cleanup,
 }
 
@@ -127,6 +168,11 @@ impl ProgBench {
     /// `{name}n` its peer (the NIC side) with that MAC. Names must be short (at most 14
     /// characters).
     pub fn new(veths: &[(&str, Mac)]) -> Self {
+        Self::with_hook(veths, Hook::Xdp)
+    }
+
+    /// Like [`ProgBench::new`], running the program of `hook`.
+    pub fn with_hook(veths: &[(&str, Mac)], hook: Hook) -> Self {
         require_root();
         let fabric = unique("pt");
         let netns_name = format!("iqd-{fabric}");
@@ -178,6 +224,7 @@ impl ProgBench {
             _netns: guard,
             plane,
             maps,
+            hook,
             cleanup,
         }
     }
@@ -187,8 +234,52 @@ impl ProgBench {
         &self.cleanup.netns
     }
 
-    /// Runs the port program once on `frame` as if it arrived on the port `ingress`.
+    /// Runs the port program once on `frame` as if it arrived on the port `ingress`. A tc
+    /// verdict is reported as the XDP verdict with the same effect: TC_ACT_SHOT as XDP_DROP,
+    /// TC_ACT_REDIRECT as XDP_TX when it went back to the sender (its rx counter moved) and as
+    /// XDP_REDIRECT otherwise; anything else as itself plus 1000, which no test expects.
     pub fn try_run(&mut self, ingress: u32, frame: &[u8]) -> io::Result<Run> {
+        match self.hook {
+            Hook::Xdp => self.try_run_xdp(ingress, frame),
+            Hook::Tc => self.try_run_tc(ingress, frame, 0, 0),
+        }
+    }
+
+    /// Runs `iqd_tc` once on `frame` from port `ingress`, as a GSO packet of `gso_segs`
+    /// segments of `gso_size` payload bytes when `gso_size` is not 0.
+    pub fn try_run_tc(
+        &mut self,
+        ingress: u32,
+        frame: &[u8],
+        gso_size: u32,
+        gso_segs: u32,
+    ) -> io::Result<Run> {
+        let ctx = sk_buff(ingress, gso_size, gso_segs);
+        let mut out = vec![0u8; frame.len() + 4096];
+        let rx_before = self.counters(ingress).rx_packets;
+        let program = self.plane.tc_program().expect("tc program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        };
+        let result = match program.test_run(opts) {
+            Ok(result) => result,
+            Err(ProgramError::SyscallError(e)) => return Err(e.io_error),
+            Err(e) => panic!("test run failed: {e}"),
+        };
+        out.truncate(result.data_size_out as usize);
+        let action = match result.return_value {
+            TC_ACT_SHOT => XDP_DROP,
+            TC_ACT_REDIRECT if self.counters(ingress).rx_packets != rx_before => XDP_TX,
+            TC_ACT_REDIRECT => XDP_REDIRECT,
+            other => other + 1000,
+        };
+        Ok(Run { action, frame: out })
+    }
+
+    fn try_run_xdp(&mut self, ingress: u32, frame: &[u8]) -> io::Result<Run> {
         let ctx = xdp_md(frame.len(), ingress);
         let mut out = vec![0u8; frame.len() + 4096];
         let program = self.plane.program(Side::Port).expect("port program");
@@ -213,8 +304,14 @@ impl ProgBench {
 
     /// Like [`ProgBench::try_run`], for frames the kernel accepts.
     pub fn run(&mut self, ingress: u32, frame: &[u8]) -> Run {
-        self.try_run(ingress, frame)
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"))
+        self.try_run(ingress, frame).unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN of the {:?} program failed: {e}; frame of {} bytes: {:02x?}",
+                self.hook,
+                frame.len(),
+                &frame[..frame.len().min(64)]
+            )
+        })
     }
 
     /// Runs the port program once on `frame` from port `ingress` in live-frames mode: the

@@ -24,7 +24,7 @@ use iqd_tests::{
         ARP_LEN, ARP_REQUEST, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
         ETH_P_LOCAL_EXP, ETH_ZLEN, IPV4_HLEN, TCP_HLEN,
     },
-    prog_test::{ifindex, ip, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
+    prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
 
 const F0: u32 = 0xf0;
@@ -211,8 +211,12 @@ fn reason_name(reason: u32) -> &'static str {
 
 impl Bench {
     fn new() -> Self {
+        Self::with_hook(Hook::Xdp)
+    }
+
+    fn with_hook(hook: Hook) -> Self {
         let veths: Vec<(&str, Mac)> = PORTS.iter().map(|s| (s.name, s.mac)).collect();
-        let mut prog = ProgBench::new(&veths);
+        let mut prog = ProgBench::with_hook(&veths, hook);
         let ports: Vec<Port> = PORTS
             .iter()
             .map(|spec| Port {
@@ -891,6 +895,50 @@ fn frames_above_the_chpid_mtu_are_dropped() {
     ];
     for (what, from, frame) in cases {
         bench.expect_drop(from, &frame, drop_reason::MFS_EXCEEDED, what);
+    }
+}
+
+#[test]
+fn tc_gso_packets_are_checked_and_counted_per_segment() {
+    // The tc path sees a TCP stream as GSO packets of up to 64K; the CHPID's frame size holds
+    // for each segment on the wire. A's MTU is 1500: 20 bytes of IPv4 and 20 of TCP leave
+    // 1460 bytes of payload per segment.
+    let mut bench = Bench::with_hook(Hook::Tc);
+    let packet = tcp(MAC_A, MAC_B, IP_A, IP_B).with_frame_len(3000).build();
+    let a = bench.ifindex("a");
+    for (gso_size, segments, fits) in [(1460, 3, true), (1000, 3, true), (1461, 3, false)] {
+        let before = bench.all_counters();
+        let run = bench
+            .prog
+            .try_run_tc(a, &packet, gso_size, segments)
+            .expect("test run");
+        let (segs, bytes) = (segments as u64, packet.len() as u64);
+        if fits {
+            assert_eq!(run.action, XDP_REDIRECT, "segments of {gso_size} bytes fit");
+            bench.assert_counters(&before, "GSO packet delivered", |name, c| match name {
+                "a" => {
+                    c.tx_packets += segs;
+                    c.tx_bytes += bytes;
+                }
+                "b" => {
+                    c.rx_packets += segs;
+                    c.rx_bytes += bytes;
+                }
+                _ => {}
+            });
+        } else {
+            assert_eq!(
+                run.action, XDP_DROP,
+                "segments of {gso_size} bytes exceed the MTU"
+            );
+            bench.assert_counters(&before, "GSO packet too big", |name, c| {
+                if name == "a" {
+                    c.tx_packets += segs;
+                    c.tx_bytes += bytes;
+                    c.drops[drop_reason::MFS_EXCEEDED as usize] += 1;
+                }
+            });
+        }
     }
 }
 
