@@ -16,6 +16,8 @@ pub struct Status {
     pub netns: String,
     /// "up" when the fabric namespace and pinned maps exist, otherwise "down".
     pub state: String,
+    /// The fabric file's data path (`xdp` or `tc`), which `up` set up.
+    pub datapath: String,
     pub pin_dir: String,
     pub chpids: Vec<ChpidStatus>,
     pub lpars: Vec<LparStatus>,
@@ -132,6 +134,7 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
         fabric: fabric.name.clone(),
         netns: fabric_ns,
         state: if up { "up" } else { "down" }.to_string(),
+        datapath: fabric.datapath.to_string(),
         pin_dir: pin_dir.display().to_string(),
         chpids,
         lpars,

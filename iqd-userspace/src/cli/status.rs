@@ -25,8 +25,8 @@ impl Status {
             return Ok(());
         }
         println!(
-            "fabric {}: {} (namespace {}, pins {})",
-            status.fabric, status.state, status.netns, status.pin_dir
+            "fabric {}: {} (data path {}, namespace {}, pins {})",
+            status.fabric, status.state, status.datapath, status.netns, status.pin_dir
         );
         println!();
         println!("{:<6} {:<5} {:>6}  MEMBERS", "CHPID", "MFS", "MTU");
