@@ -23,9 +23,34 @@ pub mod map_names {
     pub const CONNTRACK: &str = "IQD_CONNTRACK";
     /// Per-CPU connection-table statistics, indexed by [`crate::ct_stat`].
     pub const CT_STATS: &str = "IQD_CT_STATS";
+    /// Data path `afxdp`: the switch's slot of a fabric-side port, keyed by the port's ifindex:
+    /// where its sockets are in [`XSKMAP`] and its counters in [`SWITCH_COUNTERS`]. Written by
+    /// the switch, which keeps a port's slot across restarts; a port without one, or whose slot
+    /// has no socket, is served in the kernel.
+    pub const XSK_SLOTS: &str = "IQD_XSK_SLOTS";
+    /// Data path `afxdp`: the switch's AF_XDP sockets (an XSKMAP), at
+    /// `slot * XSK_MAX_QUEUES + rx queue`.
+    pub const XSKMAP: &str = "IQD_XSKMAP";
+    /// Data path `afxdp`: per-CPU frame counts indexed by [`crate::xsk_stat`].
+    pub const XSK_STATS: &str = "IQD_XSK_STATS";
+    /// Data path `afxdp`: [`crate::NicCounters`] the switch keeps (frames it delivered, frames
+    /// it had to drop), an mmapable array indexed by the port's slot (see [`XSK_SLOTS`]). Only
+    /// the switch writes it, through a shared mapping.
+    pub const SWITCH_COUNTERS: &str = "IQD_SWITCH_COUNTERS";
 
-    pub const ALL: [&str; 8] = [
-        PORTS, ROUTES, ADDRESSES, DEVMAP, COUNTERS, SG_RULES, CONNTRACK, CT_STATS,
+    pub const ALL: [&str; 12] = [
+        PORTS,
+        ROUTES,
+        ADDRESSES,
+        DEVMAP,
+        COUNTERS,
+        SG_RULES,
+        CONNTRACK,
+        CT_STATS,
+        XSK_SLOTS,
+        XSKMAP,
+        XSK_STATS,
+        SWITCH_COUNTERS,
     ];
 }
 
@@ -38,6 +63,9 @@ pub mod program_names {
     pub const NIC: &str = "iqd_nic";
     /// The tc ingress program on the fabric side of every NIC (data path `tc`).
     pub const TC: &str = "iqd_tc";
+    /// The XDP program on the fabric side of every NIC that hands delivered frames to the
+    /// userspace switch through AF_XDP (data path `afxdp`).
+    pub const XSK: &str = "iqd_xsk";
 }
 
 /// Capacity of the per-port maps: NICs in one fabric.
@@ -46,6 +74,21 @@ pub const MAX_PORTS: u32 = 4096;
 pub const MAX_ROUTES: u32 = 65536;
 /// Length of an Ethernet header without VLAN tag.
 pub const ETH_HLEN: u32 = 14;
+/// Data path `afxdp`: rx queues per port the switch may serve (XSKMAP entries per slot).
+pub const XSK_MAX_QUEUES: u32 = 4;
+/// Data path `afxdp`: bytes of XDP metadata `iqd_xsk` puts before a frame it hands to the
+/// switch: the destination port's ifindex, a native-endian `u32` right before the frame.
+pub const XSK_META_LEN: u32 = 4;
+
+/// Data path `afxdp`: indices of [`map_names::XSK_STATS`].
+pub mod xsk_stat {
+    /// Frames `iqd_xsk` handed to the switch.
+    pub const TO_SWITCH: u32 = 0;
+    /// Frames `iqd_xsk` delivered in the kernel because the sending or the receiving port
+    /// had no switch socket (the switch is not running, or not yet).
+    pub const FALLBACK: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
 
 /// What the data plane knows about a fabric-side port (one NIC).
 #[repr(C)]
@@ -153,9 +196,13 @@ pub mod drop_reason {
     /// The receiving NIC's security groups allow no such inbound traffic. Counted on the
     /// receiver, whose rules denied it.
     pub const SG_DENIED_INBOUND: u32 = 9;
+    /// Data path `afxdp`: the switch could not take the frame or the destination could not
+    /// (a full AF_XDP ring), HiperSockets' "busy" condition. Counted on the sender by the
+    /// switch.
+    pub const TARGET_BUSY: u32 = 10;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -168,6 +215,7 @@ pub mod drop_reason {
         "arp_ignored",
         "sg_denied_outbound",
         "sg_denied_inbound",
+        "target_busy",
     ];
 }
 
@@ -407,6 +455,7 @@ mod tests {
             (ARP_IGNORED, "arp_ignored"),
             (SG_DENIED_OUTBOUND, "sg_denied_outbound"),
             (SG_DENIED_INBOUND, "sg_denied_inbound"),
+            (TARGET_BUSY, "target_busy"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }

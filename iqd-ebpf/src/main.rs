@@ -11,7 +11,10 @@
 //! - `iqd_port` (XDP, data path `xdp`): XDP_REDIRECT through the DEVMAP, XDP_TX for replies;
 //! - `iqd_tc` (tc ingress, data path `tc`): `bpf_redirect_peer` straight into the destination
 //!   LPAR's `hsiN`, keeping the packet whole (GSO, no copy); `bpf_redirect` back out of the port
-//!   for replies.
+//!   for replies;
+//! - `iqd_xsk` (XDP, data path `afxdp`): XDP_REDIRECT to the userspace switch's AF_XDP socket
+//!   with the destination in the frame's metadata, or, with no switch socket, the `xdp` path's
+//!   DEVMAP redirect; XDP_TX for replies.
 #![no_std]
 #![no_main]
 
@@ -24,6 +27,7 @@ mod maps;
 mod parse;
 mod policy;
 mod secgroup;
+mod xsk;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT},
@@ -31,7 +35,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use iqd_common::drop_reason;
+use iqd_common::{drop_reason, xsk_stat};
 
 use crate::{
     frame::Frame,
@@ -87,17 +91,59 @@ pub fn iqd_port(ctx: XdpContext) -> u32 {
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => match maps::IQD_DEVMAP.redirect(target, 0) {
-            Ok(action) if action == xdp_action::XDP_REDIRECT => {
-                counters::delivered(target, 1, Frame::len(ctx));
-                Ok(action)
-            }
-            _ => Err(drop_reason::REDIRECT_FAILED),
-        },
-        Verdict::Reply => {
-            counters::delivered(ifindex, 1, Frame::len(ctx));
-            Ok(xdp_action::XDP_TX)
+        Verdict::Deliver { ifindex: target } => redirect_in_kernel(ctx, target),
+        Verdict::Reply => reply(ctx, ifindex),
+    }
+}
+
+/// Delivers through the DEVMAP to the NIC behind port `target`.
+#[inline(always)]
+fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> {
+    match maps::IQD_DEVMAP.redirect(target, 0) {
+        Ok(action) if action == xdp_action::XDP_REDIRECT => {
+            counters::delivered(target, 1, Frame::len(ctx));
+            Ok(action)
         }
+        _ => Err(drop_reason::REDIRECT_FAILED),
+    }
+}
+
+/// Sends an ARP reply back out of the port `ifindex` it was asked on.
+#[inline(always)]
+fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    counters::delivered(ifindex, 1, Frame::len(ctx));
+    Ok(xdp_action::XDP_TX)
+}
+
+// Multi-buffer like `iqd_port`: the switch's sockets take frames of many UMEM chunks.
+#[xdp(frags)]
+pub fn iqd_xsk(ctx: XdpContext) -> u32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_xsk(&ctx, ifindex) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::dropped(ifindex, reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    match decide(ctx, ifindex)? {
+        Verdict::Deliver { ifindex: target } => {
+            // The DEVMAP lists the ports that may be delivered to, on every path alike.
+            if maps::IQD_DEVMAP.get(target).is_none() {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+            // The switch counts the delivery (or its drop) itself, once it has sent the frame.
+            if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
+                xsk::count(xsk_stat::TO_SWITCH);
+                return Ok(action);
+            }
+            xsk::count(xsk_stat::FALLBACK);
+            redirect_in_kernel(ctx, target)
+        }
+        Verdict::Reply => reply(ctx, ifindex),
     }
 }
 

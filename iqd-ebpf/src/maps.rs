@@ -1,12 +1,13 @@
 //! The maps, named and typed in `iqd_common`. All are pinned by name under the fabric's pin
 //! directory, so a new `iqd up` reuses them and the data plane outlives the loader.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
 };
 use iqd_common::{
-    ct_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
-    MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES,
+    ct_stat, xsk_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
+    SgRanges, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES, XSK_MAX_QUEUES,
 };
 
 #[map(name = "IQD_PORTS")]
@@ -32,6 +33,22 @@ pub static IQD_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CO
 
 #[map(name = "IQD_CT_STATS")]
 pub static IQD_CT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ct_stat::COUNT, 0);
+
+#[map(name = "IQD_XSK_SLOTS")]
+pub static IQD_XSK_SLOTS: HashMap<u32, u32> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_XSKMAP")]
+pub static IQD_XSKMAP: XskMap = XskMap::pinned(MAX_PORTS * XSK_MAX_QUEUES, 0);
+
+#[map(name = "IQD_XSK_STATS")]
+pub static IQD_XSK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(xsk_stat::COUNT, 0);
+
+// Never touched by a program: defined here so that every `up` creates and pins it with the
+// others. The switch maps it into its memory (hence mmapable) and counts straight into it,
+// with no system call per frame and nothing lost if it dies; `iqd stats` reads it.
+#[map(name = "IQD_SWITCH_COUNTERS")]
+pub static IQD_SWITCH_COUNTERS: Array<NicCounters> =
+    Array::pinned(MAX_PORTS, BPF_F_MMAPABLE as u32);
 
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {

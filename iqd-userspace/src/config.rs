@@ -56,15 +56,20 @@ pub enum Datapath {
     /// A tc (tcx) ingress program on each port moves packets straight into the destination
     /// LPAR with `bpf_redirect_peer`, keeping GSO.
     Tc,
+    /// An XDP program on each port hands frames to a userspace switch through AF_XDP sockets
+    /// sharing one UMEM; the switch moves descriptors between ports. Without a running switch
+    /// the program delivers in the kernel, as `Xdp` does.
+    Afxdp,
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 2] = [Datapath::Xdp, Datapath::Tc];
+    pub const ALL: [Datapath; 3] = [Datapath::Xdp, Datapath::Tc, Datapath::Afxdp];
 
     pub fn label(self) -> &'static str {
         match self {
             Datapath::Xdp => "xdp",
             Datapath::Tc => "tc",
+            Datapath::Afxdp => "afxdp",
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap,
     },
     programs::{
         links::{FdLink, PinnedLink},
@@ -24,7 +24,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, map_names, program_names, CtEntry, CtKey, NicCounters, PortInfo, RouteKey,
+    ct_stat, map_names, program_names, xsk_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey,
     RouteTarget, SgKey, SgRanges,
 };
 
@@ -91,16 +91,22 @@ pub enum Side {
     Nic,
     /// The fabric-side port, data path `tc`: the switch (`iqd_tc`, tcx ingress).
     PortTc,
+    /// The fabric-side port, data path `afxdp`: hands frames to the AF_XDP switch (`iqd_xsk`,
+    /// XDP).
+    PortXsk,
 }
 
 impl Side {
-    pub const ALL: [Side; 3] = [Side::Port, Side::Nic, Side::PortTc];
+    pub const ALL: [Side; 4] = [Side::Port, Side::Nic, Side::PortTc, Side::PortXsk];
+    /// The sides that switch a port's frames, one per data path.
+    pub const PORT_SIDES: [Side; 3] = [Side::Port, Side::PortTc, Side::PortXsk];
 
     fn program(self) -> &'static str {
         match self {
             Side::Port => program_names::PORT,
             Side::Nic => program_names::NIC,
             Side::PortTc => program_names::TC,
+            Side::PortXsk => program_names::XSK,
         }
     }
 
@@ -109,6 +115,17 @@ impl Side {
             Side::Port => pin_dir.join(format!("link_{port}")),
             Side::Nic => pin_dir.join(format!("link_{port}_nic")),
             Side::PortTc => pin_dir.join(format!("link_{port}_tc")),
+            Side::PortXsk => pin_dir.join(format!("link_{port}_xsk")),
+        }
+    }
+
+    /// The other XDP program of the port's XDP hook: a port has one XDP link, so switching
+    /// between `xdp` and `afxdp` replaces the link's program rather than adding a link.
+    fn xdp_sibling(self) -> Option<Side> {
+        match self {
+            Side::Port => Some(Side::PortXsk),
+            Side::PortXsk => Some(Side::Port),
+            Side::Nic | Side::PortTc => None,
         }
     }
 }
@@ -145,7 +162,7 @@ impl DataPlane {
                     let tc: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
                     tc.load().map_err(prog_err(name))?;
                 }
-                Side::Port | Side::Nic => {
+                Side::Port | Side::Nic | Side::PortXsk => {
                     let xdp: &mut Xdp = program.try_into().map_err(prog_err(name))?;
                     xdp.load().map_err(prog_err(name))?;
                 }
@@ -163,7 +180,7 @@ impl DataPlane {
         Ok(plane)
     }
 
-    /// An XDP program (`Side::Port` or `Side::Nic`).
+    /// An XDP program (`Side::Port`, `Side::Nic` or `Side::PortXsk`).
     pub fn program(&mut self, side: Side) -> Result<&mut Xdp> {
         let name = side.program();
         self.ebpf
@@ -185,18 +202,27 @@ impl DataPlane {
 
     /// Attaches a program to interface `ifindex` (of the calling thread's namespace; `ifname`
     /// is its name there) and pins the link. If the link is pinned already, its program is
-    /// replaced atomically.
+    /// replaced atomically; so is the program of the port's other XDP link (`xdp` and
+    /// `afxdp` share the hook), whose pin moves to this side's name.
     pub fn attach(&mut self, side: Side, port: &str, ifname: &str, ifindex: u32) -> Result<()> {
         let path = side.link_pin(&self.pin_dir, port);
         let name = side.program();
-        let pinned = if path.exists() {
-            let pinned = PinnedLink::from_pin(&path).map_err(pin_err(&path))?;
-            Some(pinned.unpin().map_err(pin_err(&path))?)
+        let existing = if path.exists() {
+            Some(path.clone())
         } else {
-            None
+            side.xdp_sibling()
+                .map(|other| other.link_pin(&self.pin_dir, port))
+                .filter(|p| p.exists())
+        };
+        let pinned = match existing {
+            Some(old) => {
+                let pinned = PinnedLink::from_pin(&old).map_err(pin_err(&old))?;
+                Some(pinned.unpin().map_err(pin_err(&old))?)
+            }
+            None => None,
         };
         let fd_link: FdLink = match side {
-            Side::Port | Side::Nic => {
+            Side::Port | Side::Nic | Side::PortXsk => {
                 let program = self.program(side)?;
                 let id = match pinned {
                     Some(fd_link) => {
@@ -235,7 +261,7 @@ impl DataPlane {
 
 /// Whether a port's switch program is attached (its link is pinned), on either data path.
 pub fn is_attached(pin_dir: &Path, port: &str) -> bool {
-    [Side::Port, Side::PortTc]
+    Side::PORT_SIDES
         .iter()
         .any(|side| side.link_pin(pin_dir, port).exists())
 }
@@ -294,6 +320,19 @@ pub struct FabricMaps {
     pub sg_rules: LpmTrie<MapData, SgKey, SgRanges>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub ct_stats: PerCpuArray<MapData, u64>,
+    pub xsk_slots: HashMap<MapData, u32, u32>,
+    pub xskmap: XskMap<MapData>,
+    pub xsk_stats: PerCpuArray<MapData, u64>,
+    pub switch_counters: Array<MapData, NicCounters>,
+}
+
+/// Data path `afxdp`: where `iqd_xsk` sent the frames it delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct XskStats {
+    /// Handed to the switch.
+    pub to_switch: u64,
+    /// Delivered in the kernel because a port had no switch socket.
+    pub fallback: u64,
 }
 
 /// Connection-table figures: how full it is and what left it.
@@ -349,6 +388,18 @@ impl FabricMaps {
             ct_stats: open_map(pin_dir, map_names::CT_STATS)?
                 .try_into()
                 .map_err(map_err(map_names::CT_STATS))?,
+            xsk_slots: open_map(pin_dir, map_names::XSK_SLOTS)?
+                .try_into()
+                .map_err(map_err(map_names::XSK_SLOTS))?,
+            xskmap: open_map(pin_dir, map_names::XSKMAP)?
+                .try_into()
+                .map_err(map_err(map_names::XSKMAP))?,
+            xsk_stats: open_map(pin_dir, map_names::XSK_STATS)?
+                .try_into()
+                .map_err(map_err(map_names::XSK_STATS))?,
+            switch_counters: open_map(pin_dir, map_names::SWITCH_COUNTERS)?
+                .try_into()
+                .map_err(map_err(map_names::SWITCH_COUNTERS))?,
         })
     }
 
@@ -376,7 +427,69 @@ impl FabricMaps {
         ignore_missing(self.ports.remove(&ifindex)).map_err(map_err(map_names::PORTS))?;
         ignore_missing(self.devmap.remove(ifindex)).map_err(map_err(map_names::DEVMAP))?;
         ignore_missing(self.counters.remove(&ifindex)).map_err(map_err(map_names::COUNTERS))?;
+        // Its switch counters go with its slot: the switch zeroes a slot it gives out anew.
+        ignore_missing(self.xsk_slots.remove(&ifindex)).map_err(map_err(map_names::XSK_SLOTS))?;
         Ok(())
+    }
+
+    /// Data path `afxdp`: every port's switch slot, by ifindex.
+    pub fn xsk_slots(&self) -> Vec<(u32, u32)> {
+        self.xsk_slots.iter().filter_map(|e| e.ok()).collect()
+    }
+
+    pub fn remove_xsk_slot(&mut self, ifindex: u32) -> Result<()> {
+        ignore_missing(self.xsk_slots.remove(&ifindex)).map_err(map_err(map_names::XSK_SLOTS))
+    }
+
+    /// Data path `afxdp`: the switch serves port `ifindex` from socket slot `slot`.
+    pub fn set_xsk_slot(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+        self.xsk_slots
+            .insert(ifindex, slot, 0)
+            .map_err(map_err(map_names::XSK_SLOTS))
+    }
+
+    /// Data path `afxdp`: puts the AF_XDP socket `fd` at XSKMAP index `index`.
+    pub fn set_xsk(&mut self, index: u32, fd: std::os::fd::RawFd) -> Result<()> {
+        // SAFETY: the caller's socket stays open for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        self.xskmap
+            .set(index, fd, 0)
+            .map_err(map_err(map_names::XSKMAP))
+    }
+
+    pub fn unset_xsk(&mut self, index: u32) -> Result<()> {
+        ignore_missing(self.xskmap.unset(index)).map_err(map_err(map_names::XSKMAP))
+    }
+
+    /// What the switch counted for port `ifindex` (zero if it never served it).
+    pub fn switch_counters(&self, ifindex: u32) -> Result<NicCounters> {
+        let slot = match self.xsk_slots.get(&ifindex, 0) {
+            Ok(slot) => slot,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(NicCounters::default()),
+            Err(e) => return Err(map_err(map_names::XSK_SLOTS)(e)),
+        };
+        match self.switch_counters.get(&slot, 0) {
+            Ok(counters) => Ok(counters),
+            Err(aya::maps::MapError::OutOfBounds { .. }) => Ok(NicCounters::default()),
+            Err(e) => Err(map_err(map_names::SWITCH_COUNTERS)(e)),
+        }
+    }
+
+    /// Data path `afxdp`: the frames `iqd_xsk` handed to the switch and those it delivered
+    /// itself, summed over CPUs.
+    pub fn xsk_stats(&self) -> Result<XskStats> {
+        let sum = |index: u32| -> Result<u64> {
+            Ok(self
+                .xsk_stats
+                .get(&index, 0)
+                .map_err(map_err(map_names::XSK_STATS))?
+                .iter()
+                .sum())
+        };
+        Ok(XskStats {
+            to_switch: sum(xsk_stat::TO_SWITCH)?,
+            fallback: sum(xsk_stat::FALLBACK)?,
+        })
     }
 
     /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' CHPID counts).
@@ -493,7 +606,7 @@ impl FabricMaps {
         })
     }
 
-    /// A NIC's counters, summed over CPUs.
+    /// A NIC's counters: the kernel's, summed over CPUs, plus the AF_XDP switch's.
     pub fn counters(&self, ifindex: u32) -> Result<NicCounters> {
         let mut total = NicCounters::default();
         match self.counters.get(&ifindex, 0) {
@@ -501,6 +614,7 @@ impl FabricMaps {
             Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(map_names::COUNTERS)(e)),
         }
+        total.accumulate(&self.switch_counters(ifindex)?);
         Ok(total)
     }
 }

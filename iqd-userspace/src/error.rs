@@ -80,6 +80,17 @@ pub enum Error {
     #[error("fabric {fabric} is not up (no pinned maps under {pin_dir})")]
     NotUp { fabric: String, pin_dir: PathBuf },
 
+    #[error("the AF_XDP switch of fabric {fabric}: {message}")]
+    Switch { fabric: String, message: String },
+
+    #[error("AF_XDP socket on port {port}, queue {queue}: {source}")]
+    Xsk {
+        port: String,
+        queue: u32,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
 }

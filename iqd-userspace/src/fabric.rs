@@ -2,8 +2,9 @@
 //!
 //! `up` converges: whatever already matches the file is left alone (its frames keep flowing),
 //! what changed is rebuilt, what is gone is removed. The fabric side of every NIC lives in the
-//! fabric's own namespace `iqd-<fabric>`, so the root namespace is never touched.
-use std::net::IpAddr;
+//! fabric's own namespace `iqd-<fabric>`, so the root namespace is never touched. Data path
+//! `afxdp` adds a process, the AF_XDP switch, which `up` (re)starts and `down` stops.
+use std::{net::IpAddr, path::Path};
 
 use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
 
@@ -16,6 +17,7 @@ use crate::{
     netns::{self, NetnsGuard},
     secgroup::{self, RuleTable},
     state::{NicRecord, State},
+    switch,
 };
 
 /// Fabric-side ports take any frame an LPAR sends (even above the CHPID's MTU), so that the
@@ -52,13 +54,16 @@ pub struct UpReport {
     pub removed_nics: Vec<String>,
     /// Tracked connections cut because the rules no longer allow them.
     pub revoked_connections: u64,
+    /// Data path `afxdp`: the pid of the switch `up` started.
+    pub switch_pid: Option<u32>,
 }
 
-/// Creates or updates the fabric to match `fabric`. On a fabric that did not exist before, a
-/// failure removes whatever this call created.
-pub async fn up(fabric: &Fabric) -> Result<UpReport> {
+/// Creates or updates the fabric to match `fabric`, read from the file `config` (which an
+/// `afxdp` fabric's switch reads in turn). On a fabric that did not exist before, a failure
+/// removes whatever this call created.
+pub async fn up(fabric: &Fabric, config: &Path) -> Result<UpReport> {
     let fresh = State::load(&fabric.name)?.is_none() && !netns::exists(&fabric.netns_name());
-    match up_inner(fabric).await {
+    match up_inner(fabric, config).await {
         Ok(report) => Ok(report),
         Err(e) if fresh => {
             if let Err(cleanup) = down(fabric).await {
@@ -70,7 +75,7 @@ pub async fn up(fabric: &Fabric) -> Result<UpReport> {
     }
 }
 
-async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
+async fn up_inner(fabric: &Fabric, config: &Path) -> Result<UpReport> {
     let mut report = UpReport::default();
     let previous = State::load(&fabric.name)?.unwrap_or_default();
     let mut state = State {
@@ -169,14 +174,14 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
             {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.add_port(port.index, info)?;
-                // The new path's program first, then the other one goes: XDP runs before tc,
-                // so frames never meet a port with neither.
-                let (on, off) = match fabric.datapath {
-                    Datapath::Xdp => (Side::Port, Side::PortTc),
-                    Datapath::Tc => (Side::PortTc, Side::Port),
-                };
+                // The new path's program first, then the others go: XDP runs before tc, and
+                // `xdp` and `afxdp` swap the program of one XDP link, so frames never meet a
+                // port with none.
+                let on = port_side(fabric.datapath);
                 plane.attach(on, &wanted.port, &wanted.port, port.index)?;
-                dataplane::detach_side(&pin_dir, off, &wanted.port)?;
+                for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
+                    dataplane::detach_side(&pin_dir, off, &wanted.port)?;
+                }
             }
             fabric_nl.set_up(port.index).await?;
             configure_lpar_side(
@@ -211,7 +216,25 @@ async fn up_inner(fabric: &Fabric) -> Result<UpReport> {
     state.created_netns = created;
     state.nics = nics;
     state.save()?;
+
+    // The switch serves the ports the state file lists, so it (re)starts last. Until it runs,
+    // and whenever it does not, `iqd_xsk` delivers in the kernel.
+    match fabric.datapath {
+        Datapath::Afxdp => report.switch_pid = Some(switch::start(&fabric.name, config)?),
+        Datapath::Xdp | Datapath::Tc => {
+            switch::stop(&fabric.name)?;
+        }
+    }
     Ok(report)
+}
+
+/// The program that switches a port's frames on a data path.
+fn port_side(datapath: Datapath) -> Side {
+    match datapath {
+        Datapath::Xdp => Side::Port,
+        Datapath::Tc => Side::PortTc,
+        Datapath::Afxdp => Side::PortXsk,
+    }
 }
 
 /// Compiles every NIC's security groups into the rule table, then cuts the tracked connections
@@ -273,8 +296,11 @@ async fn configure_lpar_side(
     {
         let _guard = NetnsGuard::enter(lpar_nl.netns())?;
         match datapath {
-            // XDP_TX replies reach the LPAR only if its side runs XDP too.
-            Datapath::Xdp => plane.attach(Side::Nic, port, &nic.name, link.index)?,
+            // XDP_TX replies (and, on `afxdp`, the kernel fallback's redirects) reach the LPAR
+            // only if its side runs XDP too.
+            Datapath::Xdp | Datapath::Afxdp => {
+                plane.attach(Side::Nic, port, &nic.name, link.index)?
+            }
             // No XDP on either side: XDP on a veth takes GSO from its peer.
             Datapath::Tc => dataplane::detach_side(pin_dir, Side::Nic, port)?,
         }
@@ -313,9 +339,10 @@ async fn configure_lpar_side(
         }
     };
     match datapath {
-        // An XDP redirect loses the skb's CHECKSUM_PARTIAL state: the LPAR must fill in its
-        // checksums itself. GRO gives the veth the NAPI context redirected frames need.
-        Datapath::Xdp => {
+        // An XDP redirect loses the skb's CHECKSUM_PARTIAL state (and so does a copy into an
+        // AF_XDP UMEM): the LPAR must fill in its checksums itself. GRO gives the veth the NAPI
+        // context redirected frames need.
+        Datapath::Xdp | Datapath::Afxdp => {
             ethtool::set_tx_checksum(&nic.name, false).map_err(ethtool_err("tx checksum off"))?;
             ethtool::set_gro(&nic.name, true).map_err(ethtool_err("gro on"))?;
         }
@@ -346,6 +373,8 @@ async fn remove_nic(
 /// Removes everything `up` created: ports and NICs, pins, the fabric namespace and the LPAR
 /// namespaces iqd created. Adopted namespaces stay, without their NICs. Idempotent.
 pub async fn down(fabric: &Fabric) -> Result<()> {
+    // The switch first: it holds sockets on the ports.
+    switch::stop(&fabric.name)?;
     let state = State::load(&fabric.name)?;
     let fabric_ns = fabric.netns_name();
     if netns::exists(&fabric_ns) {

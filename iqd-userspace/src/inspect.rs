@@ -2,12 +2,12 @@
 use serde::Serialize;
 
 use crate::{
-    config::{self, Fabric},
+    config::{self, Datapath, Fabric},
     dataplane::{self, FabricMaps},
     error::Result,
     fabric::port_name,
     netlink::Netlink,
-    netns,
+    netns, switch,
 };
 
 #[derive(Debug, Serialize)]
@@ -21,6 +21,38 @@ pub struct Status {
     pub pin_dir: String,
     pub chpids: Vec<ChpidStatus>,
     pub lpars: Vec<LparStatus>,
+    /// Data path `afxdp`: the AF_XDP switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchStatus>,
+}
+
+/// The AF_XDP switch of an `afxdp` fabric.
+#[derive(Debug, Serialize)]
+pub struct SwitchStatus {
+    /// Whether the switch process is alive. When it is not, frames move in the kernel.
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub uptime_s: Option<f64>,
+    /// The switch's last report (kept after it stopped or died): frames moved, the ledger of
+    /// its UMEM frames, its sockets.
+    pub report: Option<switch::Report>,
+}
+
+fn switch_status(fabric: &str) -> SwitchStatus {
+    let pid = switch::running_pid(fabric);
+    let report = switch::read_report(fabric);
+    let uptime_s = match (&pid, &report) {
+        (Some(pid), Some(r)) if r.pid == *pid => {
+            Some(switch::process::unix_ms().saturating_sub(r.started_unix_ms) as f64 / 1000.0)
+        }
+        _ => None,
+    };
+    SwitchStatus {
+        running: pid.is_some(),
+        pid,
+        uptime_s,
+        report,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +170,7 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
         pin_dir: pin_dir.display().to_string(),
         chpids,
         lpars,
+        switch: (fabric.datapath == Datapath::Afxdp).then(|| switch_status(&fabric.name)),
     })
 }
 
@@ -146,6 +179,18 @@ pub struct Stats {
     pub nics: Vec<NicStats>,
     /// Connection-table pressure.
     pub conntrack: dataplane::CtStats,
+    /// Data path `afxdp`: frames handed to the switch and frames delivered in the kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub afxdp: Option<AfxdpStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AfxdpStats {
+    #[serde(flatten)]
+    pub programs: dataplane::XskStats,
+    pub switch_running: bool,
+    /// Frames the running switch moved since it started (0 when none runs).
+    pub frames_moved: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,9 +232,24 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
             });
         }
     }
+    let afxdp = match fabric.datapath {
+        Datapath::Afxdp => {
+            let status = switch_status(&fabric.name);
+            Some(AfxdpStats {
+                programs: maps.xsk_stats()?,
+                switch_running: status.running,
+                frames_moved: match (status.running, status.report) {
+                    (true, Some(report)) => report.frames_moved,
+                    _ => 0,
+                },
+            })
+        }
+        Datapath::Xdp | Datapath::Tc => None,
+    };
     Ok(Stats {
         nics,
         conntrack: maps.ct_stats()?,
+        afxdp,
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The library behind the `iqd` binary: fabric file parsing (`config`), the XDP data plane and
 //! its pinned maps (`dataplane`), namespace and link management (`netns`, `netlink`,
-//! `ethtool`), bringing fabrics up and down (`fabric`) and reading them back (`inspect`).
+//! `ethtool`), bringing fabrics up and down (`fabric`), reading them back (`inspect`), and the
+//! AF_XDP switch of data path `afxdp` (`switch`).
 pub mod config;
 pub mod dataplane;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod netlink;
 pub mod netns;
 pub mod secgroup;
 pub mod state;
+pub mod switch;
 
 pub use error::{Error, Result};
 

@@ -1,7 +1,9 @@
 //! A bench for feeding a port program frames through BPF_PROG_TEST_RUN: the real eBPF object
 //! loaded with its maps pinned under a fabric name of its own, and veth pairs in a namespace of
 //! its own standing for the fabric-side ports of NICs. The program is `iqd_port` (XDP, data path
-//! `xdp`) or `iqd_tc` (tc, data path `tc`): the same decisions, so the same tests hold for both.
+//! `xdp`), `iqd_tc` (tc, data path `tc`) or `iqd_xsk` (XDP, data path `afxdp`): the same
+//! decisions, so the same tests hold for all. With no AF_XDP switch socket in its maps, `iqd_xsk`
+//! delivers in the kernel exactly as `iqd_port` does.
 //!
 //! The kernel resolves the ingress ifindex given to a test run (and the DEVMAP entries) in the
 //! calling thread's namespace, so the bench enters its namespace for as long as it lives: use it
@@ -42,10 +44,12 @@ pub enum Hook {
     Xdp,
     /// `iqd_tc`, the tc ingress program.
     Tc,
+    /// `iqd_xsk`, the XDP program of data path `afxdp`.
+    Xsk,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::Xdp, Hook::Tc];
+    pub const ALL: [Hook; 3] = [Hook::Xdp, Hook::Tc, Hook::Xsk];
 }
 
 /// The name of an XDP verdict.
@@ -240,8 +244,9 @@ impl ProgBench {
     /// XDP_REDIRECT otherwise; anything else as itself plus 1000, which no test expects.
     pub fn try_run(&mut self, ingress: u32, frame: &[u8]) -> io::Result<Run> {
         match self.hook {
-            Hook::Xdp => self.try_run_xdp(ingress, frame),
+            Hook::Xdp => self.try_run_xdp(Side::Port, ingress, frame),
             Hook::Tc => self.try_run_tc(ingress, frame, 0, 0),
+            Hook::Xsk => self.try_run_xdp(Side::PortXsk, ingress, frame),
         }
     }
 
@@ -279,10 +284,12 @@ impl ProgBench {
         Ok(Run { action, frame: out })
     }
 
-    fn try_run_xdp(&mut self, ingress: u32, frame: &[u8]) -> io::Result<Run> {
+    /// Runs an XDP port program (`Side::Port` or `Side::PortXsk`) once. The frame it returns
+    /// starts with the XDP metadata the program left, if any.
+    pub fn try_run_xdp(&mut self, side: Side, ingress: u32, frame: &[u8]) -> io::Result<Run> {
         let ctx = xdp_md(frame.len(), ingress);
         let mut out = vec![0u8; frame.len() + 4096];
-        let program = self.plane.program(Side::Port).expect("port program");
+        let program = self.plane.program(side).expect("port program");
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),

@@ -1156,7 +1156,8 @@ fn program_and_model_agree_on_every_verdict() {
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut total = 0;
-    // Both data paths' programs, each against the same model: the policy is written once.
+    // Every data path's program, each against the same model: the policy is written once. With
+    // no switch socket in the maps, `iqd_xsk` takes its in-kernel path, the one that decides.
     for hook in Hook::ALL {
         for set in 0..sets {
             total += rule_set(seed, set, frames, hook, &mut tally);
@@ -1177,7 +1178,9 @@ fn program_and_model_agree_on_every_verdict() {
     if sets * frames >= 5000 {
         // The generator must keep reaching every outcome, or the comparison proves little.
         for reason in drop_reason::NAMES {
-            if reason != "redirect_failed" {
+            // Neither happens to a test run: every port is in the DEVMAP, and only the AF_XDP
+            // switch (not running here) finds a ring busy.
+            if reason != "redirect_failed" && reason != "target_busy" {
                 assert!(
                     tally.verdicts.contains_key(reason),
                     "no frame was dropped as {reason}: the generator lost coverage"

@@ -295,7 +295,7 @@ fn an_invalid_file_changes_nothing() {
     let fabric = TestFabric::up(THREE_LPARS);
     let a = fabric.ns("a");
     let good = fs::read_to_string(&fabric.config).expect("config");
-    let before = fabric.iqd("status", &["--json"]).stdout;
+    let before = steady_status(&fabric);
 
     // B registers A's address on the same CHPID: refused, with the file and the line.
     let bad = good.replace("10.7.0.2/24", "10.7.0.1/24");
@@ -322,11 +322,7 @@ fn an_invalid_file_changes_nothing() {
     );
 
     fs::write(&fabric.config, &good).expect("write");
-    assert_eq!(
-        fabric.iqd("status", &["--json"]).stdout,
-        before,
-        "status changed"
-    );
+    assert_eq!(steady_status(&fabric), before, "status changed");
     assert!(ping(&a, "10.7.0.2", 1, None), "traffic stopped");
 
     // A fabric that is not up stays absent.
@@ -340,6 +336,19 @@ fn an_invalid_file_changes_nothing() {
     );
     assert!(netns_with_prefix(&fresh.name).is_empty());
     assert!(!Path::new("/sys/fs/bpf/iqd").join(&fresh.name).exists());
+}
+
+/// `iqd status --json` without what changes by itself while nothing else does: the AF_XDP
+/// switch's uptime and traffic figures (its pid stays: a refused `up` must not restart it).
+fn steady_status(fabric: &TestFabric) -> serde_json::Value {
+    let out = fabric.iqd("status", &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    if let Some(switch) = status.get_mut("switch") {
+        let pid = switch["pid"].clone();
+        *switch = serde_json::json!({ "pid": pid, "running": switch["running"].clone() });
+    }
+    status
 }
 
 fn bad_unknown_key() -> String {
@@ -359,7 +368,8 @@ fn frames_keep_flowing_after_iqd_exits() {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    // One switch link per NIC (`link_<port>` for xdp, `link_<port>_tc` for tc).
+    // One switch link per NIC (`link_<port>` for xdp, `link_<port>_tc` for tc,
+    // `link_<port>_xsk` for afxdp).
     assert_eq!(
         pinned
             .iter()

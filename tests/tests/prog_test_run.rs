@@ -1155,3 +1155,88 @@ fn live_frames_reach_the_right_nic() {
     assert_eq!(bench.counters("b").rx_packets, 1);
     assert_eq!(bench.counters("d").rx_packets, 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// AF_XDP (data path `afxdp`)
+
+#[test]
+fn xsk_hands_frames_to_the_switch_with_the_destination_in_metadata() {
+    use iqd::switch::xsk::{RingSizes, Socket, Umem};
+    use iqd_common::{XSK_MAX_QUEUES, XSK_META_LEN};
+
+    let mut bench = Bench::with_hook(Hook::Xsk);
+    let (a, b) = (bench.ifindex("a"), bench.ifindex("b"));
+    let frame = tcp(MAC_A, MAC_STRANGER, IP_A, IP_B).build();
+    let stats = |bench: &Bench| bench.prog.maps.xsk_stats().expect("xsk stats");
+
+    // No switch: delivered in the kernel, exactly as `iqd_port` does, and counted as fallback.
+    bench.expect_forward("a", &frame, "b", "no switch socket");
+    assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (0, 1));
+
+    // Sockets on A and B sharing one UMEM, registered as the switch registers them.
+    let umem = Umem::new(64, 4096).expect("UMEM");
+    let sizes = RingSizes {
+        fill: 32,
+        completion: 32,
+        rx: 32,
+        tx: 32,
+    };
+    let socket_a = Socket::bind(&umem, None, a, 0, sizes).expect("socket on A");
+    let socket_b = Socket::bind(&umem, Some(&socket_a), b, 0, sizes).expect("socket on B");
+    let maps = &mut bench.prog.maps;
+    maps.set_xsk_slot(a, 0).expect("slot of A");
+    maps.set_xsk_slot(b, 1).expect("slot of B");
+    maps.set_xsk(0, socket_a.fd()).expect("register A");
+    maps.set_xsk(XSK_MAX_QUEUES, socket_b.fd())
+        .expect("register B");
+
+    let before = bench.all_counters();
+    let run = bench.run("a", &frame);
+    assert_eq!(run.action, XDP_REDIRECT, "to the switch");
+    // The test run returns the frame from its metadata on: B's port, then the frame as the
+    // in-kernel path would send it.
+    let meta = XSK_META_LEN as usize;
+    assert_eq!(
+        &run.frame[..meta],
+        &b.to_ne_bytes(),
+        "destination in metadata"
+    );
+    let mut expected = frame.clone();
+    expected[..6].copy_from_slice(&MAC_B);
+    assert_eq!(
+        &run.frame[meta..],
+        &expected[..],
+        "frame after the metadata"
+    );
+    // Sent is counted here; delivered is the switch's to count, once it has sent it.
+    bench.assert_counters(&before, "handed to the switch", |name, c| {
+        if name == "a" {
+            c.tx_packets += 1;
+            c.tx_bytes += frame.len() as u64;
+        }
+    });
+    assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (1, 1));
+
+    // A destination the switch does not serve (no socket on D): the kernel delivers.
+    let to_d = tcp(MAC_A, MAC_D, IP_A, IP_D).build();
+    bench.expect_forward("a", &to_d, "d", "destination without a socket");
+    assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (1, 2));
+
+    // Drops and ARP replies stay in the kernel, without metadata.
+    bench.expect_drop(
+        "a",
+        &tcp(MAC_A, MAC_B, IP_B2, IP_B).build(),
+        drop_reason::SPOOFED_SOURCE,
+        "spoofed, with a switch",
+    );
+    let request = ArpFrame::request(MAC_A, IP_A, IP_B).build();
+    let reply = ArpFrame::reply(MAC_B, IP_B, MAC_A, IP_A).build();
+    bench.expect_arp_reply("a", &request, &reply, "ARP with a switch");
+    assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (1, 2));
+
+    // A closed socket leaves the XSKMAP: the kernel path takes over at once.
+    drop(socket_b);
+    bench.expect_forward("a", &frame, "b", "after the switch closed B's socket");
+    assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (1, 3));
+    drop(socket_a);
+}

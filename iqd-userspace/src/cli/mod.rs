@@ -4,6 +4,7 @@ mod conntrack;
 mod down;
 mod stats;
 mod status;
+mod switch;
 mod up;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum Command {
     Status(status::Status),
     Stats(stats::Stats),
     Conntrack(conntrack::Conntrack),
+    #[command(hide = true)]
+    Switch(switch::Switch),
 }
 
 /// The fabric file every subcommand works on.
@@ -55,5 +58,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run().await,
         Command::Stats(cmd) => cmd.run().await,
         Command::Conntrack(cmd) => cmd.run().await,
+        Command::Switch(cmd) => cmd.run().await,
     }
 }

@@ -8,8 +8,10 @@ use super::ConfigArg;
 /// link` inside the LPAR). Drops are counted on the sending NIC, by reason: malformed, non_ip,
 /// spoofed_source, not_member (destination only on another CHPID), no_destination,
 /// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored,
-/// sg_denied_outbound (its own security groups refused); except sg_denied_inbound, counted on
-/// the receiving NIC whose security groups refused. A last line shows the connection table.
+/// sg_denied_outbound (its own security groups refused), target_busy (data path afxdp: a full
+/// AF_XDP ring); except sg_denied_inbound, counted on the receiving NIC whose security groups
+/// refused. A line shows the connection table; for data path afxdp, a last line shows how many
+/// frames went through the switch and how many the kernel delivered itself (fallback).
 #[derive(Args, Debug)]
 pub struct Stats {
     #[command(flatten)]
@@ -60,6 +62,18 @@ impl Stats {
             "conntrack: {} of {} entries (created {}, revoked {}, evicted {})",
             ct.entries, ct.capacity, ct.created, ct.revoked, ct.evicted
         );
+        if let Some(afxdp) = &stats.afxdp {
+            println!(
+                "afxdp: {} frames to the switch, {} delivered in the kernel (fallback); switch {}",
+                afxdp.programs.to_switch,
+                afxdp.programs.fallback,
+                if afxdp.switch_running {
+                    format!("running, {} frames moved", afxdp.frames_moved)
+                } else {
+                    "not running".to_string()
+                }
+            );
+        }
         Ok(())
     }
 }

@@ -90,6 +90,49 @@ impl Status {
                 );
             }
         }
+        if let Some(switch) = &status.switch {
+            println!();
+            print_switch(switch);
+        }
         Ok(())
+    }
+}
+
+fn print_switch(switch: &iqd::inspect::SwitchStatus) {
+    match (switch.running, switch.pid, &switch.report) {
+        (true, Some(pid), Some(report)) => {
+            println!(
+                "AF_XDP switch: running (pid {pid}, up {:.1}s), {} frames ({} bytes) moved, \
+                 {} dropped busy",
+                switch.uptime_s.unwrap_or(0.0),
+                report.frames_moved,
+                report.bytes_moved,
+                report.target_busy
+            );
+            let ledger = &report.ledger;
+            println!(
+                "  UMEM: {} frames of {} bytes on {} sockets: {} free, {} fill, {} held, {} tx; \
+                 violations {}, audit {}",
+                ledger.counts.frames,
+                report.umem_bytes / u64::from(ledger.counts.frames.max(1)),
+                ledger.sockets.len(),
+                ledger.counts.free,
+                ledger.counts.fill,
+                ledger.counts.held,
+                ledger.counts.tx,
+                ledger.violations,
+                ledger.audit
+            );
+        }
+        (true, Some(pid), None) => println!("AF_XDP switch: running (pid {pid}), no report yet"),
+        _ => println!(
+            "AF_XDP switch: not running; frames move in the kernel (run `iqd up` to start it){}",
+            switch
+                .report
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .map(|e| format!("; it last failed: {e}"))
+                .unwrap_or_default()
+        ),
     }
 }

@@ -10,7 +10,8 @@ use super::ConfigArg;
 /// /sys/fs/bpf/iqd/<fabric>/ and keep working after iqd exits. Running it again is safe: what
 /// already matches the file is left as it is; changes are applied in place. Security-group
 /// changes take effect at once, without reloading programs: connections the new rules no longer
-/// allow are cut. An invalid file changes nothing.
+/// allow are cut. For data path `afxdp`, it (re)starts the AF_XDP switch process and returns
+/// once frames flow through it. An invalid file changes nothing.
 #[derive(Args, Debug)]
 pub struct Up {
     #[command(flatten)]
@@ -21,7 +22,7 @@ impl Up {
     pub async fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         iqd::require_root()?;
-        let report = iqd::fabric::up(&fabric).await?;
+        let report = iqd::fabric::up(&fabric, &self.config.config).await?;
         let list = |v: &[String]| {
             if v.is_empty() {
                 "-".to_string()
@@ -40,6 +41,9 @@ impl Up {
         println!("  NICs unchanged:     {}", list(&report.kept_nics));
         if !report.removed_nics.is_empty() {
             println!("  NICs removed:       {}", list(&report.removed_nics));
+        }
+        if let Some(pid) = report.switch_pid {
+            println!("  AF_XDP switch:      running (pid {pid})");
         }
         if report.revoked_connections > 0 {
             println!(
