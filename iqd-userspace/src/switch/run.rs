@@ -31,22 +31,30 @@ use crate::{
 /// UMEM chunk: one page, the largest the kernel takes in aligned mode. Larger frames span
 /// several chunks (multi-buffer).
 pub const CHUNK_SIZE: u32 = 4096;
-/// UMEM frames per socket, and the size of each of its rings, up to `SMALL_FABRIC` sockets.
-/// A 56K frame takes 15 frames: 2048 let a sender's fill ring take a burst of over 130 of them
-/// while the switch waits for a core (fewer and the kernel drops them, `target_busy`).
-pub const FRAMES_PER_SOCKET: u32 = 2048;
-/// Beyond this many sockets, each gets half as much: the UMEM is pinned memory, 8 MiB per
-/// socket up to 16 sockets (128 MiB), 4 MiB per socket beyond.
-const SMALL_FABRIC: u32 = 16;
-
-/// Frames per socket (and ring size) for a switch with `sockets` sockets.
+/// UMEM frames per socket, by the number of sockets: the UMEM is pinned memory (16 MiB per
+/// socket for up to 4 sockets, 8 MiB up to 16, 4 MiB beyond). A 56K frame takes 15 frames.
 pub fn frames_per_socket(sockets: u32) -> u32 {
-    if sockets <= SMALL_FABRIC {
-        FRAMES_PER_SOCKET
-    } else {
-        FRAMES_PER_SOCKET / 2
+    match sockets {
+        0..=4 => 4096,
+        5..=16 => 2048,
+        _ => 1024,
     }
 }
+
+/// The rings of a socket with `frames` UMEM frames. Half of them fill its fill ring (a burst
+/// of over 130 56K frames while the switch waits for a core; fewer and the kernel drops them as
+/// `target_busy`); a quarter at most wait in its TX ring (a destination that takes nothing can
+/// hold no more); the rest stay free for the frames in flight. So no port, however stuck, can
+/// starve the others of frames to receive into.
+pub fn ring_sizes(frames: u32) -> RingSizes {
+    RingSizes {
+        fill: frames / 2,
+        completion: frames / 2,
+        rx: frames / 2,
+        tx: frames / 4,
+    }
+}
+
 /// How often the control task rewrites the report (and counts the kernel's drops).
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
@@ -115,14 +123,7 @@ async fn serve(fabric: &Fabric, state: &State, report: &mut Report) -> Result<()
 
     let sockets: u32 = ports.iter().map(|p| p.queues).sum();
     let per_socket = frames_per_socket(sockets);
-    // Every ring as large as the socket's share of the UMEM: a fill ring can hold all of it at
-    // rest, and the completion ring always has room for everything the TX ring sends.
-    let rings = RingSizes {
-        fill: per_socket,
-        completion: per_socket,
-        rx: per_socket,
-        tx: per_socket,
-    };
+    let rings = ring_sizes(per_socket);
     let umem = Umem::new(sockets.max(1) * per_socket, CHUNK_SIZE)
         .map_err(|e| Error::io("map the UMEM", "anonymous memory", e))?;
     report.umem_frames = umem.frames();
@@ -154,7 +155,7 @@ async fn serve(fabric: &Fabric, state: &State, report: &mut Report) -> Result<()
     let shared = Arc::new(Shared::new(counters).map_err(|e| Error::io("create", "an eventfd", e))?);
     let ids: Vec<(u32, u32)> = ports.iter().map(|p| (p.ifindex, p.slot)).collect();
     // Fills the fill rings before any frame can be sent here.
-    let engine = Engine::new(umem, endpoints, &ids, per_socket, shared.clone());
+    let engine = Engine::new(umem, endpoints, &ids, rings.fill, shared.clone());
     for (index, fd) in &registrations {
         maps.set_xsk(*index, *fd)?;
     }
@@ -317,4 +318,31 @@ fn if_index(name: &str) -> Option<u32> {
     // SAFETY: a valid NUL-terminated string; the call only reads it.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_tx_rings_and_full_fill_rings_leave_frames_free() {
+        for sockets in [1, 2, 4, 5, 16, 17, 64, 4096] {
+            let frames = frames_per_socket(sockets);
+            let rings = ring_sizes(frames);
+            for size in [rings.fill, rings.completion, rings.rx, rings.tx] {
+                assert!(size.is_power_of_two(), "{size}");
+            }
+            // Every fill ring full and every TX ring full still leaves a quarter free.
+            assert!(rings.fill + rings.tx <= frames * 3 / 4);
+            // The completion ring takes all a TX ring sends.
+            assert!(rings.completion >= rings.tx);
+            // The largest frame (18 chunks) fits a TX ring many times.
+            assert!(rings.tx >= 18 * 8);
+            let umem = u64::from(sockets * frames) * u64::from(CHUNK_SIZE);
+            assert!(
+                umem <= 256 << 20 || frames == 1024,
+                "{sockets} sockets: {umem} bytes"
+            );
+        }
+    }
 }
