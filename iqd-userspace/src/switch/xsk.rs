@@ -25,6 +25,9 @@ pub type Desc = libc::xdp_desc;
 /// Set on every descriptor of a multi-buffer frame but its last.
 pub const PKT_CONTD: u32 = libc::XDP_PKT_CONTD;
 
+/// `setsockopt` (kernel 6.17+, not in libc yet): descriptors one `sendto` may send.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
 /// The frames' memory, shared by every socket.
 pub struct Umem {
     area: NonNull<u8>,
@@ -333,6 +336,10 @@ impl Socket {
         setsockopt(raw, libc::XDP_UMEM_COMPLETION_RING, &sizes.completion)?;
         setsockopt(raw, libc::XDP_RX_RING, &sizes.rx)?;
         setsockopt(raw, libc::XDP_TX_RING, &sizes.tx)?;
+        // Copy mode sends at most this many descriptors per `sendto` (32 by default): as many
+        // as the TX ring holds saves system calls. Kernels before 6.17 lack the option; they
+        // keep 32.
+        let _ = setsockopt(raw, XDP_MAX_TX_SKB_BUDGET, &sizes.tx);
 
         // SAFETY: a plain C struct the kernel fills in.
         let mut off: libc::xdp_mmap_offsets = unsafe { mem::zeroed() };
