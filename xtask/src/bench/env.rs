@@ -22,6 +22,8 @@ use crate::util::Cmd;
 pub enum Kind {
     /// iqd with its XDP layer-3 data path.
     IqdXdp,
+    /// iqd with its AF_XDP data path (`datapath = "afxdp"`): the same fabric file as `IqdXdp`.
+    IqdAfxdp,
     /// A Linux bridge with one veth per endpoint.
     Bridge,
     /// macvlan devices in bridge mode on a dummy parent (an idle veth where the kernel has no
@@ -37,8 +39,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::IqdXdp,
+        Kind::IqdAfxdp,
         Kind::Bridge,
         Kind::Macvlan,
         Kind::Veth,
@@ -53,6 +56,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::IqdXdp => "iqd-xdp",
+            Kind::IqdAfxdp => "iqd-afxdp",
             Kind::Bridge => "bridge",
             Kind::Macvlan => "macvlan",
             Kind::Veth => "veth",
@@ -71,6 +75,7 @@ impl Kind {
     fn code(self) -> &'static str {
         match self {
             Kind::IqdXdp => "x",
+            Kind::IqdAfxdp => "a",
             Kind::Bridge => "b",
             Kind::Macvlan => "m",
             Kind::Veth => "v",
@@ -99,7 +104,7 @@ impl Kind {
     }
 
     pub fn is_iqd(self) -> bool {
-        matches!(self, Kind::IqdXdp | Kind::IqdSg(_))
+        matches!(self, Kind::IqdXdp | Kind::IqdAfxdp | Kind::IqdSg(_))
     }
 }
 
@@ -195,7 +200,7 @@ impl Builder {
         };
         let started = Instant::now();
         match kind {
-            Kind::IqdXdp | Kind::IqdSg(_) => self.build_iqd(&mut env, &id)?,
+            Kind::IqdXdp | Kind::IqdAfxdp | Kind::IqdSg(_) => self.build_iqd(&mut env, &id)?,
             Kind::Bridge => build_bridge(&mut env, &id)?,
             Kind::BridgeNft(n) => {
                 build_bridge(&mut env, &id)?;
@@ -217,7 +222,10 @@ impl Builder {
         let fabric = id.to_string();
         let netns: Vec<&str> = env.endpoints.iter().map(|e| e.netns.as_str()).collect();
         let groups = env.kind.secgroup_rules().map(secgroups::groups);
-        let toml = secgroups::fabric_file(&fabric, mfs, &netns, groups.as_deref());
+        let mut toml = secgroups::fabric_file(&fabric, mfs, &netns, groups.as_deref());
+        if env.kind == Kind::IqdAfxdp {
+            toml = toml.replacen("\n\n", "\ndatapath = \"afxdp\"\n\n", 1);
+        }
         let config = self.work_dir.join(format!("{fabric}.toml"));
         std::fs::write(&config, toml)
             .with_context(|| format!("could not write {}", config.display()))?;
