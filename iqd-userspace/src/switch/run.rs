@@ -41,9 +41,9 @@ pub fn frames_per_socket(sockets: u32) -> u32 {
     }
 }
 
-/// The rings of a socket with `frames` UMEM frames. Half of them fill its fill ring (a burst
-/// of over 130 56K frames while the switch waits for a core; fewer and the kernel drops them as
-/// `target_busy`); a quarter at most wait in its TX ring (a destination that takes nothing can
+/// The rings of a socket with `frames` UMEM frames. Half of them fill its fill ring (with 4096,
+/// a burst of over 130 56K frames while the switch waits for a core; what does not fit, the
+/// kernel drops as `target_busy`); a quarter at most wait in its TX ring (a destination that takes nothing can
 /// hold no more); the rest stay free for the frames in flight. So no port, however stuck, can
 /// starve the others of frames to receive into.
 pub fn ring_sizes(frames: u32) -> RingSizes {
