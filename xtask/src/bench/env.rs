@@ -506,4 +506,23 @@ mod tests {
         assert_eq!(endpoint_addr(0), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(endpoint_addr(63), Ipv4Addr::new(10, 0, 0, 64));
     }
+
+    #[test]
+    fn the_fabric_file_gives_every_lpar_its_endpoint_address() {
+        let names: Vec<String> = (0..251).map(|i| format!("n{i}")).collect();
+        let netns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let toml = secgroups::fabric_file("f", "16K", &netns, None);
+        for i in [0, 1, 249, 250] {
+            let nic = format!(
+                "netns = \"n{i}\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"{}/24\"]",
+                endpoint_addr(i)
+            );
+            assert!(toml.contains(&nic), "LPAR {i}");
+        }
+        let sg = Kind::parse("iqd-sg50").unwrap();
+        assert_eq!(sg.secgroup_rules(), Some(50));
+        assert!(sg.is_iqd() && sg.max_endpoints() == 2);
+        assert_eq!(Kind::parse("bridge-nft250"), Some(Kind::BridgeNft(250)));
+        assert!(!Kind::BridgeNft(0).is_iqd());
+    }
 }
