@@ -15,8 +15,9 @@ mod secgroups;
 
 /// Every plain system, and the security-group systems with the most rules (the ones with fewer
 /// rules are built the same way).
-const SYSTEMS: [&str; 6] = [
+const SYSTEMS: [&str; 7] = [
     "iqd-xdp",
+    "iqd-tc",
     "bridge",
     "macvlan",
     "veth",
@@ -30,7 +31,7 @@ const SECGROUP_METRICS: [&str; 5] = ["tcp_1", "cpu_per_gbit", "rr_p50", "rr_p99"
 fn the_bench_security_groups_parse_with_n_rules_per_group() {
     for n in secgroups::RULE_COUNTS {
         let groups = secgroups::groups(n);
-        let text = secgroups::fabric_file("benchsg", "16K", &["sga", "sgb"], Some(&groups));
+        let text = secgroups::fabric_file("benchsg", "16K", "tc", &["sga", "sgb"], Some(&groups));
         let fabric = iqd::config::Fabric::parse(&text, Path::new("bench-sg.toml"))
             .unwrap_or_else(|e| panic!("{n} rules per group: {e}\n{text}"));
         for (g, rules) in groups.iter().enumerate() {

@@ -36,14 +36,15 @@ const SECGROUP_MTUS: [u32; 2] = [1500, 57344];
 
 #[derive(Args)]
 pub struct Options {
-    /// Short run (at most about 3 minutes): 3 rounds of 1-second runs at MTU 57344 only, the
+    /// Short run (at most about 4 minutes): 3 rounds of 1-second runs at MTU 57344 only, the
     /// scale test at 16 LPARs, and of the security-group systems only iqd-sg250 and
     /// bridge-nft250, unless --system, --mtu, --rounds, --duration or --scale say otherwise.
     #[arg(long)]
     quick: bool,
 
-    /// Systems to measure, comma-separated: iqd-xdp, bridge, macvlan, veth, iqd-sg0,
-    /// iqd-sg50, iqd-sg250, bridge-nft0, bridge-nft50, bridge-nft250 [default: all].
+    /// Systems to measure, comma-separated: iqd-xdp, iqd-tc, bridge, macvlan, veth, iqd-sg0,
+    /// iqd-sg50, iqd-sg250, bridge-nft0, bridge-nft50, bridge-nft250, and (only when named)
+    /// iqd-tc-sg250 [default: all but iqd-tc-sg250].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
@@ -129,15 +130,13 @@ struct Plan {
 impl Plan {
     fn from_options(o: &Options) -> Result<Plan> {
         let kinds: Vec<Kind> = if o.system.is_empty() && o.quick {
-            // The two ends of the security-group range only; the AF_XDP path (slower, and
-            // with a switch process to start) on request.
-            Kind::ALL
+            // The two ends of the security-group range only.
+            Kind::DEFAULT
                 .into_iter()
                 .filter(|k| matches!(k.secgroup_rules(), None | Some(250)))
-                .filter(|k| *k != Kind::IqdAfxdp)
                 .collect()
         } else if o.system.is_empty() {
-            Kind::ALL.to_vec()
+            Kind::DEFAULT.to_vec()
         } else {
             let mut kinds = Vec::new();
             for name in &o.system {
@@ -794,7 +793,7 @@ mod tests {
             p.systems,
             [
                 "iqd-xdp",
-                "iqd-afxdp",
+                "iqd-tc",
                 "bridge",
                 "macvlan",
                 "veth",
@@ -812,14 +811,15 @@ mod tests {
         assert_eq!(p.scale_mtu, 8192);
         assert_eq!(p.scale_kinds().len(), 4);
         assert_eq!(p.secgroup_mtus, [1500, 57344]);
-        // The full run must fit in 30 minutes (25 before iqd-afxdp), the quick one in 3.
+        // The full run must fit in 30 minutes, the quick one in 4.
         assert!(p.total_nominal() < 30.0 * 60.0, "{}", p.total_nominal());
         let quick = plan(&["--quick"]).unwrap();
-        assert!(quick.total_nominal() < 170.0, "{}", quick.total_nominal());
+        assert!(quick.total_nominal() < 230.0, "{}", quick.total_nominal());
         assert_eq!(
             quick.systems,
             [
                 "iqd-xdp",
+                "iqd-tc",
                 "bridge",
                 "macvlan",
                 "veth",

@@ -494,6 +494,12 @@ pub fn secgroup_tables(rows: &[SecgroupRow]) -> String {
 
 /// What each system is, for the method section.
 fn describe_system(name: &str) -> String {
+    if let Some(n) = name.strip_prefix("iqd-tc-sg") {
+        return format!(
+            "iqd-tc with five security groups on each of the two NICs, {n} rules per group \
+             (the same rule sets as iqd-sg{n})."
+        );
+    }
     if let Some(n) = name.strip_prefix("iqd-sg") {
         return format!(
             "iqd-xdp with five security groups on each of the two NICs, {n} rules per group \
@@ -511,6 +517,12 @@ fn describe_system(name: &str) -> String {
                       whose interface `hsi0` is a NIC on one CHPID (a veth pair); the \
                       fabric-side ports, which run iqd's `iqd_port` XDP program and redirect \
                       frames between each other, are in a namespace of their own."
+            .into(),
+        "iqd-tc" => "iqd with its tc data path: the same fabric as iqd-xdp, but the fabric-side \
+                     ports run iqd's `iqd_tc` program on tcx ingress, which hands each packet \
+                     straight to the destination LPAR's `hsi0` with `bpf_redirect_peer`; no XDP \
+                     on either side, so GSO stays on. Security groups are enforced (every NIC \
+                     has the default group: its connections are tracked)."
             .into(),
         "bridge" => "a Linux bridge in its own namespace, with one veth pair per endpoint.".into(),
         "macvlan" => "macvlan devices in bridge mode on a dummy parent, one per endpoint (on \

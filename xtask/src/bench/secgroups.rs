@@ -132,11 +132,14 @@ pub fn group_name(g: usize) -> String {
 pub fn fabric_file(
     fabric: &str,
     mfs: &str,
+    datapath: &str,
     netns: &[&str],
     groups: Option<&[Vec<Rule>]>,
 ) -> String {
-    let mut toml =
-        format!("[fabric]\nname = \"{fabric}\"\n\n[[chpid]]\nid = \"F0\"\nmfs = \"{mfs}\"\n\n");
+    let mut toml = format!(
+        "[fabric]\nname = \"{fabric}\"\ndatapath = \"{datapath}\"\n\n[[chpid]]\nid = \"F0\"\n\
+         mfs = \"{mfs}\"\n\n"
+    );
     if let Some(groups) = groups {
         toml.push_str(&fabric_groups(groups));
     }
@@ -308,12 +311,12 @@ mod tests {
 
     #[test]
     fn the_fabric_file_has_every_lpar_and_its_groups() {
-        let plain = fabric_file("f", "16K", &["a", "b"], None);
+        let plain = fabric_file("f", "16K", "tc", &["a", "b"], None);
         assert!(plain.starts_with("[fabric]\nname = \"f\"\n"));
         assert!(plain.contains("netns = \"b\"") && plain.contains("ipv4 = [\"10.0.0.2/24\"]"));
         assert!(!plain.contains("security_group"));
         let groups = groups(50);
-        let toml = fabric_file("f", "64K", &["a", "b"], Some(&groups));
+        let toml = fabric_file("f", "64K", "xdp", &["a", "b"], Some(&groups));
         assert_eq!(toml.matches("security_groups = [").count(), 2);
         assert_eq!(toml.matches("[[security_group]]").count(), GROUPS);
     }
