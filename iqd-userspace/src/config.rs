@@ -51,10 +51,11 @@ pub struct Fabric {
 #[serde(rename_all = "lowercase")]
 pub enum Datapath {
     /// An XDP program on each port redirects frames through a DEVMAP.
-    #[default]
     Xdp,
     /// A tc (tcx) ingress program on each port moves packets straight into the destination
-    /// LPAR with `bpf_redirect_peer`, keeping GSO.
+    /// LPAR with `bpf_redirect_peer`, keeping GSO. The default: `cargo xtask bench` measured
+    /// it at or above the Linux bridge where `xdp` trails it (docs/performance.md).
+    #[default]
     Tc,
     /// An XDP program on each port hands frames to a userspace switch through AF_XDP sockets
     /// sharing one UMEM; the switch moves descriptors between ports. Without a running switch

@@ -19,7 +19,7 @@ pub struct Options {
 const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "xtask", "iqd-tests"];
 
 /// Data paths other than the default, and the suites that run again on each of them.
-const OTHER_DATAPATHS: &[&str] = &["tc", "afxdp"];
+const OTHER_DATAPATHS: &[&str] = &["xdp", "afxdp"];
 const DATAPATH_SUITES: &[&str] = &["fabric", "secgroups"];
 
 pub fn run(options: Options) -> Result<()> {
