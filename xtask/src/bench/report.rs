@@ -586,6 +586,18 @@ const WHY: &str = "\
 - Both costs are per frame, so they weigh most on bulk TCP at small MTUs; a larger MTU means
   fewer, bigger frames. Small packets (64-byte UDP, request/response) gain nothing from GSO, so
   there the comparison is between iqd's XDP redirect and the bridge's forwarding path.
+
+## Why iqd-tc keeps up with the bridge
+
+- `iqd_tc` runs on the fabric-side port's tc ingress and attaches no XDP anywhere, so the LPAR's
+  `hsi0` keeps GSO/TSO and checksum offload: a TCP stream crosses the fabric as 64 KB GSO
+  packets, and the program's per-packet cost (parse, policy, a connection-table lookup,
+  counters) is paid once per packet, not once per MTU-sized frame.
+- `bpf_redirect_peer` hands the packet to the destination LPAR's `hsi0` directly: one veth
+  crossing and one backlog queue, where the bridge has two veth crossings and its forwarding
+  path. That is why `iqd-tc` comes close to a direct veth pair.
+- Security groups cost new connections one longest-prefix match per direction, whatever the
+  number of rules; packets of tracked connections one hash lookup.
 ";
 
 /// docs/performance.md: the machine, the method, the findings, and per metric a chart (by
