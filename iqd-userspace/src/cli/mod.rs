@@ -15,8 +15,10 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// A fabric file describes IQD CHPIDs (isolated LANs with a maximum frame size) and LPARs
 /// (network namespaces) with HiperSockets NICs on those CHPIDs. `iqd up` builds it: one
-/// namespace per LPAR with NICs (hsi0, hsi1, ...) whose frames are switched by XDP programs in
-/// the kernel. LPARs on one CHPID reach each other; different CHPIDs never do.
+/// namespace per LPAR with NICs (hsi0, hsi1, ...) whose frames are switched by eBPF programs in
+/// the kernel ([fabric] datapath: "tc", the default, "xdp", or "afxdp" with a userspace switch),
+/// which also enforce MFS, anti-spoofing and security groups. LPARs on one CHPID reach each
+/// other; different CHPIDs never do.
 #[derive(Parser, Debug)]
 #[command(name = "iqd", version, propagate_version = true)]
 pub struct Cli {

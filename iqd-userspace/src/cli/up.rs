@@ -6,7 +6,9 @@ use super::ConfigArg;
 ///
 /// Creates the fabric namespace `iqd-<fabric>`, each LPAR's namespace (or adopts an existing
 /// one of that name), and per NIC a veth pair: `hsiN` inside the LPAR, its port in the fabric
-/// namespace with the XDP program attached. Programs, links and maps are pinned under
+/// namespace with the data path's program attached (tc ingress for "tc", XDP for "xdp" and
+/// "afxdp"). Changing the data path switches every NIC in place. Programs, links and maps are
+/// pinned under
 /// /sys/fs/bpf/iqd/<fabric>/ and keep working after iqd exits. Running it again is safe: what
 /// already matches the file is left as it is; changes are applied in place. Security-group
 /// changes take effect at once, without reloading programs: connections the new rules no longer
