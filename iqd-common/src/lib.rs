@@ -337,6 +337,19 @@ pub mod ct_timeout {
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
     pub const UDP_NS: u64 = 120 * 1_000_000_000;
     pub const ICMP_NS: u64 = 30 * 1_000_000_000;
+
+    /// The idle timeout of a connection of IP protocol `proto` whose entry has
+    /// [`super::ct_flags`] `flags`.
+    pub const fn of(proto: u8, flags: u32) -> u64 {
+        const TCP: u8 = 6;
+        const ICMP: u8 = 1;
+        match proto {
+            TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => TCP_CLOSING_NS,
+            TCP => TCP_NS,
+            ICMP => ICMP_NS,
+            _ => UDP_NS,
+        }
+    }
 }
 
 /// Indices of [`map_names::CT_STATS`].

@@ -6,7 +6,7 @@ use iqd_common::{ct_flags, ct_stat, ct_timeout, CtEntry, CtKey};
 
 use crate::{
     maps::{IQD_CONNTRACK, IQD_CT_STATS},
-    parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, TCP_FIN, TCP_RST},
+    parse::{Flow, TCP_FIN, TCP_RST},
 };
 
 #[inline(always)]
@@ -18,16 +18,6 @@ fn key(saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16, proto: u8) -> CtK
         dport,
         proto,
         _pad: [0; 3],
-    }
-}
-
-#[inline(always)]
-fn timeout(proto: u8, flags: u32) -> u64 {
-    match proto {
-        IPPROTO_TCP if flags & (ct_flags::FIN | ct_flags::RST) != 0 => ct_timeout::TCP_CLOSING_NS,
-        IPPROTO_TCP => ct_timeout::TCP_NS,
-        IPPROTO_ICMP => ct_timeout::ICMP_NS,
-        _ => ct_timeout::UDP_NS,
     }
 }
 
@@ -82,7 +72,7 @@ fn live(entry: &CtEntry, flow: &Flow, now: u64) -> bool {
     // Another CPU may have refreshed the entry after this one read the clock: a `last_seen`
     // ahead of `now` is as live as it gets (a wrapping difference would call it expired).
     let last_seen = entry.last_seen_ns;
-    last_seen >= now || now - last_seen <= timeout(flow.proto, entry.flags)
+    last_seen >= now || now - last_seen <= ct_timeout::of(flow.proto, entry.flags)
 }
 
 /// Starts tracking the connection `flow` opens from port `from` to port `to`.

@@ -34,13 +34,15 @@ pub fn ipv4<C: Frame>(
         return Err(drop_reason::MALFORMED);
     }
     let l4_offset = ETH_HDR_LEN + ihl as usize * 4;
-    let l4_end = ETH_HDR_LEN + tot_len as usize;
+    // Parsed once here; a truncated transport header is reported where the security groups
+    // need it (below), so the fabric's own checks keep their order.
+    let flow = parse::flow(ctx, ip, l4_offset, ETH_HDR_LEN + tot_len as usize);
     // A GSO packet (tc only) stands for segments of `gso_size` payload each: the frame size
     // holds for every segment on the wire.
     let gso_size = ctx.gso_size();
     if gso_size != 0 {
-        let flow = parse::flow(ctx, ip, l4_offset, l4_end)?;
-        policy::check_frame_size(port, (l4_offset as u32 + flow.l4_len + gso_size) as u64)?;
+        let l4_len = flow.as_ref().map_err(|reason| *reason)?.l4_len;
+        policy::check_frame_size(port, (l4_offset as u32 + l4_len + gso_size) as u64)?;
     }
 
     policy::check_source_mac(port, &eth.src)?;
@@ -57,7 +59,7 @@ pub fn ipv4<C: Frame>(
     };
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
-    let flow = parse::flow(ctx, ip, l4_offset, l4_end)?;
+    let flow = flow?;
     if !conntrack::track(&flow, ifindex, target.ifindex) {
         if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);

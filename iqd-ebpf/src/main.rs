@@ -76,17 +76,20 @@ fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     }
 }
 
+/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`.
+#[inline(always)]
+fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
+    result.unwrap_or_else(|reason| {
+        counters::dropped(ifindex, reason);
+        drop
+    })
+}
+
 // Multi-buffer ("frags") so CHPID MTUs of up to 56K work on veth.
 #[xdp(frags)]
 pub fn iqd_port(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    match try_port(&ctx, ifindex) {
-        Ok(action) => action,
-        Err(reason) => {
-            counters::dropped(ifindex, reason);
-            xdp_action::XDP_DROP
-        }
-    }
+    finish(ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
@@ -119,22 +122,13 @@ fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
 #[xdp(frags)]
 pub fn iqd_xsk(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    match try_xsk(&ctx, ifindex) {
-        Ok(action) => action,
-        Err(reason) => {
-            counters::dropped(ifindex, reason);
-            xdp_action::XDP_DROP
-        }
-    }
+    finish(ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
         Verdict::Deliver { ifindex: target } => {
-            // The DEVMAP lists the ports that may be delivered to, on every path alike.
-            if maps::IQD_DEVMAP.get(target).is_none() {
-                return Err(drop_reason::REDIRECT_FAILED);
-            }
+            maps::deliverable(target)?;
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
                 xsk::count(xsk_stat::TO_SWITCH);
@@ -153,13 +147,7 @@ const HEADROOM: u32 = 14 + 60 + 60;
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    match try_tc(&ctx, ifindex) {
-        Ok(action) => action,
-        Err(reason) => {
-            counters::dropped(ifindex, reason);
-            TC_ACT_SHOT as i32
-        }
-    }
+    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT as i32)
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
@@ -173,10 +161,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
         Verdict::Deliver { ifindex: target } => {
-            // The DEVMAP lists the ports that may be delivered to, for both paths alike.
-            if maps::IQD_DEVMAP.get(target).is_none() {
-                return Err(drop_reason::REDIRECT_FAILED);
-            }
+            maps::deliverable(target)?;
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);

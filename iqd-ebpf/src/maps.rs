@@ -68,3 +68,13 @@ pub fn route(chpid: u32, addr: u32) -> Option<RouteTarget> {
 pub fn registered_anywhere(addr: u32) -> bool {
     IQD_ADDRESSES.get_ptr(&addr).is_some()
 }
+
+/// Paths that do not redirect through the DEVMAP (tc, and afxdp's handing to the switch)
+/// check it the same way: it lists the ports that may be delivered to.
+#[inline(always)]
+pub fn deliverable(ifindex: u32) -> Result<(), crate::DropReason> {
+    match IQD_DEVMAP.get(ifindex) {
+        Some(_) => Ok(()),
+        None => Err(iqd_common::drop_reason::REDIRECT_FAILED),
+    }
+}

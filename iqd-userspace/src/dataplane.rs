@@ -5,6 +5,7 @@
 //! the program attached after iqd exits; pinned maps are reused by the next `iqd up`, which
 //! therefore changes the data plane in place without dropping a frame.
 use std::{
+    collections::HashSet,
     fs,
     path::{Path, PathBuf},
 };
@@ -35,6 +36,20 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/iqd";
 const BPFFS: &str = "/sys/fs/bpf";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iqd"));
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which the data plane
+/// stamps connections with.
+pub fn ktime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 pub fn pin_dir(fabric: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(fabric)
@@ -478,14 +493,7 @@ impl FabricMaps {
     /// Data path `afxdp`: the frames `iqd_xsk` handed to the switch and those it delivered
     /// itself, summed over CPUs.
     pub fn xsk_stats(&self) -> Result<XskStats> {
-        let sum = |index: u32| -> Result<u64> {
-            Ok(self
-                .xsk_stats
-                .get(&index, 0)
-                .map_err(map_err(map_names::XSK_STATS))?
-                .iter()
-                .sum())
-        };
+        let sum = |index| per_cpu_total(&self.xsk_stats, index, map_names::XSK_STATS);
         Ok(XskStats {
             to_switch: sum(xsk_stat::TO_SWITCH)?,
             fallback: sum(xsk_stat::FALLBACK)?,
@@ -505,11 +513,12 @@ impl FabricMaps {
                 .insert(addr, count, 0)
                 .map_err(map_err(map_names::ADDRESSES))?;
         }
+        let wanted: HashSet<&RouteKey> = routes.iter().map(|(key, _)| key).collect();
         let stale: Vec<RouteKey> = self
             .routes
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| !routes.iter().any(|(key, _)| key == k))
+            .filter(|k| !wanted.contains(k))
             .collect();
         for key in stale {
             ignore_missing(self.routes.remove(&key)).map_err(map_err(map_names::ROUTES))?;
@@ -534,15 +543,12 @@ impl FabricMaps {
                 .insert(&Key::new(*prefix_len, *data), ranges, 0)
                 .map_err(map_err(map_names::SG_RULES))?;
         }
+        let wanted: HashSet<(u32, SgKey)> = entries.iter().map(|(key, _)| *key).collect();
         let stale: Vec<Key<SgKey>> = self
             .sg_rules
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| {
-                !entries
-                    .iter()
-                    .any(|((len, data), _)| *len == k.prefix_len() && *data == k.data())
-            })
+            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
             .collect();
         for key in stale {
             ignore_missing(self.sg_rules.remove(&key)).map_err(map_err(map_names::SG_RULES))?;
@@ -587,14 +593,7 @@ impl FabricMaps {
     }
 
     pub fn ct_stats(&self) -> Result<CtStats> {
-        let sum = |index: u32| -> Result<u64> {
-            Ok(self
-                .ct_stats
-                .get(&index, 0)
-                .map_err(map_err(map_names::CT_STATS))?
-                .iter()
-                .sum())
-        };
+        let sum = |index| per_cpu_total(&self.ct_stats, index, map_names::CT_STATS);
         let entries = self.conntrack.keys().filter(|k| k.is_ok()).count() as u64;
         let (created, revoked) = (sum(ct_stat::CREATED)?, sum(ct_stat::REVOKED)?);
         Ok(CtStats {
@@ -617,6 +616,11 @@ impl FabricMaps {
         total.accumulate(&self.switch_counters(ifindex)?);
         Ok(total)
     }
+}
+
+/// Entry `index` of the per-CPU counter array `map` (named `name`), summed over CPUs.
+fn per_cpu_total(map: &PerCpuArray<MapData, u64>, index: u32, name: &str) -> Result<u64> {
+    Ok(map.get(&index, 0).map_err(map_err(name))?.iter().sum())
 }
 
 /// ADDRESSES entries for a set of routes: on how many CHPIDs each address is registered. The

@@ -170,7 +170,8 @@ async fn up_inner(fabric: &Fabric, config: &Path) -> Result<UpReport> {
                 0
             };
             let info = PortInfo::new(nic.chpid, wanted.mtu, nic.mac).with_flags(flags);
-            ports.insert((lpar.name.clone(), nic.name.clone()), port.index);
+            // Devnos are unique in a fabric: they name the NIC.
+            ports.insert(nic.devno, port.index);
             {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.add_port(port.index, info)?;
@@ -241,22 +242,12 @@ fn port_side(datapath: Datapath) -> Side {
 /// the rules no longer allow (revoking access takes effect at once).
 fn apply_security_groups(
     fabric: &Fabric,
-    ports: &std::collections::HashMap<(String, String), u32>,
+    ports: &std::collections::HashMap<u16, u32>,
     maps: &mut FabricMaps,
     report: &mut UpReport,
 ) -> Result<()> {
-    let mut port_of_nic = std::collections::HashMap::new();
-    for lpar in &fabric.lpars {
-        for nic in &lpar.nics {
-            if let Some(ifindex) = ports.get(&(lpar.name.clone(), nic.name.clone())) {
-                port_of_nic.insert((nic.chpid, nic.devno), *ifindex);
-            }
-        }
-    }
-    let table = RuleTable::compile(fabric, |nic| {
-        port_of_nic.get(&(nic.chpid, nic.devno)).copied()
-    })
-    .map_err(|e| Error::Rules(e.to_string()))?;
+    let table = RuleTable::compile(fabric, |nic| ports.get(&nic.devno).copied())
+        .map_err(|e| Error::Rules(e.to_string()))?;
     maps.sync_rules(&table.encoded())?;
     let live: std::collections::HashSet<u32> = ports.values().copied().collect();
     report.revoked_connections = maps.revoke(|key, entry| {

@@ -280,19 +280,6 @@ pub struct Connection {
     pub reply_packets: u64,
 }
 
-/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
     use iqd_common::{ct_flags, ct_timeout};
     let pin_dir = dataplane::pin_dir(&fabric.name);
@@ -312,22 +299,19 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
             .cloned()
             .unwrap_or_else(|| format!("port {ifindex}"))
     };
-    let now = monotonic_ns();
+    let now = dataplane::ktime_ns();
     let mut connections: Vec<Connection> = maps
         .connections()
         .into_iter()
         .map(|(key, entry)| {
-            let (protocol, timeout) = match key.proto {
-                6 if entry.flags & (ct_flags::FIN | ct_flags::RST) != 0 => {
-                    ("tcp", ct_timeout::TCP_CLOSING_NS)
-                }
-                6 => ("tcp", ct_timeout::TCP_NS),
-                17 => ("udp", ct_timeout::UDP_NS),
-                1 => ("icmp", ct_timeout::ICMP_NS),
-                _ => ("other", ct_timeout::UDP_NS),
+            let protocol = match key.proto {
+                6 => "tcp",
+                17 => "udp",
+                1 => "icmp",
+                _ => "other",
             };
             let idle = now.saturating_sub(entry.last_seen_ns);
-            let state = if idle > timeout {
+            let state = if idle > ct_timeout::of(key.proto, entry.flags) {
                 "expired"
             } else if entry.flags & (ct_flags::FIN | ct_flags::RST) != 0 {
                 "closing"

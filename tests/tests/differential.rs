@@ -29,6 +29,7 @@ use std::{
 
 use iqd::{
     config::Fabric,
+    dataplane,
     model::{Model, NicId, Verdict},
     secgroup::RuleTable,
 };
@@ -974,17 +975,6 @@ fn expected_counters(
     out
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -1071,7 +1061,7 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
             Err(e) => panic!("BPF_PROG_TEST_RUN of the {hook:?} program failed: {e}"),
             Ok(run) => run,
         };
-        let want = model.handle(ingress, frame, monotonic_ns());
+        let want = model.handle(ingress, frame, dataplane::ktime_ns());
         let after: Vec<NicCounters> = ifindexes.iter().map(|i| prog.counters(*i)).collect();
 
         let expected_action = match want.verdict {

@@ -3,7 +3,6 @@
 //! handles signals and keeps its report current.
 use std::{
     collections::{HashMap, HashSet},
-    ffi::CString,
     os::fd::RawFd,
     sync::{atomic::Ordering, Arc},
     thread::JoinHandle,
@@ -204,10 +203,11 @@ fn ports(
 ) -> Result<Vec<Port>> {
     let mut found = Vec::new();
     for nic in &state.nics {
-        let ifindex = if_index(&nic.port).ok_or_else(|| Error::NoSuchLink {
-            netns: fabric.netns_name(),
-            ifname: nic.port.clone(),
-        })?;
+        let ifindex =
+            nix::net::if_::if_nametoindex(nic.port.as_str()).map_err(|_| Error::NoSuchLink {
+                netns: fabric.netns_name(),
+                ifname: nic.port.clone(),
+            })?;
         // One socket per rx queue: a frame is only handed to the socket of the queue it came
         // in on. A veth has one unless created with more.
         let queues = ethtool::rx_queues(&nic.port)
@@ -311,13 +311,6 @@ impl Control<'_> {
         report.target_busy = self.shared.busy.load(Ordering::Relaxed);
         report.ledger = self.shared.snapshot();
     }
-}
-
-fn if_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string; the call only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
 }
 
 #[cfg(test)]

@@ -59,23 +59,12 @@ impl Kind {
         Kind::IqdTcSg(secgroups::RULE_COUNTS[2]),
     ];
 
-    /// What a run measures when `--system` does not say: all but `iqd-tc-sg250`, which shows
+    /// Whether a run measures the system only when `--system` names it: `iqd-tc-sg250` shows
     /// the same rule cost as `iqd-sg250` and is left out to keep the full run short, and
-    /// `iqd-afxdp`, which would take the full run past its 30 minutes (ask for it with
-    /// `--system`).
-    pub const DEFAULT: [Kind; 11] = [
-        Kind::IqdXdp,
-        Kind::IqdTc,
-        Kind::Bridge,
-        Kind::Macvlan,
-        Kind::Veth,
-        Kind::IqdSg(secgroups::RULE_COUNTS[0]),
-        Kind::IqdSg(secgroups::RULE_COUNTS[1]),
-        Kind::IqdSg(secgroups::RULE_COUNTS[2]),
-        Kind::BridgeNft(secgroups::RULE_COUNTS[0]),
-        Kind::BridgeNft(secgroups::RULE_COUNTS[1]),
-        Kind::BridgeNft(secgroups::RULE_COUNTS[2]),
-    ];
+    /// `iqd-afxdp` would take the full run past its 30 minutes.
+    pub fn on_request(self) -> bool {
+        matches!(self, Kind::IqdTcSg(_) | Kind::IqdAfxdp)
+    }
 
     pub fn name(self) -> &'static str {
         match self {

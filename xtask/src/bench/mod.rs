@@ -131,12 +131,12 @@ impl Plan {
     fn from_options(o: &Options) -> Result<Plan> {
         let kinds: Vec<Kind> = if o.system.is_empty() && o.quick {
             // The two ends of the security-group range only.
-            Kind::DEFAULT
+            Kind::ALL
                 .into_iter()
-                .filter(|k| matches!(k.secgroup_rules(), None | Some(250)))
+                .filter(|k| !k.on_request() && matches!(k.secgroup_rules(), None | Some(250)))
                 .collect()
         } else if o.system.is_empty() {
-            Kind::DEFAULT.to_vec()
+            Kind::ALL.into_iter().filter(|k| !k.on_request()).collect()
         } else {
             let mut kinds = Vec::new();
             for name in &o.system {
