@@ -16,6 +16,9 @@ fn main() -> anyhow::Result<()> {
     if !object.exists() {
         fs::write(&object, b"").context("writing placeholder eBPF object")?;
     }
+    // iqd-common reads it at compile time (the upgrade test's skewed layout): the eBPF object
+    // must be rebuilt with it, as cargo rebuilds the userspace side.
+    println!("cargo:rerun-if-env-changed=IQD_TEST_LAYOUT_SKEW");
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("eBPF crate path is not UTF-8"))?;

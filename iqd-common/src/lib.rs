@@ -37,8 +37,12 @@ pub mod map_names {
     /// it had to drop), an mmapable array indexed by the port's slot (see [`XSK_SLOTS`]). Only
     /// the switch writes it, through a shared mapping.
     pub const SWITCH_COUNTERS: &str = "IQD_SWITCH_COUNTERS";
+    /// The map layout the pins were written with: [`crate::LAYOUT_VERSION`] of the iqd that
+    /// last brought the fabric up, at index 0 of a one-entry array. Never touched by a program.
+    /// Pins from before it existed count as layout 1.
+    pub const LAYOUT: &str = "IQD_LAYOUT";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         PORTS,
         ROUTES,
         ADDRESSES,
@@ -51,8 +55,20 @@ pub mod map_names {
         XSKMAP,
         XSK_STATS,
         SWITCH_COUNTERS,
+        LAYOUT,
     ];
 }
+
+/// Set (to anything) when building a test-only iqd whose map layout differs from the real
+/// one: layout 1 with half the connection table. The upgrade test brings a fabric up with it
+/// and upgrades it in place with the real iqd. Cargo rebuilds when the variable changes.
+const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
+
+/// The version of the map layout (the maps' types, key and value sizes, capacities and flags)
+/// this build pins, recorded in [`map_names::LAYOUT`]. Raised whenever a map definition
+/// changes, so that `iqd up` knows it upgrades a fabric in place. Layout 1: the pins of iqd
+/// before versioning.
+pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 2 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -244,7 +260,7 @@ pub const MAX_SG_RANGES: usize = 1250;
 /// Capacity of the rule table (entries are per NIC, direction, protocol and remote prefix).
 pub const MAX_SG_ENTRIES: u32 = 65536;
 /// Capacity of the connection table; the least recently used entry makes room when full.
-pub const MAX_CONNTRACK: u32 = 262_144;
+pub const MAX_CONNTRACK: u32 = if TEST_LAYOUT_SKEW { 131_072 } else { 262_144 };
 
 /// The data of an LPM-trie key of [`map_names::SG_RULES`]. Matched on the first
 /// `SG_KEY_FIXED_BITS + prefix length of the remote` bits.

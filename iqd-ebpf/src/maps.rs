@@ -50,6 +50,11 @@ pub static IQD_XSK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(xsk_stat::COUNT
 pub static IQD_SWITCH_COUNTERS: Array<NicCounters> =
     Array::pinned(MAX_PORTS, BPF_F_MMAPABLE as u32);
 
+// Never touched by a program either: the map layout (`iqd_common::LAYOUT_VERSION`) of the iqd
+// that wrote the pins, so a later iqd knows what it finds. `iqd up` writes it.
+#[map(name = "IQD_LAYOUT")]
+pub static IQD_LAYOUT: Array<u32> = Array::pinned(1, 0);
+
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {
     // SAFETY: entries are plain data; a concurrent update can only yield another valid entry.

@@ -3,7 +3,8 @@
 //! Everything lives under `/sys/fs/bpf/iqd/<fabric>/`: the maps (by name, see
 //! `iqd_common::map_names`) and one link per fabric-side port (`link_<port>`). Pinned links keep
 //! the program attached after iqd exits; pinned maps are reused by the next `iqd up`, which
-//! therefore changes the data plane in place without dropping a frame.
+//! therefore changes the data plane in place without dropping a frame. Maps whose pins another
+//! layout wrote are replaced instead (see `layout`).
 use std::{
     collections::HashSet,
     fs,
@@ -29,13 +30,21 @@ use iqd_common::{
     RouteTarget, SgKey, SgRanges,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    layout::{self, MapPaths, PinnedLayout},
+};
 
 /// Where all fabrics keep their pinned objects.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iqd";
 const BPFFS: &str = "/sys/fs/bpf";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iqd"));
+
+/// The embedded eBPF object (empty in a build without it).
+pub(crate) fn object() -> &'static [u8] {
+    OBJECT
+}
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which the data plane
 /// stamps connections with.
@@ -149,22 +158,45 @@ impl Side {
 pub struct DataPlane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    /// The pins as they were before loading (`None`: a new fabric).
+    layout: Option<PinnedLayout>,
+    /// Where the programs' maps are: pinned, or staged to replace an incompatible pin.
+    paths: MapPaths,
+    /// Pinned links whose program swap waits until the staged maps are filled (an upgrade).
+    deferred: Vec<(Side, String)>,
 }
 
 impl DataPlane {
-    /// Loads the programs, creating the pinned maps or reusing the ones already there.
+    /// Loads the programs, creating the pinned maps or reusing the ones already there. A
+    /// pinned map that differs from this build's definition is not reused: a new one is
+    /// created in the staging directory, and the links keep their old programs until
+    /// [`DataPlane::swap_deferred_links`] (see `layout`).
     pub fn load(pin_dir: &Path) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(Error::NoEbpfObject);
         }
         ensure_bpffs()?;
         create_pin_dir(pin_dir)?;
-        let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(OBJECT)?;
+        let pinned = layout::inspect(pin_dir)?;
+        let paths = MapPaths::new(pin_dir, pinned.as_ref());
+        // A leftover of an interrupted upgrade goes: the upgrade is simply redone.
+        layout::prepare_staging(pin_dir, paths.staged().next().is_some())?;
+        let staged: Vec<(&str, PathBuf)> = paths
+            .staged()
+            .map(|name| (name, paths.path(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        for (name, path) in &staged {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT)?;
         let mut plane = Self {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            layout: pinned,
+            paths,
+            deferred: Vec::new(),
         };
         for side in Side::ALL {
             let name = side.program();
@@ -195,6 +227,31 @@ impl DataPlane {
         Ok(plane)
     }
 
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The pins as `load` found them: `None` for a new fabric.
+    pub fn pinned_layout(&self) -> Option<&PinnedLayout> {
+        self.layout.as_ref()
+    }
+
+    /// Where each map of the loaded programs is (its pin, or staged).
+    pub fn map_paths(&self) -> &MapPaths {
+        &self.paths
+    }
+
+    /// Moves the links whose swap [`DataPlane::attach`] deferred to the new programs, each
+    /// atomically (a BPF link update). Returns how many.
+    pub fn swap_deferred_links(&mut self) -> Result<usize> {
+        let deferred = std::mem::take(&mut self.deferred);
+        for (side, port) in &deferred {
+            // A pinned link is updated through its fd: neither namespace nor ifindex matter.
+            self.swap(*side, port, "", 0)?;
+        }
+        Ok(deferred.len())
+    }
+
     /// An XDP program (`Side::Port`, `Side::Nic` or `Side::PortXsk`).
     pub fn program(&mut self, side: Side) -> Result<&mut Xdp> {
         let name = side.program();
@@ -219,7 +276,20 @@ impl DataPlane {
     /// is its name there) and pins the link. If the link is pinned already, its program is
     /// replaced atomically; so is the program of the port's other XDP link (`xdp` and
     /// `afxdp` share the hook), whose pin moves to this side's name.
+    ///
+    /// While maps are staged for an upgrade, a link that is pinned already keeps its old
+    /// program (and so the old maps) until [`DataPlane::swap_deferred_links`]: the new programs
+    /// must not run before `up` has filled their maps.
     pub fn attach(&mut self, side: Side, port: &str, ifname: &str, ifindex: u32) -> Result<()> {
+        let upgrading = self.paths.staged().next().is_some();
+        if upgrading && side.link_pin(&self.pin_dir, port).exists() {
+            self.deferred.push((side, port.to_string()));
+            return Ok(());
+        }
+        self.swap(side, port, ifname, ifindex)
+    }
+
+    fn swap(&mut self, side: Side, port: &str, ifname: &str, ifindex: u32) -> Result<()> {
         let path = side.link_pin(&self.pin_dir, port);
         let name = side.program();
         let existing = if path.exists() {
@@ -363,14 +433,14 @@ pub struct CtStats {
     pub evicted: u64,
 }
 
-fn open_map(pin_dir: &Path, name: &str) -> Result<Map> {
-    let path = pin_dir.join(name);
-    let data = MapData::from_pin(&path).map_err(map_err(name))?;
+fn open_map(path: &Path, name: &str) -> Result<Map> {
+    let data = MapData::from_pin(path).map_err(map_err(name))?;
     Map::from_map_data(data).map_err(map_err(name))
 }
 
 impl FabricMaps {
-    /// Opens the maps a running fabric pinned.
+    /// Opens the maps a running fabric pinned, if they are this build's layout (otherwise the
+    /// error says what differs and to run `iqd up`).
     pub fn open(fabric: &str, pin_dir: &Path) -> Result<Self> {
         if !pin_dir.join(map_names::PORTS).exists() {
             return Err(Error::NotUp {
@@ -378,41 +448,53 @@ impl FabricMaps {
                 pin_dir: pin_dir.to_path_buf(),
             });
         }
+        layout::require_readable(fabric, pin_dir)?;
+        Self::open_at(|name| pin_dir.join(name))
+    }
+
+    /// Opens the maps the programs `plane` loaded use: pinned, or staged for an upgrade.
+    pub fn open_for(plane: &DataPlane) -> Result<Self> {
+        Self::open_at(|name| plane.map_paths().path(name))
+    }
+
+    /// Opens each map at the path `path` gives for its name.
+    pub fn open_at(path: impl Fn(&str) -> PathBuf) -> Result<Self> {
+        let open_map = |name: &str| open_map(&path(name), name);
         Ok(Self {
-            ports: open_map(pin_dir, map_names::PORTS)?
+            ports: open_map(map_names::PORTS)?
                 .try_into()
                 .map_err(map_err(map_names::PORTS))?,
-            routes: open_map(pin_dir, map_names::ROUTES)?
+            routes: open_map(map_names::ROUTES)?
                 .try_into()
                 .map_err(map_err(map_names::ROUTES))?,
-            addresses: open_map(pin_dir, map_names::ADDRESSES)?
+            addresses: open_map(map_names::ADDRESSES)?
                 .try_into()
                 .map_err(map_err(map_names::ADDRESSES))?,
-            devmap: open_map(pin_dir, map_names::DEVMAP)?
+            devmap: open_map(map_names::DEVMAP)?
                 .try_into()
                 .map_err(map_err(map_names::DEVMAP))?,
-            counters: open_map(pin_dir, map_names::COUNTERS)?
+            counters: open_map(map_names::COUNTERS)?
                 .try_into()
                 .map_err(map_err(map_names::COUNTERS))?,
-            sg_rules: open_map(pin_dir, map_names::SG_RULES)?
+            sg_rules: open_map(map_names::SG_RULES)?
                 .try_into()
                 .map_err(map_err(map_names::SG_RULES))?,
-            conntrack: open_map(pin_dir, map_names::CONNTRACK)?
+            conntrack: open_map(map_names::CONNTRACK)?
                 .try_into()
                 .map_err(map_err(map_names::CONNTRACK))?,
-            ct_stats: open_map(pin_dir, map_names::CT_STATS)?
+            ct_stats: open_map(map_names::CT_STATS)?
                 .try_into()
                 .map_err(map_err(map_names::CT_STATS))?,
-            xsk_slots: open_map(pin_dir, map_names::XSK_SLOTS)?
+            xsk_slots: open_map(map_names::XSK_SLOTS)?
                 .try_into()
                 .map_err(map_err(map_names::XSK_SLOTS))?,
-            xskmap: open_map(pin_dir, map_names::XSKMAP)?
+            xskmap: open_map(map_names::XSKMAP)?
                 .try_into()
                 .map_err(map_err(map_names::XSKMAP))?,
-            xsk_stats: open_map(pin_dir, map_names::XSK_STATS)?
+            xsk_stats: open_map(map_names::XSK_STATS)?
                 .try_into()
                 .map_err(map_err(map_names::XSK_STATS))?,
-            switch_counters: open_map(pin_dir, map_names::SWITCH_COUNTERS)?
+            switch_counters: open_map(map_names::SWITCH_COUNTERS)?
                 .try_into()
                 .map_err(map_err(map_names::SWITCH_COUNTERS))?,
         })

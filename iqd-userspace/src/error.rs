@@ -93,11 +93,82 @@ pub enum Error {
 
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
+
+    #[error(
+        "state file {path} has schema {schema}, newer than this iqd ({this}) reads (schema \
+         {known}); it was written by {written_by}: use that iqd (or a newer one) for this fabric"
+    )]
+    StateSchema {
+        path: PathBuf,
+        schema: u32,
+        known: u32,
+        written_by: String,
+        this: String,
+    },
+
+    /// The fabric's pinned maps are not those this iqd's programs define: reading them would
+    /// misread them. `iqd up` upgrades the pins in place.
+    #[error("{0}")]
+    Layout(Box<LayoutMismatch>),
+}
+
+/// Why a fabric's pins cannot be read by this iqd, and what to run instead.
+#[derive(Debug)]
+pub struct LayoutMismatch {
+    pub fabric: String,
+    /// The layout version the pins were written with.
+    pub pinned: u32,
+    /// This iqd's layout version.
+    pub expected: u32,
+    /// One line per map that differs, e.g. `IQD_CONNTRACK: key 16 bytes pinned, 20 expected`.
+    pub differences: Vec<String>,
+    /// The fabric file, when the caller knows it (named in the advice).
+    pub config: Option<PathBuf>,
+}
+
+impl std::fmt::Display for LayoutMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config = self
+            .config
+            .as_ref()
+            .map(|c| c.display().to_string())
+            .unwrap_or_else(|| "FILE".to_string());
+        write!(
+            f,
+            "fabric {} is pinned with map layout {} ({}); this iqd uses layout {}: ",
+            self.fabric,
+            self.pinned,
+            self.differences.join("; "),
+            self.expected
+        )?;
+        if self.pinned > self.expected {
+            // A newer iqd wrote them: converting back is possible, but may not be meant.
+            write!(
+                f,
+                "use the newer iqd that brought it up, or run `iqd up --config {config}` with \
+                 this one to convert it to layout {} in place",
+                self.expected
+            )
+        } else {
+            write!(f, "run `iqd up --config {config}` to upgrade it in place")
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Names the fabric file in a layout refusal's advice.
+    pub fn with_config(self, config: &std::path::Path) -> Self {
+        match self {
+            Error::Layout(mut mismatch) => {
+                mismatch.config = Some(config.to_path_buf());
+                Error::Layout(mismatch)
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,

@@ -13,6 +13,7 @@ use crate::{
     dataplane::{self, DataPlane, FabricMaps, Side},
     error::{Error, Result},
     ethtool,
+    layout::{self, UpgradeReport},
     netlink::Netlink,
     netns::{self, NetnsGuard},
     secgroup::{self, RuleTable},
@@ -56,6 +57,8 @@ pub struct UpReport {
     pub revoked_connections: u64,
     /// Data path `afxdp`: the pid of the switch `up` started.
     pub switch_pid: Option<u32>,
+    /// The pins were another map layout's, and were upgraded in place.
+    pub upgrade: Option<UpgradeReport>,
 }
 
 /// Creates or updates the fabric to match `fabric`, read from the file `config` (which an
@@ -111,7 +114,10 @@ async fn up_inner(fabric: &Fabric, config: &Path) -> Result<UpReport> {
 
     let pin_dir = dataplane::pin_dir(&fabric.name);
     let mut plane = DataPlane::load(&pin_dir)?;
-    let mut maps = FabricMaps::open(&fabric.name, &pin_dir)?;
+    // The maps the new programs use: on an upgrade (pins of another layout), some are new and
+    // filled below before any link runs the new programs.
+    let mut maps = FabricMaps::open_for(&plane)?;
+    let upgrade = layout::Upgrade::begin(&plane, &mut maps)?;
 
     // Remove NICs that are gone or changed in a way that needs a new veth pair.
     let wanted: Vec<NicRecord> = fabric
@@ -204,6 +210,8 @@ async fn up_inner(fabric: &Fabric, config: &Path) -> Result<UpReport> {
         maps.sync_routes(&routes)?;
     }
     apply_security_groups(fabric, &ports, &mut maps, &mut report)?;
+    // The maps are filled: links move to the new programs, new maps replace old pins.
+    report.upgrade = layout::finish(upgrade, &mut plane, &mut maps)?;
 
     // Namespaces iqd created for LPARs that are no longer in the file.
     let mut created = Vec::new();

@@ -1,4 +1,5 @@
 //! Reading a fabric back for `iqd status` and `iqd stats`: configuration, live links, counters.
+//! A fabric whose pins another map layout wrote is refused with what to run instead.
 use serde::Serialize;
 
 use crate::{
@@ -6,6 +7,7 @@ use crate::{
     dataplane::{self, FabricMaps},
     error::Result,
     fabric::port_name,
+    layout,
     netlink::Netlink,
     netns, switch,
 };
@@ -93,6 +95,11 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
     let pin_dir = dataplane::pin_dir(&fabric.name);
     let fabric_ns = fabric.netns_name();
     let up = netns::exists(&fabric_ns) && pin_dir.exists();
+    if up {
+        // Pins of another map layout: say so, and what to run, rather than show a fabric that
+        // this iqd's programs are not running.
+        layout::require_readable(&fabric.name, &pin_dir)?;
+    }
     let fabric_nl = if up {
         Some(Netlink::open(&fabric_ns)?)
     } else {

@@ -1,7 +1,7 @@
 //! iqd: IBM HiperSockets for Linux network namespaces.
 //!
 //! The library behind the `iqd` binary: fabric file parsing (`config`), the XDP data plane and
-//! its pinned maps (`dataplane`), namespace and link management (`netns`, `netlink`,
+//! its pinned maps (`dataplane`) and their layout across iqd versions (`layout`), namespace and link management (`netns`, `netlink`,
 //! `ethtool`), bringing fabrics up and down (`fabric`), reading them back (`inspect`), and the
 //! AF_XDP switch of data path `afxdp` (`switch`).
 pub mod config;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod ethtool;
 pub mod fabric;
 pub mod inspect;
+pub mod layout;
 pub mod model;
 pub mod netlink;
 pub mod netns;

@@ -23,7 +23,9 @@ impl Conntrack {
     pub async fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         iqd::require_root()?;
-        let table = iqd::inspect::conntrack(&fabric).await?;
+        let table = iqd::inspect::conntrack(&fabric)
+            .await
+            .map_err(|e| e.with_config(&self.config.config))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&table)?);
             return Ok(());

@@ -25,7 +25,9 @@ impl Stats {
     pub async fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         iqd::require_root()?;
-        let stats = iqd::inspect::stats(&fabric).await?;
+        let stats = iqd::inspect::stats(&fabric)
+            .await
+            .map_err(|e| e.with_config(&self.config.config))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&stats)?);
             return Ok(());

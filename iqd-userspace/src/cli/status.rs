@@ -21,7 +21,9 @@ impl Status {
     pub async fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         iqd::require_root()?;
-        let status = iqd::inspect::status(&fabric).await?;
+        let status = iqd::inspect::status(&fabric)
+            .await
+            .map_err(|e| e.with_config(&self.config.config))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(());

@@ -1,4 +1,5 @@
 use clap::Args;
+use iqd::layout::Connections;
 
 use super::ConfigArg;
 
@@ -13,7 +14,9 @@ use super::ConfigArg;
 /// already matches the file is left as it is; changes are applied in place. Security-group
 /// changes take effect at once, without reloading programs: connections the new rules no longer
 /// allow are cut. For data path `afxdp`, it (re)starts the AF_XDP switch process and returns
-/// once frames flow through it. An invalid file changes nothing.
+/// once frames flow through it. An invalid file changes nothing. A fabric pinned by an iqd of
+/// another map layout is upgraded in place: new maps are filled from the file, the links swap
+/// to the new programs, tracked connections are carried over where the layout allows.
 #[derive(Args, Debug)]
 pub struct Up {
     #[command(flatten)]
@@ -43,6 +46,14 @@ impl Up {
         println!("  NICs unchanged:     {}", list(&report.kept_nics));
         if !report.removed_nics.is_empty() {
             println!("  NICs removed:       {}", list(&report.removed_nics));
+        }
+        if let Some(upgrade) = &report.upgrade {
+            println!("  upgraded pins:      {}", upgrade.summary());
+            match upgrade.connections {
+                Connections::Kept(n) => println!("  connections kept:   {n}"),
+                Connections::CarriedOver(n) => println!("  connections carried over: {n}"),
+                Connections::Reset(n) => println!("  connections reset:  {n} (layout changed)"),
+            }
         }
         if let Some(pid) = report.switch_pid {
             println!("  AF_XDP switch:      running (pid {pid})");
