@@ -20,6 +20,14 @@ pub fn iqd_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/iqd")
 }
 
+/// The test-only iqd of another map layout (`IQD_SKEW_BIN`, built and set by `cargo xtask
+/// test`): layout 1 with half the connection table. `None` when the variable is not set.
+pub fn skew_bin() -> Option<PathBuf> {
+    std::env::var_os("IQD_SKEW_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Fails loudly when not root: a namespace test that skips itself would pass without testing.
 pub fn require_root() {
     assert!(
@@ -42,10 +50,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs `iqd ARGS`, returning its output whatever the exit status.
 pub fn iqd(args: &[&str]) -> Output {
-    Command::new(iqd_bin())
+    iqd_at(&iqd_bin(), args)
+}
+
+/// Runs the iqd binary `bin` with `ARGS`, returning its output whatever the exit status.
+pub fn iqd_at(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", iqd_bin().display()))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
 }
 
 /// Runs a command in a network namespace.
@@ -133,9 +146,14 @@ impl TestFabric {
 
     /// `iqd <subcommand> --config <file>`.
     pub fn iqd(&self, subcommand: &str, extra: &[&str]) -> Output {
+        self.iqd_at(&iqd_bin(), subcommand, extra)
+    }
+
+    /// `<bin> <subcommand> --config <file>`: another iqd binary on this fabric.
+    pub fn iqd_at(&self, bin: &Path, subcommand: &str, extra: &[&str]) -> Output {
         let mut args = vec![subcommand, "--config", self.config_arg()];
         args.extend_from_slice(extra);
-        iqd(&args)
+        iqd_at(bin, &args)
     }
 
     pub fn iqd_ok(&self, subcommand: &str) -> String {
@@ -360,4 +378,154 @@ pub fn udp_delivered(
         }
     }
     false
+}
+
+/// A paced TCP stream between two namespaces that timestamps every read on the receiving
+/// side: the longest silence in a time window is how long the fabric carried nothing, to the
+/// millisecond (iperf3's intervals are 0.1 s at best). The sender writes `chunk` bytes every
+/// `pace`.
+pub struct TcpProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reads: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    sender: Option<thread::JoinHandle<std::io::Result<u64>>>,
+    receiver: Option<thread::JoinHandle<std::io::Result<u64>>>,
+}
+
+/// What a [`TcpProbe`] saw.
+#[derive(Debug)]
+pub struct ProbeReport {
+    /// Bytes written by the sender and read by the receiver.
+    pub sent: u64,
+    pub received: u64,
+    /// Receive times of every read.
+    pub reads: Vec<Instant>,
+}
+
+impl ProbeReport {
+    /// The longest time between two reads (or a window edge and a read) within `[from, to]`.
+    pub fn longest_silence(&self, from: Instant, to: Instant) -> Duration {
+        let mut last = from;
+        let mut longest = Duration::ZERO;
+        for &t in self.reads.iter().filter(|t| **t >= from && **t <= to) {
+            longest = longest.max(t - last);
+            last = t;
+        }
+        longest.max(to.saturating_duration_since(last))
+    }
+}
+
+impl TcpProbe {
+    /// Connects from `netns` to a listener it opens on `addr:port` in `dest_netns`, and starts
+    /// sending.
+    pub fn start(
+        netns: &str,
+        dest_netns: &str,
+        addr: &str,
+        port: u16,
+        chunk: usize,
+        pace: Duration,
+    ) -> Self {
+        use std::io::{Read as _, Write as _};
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let listener = tcp_listener(dest_netns, addr, port);
+        let target: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+        let stream = in_netns_thread(netns, move || {
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
+        })
+        .unwrap_or_else(|e| panic!("probe connect to {target}: {e}"));
+        let (mut incoming, _) = listener.accept().expect("probe accept");
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let receiver = {
+            let (stop, reads) = (stop.clone(), reads.clone());
+            thread::spawn(move || {
+                incoming.set_read_timeout(Some(Duration::from_millis(100)))?;
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0u64;
+                let mut stopped: Option<Instant> = None;
+                loop {
+                    match incoming.read(&mut buf) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => {
+                            total += n as u64;
+                            reads.lock().expect("reads").push(Instant::now());
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            // The sender's end of stream should follow its stop soon.
+                            if stop.load(Ordering::Relaxed) {
+                                let since = *stopped.get_or_insert_with(Instant::now);
+                                if since.elapsed() > Duration::from_secs(2) {
+                                    return Ok(total);
+                                }
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        };
+        let sender = {
+            let stop = stop.clone();
+            let mut stream = stream;
+            thread::spawn(move || {
+                stream.set_nodelay(true)?;
+                let data = vec![0x5au8; chunk];
+                let mut total = 0u64;
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    stream.write_all(&data)?;
+                    total += chunk as u64;
+                    next += pace;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                }
+                stream.shutdown(std::net::Shutdown::Write)?;
+                Ok(total)
+            })
+        };
+        Self {
+            stop,
+            reads,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// Stops sending, waits for the receiver to read the rest, and reports. An error of either
+    /// end (the connection did not survive) is returned.
+    pub fn finish(mut self) -> Result<ProbeReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .sender
+            .take()
+            .expect("sender")
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe sender panicked"))?
+            .context("probe sender")?;
+        let received = self
+            .receiver
+            .take()
+            .expect("receiver")
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe receiver panicked"))?
+            .context("probe receiver")?;
+        let reads = std::mem::take(&mut *self.reads.lock().expect("reads"));
+        Ok(ProbeReport {
+            sent,
+            received,
+            reads,
+        })
+    }
+}
+
+impl Drop for TcpProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

@@ -43,9 +43,10 @@ enum Command {
     /// Lint, build, and run the unit and network-namespace integration tests.
     ///
     /// Runs setup, `cargo fmt --all -- --check` and `cargo clippy ... -D warnings` (unless
-    /// --no-lint), builds, then `cargo test` for iqd-common, iqd-userspace and iqd-tests with
-    /// IQD_BIN pointing at the built iqd. Exits non-zero if any step fails; arguments after
-    /// `--` go to the test binaries.
+    /// --no-lint), builds (and, for the upgrade test, an iqd of another map layout into
+    /// target/skew), then `cargo test` for iqd-common, iqd-userspace and iqd-tests with IQD_BIN
+    /// pointing at the built iqd and IQD_SKEW_BIN at the other. Exits non-zero if any step
+    /// fails; arguments after `--` go to the test binaries.
     Test(test::Options),
 
     /// Build iqd and run it with ARGS, or run the demo when no ARGS are given.

@@ -20,7 +20,7 @@ const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "xtask", "iqd-te
 
 /// Data paths other than the default, and the suites that run again on each of them.
 const OTHER_DATAPATHS: &[&str] = &["xdp", "afxdp"];
-const DATAPATH_SUITES: &[&str] = &["fabric", "secgroups"];
+const DATAPATH_SUITES: &[&str] = &["fabric", "secgroups", "upgrade"];
 
 pub fn run(options: Options) -> Result<()> {
     setup::ensure(
@@ -48,11 +48,14 @@ pub fn run(options: Options) -> Result<()> {
 
     // Nothing to test without a build, so this one stops the run.
     let iqd = build::build()?;
+    // The upgrade test brings a fabric up with an iqd of another map layout.
+    let skew = build::build_skew()?;
 
     let mut test = util::cargo()
         .arg("test")
         .args(package_args(TEST_PACKAGES))
         .env("IQD_BIN", &iqd)
+        .env("IQD_SKEW_BIN", &skew)
         .env("RUST_BACKTRACE", "1");
     if !options.extra.is_empty() {
         test = test.arg("--").args(&options.extra);
@@ -70,6 +73,7 @@ pub fn run(options: Options) -> Result<()> {
             .args(["test", "--package", "iqd-tests"])
             .args(DATAPATH_SUITES.iter().flat_map(|suite| ["--test", suite]))
             .env("IQD_BIN", &iqd)
+            .env("IQD_SKEW_BIN", &skew)
             .env("IQD_TEST_DATAPATH", datapath)
             .env("RUST_BACKTRACE", "1");
         if !options.extra.is_empty() {
