@@ -402,15 +402,21 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// The longest time between two reads (or a window edge and a read) within `[from, to]`.
-    pub fn longest_silence(&self, from: Instant, to: Instant) -> Duration {
+    /// The longest time between two reads (or a window edge and a read) within `[from, to]`,
+    /// and when it began.
+    pub fn longest_silence(&self, from: Instant, to: Instant) -> (Duration, Instant) {
         let mut last = from;
-        let mut longest = Duration::ZERO;
+        let mut longest = (Duration::ZERO, from);
         for &t in self.reads.iter().filter(|t| **t >= from && **t <= to) {
-            longest = longest.max(t - last);
+            if t - last > longest.0 {
+                longest = (t - last, last);
+            }
             last = t;
         }
-        longest.max(to.saturating_duration_since(last))
+        if to.saturating_duration_since(last) > longest.0 {
+            longest = (to - last, last);
+        }
+        longest
     }
 }
 

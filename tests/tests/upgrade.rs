@@ -276,9 +276,13 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     // after, for a retransmission to show), beside an undisturbed stretch of the same length;
     // and iperf3's receiver intervals: the lowest, and the longest run below 10% of the median.
     let settle = Duration::from_millis(500);
-    let silence = |w: &Timed| probe.longest_silence(w.start, w.end + settle);
+    // The silence, and where it began from the start of the `up` (the links swap at its end).
+    let silence = |w: &Timed| {
+        let (length, start) = probe.longest_silence(w.start, w.end + settle);
+        format!("{:.1} ms (from +{:.0} ms)", ms(length), ms(start - w.start))
+    };
     let quiet_start = stream_start + Duration::from_millis(1000);
-    let quiet = probe.longest_silence(
+    let (quiet, _) = probe.longest_silence(
         quiet_start,
         quiet_start + (upgrade.end - upgrade.start) + settle,
     );
@@ -308,8 +312,8 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     eprintln!(
         "\nupgrade under TCP (data path {}): `iqd up` upgrading layout 1 -> 2 took {:.0} ms \
          ({:.2}-{:.2} s into the streams), a plain `iqd up` {:.0} ms ({:.2}-{:.2} s). Longest \
-         silence of the paced probe (1 KiB/ms): upgrade {:.1} ms, plain up {:.1} ms, \
-         undisturbed {:.1} ms. iperf3 receiver, 0.1 s intervals: median {:.2} Gbit/s, lowest \
+         silence of the paced probe (1 KiB/ms): upgrade {}, plain up {}, undisturbed \
+         {:.1} ms. iperf3 receiver, 0.1 s intervals: median {:.2} Gbit/s, lowest \
          {lowest}, longest run below 10% of the median {stall:.1} s{}; {received} bytes in \
          9 s.\n",
         test_datapath().unwrap_or_else(|| "default".into()),
@@ -319,8 +323,8 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
         ms(again.end - again.start),
         at(again.start),
         at(again.end),
-        ms(silence(&upgrade)),
-        ms(silence(&again)),
+        silence(&upgrade),
+        silence(&again),
         ms(quiet),
         gbit(median, 0.1),
         if stall > 0.0 {
