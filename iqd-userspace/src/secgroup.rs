@@ -5,6 +5,11 @@
 //! remote containing that prefix, so the kernel side needs one longest-prefix match and a binary
 //! search. [`RuleTable::allows`] answers the same question from the compiled table and is what
 //! the loader uses to find tracked connections that new rules no longer allow.
+//!
+//! The compiler knows how much the data plane's rule table holds, so the capacity check lives
+//! here too ([`check_capacity`]); validation (`config`) calls it, so a fabric file whose groups
+//! do not fit is refused before anything changes. Like `config`, this module builds on the
+//! fabric's types (`crate::domain`) and on nothing else of the crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -14,7 +19,7 @@ use iqd_common::{
     SG_KEY_FIXED_BITS,
 };
 
-use crate::config::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
+use crate::domain::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
 
 /// An inclusive range of destination ports, or of `type << 8 | code` for ICMP.
 pub type Range = (u16, u16);
