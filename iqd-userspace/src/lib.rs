@@ -12,7 +12,6 @@ pub mod error;
 pub mod ethtool;
 pub mod fabric;
 pub mod inspect;
-pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod secgroup;

@@ -295,6 +295,7 @@ pub fn links(netns: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 pub mod frames;
+pub mod model;
 pub mod prog_test;
 
 /// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that

@@ -1,5 +1,5 @@
 //! Differential test: the real port program (`iqd_port`, through BPF_PROG_TEST_RUN) against
-//! the reference model of its policy (`iqd::model`), on generated fabrics and frames.
+//! the reference model of its policy (`iqd_tests::model`), on generated fabrics and frames.
 //!
 //! A seeded generator writes several fabric files (CHPIDs, LPARs with one or two NICs and a few
 //! addresses each, security groups with random rules of every kind, random group lists, some
@@ -27,18 +27,14 @@ use std::{
     time::Instant,
 };
 
-use iqd::{
-    config::Fabric,
-    dataplane,
-    model::{Model, NicId, Verdict},
-    secgroup::RuleTable,
-};
+use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
 use iqd_common::{drop_reason, port_flags, NicCounters, PortInfo, RouteKey, RouteTarget};
 use iqd_tests::{
     frames::{
         ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
         ETH_P_LOCAL_EXP, L4,
     },
+    model::{Model, NicId, Verdict},
     prog_test::{action_name, ifindex, Hook, ProgBench, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
 

@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 
 use iqd_common::{ct_timeout, drop_reason, ETH_HLEN};
 
-use crate::config::{Direction, Fabric, Protocol, Remote, Rule};
+use iqd::domain::{Direction, Fabric, Protocol, Remote, Rule};
 
 const ETH_HDR: usize = ETH_HLEN as usize;
 const ETH_P_IP: u16 = 0x0800;
