@@ -289,17 +289,27 @@ impl Default for SgRanges {
     }
 }
 
-/// A tracked connection, keyed as its first frame was: source and destination address and
-/// port (ICMP echo: the identifier as both ports), and the IP protocol.
+/// A tracked connection, keyed as its first frame was: the segment it runs in, source and
+/// destination address and port (ICMP echo: the identifier as both ports), and the IP protocol.
+/// Tenants may reuse one address plan on different CHPIDs, so the tuple alone does not name a
+/// connection: the segment does too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
+    /// The segment of both NICs (see [`segment_of`]).
+    pub segment: u32,
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+/// The segment a port's NIC belongs to, the scope of its addresses and connections: today its
+/// CHPID (each CHPID is one segment).
+pub const fn segment_of(port: &PortInfo) -> u32 {
+    port.chpid
 }
 
 /// What the data plane remembers of a connection.
@@ -422,7 +432,7 @@ mod tests {
         // The LPM key data is matched bit by bit: no padding may sit inside it.
         assert_eq!(size_of::<SgKey>(), 10);
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
-        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtKey>(), 20);
         assert_eq!(size_of::<CtEntry>(), 48);
     }
 

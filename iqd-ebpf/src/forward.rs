@@ -1,6 +1,6 @@
 //! Layer 3 forwarding: by destination IPv4 address, to the NIC that registered it on the same
 //! CHPID. Decides only; the entry point of each hook moves the frame.
-use iqd_common::{drop_reason, sg_direction, PortInfo};
+use iqd_common::{drop_reason, segment_of, sg_direction, PortInfo};
 
 use crate::{
     conntrack, counters,
@@ -60,7 +60,8 @@ pub fn ipv4<C: Frame>(
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
     let flow = flow?;
-    if !conntrack::track(&flow, ifindex, target.ifindex) {
+    let segment = segment_of(port);
+    if !conntrack::track(&flow, segment, ifindex, target.ifindex) {
         if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);
         }
@@ -69,7 +70,7 @@ pub fn ipv4<C: Frame>(
             counters::dropped(target.ifindex, drop_reason::SG_DENIED_INBOUND);
             return Err(COUNTED);
         }
-        conntrack::open(&flow, ifindex, target.ifindex);
+        conntrack::open(&flow, segment, ifindex, target.ifindex);
     }
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.

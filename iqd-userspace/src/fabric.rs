@@ -249,13 +249,25 @@ fn apply_security_groups(
     let table = RuleTable::compile(fabric, |nic| ports.get(&nic.devno).copied())
         .map_err(|e| Error::Rules(e.to_string()))?;
     maps.sync_rules(&table.encoded())?;
-    let live: std::collections::HashSet<u32> = ports.values().copied().collect();
+    // Each live port's segment: a connection stays only between two live ports of its own.
+    let segments: std::collections::HashMap<u32, u32> = fabric
+        .lpars
+        .iter()
+        .flat_map(|l| l.nics.iter())
+        .filter_map(|nic| Some((*ports.get(&nic.devno)?, segment(nic))))
+        .collect();
+    let in_segment = |ifindex: u32, segment: u32| segments.get(&ifindex) == Some(&segment);
     report.revoked_connections = maps.revoke(|key, entry| {
-        live.contains(&entry.origin_ifindex)
-            && live.contains(&entry.reply_ifindex)
+        in_segment(entry.origin_ifindex, key.segment)
+            && in_segment(entry.reply_ifindex, key.segment)
             && secgroup::connection_allowed(&table, key, entry)
     })?;
     Ok(())
+}
+
+/// The segment of a NIC's connections, as the data plane computes it from its port.
+fn segment(nic: &Nic) -> u32 {
+    iqd_common::segment_of(&PortInfo::new(nic.chpid, 0, nic.mac))
 }
 
 /// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.

@@ -265,6 +265,8 @@ pub struct Connection {
     /// The NIC that opened it (`LPAR/nic`) and its peer.
     pub origin: String,
     pub reply: String,
+    /// The segment (CHPID) the connection runs in, e.g. `F0`.
+    pub chpid: String,
     pub protocol: String,
     pub source: String,
     pub destination: String,
@@ -323,6 +325,7 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
             Connection {
                 origin: name(entry.origin_ifindex),
                 reply: name(entry.reply_ifindex),
+                chpid: format!("{:02X}", key.segment),
                 protocol: if protocol == "other" {
                     format!("ip proto {}", key.proto)
                 } else {
@@ -341,7 +344,12 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
         })
         .collect();
     connections.sort_by(|a, b| {
-        (&a.origin, &a.source, a.source_port).cmp(&(&b.origin, &b.source, b.source_port))
+        (&a.chpid, &a.origin, &a.source, a.source_port).cmp(&(
+            &b.chpid,
+            &b.origin,
+            &b.source,
+            b.source_port,
+        ))
     });
     Ok(Conntrack {
         summary: maps.ct_stats()?,

@@ -520,6 +520,7 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
             r#"["srv"]"#,
         );
         let key = CtKey {
+            segment: 0xf0,
             saddr: [10, 0, 0, 1],
             daddr: [10, 0, 0, 2],
             sport: 40000,

@@ -151,9 +151,11 @@ impl L4 {
     }
 }
 
-/// A tracked connection as its first frame had it.
+/// A tracked connection as its first frame had it, in the segment (CHPID) of its NICs: two
+/// CHPIDs may use one address plan, and their connections are separate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
+    segment: u8,
     saddr: Ipv4Addr,
     daddr: Ipv4Addr,
     sport: u16,
@@ -164,6 +166,7 @@ struct ConnKey {
 impl ConnKey {
     fn reversed(&self) -> ConnKey {
         ConnKey {
+            segment: self.segment,
             saddr: self.daddr,
             daddr: self.saddr,
             sport: self.dport,
@@ -417,22 +420,29 @@ impl Model {
         if l4.opens() {
             let (sport, dport) = l4.ports().unwrap_or((0, 0));
             let key = ConnKey {
+                segment: self.nic(ingress).chpid,
                 saddr,
                 daddr,
                 sport,
                 dport,
                 proto: l4.proto(),
             };
-            // A new connection replaces whatever the table held for the same tuple.
-            self.connections.insert(
-                key,
-                Conn {
-                    origin: ingress,
-                    reply: to,
-                    last_seen_ns: now_ns,
-                    closing: l4.closing(),
-                },
-            );
+            // A new connection takes the tuple's place only if the entry there has expired.
+            let conn = Conn {
+                origin: ingress,
+                reply: to,
+                last_seen_ns: now_ns,
+                closing: l4.closing(),
+            };
+            let proto = key.proto;
+            self.connections
+                .entry(key)
+                .and_modify(|old| {
+                    if !old.live(proto, now_ns) {
+                        *old = conn;
+                    }
+                })
+                .or_insert(conn);
         }
         Ok((Verdict::Redirect { to }, false))
     }
@@ -453,6 +463,7 @@ impl Model {
         };
         let proto = l4.proto();
         let key = ConnKey {
+            segment: self.nic(from).chpid,
             saddr,
             daddr,
             sport,

@@ -169,6 +169,8 @@ fn extra_addresses(chpids: usize) -> Vec<Ipv4Addr> {
 /// (sometimes a written `default`), random rules and group lists.
 fn fabric_file(rng: &mut Rng) -> String {
     let chpids = rng.between(2, 3) as usize;
+    // Half the fabrics give every CHPID the same address plan (tenants on separate LANs).
+    let one_plan = rng.percent(50);
     let mut text = String::from("[fabric]\nname = \"diff\"\n\n");
     for c in 0..chpids {
         let mfs = rng.pick(&["16K", "24K", "40K", "64K"]);
@@ -194,12 +196,16 @@ fn fabric_file(rng: &mut Rng) -> String {
         let mut nics = Vec::new();
         for k in 0..count {
             let chpid = (first + k) % chpids;
+            let plan = if one_plan { 0 } else { chpid };
             let mut addrs = Vec::new();
             for _ in 0..rng.between(1, 3) {
                 let addr = if rng.percent(15) {
                     shared_addr(rng.between(1, 4) as u8)
+                } else if one_plan {
+                    // Few hosts, so the CHPIDs' NICs often hold the same addresses.
+                    chpid_addr(plan, rng.between(1, 12) as u8)
                 } else {
-                    chpid_addr(chpid, rng.between(1, 40) as u8)
+                    chpid_addr(plan, rng.between(1, 40) as u8)
                 };
                 if !taken.contains(&(chpid, addr)) {
                     taken.push((chpid, addr));
@@ -208,7 +214,7 @@ fn fabric_file(rng: &mut Rng) -> String {
             }
             if addrs.is_empty() {
                 // Unique by construction: a host number no other NIC gets.
-                let addr = chpid_addr(chpid, 100 + taken.len() as u8);
+                let addr = chpid_addr(plan, 100 + taken.len() as u8);
                 taken.push((chpid, addr));
                 addrs.push(addr);
             }
@@ -350,6 +356,9 @@ enum Role {
     New,
     Reply,
     Continue,
+    /// An earlier flow's exact tuple, sent from a NIC on another CHPID that holds the same
+    /// source address: separate LANs with one address plan must not share connection state.
+    Twin,
 }
 
 /// A generated frame.
@@ -411,11 +420,12 @@ impl Generator {
     }
 
     fn next(&mut self, model: &Model) -> Generated {
-        match self.rng.weighted(&[40, 25, 10, 9, 3]) {
+        match self.rng.weighted(&[40, 25, 10, 9, 3, 8]) {
             0 => self.ipv4(model, Role::New),
             1 => self.ipv4(model, Role::Reply),
             2 => self.ipv4(model, Role::Continue),
             3 => self.arp(model),
+            5 => self.ipv4(model, Role::Twin),
             _ => self.non_ip(model),
         }
     }
@@ -477,6 +487,19 @@ impl Generator {
         }
     }
 
+    /// A NIC on another CHPID than `flow`'s sender that registered its source address.
+    fn twin(&mut self, model: &Model, flow: Flow) -> Option<NicId> {
+        let own = model.nic(flow.from).chpid;
+        let twins: Vec<NicId> = model
+            .nics()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.chpid != own && n.addrs.contains(&flow.src))
+            .map(|(i, _)| NicId(i))
+            .collect();
+        (!twins.is_empty()).then(|| self.rng.pick(&twins))
+    }
+
     /// The transport part of a frame of `flow` in `role`.
     fn l4(&mut self, kind: FlowKind, role: Role) -> L4 {
         let data_len = if self.rng.percent(70) {
@@ -488,8 +511,8 @@ impl Generator {
         match kind {
             FlowKind::Tcp { sport, dport } => {
                 let flags = match role {
-                    Role::New if self.rng.percent(85) => TCP_SYN,
-                    Role::New => self.rng.u8(),
+                    Role::New | Role::Twin if self.rng.percent(85) => TCP_SYN,
+                    Role::New | Role::Twin => self.rng.u8(),
                     Role::Reply => self.rng.pick(&[
                         TCP_SYN | TCP_ACK,
                         TCP_SYN | TCP_ACK,
@@ -593,9 +616,17 @@ impl Generator {
                 (flow, format!("reply to #{index}"))
             }
             (Role::Continue, Some((index, f))) => (f, format!("continues #{index}")),
+            (Role::Twin, Some((index, f))) => match self.twin(model, f) {
+                Some(from) => (Flow { from, ..f }, format!("twin of #{index}")),
+                None => (self.new_flow(model), "new flow".to_string()),
+            },
             _ => (self.new_flow(model), "new flow".to_string()),
         };
-        let role = if note == "new flow" { Role::New } else { role };
+        let role = match role {
+            _ if note == "new flow" => Role::New,
+            Role::Twin => Role::New,
+            role => role,
+        };
         let nic = model.nic(flow.from);
         let src_mac = match self.rng.below(100) {
             0..=95 => nic.mac,

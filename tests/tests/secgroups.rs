@@ -339,3 +339,127 @@ allow_ip_spoofing = true"#;
     assert_eq!(nic("A")["allow_ip_spoofing"], false);
     assert_eq!(nic("A")["security_groups"], serde_json::json!(["open"]));
 }
+
+/// Two tenants with one address plan on two CHPIDs (the issue's scenario): a connection on one
+/// CHPID neither finds, refreshes nor replaces the other's.
+#[test]
+fn connections_belong_to_their_chpid_when_tenants_share_an_address_plan() {
+    const TENANTS: &str = r#"
+[fabric]
+name = "{fabric}"
+
+[[chpid]]
+id = "C0"
+
+[[chpid]]
+id = "D0"
+
+[[security_group]]
+name = "send5200"
+rules = [{ direction = "outbound", protocol = "udp", port_min = 5200, port_max = 5200 }]
+
+[[security_group]]
+name = "take5200"
+rules = [{ direction = "inbound", protocol = "udp", port_min = 5200, port_max = 5200 }]
+
+[[security_group]]
+name = "open"
+rules = [
+  { direction = "inbound", protocol = "all" },
+  { direction = "outbound", protocol = "all" },
+]
+
+[[lpar]]
+name = "XC"
+netns = "{ns}xc"
+[[lpar.nic]]
+chpid = "C0"
+ipv4 = ["10.78.0.1/24"]
+security_groups = ["send5200"]
+
+[[lpar]]
+name = "YC"
+netns = "{ns}yc"
+[[lpar.nic]]
+chpid = "C0"
+ipv4 = ["10.78.0.2/24"]
+security_groups = ["take5200"]
+
+[[lpar]]
+name = "XD"
+netns = "{ns}xd"
+[[lpar.nic]]
+chpid = "D0"
+ipv4 = ["10.78.0.1/24"]
+security_groups = ["open"]
+
+[[lpar]]
+name = "YD"
+netns = "{ns}yd"
+[[lpar.nic]]
+chpid = "D0"
+ipv4 = ["10.78.0.2/24"]
+security_groups = ["open"]
+"#;
+    let fabric = TestFabric::up(TENANTS);
+    let udp = |ns: &str, addr: &'static str| {
+        let socket = iqd_tests::in_netns_thread(ns, move || {
+            std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        });
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        socket
+    };
+    let (xc, yc) = (
+        udp(&fabric.ns("xc"), "10.78.0.1:4200"),
+        udp(&fabric.ns("yc"), "10.78.0.2:5200"),
+    );
+    let (xd, yd) = (
+        udp(&fabric.ns("xd"), "10.78.0.1:4200"),
+        udp(&fabric.ns("yd"), "10.78.0.2:5200"),
+    );
+    // How many of `count` datagrams `from` sends to `to` arrive.
+    let stream = |from: &std::net::UdpSocket, to: &std::net::UdpSocket, dest: &str, count| {
+        let mut arrived = 0;
+        for _ in 0..count {
+            from.send_to(b"iqd", dest).expect("send");
+            let mut buf = [0u8; 8];
+            if to.recv_from(&mut buf).is_ok() {
+                arrived += 1;
+            }
+        }
+        arrived
+    };
+    // XC opens the connection (its only rule); YC's datagrams back pass only by tracking.
+    assert_eq!(stream(&xc, &yc, "10.78.0.2:5200", 1), 1, "XC to YC:5200");
+    assert_eq!(stream(&yc, &xc, "10.78.0.1:4200", 10), 10, "YC's replies");
+    // The other tenant opens the very same 5-tuple on its own CHPID.
+    assert_eq!(stream(&xd, &yd, "10.78.0.2:5200", 1), 1, "XD to YD:5200");
+    assert_eq!(stream(&yd, &xd, "10.78.0.1:4200", 10), 10, "YD's replies");
+    // C0's connection is untouched: YC's stream goes on.
+    assert_eq!(
+        stream(&yc, &xc, "10.78.0.1:4200", 20),
+        20,
+        "C0's tracked stream stopped after D0 opened the same tuple"
+    );
+    assert_eq!(fabric.drops("YC", "hsi0", "sg_denied_outbound"), 0);
+    assert_eq!(fabric.drops("XC", "hsi0", "sg_denied_inbound"), 0);
+
+    let out = fabric.iqd("conntrack", &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let connections = table["connections"].as_array().expect("connections");
+    for (chpid, origin, reply) in [("C0", "XC/hsi0", "YC/hsi0"), ("D0", "XD/hsi0", "YD/hsi0")] {
+        assert!(
+            connections.iter().any(|c| c["chpid"] == chpid
+                && c["origin"] == origin
+                && c["reply"] == reply
+                && c["protocol"] == "udp"
+                && c["source_port"] == 4200
+                && c["destination_port"] == 5200
+                && c["reply_packets"].as_u64() >= Some(10)),
+            "no {chpid} connection {origin} -> {reply} in {table}"
+        );
+    }
+}
