@@ -68,12 +68,71 @@ pub mod program_names {
     pub const XSK: &str = "iqd_xsk";
 }
 
+/// What frames on the fabric look like: header lengths, offsets and protocol numbers, defined
+/// once for the programs, iqd and its tests (names as in the Linux headers where they have one).
+/// Lengths are in bytes.
+pub mod wire {
+    /// Length of a MAC address.
+    pub const ETH_ALEN: usize = 6;
+    /// Length of an Ethernet header without VLAN tag: destination MAC, source MAC, EtherType.
+    /// Where the network header starts in an untagged frame; the programs learn the offset of
+    /// each frame from their parser, which is what will move it for VLAN tags.
+    pub const ETH_HLEN: usize = 14;
+    /// Length of an 802.1Q or 802.1ad tag (TPID and TCI) inserted before the EtherType.
+    pub const VLAN_HLEN: usize = 4;
+
+    /// EtherTypes.
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_ARP: u16 = 0x0806;
+    pub const ETH_P_8021Q: u16 = 0x8100;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    pub const ETH_P_8021AD: u16 = 0x88a8;
+
+    /// Length of an IPv4 address.
+    pub const IPV4_ALEN: usize = 4;
+    /// Length of an IPv4 header without options (IHL 5), and with the most options (IHL 15).
+    pub const IPV4_HLEN: usize = 20;
+    pub const IPV4_MAX_HLEN: usize = 60;
+    /// Length of the fixed IPv6 header.
+    pub const IPV6_HLEN: usize = 40;
+
+    /// IP protocol numbers.
+    pub const IPPROTO_ICMP: u8 = 1;
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_UDP: u8 = 17;
+    pub const IPPROTO_ICMPV6: u8 = 58;
+
+    /// Length of a TCP header without options, and with the most options.
+    pub const TCP_HLEN: usize = 20;
+    pub const TCP_MAX_HLEN: usize = 60;
+    /// TCP flags (the 14th byte of the header).
+    pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_SYN: u8 = 0x02;
+    pub const TCP_RST: u8 = 0x04;
+    pub const TCP_PSH: u8 = 0x08;
+    pub const TCP_ACK: u8 = 0x10;
+    /// Length of a UDP header.
+    pub const UDP_HLEN: usize = 8;
+    /// Length of an ICMP header as echo request and reply have it (type, code, checksum,
+    /// identifier, sequence number); every ICMP message has at least these 8 bytes.
+    pub const ICMP_HLEN: usize = 8;
+    /// ICMP types.
+    pub const ICMP_ECHO_REPLY: u8 = 0;
+    pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+    /// Length of an ARP packet for IPv4 over Ethernet (RFC 826).
+    pub const ARP_LEN: usize = 28;
+    /// ARP hardware type Ethernet.
+    pub const ARPHRD_ETHER: u16 = 1;
+    /// ARP operations.
+    pub const ARPOP_REQUEST: u16 = 1;
+    pub const ARPOP_REPLY: u16 = 2;
+}
+
 /// Capacity of the per-port maps: NICs in one fabric.
 pub const MAX_PORTS: u32 = 4096;
 /// Capacity of the address maps: registered IPv4 addresses in one fabric.
 pub const MAX_ROUTES: u32 = 65536;
-/// Length of an Ethernet header without VLAN tag.
-pub const ETH_HLEN: u32 = 14;
 /// Data path `afxdp`: rx queues per port the switch may serve (XSKMAP entries per slot).
 pub const XSK_MAX_QUEUES: u32 = 4;
 /// Data path `afxdp`: bytes of XDP metadata `iqd_xsk` puts before a frame it hands to the
@@ -230,9 +289,11 @@ pub mod sg_direction {
 /// Protocol classes of the rule table. TCP, UDP and ICMP carry their IP protocol number; every
 /// other IP protocol shares [`sg_proto::OTHER`] (only `protocol = "all"` rules allow it).
 pub mod sg_proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
+    use crate::wire;
+
+    pub const ICMP: u8 = wire::IPPROTO_ICMP;
+    pub const TCP: u8 = wire::IPPROTO_TCP;
+    pub const UDP: u8 = wire::IPPROTO_UDP;
     pub const OTHER: u8 = 255;
 }
 
@@ -351,12 +412,13 @@ pub mod ct_timeout {
     /// The idle timeout of a connection of IP protocol `proto` whose entry has
     /// [`super::ct_flags`] `flags`.
     pub const fn of(proto: u8, flags: u32) -> u64 {
-        const TCP: u8 = 6;
-        const ICMP: u8 = 1;
+        use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP};
         match proto {
-            TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => TCP_CLOSING_NS,
-            TCP => TCP_NS,
-            ICMP => ICMP_NS,
+            IPPROTO_TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => {
+                TCP_CLOSING_NS
+            }
+            IPPROTO_TCP => TCP_NS,
+            IPPROTO_ICMP => ICMP_NS,
             _ => UDP_NS,
         }
     }

@@ -8,11 +8,15 @@ use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use iqd_common::{ct_flags, ct_stat, ct_timeout, CtEntry, CtKey};
+use iqd_common::{
+    ct_flags, ct_stat, ct_timeout,
+    wire::{TCP_FIN, TCP_RST},
+    CtEntry, CtKey,
+};
 
 use crate::{
     maps::{IQD_CONNTRACK, IQD_CT_STATS},
-    parse::{Flow, TCP_FIN, TCP_RST},
+    parse::Flow,
 };
 
 #[inline(always)]

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use iqd_common::{
-    sg_direction, sg_proto, CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES,
-    SG_KEY_FIXED_BITS,
+    sg_direction, sg_proto,
+    wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
 };
 
 use crate::domain::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
@@ -310,7 +311,7 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
     let class = class_of(key.proto);
     let value = match class {
         // Only echo requests open ICMP connections.
-        sg_proto::ICMP => 8 << 8,
+        sg_proto::ICMP => (ICMP_ECHO_REQUEST as u16) << 8,
         sg_proto::TCP | sg_proto::UDP => key.dport,
         _ => 0,
     };
@@ -333,9 +334,9 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
 /// The rule-table class of an IP protocol number.
 pub fn class_of(proto: u8) -> u8 {
     match proto {
-        1 => sg_proto::ICMP,
-        6 => sg_proto::TCP,
-        17 => sg_proto::UDP,
+        IPPROTO_ICMP => sg_proto::ICMP,
+        IPPROTO_TCP => sg_proto::TCP,
+        IPPROTO_UDP => sg_proto::UDP,
         _ => sg_proto::OTHER,
     }
 }

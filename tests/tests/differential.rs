@@ -28,7 +28,14 @@ use std::{
 };
 
 use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
-use iqd_common::{drop_reason, port_flags, NicCounters, PortInfo, RouteKey, RouteTarget};
+use iqd_common::{
+    drop_reason, port_flags,
+    wire::{
+        ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV4_MAX_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_PSH, TCP_RST, TCP_SYN, VLAN_HLEN,
+    },
+    NicCounters, PortInfo, RouteKey, RouteTarget,
+};
 use iqd_tests::{
     frames::{
         ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
@@ -44,12 +51,6 @@ const DEFAULT_FRAMES: usize = 2500;
 
 /// Nobody's MAC.
 const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
 
 // ---------------------------------------------------------------------------------------------
 // A small deterministic PRNG (SplitMix64).
@@ -669,9 +670,9 @@ impl Generator {
                 4 => {
                     let mtu = nic.mtu as usize;
                     let len = match self.rng.below(3) {
-                        0 => mtu + 14,
+                        0 => mtu + ETH_HLEN,
                         1 => self.rng.between(1000, 1514) as usize,
-                        _ => self.rng.between(1514, mtu as u64 + 14) as usize,
+                        _ => self.rng.between(1514, (mtu + ETH_HLEN) as u64) as usize,
                     };
                     packet = packet.with_frame_len(len);
                     note += ", large";
@@ -695,10 +696,13 @@ impl Generator {
         if self.rng.percent(12) {
             follow = false;
             let full = packet.build().len();
-            let headers = 14 + packet.header_len() + 20;
+            let headers = ETH_HLEN + packet.header_len() + TCP_HLEN;
             match self.rng.below(8) {
                 0 => {
-                    let at = self.rng.between(14, headers.min(full - 1) as u64) as usize;
+                    let at = self
+                        .rng
+                        .between(ETH_HLEN as u64, headers.min(full - 1) as u64)
+                        as usize;
                     cut = Some(at);
                     note += &format!(", cut to {at} bytes");
                 }
@@ -709,11 +713,11 @@ impl Generator {
                 2 => {
                     packet.ihl = 15;
                     packet.total_len = Some(self.rng.between(20, 59) as u16);
-                    packet.pad_to = Some(full.max(14 + 60 + 20));
+                    packet.pad_to = Some(full.max(ETH_HLEN + IPV4_MAX_HLEN + TCP_HLEN));
                     note += ", IHL 15 beyond the total length";
                 }
                 3 => {
-                    let tot = full - 14;
+                    let tot = full - ETH_HLEN;
                     packet.total_len = Some((tot + self.rng.between(1, 64) as usize) as u16);
                     note += ", total length beyond the frame";
                 }
@@ -733,7 +737,7 @@ impl Generator {
                     note += ", total length below the header length";
                 }
                 _ => {
-                    let len = nic.mtu as usize + 14 + self.rng.between(1, 64) as usize;
+                    let len = nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize;
                     packet = packet.with_frame_len(len);
                     note += ", above the MFS";
                 }
@@ -787,7 +791,11 @@ impl Generator {
                 note += ", not Ethernet/IPv4";
             }
             4 => {
-                cut = Some(self.rng.between(14, 41) as usize);
+                cut = Some(
+                    self.rng
+                        .between(ETH_HLEN as u64, (ETH_HLEN + ARP_LEN - 1) as u64)
+                        as usize,
+                );
                 note += ", cut short";
             }
             5 | 6 => {
@@ -826,9 +834,9 @@ impl Generator {
             _ => (self.rng.between(0, 0x05dc) as u16, "802.3 length field"),
         };
         let mut frame = ethernet(BROADCAST, mac, ether_type, &payload);
-        if ether_type == ETH_P_8021Q && frame.len() >= 18 {
+        if ether_type == ETH_P_8021Q && frame.len() >= ETH_HLEN + VLAN_HLEN {
             // A tagged IPv4 frame: the tag hides the IPv4 ethertype.
-            frame[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
+            frame[ETH_HLEN + 2..ETH_HLEN + VLAN_HLEN].copy_from_slice(&ETH_P_IP.to_be_bytes());
         }
         Generated {
             ingress: from,
@@ -860,7 +868,7 @@ fn mac_text(b: &[u8]) -> String {
 /// A one-line decoding of a frame, tcpdump style.
 fn summarize(frame: &[u8]) -> String {
     let mut s = format!("{} bytes", frame.len());
-    if frame.len() < 14 {
+    if frame.len() < ETH_HLEN {
         return s;
     }
     let _ = write!(
@@ -870,8 +878,8 @@ fn summarize(frame: &[u8]) -> String {
         mac_text(&frame[0..6])
     );
     match be16(frame, 12) {
-        0x0800 if frame.len() >= 34 => {
-            let ip = &frame[14..];
+        ETH_P_IP if frame.len() >= ETH_HLEN + IPV4_HLEN => {
+            let ip = &frame[ETH_HLEN..];
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let _ = write!(
                 s,
@@ -884,9 +892,9 @@ fn summarize(frame: &[u8]) -> String {
                 ip_at(ip, 12),
                 ip_at(ip, 16)
             );
-            let l4 = ip.get(ihl.max(20)..).unwrap_or(&[]);
+            let l4 = ip.get(ihl.max(IPV4_HLEN)..).unwrap_or(&[]);
             match ip[9] {
-                6 if l4.len() >= 14 => {
+                IPPROTO_TCP if l4.len() >= 14 => {
                     let _ = write!(
                         s,
                         " TCP {} > {} flags={:#04x}",
@@ -895,18 +903,18 @@ fn summarize(frame: &[u8]) -> String {
                         l4[13]
                     );
                 }
-                17 if l4.len() >= 4 => {
+                IPPROTO_UDP if l4.len() >= 4 => {
                     let _ = write!(s, " UDP {} > {}", be16(l4, 0), be16(l4, 2));
                 }
-                1 if l4.len() >= 6 => {
+                IPPROTO_ICMP if l4.len() >= 6 => {
                     let _ = write!(s, " ICMP type={} code={} id={}", l4[0], l4[1], be16(l4, 4));
                 }
                 _ => {}
             }
         }
-        0x0800 => s += ", IPv4 (header cut short)",
-        0x0806 if frame.len() >= 42 => {
-            let a = &frame[14..];
+        ETH_P_IP => s += ", IPv4 (header cut short)",
+        ETH_P_ARP if frame.len() >= ETH_HLEN + ARP_LEN => {
+            let a = &frame[ETH_HLEN..];
             let _ = write!(
                 s,
                 ", ARP htype={} ptype={:#06x} hlen={} plen={} oper={} sha={} spa={} tha={} tpa={}",
@@ -921,7 +929,7 @@ fn summarize(frame: &[u8]) -> String {
                 ip_at(a, 24)
             );
         }
-        0x0806 => s += ", ARP (header cut short)",
+        ETH_P_ARP => s += ", ARP (header cut short)",
         other => {
             let _ = write!(s, ", ethertype {other:#06x}");
         }
