@@ -37,6 +37,7 @@ use iqd_common::{
     NicCounters, PortInfo, RouteKey, RouteTarget,
 };
 use iqd_tests::{
+    fixture::{FabricFile, Group, Nic, Rule},
     frames::{
         ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
         ETH_P_LOCAL_EXP, L4,
@@ -168,14 +169,14 @@ fn extra_addresses(chpids: usize) -> Vec<Ipv4Addr> {
 
 /// A random fabric file: 2-3 CHPIDs, 4-8 LPARs with one or two NICs, 2-5 security groups
 /// (sometimes a written `default`), random rules and group lists.
-fn fabric_file(rng: &mut Rng) -> String {
+fn fabric_file(rng: &mut Rng) -> FabricFile {
     let chpids = rng.between(2, 3) as usize;
     // Half the fabrics give every CHPID the same address plan (tenants on separate LANs).
     let one_plan = rng.percent(50);
-    let mut text = String::from("[fabric]\nname = \"diff\"\n\n");
+    let mut file = FabricFile::new("diff");
     for c in 0..chpids {
         let mfs = rng.pick(&["16K", "24K", "40K", "64K"]);
-        let _ = writeln!(text, "[[chpid]]\nid = \"F{c}\"\nmfs = \"{mfs}\"\n");
+        file = file.chpid_mfs(&format!("F{c}"), mfs);
     }
 
     let groups: Vec<String> = (0..rng.between(2, 5)).map(|g| format!("g{g}")).collect();
@@ -183,13 +184,7 @@ fn fabric_file(rng: &mut Rng) -> String {
     group_choices.push("default".into());
 
     // NICs first: rules name their addresses.
-    struct NicPlan {
-        chpid: usize,
-        addrs: Vec<Ipv4Addr>,
-        groups: Option<Vec<String>>,
-        spoof: bool,
-    }
-    let mut lpars: Vec<Vec<NicPlan>> = Vec::new();
+    let mut lpars: Vec<Vec<Nic>> = Vec::new();
     let mut taken: Vec<(usize, Ipv4Addr)> = Vec::new();
     for _ in 0..rng.between(4, 8) {
         let count = if rng.percent(30) { 2 } else { 1 };
@@ -229,12 +224,17 @@ fn fabric_file(rng: &mut Rng) -> String {
                 }
                 list
             });
-            nics.push(NicPlan {
-                chpid,
-                addrs,
-                groups,
-                spoof: rng.percent(20),
-            });
+            let mut nic = Nic::new(
+                &format!("F{chpid}"),
+                addrs.iter().map(|a| format!("{a}/24")),
+            );
+            if let Some(groups) = groups {
+                nic = nic.groups(groups);
+            }
+            if rng.percent(20) {
+                nic = nic.allow_ip_spoofing();
+            }
+            nics.push(nic);
         }
         lpars.push(nics);
     }
@@ -246,41 +246,23 @@ fn fabric_file(rng: &mut Rng) -> String {
         written.push("default".into());
     }
     for name in &written {
-        let _ = writeln!(text, "[[security_group]]\nname = \"{name}\"\nrules = [");
-        for _ in 0..rng.between(0, 10) {
-            let _ = writeln!(text, "  {},", rule(rng, &group_choices, &addresses));
-        }
-        text.push_str("]\n\n");
+        let rules: Vec<Rule> = (0..rng.between(0, 10))
+            .map(|_| rule(rng, &group_choices, &addresses))
+            .collect();
+        file = file.group(Group::new(name, rules));
     }
 
-    for (l, nics) in lpars.iter().enumerate() {
-        let _ = writeln!(text, "[[lpar]]\nname = \"L{l}\"\nnetns = \"dl{l}\"");
-        for nic in nics {
-            let addrs: Vec<String> = nic.addrs.iter().map(|a| format!("\"{a}/24\"")).collect();
-            let _ = writeln!(
-                text,
-                "[[lpar.nic]]\nchpid = \"F{}\"\nipv4 = [{}]",
-                nic.chpid,
-                addrs.join(", ")
-            );
-            if let Some(groups) = &nic.groups {
-                let names: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
-                let _ = writeln!(text, "security_groups = [{}]", names.join(", "));
-            }
-            if nic.spoof {
-                text.push_str("allow_ip_spoofing = true\n");
-            }
-        }
-        text.push('\n');
+    for (l, nics) in lpars.into_iter().enumerate() {
+        file = file.lpar(&format!("L{l}"), &format!("dl{l}"), nics);
     }
-    text
+    file
 }
 
-/// One random rule as an inline TOML table.
-fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
+/// One random rule.
+fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> Rule {
     let direction = rng.pick(&["inbound", "outbound"]);
     let protocol = rng.pick(&["all", "tcp", "udp", "icmp"]);
-    let mut text = format!("{{ direction = \"{direction}\", protocol = \"{protocol}\"");
+    let mut rule = Rule::new(direction, protocol);
     match protocol {
         "tcp" | "udp" if rng.percent(70) => {
             let lo = if rng.percent(80) {
@@ -290,7 +272,7 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             };
             let width = rng.pick(&[0u32, 0, 1, 10, 100, 1000, 65535]);
             let hi = (u32::from(lo) + width).min(65535);
-            let _ = write!(text, ", port_min = {lo}, port_max = {hi}");
+            rule = rule.ports(lo, hi as u16);
         }
         "icmp" if rng.percent(70) => {
             let icmp_type = if rng.percent(85) {
@@ -298,10 +280,9 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             } else {
                 rng.between(0, 254) as u8
             };
-            let _ = write!(text, ", type = {icmp_type}");
+            rule = rule.icmp_type(icmp_type);
             if rng.percent(50) {
-                let code = rng.pick(&[0u8, 0, 1, 3, 255]);
-                let _ = write!(text, ", code = {code}");
+                rule = rule.icmp_code(rng.pick(&[0u8, 0, 1, 3, 255]));
             }
         }
         _ => {}
@@ -316,18 +297,11 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             } else {
                 u32::MAX << (32 - prefix)
             };
-            let _ = write!(
-                text,
-                ", remote = \"{}/{prefix}\"",
-                Ipv4Addr::from(addr & mask)
-            );
+            rule = rule.remote(format!("{}/{prefix}", Ipv4Addr::from(addr & mask)));
         }
-        _ => {
-            let _ = write!(text, ", remote_group = \"{}\"", rng.pick(groups));
-        }
+        _ => rule = rule.remote_group(&rng.pick(groups)),
     }
-    text.push_str(" }");
-    text
+    rule
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1037,7 +1011,7 @@ struct Tally {
 fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally) -> usize {
     let set_seed = Rng::new(seed ^ (set as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
     let mut rng = Rng::new(set_seed);
-    let text = fabric_file(&mut rng);
+    let text = fabric_file(&mut rng).render();
     let file = std::env::temp_dir().join(format!("iqd-differential-{seed:#x}-{set}.toml"));
     std::fs::write(&file, &text).expect("write the generated fabric file");
     let fabric = Fabric::parse(&text, &file)
