@@ -88,7 +88,10 @@ mod tests {
             .map(|k| format!("`{k}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        assert!(err.contains(&format!("expected one of {expected}")), "{err}");
+        assert!(
+            err.contains(&format!("expected one of {expected}")),
+            "{err}"
+        );
     }
 
     fn keys_of(path: &str) -> &'static [&'static str] {
