@@ -402,6 +402,34 @@ fn fabric_file_keys_match_the_parser() {
     );
 }
 
+/// The "unknown field" messages quoted in configuration.md name the keys of a table as the parser
+/// has them now.
+#[test]
+fn quoted_unknown_key_errors_name_the_parsers_keys() {
+    const FILE: &str = "docs/configuration.md";
+    let md = read(FILE);
+    let parser: Vec<BTreeSet<&str>> = keys::tables()
+        .iter()
+        .map(|(_, keys)| keys.iter().copied().collect())
+        .collect();
+    let mut quoted = 0;
+    for line in md.lines().filter(|l| l.contains("unknown field `")) {
+        // serde: "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`"; the
+        // message ends its double-backtick code span with " ``".
+        let (_, expected) = line
+            .split_once(", expected ")
+            .unwrap_or_else(|| panic!("{FILE}: no expected keys in: {line}"));
+        let expected = expected.split(" ``").next().unwrap();
+        let names: BTreeSet<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(
+            parser.contains(&names),
+            "{FILE}: the message lists keys no table of the parser has ({names:?}): {line}"
+        );
+        quoted += 1;
+    }
+    assert!(quoted > 0, "{FILE}: no unknown-field message found");
+}
+
 /// A fabric file that sets nothing it need not.
 fn minimal_fabric() -> Fabric {
     Fabric::parse(
