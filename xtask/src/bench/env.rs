@@ -20,7 +20,7 @@ use crate::util::Cmd;
 /// A kind of fabric between namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// iqd with its XDP layer-3 data path.
+    /// iqd with its `xdp` data path.
     IqdXdp,
     /// A Linux bridge with one veth per endpoint.
     Bridge,
