@@ -16,6 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+pub mod keys;
 mod security_groups;
 pub use security_groups::{
     implicit_default, parse_remote, prefix_mask, Direction, Protocol, Remote, RemoteCidr, Rule,

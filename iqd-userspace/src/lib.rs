@@ -1,6 +1,6 @@
 //! iqd: IBM HiperSockets for Linux network namespaces.
 //!
-//! The library behind the `iqd` binary: fabric file parsing (`config`), the XDP data plane and
+//! The library behind the `iqd` binary: fabric file parsing (`config`), the eBPF data plane and
 //! its pinned maps (`dataplane`), namespace and link management (`netns`, `netlink`,
 //! `ethtool`), bringing fabrics up and down (`fabric`), reading them back (`inspect`), and the
 //! AF_XDP switch of data path `afxdp` (`switch`).

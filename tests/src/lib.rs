@@ -66,7 +66,7 @@ pub fn text(output: &Output) -> String {
     )
 }
 
-/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`xdp` or `tc`), or the
+/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`tc`, `xdp` or `afxdp`), or the
 /// fabric file's default when it is not set.
 pub fn test_datapath() -> Option<String> {
     std::env::var("IQD_TEST_DATAPATH")
