@@ -9,7 +9,7 @@ use std::{net::IpAddr, path::Path};
 use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
 
 use crate::{
-    config::{self, Datapath, Fabric, Nic},
+    config::{Datapath, Fabric, Nic},
     dataplane::{self, DataPlane, FabricMaps, Side},
     error::{Error, Result},
     ethtool,
@@ -51,7 +51,7 @@ pub struct UpReport {
 /// last successful `up` applied (recorded in the state file), or, for a fabric that did not
 /// exist, by removing what this call created. The error names the step that failed.
 pub async fn up(fabric: &Fabric, config: &Path, wait: Wait) -> Result<UpReport> {
-    let _lock = FabricLock::acquire(&fabric.name, "up", wait)?;
+    let lock = FabricLock::acquire(&fabric.name, "up", wait)?;
     let text = std::fs::read_to_string(config).map_err(|e| Error::io("read", config, e))?;
     let previous = State::load(&fabric.name)?;
     let fresh = previous.is_none() && !netns::exists(&fabric.netns_name());
@@ -65,9 +65,11 @@ pub async fn up(fabric: &Fabric, config: &Path, wait: Wait) -> Result<UpReport> 
     }
     let rollback = match previous.as_ref().and_then(|p| p.applied.clone()) {
         Some(applied) => roll_back_to(&applied, &fabric.name).await,
-        None if fresh => down_unlocked(fabric)
-            .await
-            .map(|()| "removed what it had created"),
+        None if fresh => down_unlocked(fabric).await.map(|()| {
+            // Nothing of the fabric stays behind, its lock file included.
+            lock.remove_file();
+            "removed what it had created"
+        }),
         None => undo_created(fabric, &undo)
             .await
             .map(|()| "removed what it had created"),
@@ -308,6 +310,8 @@ impl Executor<'_> {
                 self.report
                     .removed_nics
                     .push(format!("{}/{}", old.lpar, old.nic));
+                self.state.nics.retain(|r| r.port != old.port);
+                self.state.save()?;
             }
             Step::RemoveLeftoverPort(port) => {
                 let record = NicRecord {
@@ -343,6 +347,9 @@ impl Executor<'_> {
                     )
                     .await?;
                 self.undo.created_ports.push(record.port.clone());
+                // Recorded at once: the state file lists every NIC that exists, so a rollback
+                // or the next `up` plans from the truth.
+                self.record_nic(record)?;
                 self.report
                     .created_nics
                     .push(format!("{}/{}", record.lpar, record.nic));
@@ -351,8 +358,10 @@ impl Executor<'_> {
                 .report
                 .kept_nics
                 .push(format!("{}/{}", record.lpar, record.nic)),
-            Step::ConfigureNic { nic: record, old } => {
-                self.configure_nic(record, old.as_ref()).await?;
+            Step::ConfigureNic { nic: record, .. } => {
+                self.configure_nic(record).await?;
+                // The record now says what the NIC has (its addresses included).
+                self.record_nic(record)?;
             }
             Step::SyncRoutes => {
                 let routes = std::mem::take(&mut self.routes);
@@ -391,7 +400,14 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn configure_nic(&mut self, record: &NicRecord, old: Option<&NicRecord>) -> Result<()> {
+    /// Puts `record` in the state file in place of any record of its port.
+    fn record_nic(&mut self, record: &NicRecord) -> Result<()> {
+        self.state.nics.retain(|r| r.port != record.port);
+        self.state.nics.push(record.clone());
+        self.state.save()
+    }
+
+    async fn configure_nic(&mut self, record: &NicRecord) -> Result<()> {
         let fabric = self.fabric;
         let fabric_ns = fabric.netns_name();
         let nic = find_nic(fabric, record)?;
@@ -426,7 +442,6 @@ impl Executor<'_> {
             fabric.datapath,
             &record.port,
             nic,
-            old,
         )
         .await?;
         // Devnos are unique in a fabric: they name the NIC.
@@ -507,7 +522,6 @@ async fn configure_lpar_side(
     datapath: Datapath,
     port: &str,
     nic: &Nic,
-    old: Option<&NicRecord>,
 ) -> Result<()> {
     let link = lpar_nl.require_link(&nic.name).await?;
     {
@@ -524,24 +538,27 @@ async fn configure_lpar_side(
         // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
     }
-    if let Some(old) = old {
-        for stale in old
+    // The interface holds exactly the file's addresses, whatever an earlier (perhaps
+    // interrupted) run or the user left on it. An address whose prefix changed is deleted,
+    // then re-added.
+    let present = lpar_nl.ipv4_addresses(link.index).await?;
+    for (addr, prefix) in &present {
+        if !nic
             .ipv4
             .iter()
-            .filter(|a| !nic.ipv4.iter().any(|c| &c.to_string() == *a))
+            .any(|c| c.addr == *addr && c.prefix == *prefix)
         {
-            if let Ok(cidr) = stale.parse::<config::Ipv4Cidr>() {
-                lpar_nl
-                    .delete_address(link.index, IpAddr::V4(cidr.addr))
-                    .await?;
-            }
+            lpar_nl
+                .delete_address(link.index, IpAddr::V4(*addr))
+                .await?;
         }
     }
-    // After the stale ones are gone: an address whose prefix changed is deleted, then re-added.
     for cidr in &nic.ipv4 {
-        lpar_nl
-            .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
-            .await?;
+        if !present.contains(&(cidr.addr, cidr.prefix)) {
+            lpar_nl
+                .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
+                .await?;
+        }
     }
     lpar_nl.set_up(link.index).await?;
     let _guard = NetnsGuard::enter(lpar_nl.netns())?;
@@ -591,8 +608,11 @@ async fn remove_nic(
 /// namespaces iqd created. Adopted namespaces stay, without their NICs. Idempotent; holds the
 /// fabric's lock.
 pub async fn down(fabric: &Fabric, wait: Wait) -> Result<()> {
-    let _lock = FabricLock::acquire(&fabric.name, "down", wait)?;
-    down_unlocked(fabric).await
+    let lock = FabricLock::acquire(&fabric.name, "down", wait)?;
+    down_unlocked(fabric).await?;
+    // Nothing of the fabric stays behind, its lock file included.
+    lock.remove_file();
+    Ok(())
 }
 
 /// `down` for a caller that holds the lock. Each part is idempotent and the state file goes

@@ -4,8 +4,9 @@
 //!
 //! The lock is an advisory `flock` on `/run/iqd/locks/<fabric>.lock`. The kernel releases it
 //! when its holder exits, however it exits (SIGKILL included), so a crashed writer never
-//! leaves a fabric locked. The file itself stays: removing a lock file that another process
-//! waits on would let a third one lock a new file of the same name.
+//! leaves a fabric locked. `down` removes the file while it holds the lock; a writer that was
+//! waiting on the removed file notices (its file is no longer the one at the path) and locks
+//! the new one instead, so two writers never hold "the" lock at once.
 use std::{
     fs::{self, File, OpenOptions},
     os::fd::AsRawFd,
@@ -41,38 +42,22 @@ impl FabricLock {
     fn acquire_in(dir: &Path, fabric: &str, command: &str, wait: Wait) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let path = dir.join(format!("{fabric}.lock"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
-        if !try_flock(&file, libc::LOCK_EX | libc::LOCK_NB)
-            .map_err(|e| Error::io("lock", &path, e))?
-        {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            let holder = if holder.is_empty() {
-                "another iqd".to_string()
-            } else {
-                holder.to_string()
-            };
-            if wait == Wait::No {
-                return Err(Error::Locked {
-                    fabric: fabric.to_string(),
-                    holder,
-                });
+        let mut said_waiting = false;
+        loop {
+            let file = lock_file(&path, fabric, wait, &mut said_waiting)?;
+            if is_current(&file, &path) {
+                let mut lock = FabricLock { file, path };
+                // Who holds it, for the next writer's message; the lock works without it.
+                let _ = lock.describe(command);
+                return Ok(lock);
             }
-            eprintln!(
-                "iqd: fabric {fabric} is being changed by {holder}; waiting for it to finish"
-            );
-            try_flock(&file, libc::LOCK_EX).map_err(|e| Error::io("lock", &path, e))?;
+            // Removed by the `down` that held it: lock the file now at the path.
         }
-        let mut lock = FabricLock { file, path };
-        // Who holds it, for the next writer's message; the lock works without it.
-        let _ = lock.describe(command);
-        Ok(lock)
+    }
+
+    /// Removes the lock file (the fabric is gone); the lock holds until dropped.
+    pub fn remove_file(&self) {
+        let _ = fs::remove_file(&self.path);
     }
 
     fn describe(&mut self, command: &str) -> std::io::Result<()> {
@@ -92,6 +77,46 @@ impl Drop for FabricLock {
         let _ = self.file.set_len(0);
         // Closing the file releases the lock; unlocking first keeps the order obvious.
         let _ = try_flock(&self.file, libc::LOCK_UN);
+    }
+}
+
+/// Opens the lock file at `path` and locks it, waiting (and saying so once) or not.
+fn lock_file(path: &Path, fabric: &str, wait: Wait, said_waiting: &mut bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    if try_flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| Error::io("lock", path, e))? {
+        return Ok(file);
+    }
+    let holder = fs::read_to_string(path).unwrap_or_default();
+    let holder = match holder.trim() {
+        "" => "another iqd".to_string(),
+        holder => holder.to_string(),
+    };
+    if wait == Wait::No {
+        return Err(Error::Locked {
+            fabric: fabric.to_string(),
+            holder,
+        });
+    }
+    if !*said_waiting {
+        eprintln!("iqd: fabric {fabric} is being changed by {holder}; waiting for it to finish");
+        *said_waiting = true;
+    }
+    try_flock(&file, libc::LOCK_EX).map_err(|e| Error::io("lock", path, e))?;
+    Ok(file)
+}
+
+/// Whether `file` is still the file at `path` (not removed or replaced meanwhile).
+fn is_current(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
@@ -115,15 +140,15 @@ fn try_flock(file: &File, operation: i32) -> std::io::Result<bool> {
 mod tests {
     use super::*;
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iqd-lock-test-{}", std::process::id()));
+    fn temp_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("iqd-lock-{test}-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         dir
     }
 
     #[test]
     fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
-        let dir = temp_dir();
+        let dir = temp_dir("refused");
         let first = FabricLock::acquire_in(&dir, "demo", "up", Wait::No).unwrap();
         let holder = fs::read_to_string(first.path()).unwrap();
         assert_eq!(holder, format!("iqd up (pid {})\n", std::process::id()));
@@ -143,8 +168,27 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_waiting_on_a_removed_lock_file_locks_the_new_one() {
+        let dir = temp_dir("removed");
+        let first = FabricLock::acquire_in(&dir, "demo", "down", Wait::No).unwrap();
+        let waiter = {
+            let dir = dir.clone();
+            std::thread::spawn(move || FabricLock::acquire_in(&dir, "demo", "up", Wait::Yes))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        first.remove_file();
+        drop(first);
+        let second = waiter.join().unwrap().unwrap();
+        // The waiter holds the file now at the path: nobody else can take it.
+        assert!(is_current(&second.file, second.path()));
+        assert!(FabricLock::acquire_in(&dir, "demo", "up", Wait::No).is_err());
+        drop(second);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_waiting_writer_gets_the_lock_when_the_holder_lets_go() {
-        let dir = temp_dir().join("wait");
+        let dir = temp_dir("wait");
         let first = FabricLock::acquire_in(&dir, "demo", "up", Wait::No).unwrap();
         let waiter = {
             let dir = dir.clone();

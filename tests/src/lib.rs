@@ -139,7 +139,12 @@ impl TestFabric {
     }
 
     pub fn iqd_ok(&self, subcommand: &str) -> String {
-        let out = self.iqd(subcommand, &[]);
+        self.iqd_ok_args(subcommand, &[])
+    }
+
+    /// `iqd <subcommand> --config <file> <extra>`, which must succeed; its stdout.
+    pub fn iqd_ok_args(&self, subcommand: &str, extra: &[&str]) -> String {
+        let out = self.iqd(subcommand, extra);
         assert!(
             out.status.success(),
             "iqd {subcommand} failed: {}",
