@@ -1,4 +1,4 @@
-//! Types shared by iqd's XDP programs (`iqd-ebpf`) and its loader (`iqd-userspace`).
+//! Types shared by iqd's eBPF programs (`iqd-ebpf`) and its loader (`iqd-userspace`).
 //!
 //! Every map the data plane uses is named here with its key and value types, so that the kernel
 //! and user sides cannot drift apart. All values are `#[repr(C)]` plain data; with the `user`
@@ -56,16 +56,19 @@ pub mod map_names {
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
-    /// The program on the fabric side of every NIC.
+    /// The XDP program on the fabric side of every NIC (data path `xdp`).
     pub const PORT: &str = "iqd_port";
-    /// The pass-through program on the LPAR side of every NIC (gives the veth the NAPI context
-    /// that frames sent back with XDP_TX need).
+    /// The pass-through XDP program on the LPAR side of every NIC on data paths `xdp` and
+    /// `afxdp` (gives the veth the NAPI context that frames sent back with XDP_TX need).
     pub const NIC: &str = "iqd_nic";
     /// The tc ingress program on the fabric side of every NIC (data path `tc`).
     pub const TC: &str = "iqd_tc";
     /// The XDP program on the fabric side of every NIC that hands delivered frames to the
     /// userspace switch through AF_XDP (data path `afxdp`).
     pub const XSK: &str = "iqd_xsk";
+
+    /// Every program of the eBPF object (docs/architecture.md lists them; a test compares).
+    pub const ALL: [&str; 4] = [PORT, NIC, TC, XSK];
 }
 
 /// What frames on the fabric look like: header lengths, offsets and protocol numbers, defined

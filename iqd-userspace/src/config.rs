@@ -22,6 +22,7 @@ pub use crate::domain::{
     DEFAULT_GROUP,
 };
 
+pub mod keys;
 mod security_groups;
 pub use security_groups::{parse_remote, MAX_GROUPS_PER_NIC, MAX_RULES_PER_GROUP};
 use security_groups::{CheckedGroup, RawSecurityGroup};

@@ -16,7 +16,7 @@ pub struct Status {
     pub netns: String,
     /// "up" when the fabric namespace and pinned maps exist, otherwise "down".
     pub state: String,
-    /// The fabric file's data path (`xdp` or `tc`), which `up` set up.
+    /// The fabric file's data path (`tc`, `xdp` or `afxdp`), which `up` set up.
     pub datapath: String,
     pub pin_dir: String,
     pub chpids: Vec<ChpidStatus>,

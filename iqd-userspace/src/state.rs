@@ -1,6 +1,11 @@
 //! What `iqd up` created, so that `iqd down` removes exactly that (and leaves adopted
-//! namespaces alone), even if the fabric file changed in between. Kept in /run: it lives and
-//! dies with the namespaces and pins it describes.
+//! namespaces alone), even if the fabric file changed in between, and the configuration it
+//! last applied, so that a failed `up` can return to it. Kept in /run: it lives and dies with
+//! the namespaces and pins it describes.
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the directory) under the
+//! fabric's lock, and before each namespace is created, so that a writer killed at any point
+//! leaves a file the next `up` or `down` can finish from.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -12,16 +17,32 @@ use crate::error::{Error, Result};
 
 const STATE_ROOT: &str = "/run/iqd";
 
+/// The state file's schema, written into every file. A file without one was written before
+/// schemas (and reads as 0); a newer one than this iqd knows is refused, not misread.
+pub const SCHEMA: u32 = 1;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
+    #[serde(default)]
+    pub schema: u32,
     pub fabric: String,
     /// LPAR namespaces iqd created (and will delete); others were adopted.
     pub created_netns: Vec<String>,
     pub nics: Vec<NicRecord>,
+    /// The fabric file text of the last `up` that completed, and where it was read from: what
+    /// a failed `up` rolls back to.
+    #[serde(default)]
+    pub applied: Option<AppliedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedFile {
+    pub path: PathBuf,
+    pub text: String,
 }
 
 /// One NIC as it was built: enough to recognise it and to take it down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicRecord {
     pub lpar: String,
     pub netns: String,
@@ -51,26 +72,50 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::State {
-                path,
-                message: e.to_string(),
-            })
+        Self::parse(&text, &path).map(Some)
     }
 
-    /// Writes atomically: a crash mid-write leaves the previous state.
+    fn parse(text: &str, path: &Path) -> Result<State> {
+        let state: State = serde_json::from_str(text).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if state.schema > SCHEMA {
+            return Err(Error::State {
+                path: path.to_path_buf(),
+                message: format!(
+                    "written by a newer iqd (schema {}; this iqd reads up to {SCHEMA}): use that iqd, or `iqd down` with it first",
+                    state.schema
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes atomically: a crash mid-write leaves the previous state, never a torn file.
     pub fn save(&self) -> Result<()> {
         let dir = dir(&self.fabric);
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let path = file(&self.fabric);
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::State {
+        let state = State {
+            schema: SCHEMA,
+            ..self.clone()
+        };
+        let text = serde_json::to_string_pretty(&state).map_err(|e| Error::State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+        write_atomically(&path, text.as_bytes())
+    }
+
+    /// Records a namespace as iqd's before iqd creates it: killed right after creating it, iqd
+    /// must still know it is its own to delete, not one to adopt.
+    pub fn will_create_netns(&mut self, name: &str) -> Result<()> {
+        if !self.created_netns.iter().any(|n| n == name) {
+            self.created_netns.push(name.to_string());
+            self.save()?;
+        }
+        Ok(())
     }
 
     pub fn remove(fabric: &str) -> Result<()> {
@@ -79,5 +124,65 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", dir(fabric), e)),
         }
+    }
+}
+
+/// Temporary file, fsync, rename over `path`, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if let Some(dir) = path.parent() {
+        // The rename itself is durable once the directory is.
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_without_a_schema_are_read_and_newer_schemas_refused() {
+        let path = Path::new("/run/iqd/demo/state.json");
+        let legacy = r#"{"fabric":"demo","created_netns":["lp01"],"nics":[]}"#;
+        let state = State::parse(legacy, path).unwrap();
+        assert_eq!(state.schema, 0);
+        assert_eq!(state.created_netns, ["lp01"]);
+        assert_eq!(state.applied, None);
+
+        let newer = r#"{"schema":99,"fabric":"demo","created_netns":[],"nics":[]}"#;
+        let err = State::parse(newer, path).unwrap_err().to_string();
+        assert!(err.contains("/run/iqd/demo/state.json"), "{err}");
+        assert!(err.contains("newer iqd (schema 99"), "{err}");
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("iqd-state-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        write_atomically(&path, b"first, and longer").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        let _ = fs::remove_dir_all(dir);
     }
 }

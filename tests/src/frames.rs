@@ -1,6 +1,6 @@
 //! Hand-built Ethernet frames for feeding the data plane directly (BPF_PROG_TEST_RUN): IPv4
 //! with TCP, ICMP echo or any payload, ARP, other ethertypes, and truncated or inconsistent
-//! variants of them. Every field the XDP program looks at can be set; everything else gets a
+//! variants of them. Every field the port programs look at can be set; everything else gets a
 //! sensible default (correct IPv4 header checksum, correct TCP and ICMP checksums).
 use std::net::Ipv4Addr;
 

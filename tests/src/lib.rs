@@ -69,7 +69,7 @@ pub fn text(output: &Output) -> String {
     )
 }
 
-/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`xdp` or `tc`), or the
+/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`tc`, `xdp` or `afxdp`), or the
 /// fabric file's default when it is not set.
 pub fn test_datapath() -> Option<String> {
     std::env::var("IQD_TEST_DATAPATH")
@@ -150,7 +150,12 @@ impl TestFabric {
     }
 
     pub fn iqd_ok(&self, subcommand: &str) -> String {
-        let out = self.iqd(subcommand, &[]);
+        self.iqd_ok_args(subcommand, &[])
+    }
+
+    /// `iqd <subcommand> --config <file> <extra>`, which must succeed; its stdout.
+    pub fn iqd_ok_args(&self, subcommand: &str, extra: &[&str]) -> String {
+        let out = self.iqd(subcommand, extra);
         assert!(
             out.status.success(),
             "iqd {subcommand} failed: {}",
