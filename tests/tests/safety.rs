@@ -4,7 +4,6 @@
 //! debug builds only) that rolls the fabric back. Runs on one data path: the lock, the state
 //! file and the plan do not depend on it.
 use std::{
-    fmt::Write as _,
     fs,
     path::Path,
     process::{Command, Stdio},
@@ -12,19 +11,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iqd_tests::{in_netns, iqd_bin, links, netns_with_prefix, ping, text, TestFabric};
+use iqd_tests::{
+    fixture::{FabricFile, Nic},
+    in_netns, iqd_bin, links, netns_with_prefix, ping, text, TestFabric,
+};
+
+/// LPAR `L<i>`, in namespace `{ns}l<i>`, with `nics`.
+fn with_lpar(file: FabricFile, i: usize, nics: impl IntoIterator<Item = Nic>) -> FabricFile {
+    file.lpar(&format!("L{i}"), &format!("{{ns}}l{i}"), nics)
+}
+
+/// The NIC of `L<i>`: on CHPID F0, 10.60.0.<i+1>.
+fn nic(i: usize) -> Nic {
+    Nic::new("F0", [format!("{}/24", address(i))])
+}
 
 /// `lpars` LPARs with one NIC each on CHPID F0, 10.60.0.<i+1>, in namespaces `{ns}l<i>`.
-fn fabric_file(lpars: usize) -> String {
-    let mut file = String::from("[fabric]\nname = \"{fabric}\"\n\n[[chpid]]\nid = \"F0\"\n");
-    for i in 0..lpars {
-        let _ = write!(
-            file,
-            "\n[[lpar]]\nname = \"L{i}\"\nnetns = \"{{ns}}l{i}\"\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.60.0.{}/24\"]\n",
-            i + 1
-        );
-    }
-    file
+fn fabric_file(lpars: usize) -> FabricFile {
+    (0..lpars).fold(FabricFile::test().chpid("F0"), |file, i| {
+        with_lpar(file, i, [nic(i)])
+    })
 }
 
 fn address(i: usize) -> String {
@@ -111,7 +117,7 @@ fn assert_gone(fabric: &TestFabric) {
 #[test]
 fn concurrent_ups_and_downs_leave_a_whole_fabric_and_down_leaves_nothing() {
     const LPARS: usize = 6;
-    let fabric = TestFabric::write(&fabric_file(LPARS));
+    let fabric = TestFabric::write(fabric_file(LPARS));
     let mut waited = 0;
     for round in 0..2 {
         let children: Vec<_> = (0..8)
@@ -148,7 +154,7 @@ fn concurrent_ups_and_downs_leave_a_whole_fabric_and_down_leaves_nothing() {
 #[test]
 fn up_killed_at_any_point_is_completed_by_the_next_up_and_removed_by_down() {
     const LPARS: usize = 8;
-    let fabric = TestFabric::write(&fabric_file(LPARS));
+    let fabric = TestFabric::write(fabric_file(LPARS));
     // How long a whole `up` takes here, so the kill points spread over all of it.
     let started = Instant::now();
     fabric.iqd_ok("up");
@@ -181,7 +187,7 @@ fn up_killed_at_any_point_is_completed_by_the_next_up_and_removed_by_down() {
 
 #[test]
 fn a_foreign_interface_in_an_adopted_namespace_refuses_up_and_changes_nothing() {
-    let fabric = TestFabric::write(&fabric_file(2));
+    let fabric = TestFabric::write(fabric_file(2));
     let adopted = fabric.ns("l1");
     assert!(Command::new("ip")
         .args(["netns", "add", &adopted])
@@ -207,17 +213,10 @@ fn a_foreign_interface_in_an_adopted_namespace_refuses_up_and_changes_nothing() 
     );
     assert!(out.status.success(), "{}", text(&out));
     let before = snapshot(&fabric);
-    let grown = fabric_file(2)
-        .replacen(
-            "\nid = \"F0\"\n",
-            "\nid = \"F0\"\n\n[[chpid]]\nid = \"F1\"\n",
-            1,
-        )
-        .replace(
-            "ipv4 = [\"10.60.0.2/24\"]\n",
-            "ipv4 = [\"10.60.0.2/24\"]\n[[lpar.nic]]\nchpid = \"F1\"\nipv4 = [\"10.61.0.2/24\"]\n",
-        );
-    fs::write(&fabric.config, iqd_tests::render(&grown, &fabric.name)).expect("rewrite");
+    let grown = FabricFile::test().chpid("F0").chpid("F1");
+    let grown = with_lpar(grown, 0, [nic(0)]);
+    let grown = with_lpar(grown, 1, [nic(1), Nic::new("F1", ["10.61.0.2/24"])]);
+    fabric.rewrite(grown);
     let out = fabric.iqd("up", &[]);
     assert!(!out.status.success(), "up must refuse: {}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -237,17 +236,13 @@ fn a_foreign_interface_in_an_adopted_namespace_refuses_up_and_changes_nothing() 
 
 #[test]
 fn a_step_failing_midway_rolls_the_fabric_back_and_names_the_step() {
-    let fabric = TestFabric::up(&fabric_file(3));
+    let fabric = TestFabric::up(fabric_file(3));
     let before = snapshot(&fabric);
 
     // L2 leaves, L3 arrives, L1 changes its address; the NIC of L3 fails to configure.
-    let changed = fabric_file(4)
-        .replace("10.60.0.2/24", "10.60.0.22/24")
-        .replace(
-            "\n[[lpar]]\nname = \"L2\"\nnetns = \"{ns}l2\"\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.60.0.3/24\"]\n",
-            "",
-        );
-    fs::write(&fabric.config, iqd_tests::render(&changed, &fabric.name)).expect("rewrite");
+    let changed = with_lpar(FabricFile::test().chpid("F0"), 0, [nic(0)]);
+    let changed = with_lpar(changed, 1, [Nic::new("F0", ["10.60.0.22/24"])]);
+    fabric.rewrite(with_lpar(changed, 3, [nic(3)]));
     let out = Command::new(iqd_bin())
         .args(["up", "--config", fabric.config_arg()])
         .env("IQD_FAILPOINT", "configure NIC L3/hsi0")
@@ -279,7 +274,7 @@ fn a_step_failing_midway_rolls_the_fabric_back_and_names_the_step() {
 
 #[test]
 fn a_second_writer_waits_or_with_no_wait_fails_at_once_and_readers_never_wait() {
-    let fabric = TestFabric::up(&fabric_file(2));
+    let fabric = TestFabric::up(fabric_file(2));
     // Hold the fabric's lock as another writer would.
     let lock_path = Path::new("/run/iqd/locks").join(format!("{}.lock", fabric.name));
     let file = fs::OpenOptions::new()
