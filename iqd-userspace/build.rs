@@ -1,4 +1,4 @@
-//! Builds the XDP programs (`iqd-ebpf`) with the nightly toolchain and bpf-linker, and puts the
+//! Builds the eBPF programs (`iqd-ebpf`) with the nightly toolchain and bpf-linker, and puts the
 //! object in OUT_DIR for `include_bytes!`. `AYA_BUILD_SKIP=1` skips that (for `cargo check` or
 //! clippy on a machine without bpf-linker); the binary then reports that it has no data plane.
 use std::{env, fs, path::PathBuf};

@@ -1,4 +1,4 @@
-//! Types shared by iqd's XDP programs (`iqd-ebpf`) and its loader (`iqd-userspace`).
+//! Types shared by iqd's eBPF programs (`iqd-ebpf`) and its loader (`iqd-userspace`).
 //!
 //! Every map the data plane uses is named here with its key and value types, so that the kernel
 //! and user sides cannot drift apart. All values are `#[repr(C)]` plain data; with the `user`
@@ -72,24 +72,86 @@ pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 2 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
-    /// The program on the fabric side of every NIC.
+    /// The XDP program on the fabric side of every NIC (data path `xdp`).
     pub const PORT: &str = "iqd_port";
-    /// The pass-through program on the LPAR side of every NIC (gives the veth the NAPI context
-    /// that frames sent back with XDP_TX need).
+    /// The pass-through XDP program on the LPAR side of every NIC on data paths `xdp` and
+    /// `afxdp` (gives the veth the NAPI context that frames sent back with XDP_TX need).
     pub const NIC: &str = "iqd_nic";
     /// The tc ingress program on the fabric side of every NIC (data path `tc`).
     pub const TC: &str = "iqd_tc";
     /// The XDP program on the fabric side of every NIC that hands delivered frames to the
     /// userspace switch through AF_XDP (data path `afxdp`).
     pub const XSK: &str = "iqd_xsk";
+
+    /// Every program of the eBPF object (docs/architecture.md lists them; a test compares).
+    pub const ALL: [&str; 4] = [PORT, NIC, TC, XSK];
+}
+
+/// What frames on the fabric look like: header lengths, offsets and protocol numbers, defined
+/// once for the programs, iqd and its tests (names as in the Linux headers where they have one).
+/// Lengths are in bytes.
+pub mod wire {
+    /// Length of a MAC address.
+    pub const ETH_ALEN: usize = 6;
+    /// Length of an Ethernet header without VLAN tag: destination MAC, source MAC, EtherType.
+    /// Where the network header starts in an untagged frame; the programs learn the offset of
+    /// each frame from their parser, which is what will move it for VLAN tags.
+    pub const ETH_HLEN: usize = 14;
+    /// Length of an 802.1Q or 802.1ad tag (TPID and TCI) inserted before the EtherType.
+    pub const VLAN_HLEN: usize = 4;
+
+    /// EtherTypes.
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_ARP: u16 = 0x0806;
+    pub const ETH_P_8021Q: u16 = 0x8100;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    pub const ETH_P_8021AD: u16 = 0x88a8;
+
+    /// Length of an IPv4 address.
+    pub const IPV4_ALEN: usize = 4;
+    /// Length of an IPv4 header without options (IHL 5), and with the most options (IHL 15).
+    pub const IPV4_HLEN: usize = 20;
+    pub const IPV4_MAX_HLEN: usize = 60;
+    /// Length of the fixed IPv6 header.
+    pub const IPV6_HLEN: usize = 40;
+
+    /// IP protocol numbers.
+    pub const IPPROTO_ICMP: u8 = 1;
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_UDP: u8 = 17;
+    pub const IPPROTO_ICMPV6: u8 = 58;
+
+    /// Length of a TCP header without options, and with the most options.
+    pub const TCP_HLEN: usize = 20;
+    pub const TCP_MAX_HLEN: usize = 60;
+    /// TCP flags (the 14th byte of the header).
+    pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_SYN: u8 = 0x02;
+    pub const TCP_RST: u8 = 0x04;
+    pub const TCP_PSH: u8 = 0x08;
+    pub const TCP_ACK: u8 = 0x10;
+    /// Length of a UDP header.
+    pub const UDP_HLEN: usize = 8;
+    /// Length of an ICMP header as echo request and reply have it (type, code, checksum,
+    /// identifier, sequence number); every ICMP message has at least these 8 bytes.
+    pub const ICMP_HLEN: usize = 8;
+    /// ICMP types.
+    pub const ICMP_ECHO_REPLY: u8 = 0;
+    pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+    /// Length of an ARP packet for IPv4 over Ethernet (RFC 826).
+    pub const ARP_LEN: usize = 28;
+    /// ARP hardware type Ethernet.
+    pub const ARPHRD_ETHER: u16 = 1;
+    /// ARP operations.
+    pub const ARPOP_REQUEST: u16 = 1;
+    pub const ARPOP_REPLY: u16 = 2;
 }
 
 /// Capacity of the per-port maps: NICs in one fabric.
 pub const MAX_PORTS: u32 = 4096;
 /// Capacity of the address maps: registered IPv4 addresses in one fabric.
 pub const MAX_ROUTES: u32 = 65536;
-/// Length of an Ethernet header without VLAN tag.
-pub const ETH_HLEN: u32 = 14;
 /// Data path `afxdp`: rx queues per port the switch may serve (XSKMAP entries per slot).
 pub const XSK_MAX_QUEUES: u32 = 4;
 /// Data path `afxdp`: bytes of XDP metadata `iqd_xsk` puts before a frame it hands to the
@@ -246,9 +308,11 @@ pub mod sg_direction {
 /// Protocol classes of the rule table. TCP, UDP and ICMP carry their IP protocol number; every
 /// other IP protocol shares [`sg_proto::OTHER`] (only `protocol = "all"` rules allow it).
 pub mod sg_proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
+    use crate::wire;
+
+    pub const ICMP: u8 = wire::IPPROTO_ICMP;
+    pub const TCP: u8 = wire::IPPROTO_TCP;
+    pub const UDP: u8 = wire::IPPROTO_UDP;
     pub const OTHER: u8 = 255;
 }
 
@@ -305,17 +369,27 @@ impl Default for SgRanges {
     }
 }
 
-/// A tracked connection, keyed as its first frame was: source and destination address and
-/// port (ICMP echo: the identifier as both ports), and the IP protocol.
+/// A tracked connection, keyed as its first frame was: the segment it runs in, source and
+/// destination address and port (ICMP echo: the identifier as both ports), and the IP protocol.
+/// Tenants may reuse one address plan on different CHPIDs, so the tuple alone does not name a
+/// connection: the segment does too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
+    /// The segment of both NICs (see [`segment_of`]).
+    pub segment: u32,
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+/// The segment a port's NIC belongs to, the scope of its addresses and connections: today its
+/// CHPID (each CHPID is one segment).
+pub const fn segment_of(port: &PortInfo) -> u32 {
+    port.chpid
 }
 
 /// What the data plane remembers of a connection.
@@ -357,12 +431,13 @@ pub mod ct_timeout {
     /// The idle timeout of a connection of IP protocol `proto` whose entry has
     /// [`super::ct_flags`] `flags`.
     pub const fn of(proto: u8, flags: u32) -> u64 {
-        const TCP: u8 = 6;
-        const ICMP: u8 = 1;
+        use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP};
         match proto {
-            TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => TCP_CLOSING_NS,
-            TCP => TCP_NS,
-            ICMP => ICMP_NS,
+            IPPROTO_TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => {
+                TCP_CLOSING_NS
+            }
+            IPPROTO_TCP => TCP_NS,
+            IPPROTO_ICMP => ICMP_NS,
             _ => UDP_NS,
         }
     }
@@ -438,7 +513,7 @@ mod tests {
         // The LPM key data is matched bit by bit: no padding may sit inside it.
         assert_eq!(size_of::<SgKey>(), 10);
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
-        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtKey>(), 20);
         assert_eq!(size_of::<CtEntry>(), 48);
     }
 

@@ -1,6 +1,10 @@
 //! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
 //! (sent back out of the asking NIC's port). ARP never crosses the fabric.
-use iqd_common::{drop_reason, PortInfo};
+use iqd_common::{
+    drop_reason,
+    wire::{ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, ETH_ALEN, ETH_P_IP, IPV4_ALEN},
+    PortInfo,
+};
 
 use crate::{
     frame::Frame,
@@ -9,28 +13,27 @@ use crate::{
     policy, DropReason, Verdict,
 };
 
-const ARP_REQUEST: u16 = 1;
-const ETH_HDR_LEN: usize = 14;
-
+/// Answers the ARP packet at `l3_offset` (from [`parse::l3`]) of a frame from port `ifindex`.
 #[inline(always)]
 pub fn answer<C: Frame>(
     ctx: &C,
     ifindex: u32,
     port: &PortInfo,
     eth: *mut EthHdr,
+    l3_offset: usize,
 ) -> Result<Verdict, DropReason> {
-    let arp: *mut ArpHdr = parse::ptr_at(ctx, ETH_HDR_LEN)?;
+    let arp: *mut ArpHdr = parse::ptr_at(ctx, l3_offset)?;
     // SAFETY: both pointers came from `ptr_at`, which checked the bounds.
     let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
 
-    if u16::from_be_bytes(arp.htype) != 1
-        || u16::from_be_bytes(arp.ptype) != parse::ETH_P_IP
-        || arp.hlen != 6
-        || arp.plen != 4
+    if u16::from_be_bytes(arp.htype) != ARPHRD_ETHER
+        || u16::from_be_bytes(arp.ptype) != ETH_P_IP
+        || arp.hlen as usize != ETH_ALEN
+        || arp.plen as usize != IPV4_ALEN
     {
         return Err(drop_reason::MALFORMED);
     }
-    if u16::from_be_bytes(arp.oper) != ARP_REQUEST {
+    if u16::from_be_bytes(arp.oper) != ARPOP_REQUEST {
         return Err(drop_reason::ARP_IGNORED);
     }
     policy::check_source_mac(port, &eth.src)?;
@@ -52,7 +55,7 @@ pub fn answer<C: Frame>(
     // Turn the request into the reply in place.
     copy_mac(&mut eth.dst, &arp.sha);
     copy_mac(&mut eth.src, &target.mac);
-    arp.oper = 2u16.to_be_bytes();
+    arp.oper = ARPOP_REPLY.to_be_bytes();
     let asker_mac = arp.sha;
     copy_mac(&mut arp.tha, &asker_mac);
     arp.tpa = arp.spa;

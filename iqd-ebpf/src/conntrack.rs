@@ -1,17 +1,28 @@
 //! Connection tracking: once security groups allow a connection's first frame, the frames of
 //! both directions pass without a rule lookup until the connection goes idle. The loader removes
 //! entries that changed rules no longer allow.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
-use iqd_common::{ct_flags, ct_stat, ct_timeout, CtEntry, CtKey};
+//!
+//! Connections are keyed by segment as well as by 5-tuple: two CHPIDs may use one address plan,
+//! and a frame of one must never find, refresh or replace a connection of the other.
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+};
+use iqd_common::{
+    ct_flags, ct_stat, ct_timeout,
+    wire::{TCP_FIN, TCP_RST},
+    CtEntry, CtKey,
+};
 
 use crate::{
     maps::{IQD_CONNTRACK, IQD_CT_STATS},
-    parse::{Flow, TCP_FIN, TCP_RST},
+    parse::Flow,
 };
 
 #[inline(always)]
-fn key(saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16, proto: u8) -> CtKey {
+fn key(segment: u32, saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16, proto: u8) -> CtKey {
     CtKey {
+        segment,
         saddr,
         daddr,
         sport,
@@ -33,31 +44,37 @@ fn tcp_flags(flow: &Flow) -> u32 {
     flags
 }
 
-/// Whether `flow`, going from port `from` to port `to`, belongs to a live tracked connection
-/// (either way); refreshes the connection if so.
+/// Whether `flow`, going from port `from` to port `to` in `segment`, belongs to a live tracked
+/// connection (either way); refreshes the connection if so.
 #[inline(always)]
-pub fn track(flow: &Flow, from: u32, to: u32) -> bool {
+pub fn track(flow: &Flow, segment: u32, from: u32, to: u32) -> bool {
     if !flow.tracked {
         return false;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let forward = key(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+    let forward = key(
+        segment, flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto,
+    );
     if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&forward) {
         // SAFETY: map values stay valid while the program runs; races only lose counts.
         let entry = unsafe { &mut *entry };
-        if entry.origin_ifindex == from && entry.reply_ifindex == to && live(entry, flow, now) {
+        if entry.origin_ifindex == from && entry.reply_ifindex == to && live(entry, flow.proto, now)
+        {
             entry.origin_packets += 1;
             entry.flags |= tcp_flags(flow);
             entry.last_seen_ns = now;
             return true;
         }
     }
-    let reverse = key(flow.daddr, flow.saddr, flow.dport, flow.sport, flow.proto);
+    let reverse = key(
+        segment, flow.daddr, flow.saddr, flow.dport, flow.sport, flow.proto,
+    );
     if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&reverse) {
         // SAFETY: as above.
         let entry = unsafe { &mut *entry };
-        if entry.origin_ifindex == to && entry.reply_ifindex == from && live(entry, flow, now) {
+        if entry.origin_ifindex == to && entry.reply_ifindex == from && live(entry, flow.proto, now)
+        {
             entry.reply_packets += 1;
             entry.flags |= ct_flags::REPLIED | tcp_flags(flow);
             entry.last_seen_ns = now;
@@ -68,22 +85,24 @@ pub fn track(flow: &Flow, from: u32, to: u32) -> bool {
 }
 
 #[inline(always)]
-fn live(entry: &CtEntry, flow: &Flow, now: u64) -> bool {
+fn live(entry: &CtEntry, proto: u8, now: u64) -> bool {
     // Another CPU may have refreshed the entry after this one read the clock: a `last_seen`
     // ahead of `now` is as live as it gets (a wrapping difference would call it expired).
     let last_seen = entry.last_seen_ns;
-    last_seen >= now || now - last_seen <= ct_timeout::of(flow.proto, entry.flags)
+    last_seen >= now || now - last_seen <= ct_timeout::of(proto, entry.flags)
 }
 
-/// Starts tracking the connection `flow` opens from port `from` to port `to`.
+/// Starts tracking the connection `flow` opens from port `from` to port `to` in `segment`.
 #[inline(always)]
-pub fn open(flow: &Flow, from: u32, to: u32) {
+pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
     if !flow.opens {
         return;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = key(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+    let key = key(
+        segment, flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto,
+    );
     let entry = CtEntry {
         origin_ifindex: from,
         reply_ifindex: to,
@@ -102,8 +121,18 @@ pub fn open(flow: &Flow, from: u32, to: u32) {
             // SAFETY: this CPU's slot of a per-CPU array.
             unsafe { *created += 1 };
         }
-    } else {
-        // An idle entry for the same tuple: the new connection takes its place.
-        let _ = IQD_CONNTRACK.insert(&key, &entry, 0);
+        return;
     }
+    // The tuple is taken in this segment. Only an expired entry gives way to the new
+    // connection; a live one (a NIC allowed to spoof reusing a peer's tuple, say) stays.
+    let Some(old) = IQD_CONNTRACK.get_ptr(&key) else {
+        return;
+    };
+    // SAFETY: map values stay valid while the program runs.
+    if live(unsafe { &*old }, flow.proto, now) {
+        return;
+    }
+    // Not counted as created: `iqd stats` derives evictions from created - revoked - entries,
+    // and the expired entry it replaces was counted when it was created.
+    let _ = IQD_CONNTRACK.insert(&key, &entry, BPF_EXIST as u64);
 }

@@ -35,12 +35,13 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use iqd_common::{drop_reason, xsk_stat};
-
-use crate::{
-    frame::Frame,
-    parse::{EthHdr, ETH_P_ARP, ETH_P_IP},
+use iqd_common::{
+    drop_reason,
+    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_MAX_HLEN, TCP_MAX_HLEN},
+    xsk_stat,
 };
+
+use crate::frame::Frame;
 
 /// A drop reason from `iqd_common::drop_reason`.
 pub type DropReason = u32;
@@ -64,14 +65,14 @@ fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     let frame_len = ctx.len();
     counters::sent(ifindex, ctx.segments(), frame_len);
 
-    let eth: *mut EthHdr = parse::ptr_at(ctx, 0)?;
+    let (eth, l3) = parse::l3(ctx)?;
     // A GSO packet is checked per segment once its headers are parsed (forward.rs).
     if ctx.gso_size() == 0 {
-        policy::check_frame_size(&port, frame_len)?;
+        policy::check_frame_size(&port, l3.offset, frame_len)?;
     }
-    match parse::ether_type(eth) {
-        ETH_P_IP => forward::ipv4(ctx, ifindex, &port, eth, frame_len),
-        ETH_P_ARP => arp::answer(ctx, ifindex, &port, eth),
+    match l3.ether_type {
+        ETH_P_IP => forward::ipv4(ctx, ifindex, &port, eth, l3.offset, frame_len),
+        ETH_P_ARP => arp::answer(ctx, ifindex, &port, eth, l3.offset),
         _ => Err(drop_reason::NON_IP),
     }
 }
@@ -142,7 +143,7 @@ fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
 }
 
 /// Headers the policy may read: Ethernet, IPv4 with options, TCP with options.
-const HEADROOM: u32 = 14 + 60 + 60;
+const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {

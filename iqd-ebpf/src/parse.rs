@@ -1,18 +1,47 @@
-//! Frame parsing: the one place that touches packet memory, always bounds-checked.
+//! Frame parsing: the one place that touches packet memory, always bounds-checked, and the one
+//! place that knows where a frame's network header starts ([`l3`]).
 use core::mem;
 
-use iqd_common::drop_reason;
+use iqd_common::{
+    drop_reason,
+    wire::{
+        ARP_LEN, ETH_HLEN, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_ICMP,
+        IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_HLEN, UDP_HLEN,
+    },
+};
 
 use crate::{frame::Frame, DropReason};
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_ARP: u16 = 0x0806;
 
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
     pub ether_type: [u8; 2],
+}
+
+/// Where a frame's network header is.
+pub struct L3 {
+    /// Its EtherType.
+    pub ether_type: u16,
+    /// Its offset from the start of the frame.
+    pub offset: usize,
+}
+
+/// The frame's Ethernet header, and what network header follows it where. Today always right
+/// after the Ethernet header; this is where VLAN tags will move it, and every later parse step
+/// takes its offsets from here.
+#[inline(always)]
+pub fn l3<C: Frame>(ctx: &C) -> Result<(*mut EthHdr, L3), DropReason> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked the bounds.
+    let ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    Ok((
+        eth,
+        L3 {
+            ether_type,
+            offset: ETH_HLEN,
+        },
+    ))
 }
 
 #[repr(C)]
@@ -61,13 +90,6 @@ pub struct IcmpHdr {
     pub seq: [u8; 2],
 }
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_RST: u8 = 0x04;
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
 /// The rule value of an ICMP packet's later fragment, which has no type or code: type 255 lies
 /// in no rule's range (rules name types 0-254), so only rules without a type allow it, as port 0
 /// lies in no port range (ports are 1-65535) for TCP and UDP.
@@ -96,8 +118,8 @@ pub struct Flow {
     pub tracked: bool,
 }
 
-/// Parses the transport header at `offset` (the IPv4 header length past the Ethernet header),
-/// which must lie within the IPv4 packet, before `end` (its total length past the Ethernet
+/// Parses the transport header at `offset` (the IPv4 header length past the network header),
+/// which must lie within the IPv4 packet, before `end` (its total length past the network
 /// header): what follows the packet is padding, not a header. Later fragments carry no
 /// transport header: they match only rules without a port range or ICMP type, and are not
 /// tracked.
@@ -154,14 +176,14 @@ pub fn flow<C: Frame>(
             flow.sport = u16::from_be_bytes(udp.sport);
             flow.dport = u16::from_be_bytes(udp.dport);
             flow.rule_value = flow.dport;
-            flow.l4_len = mem::size_of::<UdpHdr>() as u32;
+            flow.l4_len = UDP_HLEN as u32;
         }
         _ => {
             let icmp: *const IcmpHdr = packet_ptr_at(ctx, offset, end)?;
             // SAFETY: `ptr_at` checked the bounds.
             let icmp = unsafe { &*icmp };
             flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
-            flow.l4_len = mem::size_of::<IcmpHdr>() as u32;
+            flow.l4_len = ICMP_HLEN as u32;
             match icmp.icmp_type {
                 ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
                     // The identifier stands for both ports, so a reply's key reverses a
@@ -195,6 +217,14 @@ pub struct ArpHdr {
     pub tpa: [u8; 4],
 }
 
+// The headers as declared are as long as the wire says.
+const _: () = assert!(mem::size_of::<EthHdr>() == ETH_HLEN);
+const _: () = assert!(mem::size_of::<Ipv4Hdr>() == IPV4_HLEN);
+const _: () = assert!(mem::size_of::<TcpHdr>() == TCP_HLEN);
+const _: () = assert!(mem::size_of::<UdpHdr>() == UDP_HLEN);
+const _: () = assert!(mem::size_of::<IcmpHdr>() == ICMP_HLEN);
+const _: () = assert!(mem::size_of::<ArpHdr>() == ARP_LEN);
+
 /// A pointer to a `T` at `offset` in the frame's linear part, or `malformed` if the frame is
 /// shorter. Headers always sit in the linear part, also for multi-buffer frames.
 #[inline(always)]
@@ -219,12 +249,6 @@ pub fn packet_ptr_at<C: Frame, T>(
         return Err(drop_reason::MALFORMED);
     }
     ptr_at(ctx, offset)
-}
-
-#[inline(always)]
-pub fn ether_type(eth: *const EthHdr) -> u16 {
-    // SAFETY: `eth` came from `ptr_at`, which checked the bounds.
-    u16::from_be_bytes(unsafe { (*eth).ether_type })
 }
 
 #[inline(always)]

@@ -1,12 +1,17 @@
 //! The CHPID's rules that apply to every frame, before it is forwarded or answered.
-use iqd_common::{drop_reason, port_flags, PortInfo, ETH_HLEN};
+use iqd_common::{drop_reason, port_flags, PortInfo};
 
 use crate::{maps, parse::mac_eq, DropReason};
 
-/// The CHPID's frame size holds even if the LPAR raised its own interface's MTU.
+/// The CHPID's frame size holds even if the LPAR raised its own interface's MTU: what follows
+/// the link-layer headers (the network header is at `l3_offset`) may be at most the MTU.
 #[inline(always)]
-pub fn check_frame_size(port: &PortInfo, frame_len: u64) -> Result<(), DropReason> {
-    if frame_len > (port.mtu + ETH_HLEN) as u64 {
+pub fn check_frame_size(
+    port: &PortInfo,
+    l3_offset: usize,
+    frame_len: u64,
+) -> Result<(), DropReason> {
+    if frame_len > port.mtu as u64 + l3_offset as u64 {
         return Err(drop_reason::MFS_EXCEEDED);
     }
     Ok(())

@@ -91,20 +91,43 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("fabric {fabric} is being changed by {holder}: run the command again once it is done, or without --no-wait to wait for it")]
+    Locked { fabric: String, holder: String },
+
+    #[error("nothing was changed: {}", refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))]
+    Refused {
+        refusals: Vec<crate::reconcile::Refusal>,
+    },
+
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("{source}; the fabric was rolled back ({outcome})")]
+    RolledBack {
+        #[source]
+        source: Box<Error>,
+        outcome: &'static str,
+    },
+
+    #[error("{source}; rolling the fabric back failed too: {rollback} (run `iqd up` again, or `iqd down`)")]
+    RollbackFailed {
+        #[source]
+        source: Box<Error>,
+        rollback: Box<Error>,
+    },
+
+    #[error("failure injected by IQD_FAILPOINT")]
+    Failpoint,
+
+    #[error("internal error: a step ran before the {0} it needs")]
+    StepOrder(&'static str),
+
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
-
-    #[error(
-        "state file {path} has schema {schema}, newer than this iqd ({this}) reads (schema \
-         {known}); it was written by {written_by}: use that iqd (or a newer one) for this fabric"
-    )]
-    StateSchema {
-        path: PathBuf,
-        schema: u32,
-        known: u32,
-        written_by: String,
-        this: String,
-    },
 
     /// The fabric's pinned maps are not those this iqd's programs define: reading them would
     /// misread them. `iqd up` upgrades the pins in place.

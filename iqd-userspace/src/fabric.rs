@@ -9,15 +9,17 @@ use std::{net::IpAddr, path::Path};
 use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
 
 use crate::{
-    config::{self, Datapath, Fabric, Nic},
+    config::{Datapath, Fabric, Nic},
     dataplane::{self, DataPlane, FabricMaps, Side},
     error::{Error, Result},
     ethtool,
-    layout::{self, UpgradeReport},
+    layout::{self, Upgrade, UpgradeReport},
+    lock::{FabricLock, Wait},
     netlink::Netlink,
     netns::{self, NetnsGuard},
+    reconcile::{self, Observed, Step},
     secgroup::{self, RuleTable},
-    state::{NicRecord, State},
+    state::{self, AppliedFile, NicRecord, State},
     switch,
 };
 
@@ -25,25 +27,7 @@ use crate::{
 /// program sees, and counts, what it refuses.
 const PORT_MTU: u32 = 65535;
 
-/// The fabric-side port of a NIC, named after its read devno (unique in the fabric).
-pub fn port_name(nic: &Nic) -> String {
-    format!("p{:04x}", nic.devno)
-}
-
-fn record(fabric: &Fabric, lpar: &config::Lpar, nic: &Nic) -> NicRecord {
-    let mtu = fabric.chpid(nic.chpid).map(|c| c.mfs.mtu()).unwrap_or(0);
-    NicRecord {
-        lpar: lpar.name.clone(),
-        netns: lpar.netns.clone(),
-        nic: nic.name.clone(),
-        port: port_name(nic),
-        chpid: nic.chpid,
-        devno: nic.devno,
-        mac: nic.mac,
-        mtu,
-        ipv4: nic.ipv4.iter().map(|a| a.to_string()).collect(),
-    }
-}
+pub use crate::reconcile::port_name;
 
 /// What `up` did, for the user.
 #[derive(Debug, Default)]
@@ -62,179 +46,437 @@ pub struct UpReport {
 }
 
 /// Creates or updates the fabric to match `fabric`, read from the file `config` (which an
-/// `afxdp` fabric's switch reads in turn). On a fabric that did not exist before, a failure
-/// removes whatever this call created.
-pub async fn up(fabric: &Fabric, config: &Path) -> Result<UpReport> {
-    let fresh = State::load(&fabric.name)?.is_none() && !netns::exists(&fabric.netns_name());
-    match up_inner(fabric, config).await {
-        Ok(report) => Ok(report),
-        Err(e) if fresh => {
-            if let Err(cleanup) = down(fabric).await {
-                eprintln!("iqd: cleaning up after a failed up also failed: {cleanup}");
+/// `afxdp` fabric's switch reads in turn), holding the fabric's lock (`wait` says whether to
+/// wait for another writer).
+///
+/// Transactional: refusals (see [`reconcile::Refusal`]) are found before anything changes;
+/// a step that fails midway is undone by bringing the fabric back to the configuration the
+/// last successful `up` applied (recorded in the state file), or, for a fabric that did not
+/// exist, by removing what this call created. The error names the step that failed.
+pub async fn up(fabric: &Fabric, config: &Path, wait: Wait) -> Result<UpReport> {
+    let lock = FabricLock::acquire(&fabric.name, "up", wait)?;
+    let text = std::fs::read_to_string(config).map_err(|e| Error::io("read", config, e))?;
+    let previous = State::load(&fabric.name)?;
+    let fresh = previous.is_none() && !netns::exists(&fabric.netns_name());
+    let mut undo = Undo::default();
+    let failure = match apply(fabric, config, &text, previous.clone(), &mut undo).await {
+        Ok(report) => return Ok(report),
+        Err(failure) => failure,
+    };
+    if matches!(failure, Error::Refused { .. }) {
+        return Err(failure);
+    }
+    let rollback = match previous.as_ref().and_then(|p| p.applied.clone()) {
+        Some(applied) => roll_back_to(&applied, &fabric.name).await,
+        None if fresh => down_unlocked(fabric).await.map(|()| {
+            // Nothing of the fabric stays behind, its lock file included.
+            lock.remove_file();
+            "removed what it had created"
+        }),
+        None => undo_created(fabric, &undo)
+            .await
+            .map(|()| "removed what it had created"),
+    };
+    Err(match rollback {
+        Ok(outcome) => Error::RolledBack {
+            source: Box::new(failure),
+            outcome,
+        },
+        Err(second) => Error::RollbackFailed {
+            source: Box::new(failure),
+            rollback: Box::new(second),
+        },
+    })
+}
+
+/// What a failed `up` created, for a fabric with no earlier configuration to return to.
+#[derive(Debug, Default)]
+struct Undo {
+    created_netns: Vec<String>,
+    created_ports: Vec<String>,
+}
+
+/// Brings the fabric back to the configuration a successful `up` recorded.
+async fn roll_back_to(applied: &AppliedFile, name: &str) -> Result<&'static str> {
+    let previous = Fabric::parse(&applied.text, &applied.path)?;
+    // The switch reads its fabric file: give it the recorded text, not the file as edited.
+    let path = state::dir(name).join("rollback.toml");
+    state::write_atomically(&path, applied.text.as_bytes())?;
+    let recorded = State::load(name)?;
+    let mut undo = Undo::default();
+    apply(&previous, &path, &applied.text, recorded, &mut undo).await?;
+    // Later rollbacks return to the file itself, as the user keeps it.
+    if let Some(mut state) = State::load(name)? {
+        state.applied = Some(applied.clone());
+        state.save()?;
+    }
+    Ok("returned to the configuration applied before")
+}
+
+/// Removes the namespaces and NICs a failed `up` created.
+async fn undo_created(fabric: &Fabric, undo: &Undo) -> Result<()> {
+    let fabric_ns = fabric.netns_name();
+    if netns::exists(&fabric_ns) {
+        let fabric_nl = Netlink::open(&fabric_ns)?;
+        let pin_dir = dataplane::pin_dir(&fabric.name);
+        for port in &undo.created_ports {
+            dataplane::detach(&pin_dir, port)?;
+            if let Some(link) = fabric_nl.link(port).await? {
+                fabric_nl.delete_link(link.index).await?;
             }
-            Err(e)
         }
-        Err(e) => Err(e),
+    }
+    let mut state = State::load(&fabric.name)?.unwrap_or_default();
+    for name in &undo.created_netns {
+        netns::delete(name)?;
+        state.created_netns.retain(|n| n != name);
+    }
+    if !state.fabric.is_empty() {
+        state.save()?;
+    }
+    Ok(())
+}
+
+/// Reads what exists now: the input of the plan besides the file and the state.
+async fn observe(fabric: &Fabric) -> Result<Observed> {
+    let mut observed = Observed::default();
+    let fabric_ns = fabric.netns_name();
+    let mut namespaces: Vec<&str> = fabric.lpars.iter().map(|l| l.netns.as_str()).collect();
+    namespaces.push(&fabric_ns);
+    for name in namespaces {
+        if netns::exists(name) {
+            observed.netns.insert(name.to_string());
+        }
+    }
+    if observed.netns.contains(&fabric_ns) {
+        let fabric_nl = Netlink::open(&fabric_ns)?;
+        // Every link of the fabric namespace but its loopback is a port.
+        for link in fabric_nl.links().await? {
+            if link.name != "lo" {
+                observed.ports.insert(link.name);
+            }
+        }
+    }
+    for lpar in &fabric.lpars {
+        if !observed.netns.contains(&lpar.netns) {
+            continue;
+        }
+        let lpar_nl = Netlink::open(&lpar.netns)?;
+        for nic in &lpar.nics {
+            if lpar_nl.link(&nic.name).await?.is_some() {
+                observed
+                    .lpar_links
+                    .insert((lpar.netns.clone(), nic.name.clone()));
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Plans and executes `up` for `fabric`, recording what it builds in the state file.
+async fn apply(
+    fabric: &Fabric,
+    config: &Path,
+    text: &str,
+    previous: Option<State>,
+    undo: &mut Undo,
+) -> Result<UpReport> {
+    let recorded = previous.unwrap_or_else(|| State {
+        fabric: fabric.name.clone(),
+        ..Default::default()
+    });
+    let observed = observe(fabric).await?;
+    let steps = reconcile::plan(fabric, &recorded, &observed)
+        .map_err(|refusals| Error::Refused { refusals })?;
+    let mut exec = Executor {
+        fabric,
+        config,
+        pin_dir: dataplane::pin_dir(&fabric.name),
+        state: State {
+            fabric: fabric.name.clone(),
+            ..recorded
+        },
+        report: UpReport::default(),
+        fabric_nl: None,
+        plane: None,
+        upgrade: None,
+        routes: Vec::new(),
+        ports: std::collections::HashMap::new(),
+        built: Vec::new(),
+        undo,
+    };
+    for step in &steps {
+        failpoint(step)?;
+        exec.run(step).await.map_err(|source| Error::Step {
+            step: step.to_string(),
+            source: Box::new(source),
+        })?;
+    }
+    exec.state.nics = std::mem::take(&mut exec.built);
+    exec.state.applied = Some(AppliedFile {
+        path: config.to_path_buf(),
+        text: text.to_string(),
+    });
+    exec.state.save()?;
+    Ok(exec.report)
+}
+
+/// Debug builds only: `IQD_FAILPOINT=<step>` makes the step of that name (or name prefix, as
+/// `iqd up` prints steps in errors) fail, so tests can check what a failure midway leaves.
+fn failpoint(step: &Step) -> Result<()> {
+    if cfg!(debug_assertions) {
+        if let Ok(point) = std::env::var("IQD_FAILPOINT") {
+            if !point.is_empty() && step.to_string().starts_with(&point) {
+                return Err(Error::Step {
+                    step: step.to_string(),
+                    source: Box::new(Error::Failpoint),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries out the steps of a plan, keeping what later steps need.
+struct Executor<'a> {
+    fabric: &'a Fabric,
+    config: &'a Path,
+    pin_dir: std::path::PathBuf,
+    state: State,
+    report: UpReport,
+    fabric_nl: Option<Netlink>,
+    plane: Option<(DataPlane, FabricMaps)>,
+    /// The pins were another layout's: the upgrade `LoadPrograms` began, which `CommitLayout`
+    /// finishes.
+    upgrade: Option<Upgrade>,
+    /// ROUTES entries of the NICs configured so far.
+    routes: Vec<(RouteKey, RouteTarget)>,
+    /// Port ifindex by devno (unique in a fabric) of the NICs configured so far.
+    ports: std::collections::HashMap<u16, u32>,
+    /// Records of the NICs configured so far: the state file's NICs once `up` completes.
+    built: Vec<NicRecord>,
+    undo: &'a mut Undo,
+}
+
+impl Executor<'_> {
+    fn fabric_nl(&self) -> Result<&Netlink> {
+        self.fabric_nl
+            .as_ref()
+            .ok_or(Error::StepOrder("fabric namespace"))
+    }
+
+    fn plane(&mut self) -> Result<&mut (DataPlane, FabricMaps)> {
+        self.plane.as_mut().ok_or(Error::StepOrder("programs"))
+    }
+
+    async fn run(&mut self, step: &Step) -> Result<()> {
+        let fabric = self.fabric;
+        let fabric_ns = fabric.netns_name();
+        match step {
+            Step::FabricNetns { create } => {
+                if *create {
+                    netns::create(&fabric_ns)?;
+                }
+                {
+                    let _guard = NetnsGuard::enter(&fabric_ns)?;
+                    // IPv6 off: the ports must not send router solicitations into the LPARs.
+                    let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+                    let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+                }
+                let fabric_nl = Netlink::open(&fabric_ns)?;
+                fabric_nl.set_up(1).await?;
+                self.fabric_nl = Some(fabric_nl);
+            }
+            Step::CreateNetns(name) => {
+                self.state.will_create_netns(name)?;
+                if netns::create(name)? {
+                    self.undo.created_netns.push(name.clone());
+                }
+                self.report.created_netns.push(name.clone());
+                Netlink::open(name)?.set_up(1).await?;
+            }
+            Step::AdoptNetns(name) => self.report.adopted_netns.push(name.clone()),
+            Step::LoadPrograms => {
+                let plane = DataPlane::load(&self.pin_dir)?;
+                // The maps the new programs use: on an upgrade (pins of another layout), some
+                // are new, filled by the next steps before any pinned link runs them.
+                let mut maps = FabricMaps::open_for(&plane)?;
+                self.upgrade = Upgrade::begin(&plane, &mut maps)?;
+                self.plane = Some((plane, maps));
+            }
+            Step::RemoveNic(old) => {
+                let pin_dir = self.pin_dir.clone();
+                let fabric_nl = self
+                    .fabric_nl
+                    .take()
+                    .ok_or(Error::StepOrder("fabric namespace"))?;
+                let result = async {
+                    let (_, maps) = self.plane()?;
+                    remove_nic(&fabric_nl, maps, &pin_dir, old).await
+                }
+                .await;
+                self.fabric_nl = Some(fabric_nl);
+                result?;
+                self.report
+                    .removed_nics
+                    .push(format!("{}/{}", old.lpar, old.nic));
+                self.state.nics.retain(|r| r.port != old.port);
+                self.state.save()?;
+            }
+            Step::RemoveLeftoverPort(port) => {
+                let record = NicRecord {
+                    port: port.clone(),
+                    ..Default::default()
+                };
+                let pin_dir = self.pin_dir.clone();
+                let fabric_nl = self
+                    .fabric_nl
+                    .take()
+                    .ok_or(Error::StepOrder("fabric namespace"))?;
+                let result = async {
+                    let (_, maps) = self.plane()?;
+                    remove_nic(&fabric_nl, maps, &pin_dir, &record).await
+                }
+                .await;
+                self.fabric_nl = Some(fabric_nl);
+                result?;
+            }
+            Step::CreateNic(record) => {
+                let nic = find_nic(fabric, record)?;
+                // Links pinned for a port of that name belong to a veth pair that is gone.
+                dataplane::detach(&self.pin_dir, &record.port)?;
+                let fabric_nl = self.fabric_nl()?;
+                fabric_nl
+                    .add_veth(
+                        &record.port,
+                        PORT_MTU,
+                        &nic.name,
+                        &record.netns,
+                        nic.mac,
+                        record.mtu,
+                    )
+                    .await?;
+                self.undo.created_ports.push(record.port.clone());
+                // Recorded at once: the state file lists every NIC that exists, so a rollback
+                // or the next `up` plans from the truth.
+                self.record_nic(record)?;
+                self.report
+                    .created_nics
+                    .push(format!("{}/{}", record.lpar, record.nic));
+            }
+            Step::KeepNic(record) => self
+                .report
+                .kept_nics
+                .push(format!("{}/{}", record.lpar, record.nic)),
+            Step::ConfigureNic { nic: record, .. } => {
+                self.configure_nic(record).await?;
+                // The record now says what the NIC has (its addresses included).
+                self.record_nic(record)?;
+            }
+            Step::SyncRoutes => {
+                let routes = std::mem::take(&mut self.routes);
+                let (_, maps) = self.plane()?;
+                let _guard = NetnsGuard::enter(&fabric_ns)?;
+                maps.sync_routes(&routes)?;
+            }
+            Step::ApplySecurityGroups => {
+                let ports = self.ports.clone();
+                let mut report = std::mem::take(&mut self.report);
+                let result = {
+                    let (_, maps) = self.plane()?;
+                    apply_security_groups(fabric, &ports, maps, &mut report)
+                };
+                self.report = report;
+                result?;
+            }
+            // The maps are filled: links move to the new programs, new maps replace old pins.
+            Step::CommitLayout => {
+                let upgrade = self.upgrade.take();
+                let (plane, maps) = self.plane()?;
+                self.report.upgrade = layout::finish(upgrade, plane, maps)?;
+            }
+            Step::DeleteNetns(name) => {
+                netns::delete(name)?;
+                self.state.created_netns.retain(|n| n != name);
+                self.state.save()?;
+            }
+            // The switch serves the ports the state file lists, so it (re)starts last, once
+            // the file lists them. Until it runs, and whenever it does not, `iqd_xsk` delivers
+            // in the kernel.
+            Step::Switch { run: true } => {
+                let mut state = self.state.clone();
+                state.nics = self.built.clone();
+                state.save()?;
+                self.report.switch_pid = Some(switch::start(&fabric.name, self.config)?);
+            }
+            Step::Switch { run: false } => {
+                switch::stop(&fabric.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `record` in the state file in place of any record of its port.
+    fn record_nic(&mut self, record: &NicRecord) -> Result<()> {
+        self.state.nics.retain(|r| r.port != record.port);
+        self.state.nics.push(record.clone());
+        self.state.save()
+    }
+
+    async fn configure_nic(&mut self, record: &NicRecord) -> Result<()> {
+        let fabric = self.fabric;
+        let fabric_ns = fabric.netns_name();
+        let nic = find_nic(fabric, record)?;
+        let port = self.fabric_nl()?.require_link(&record.port).await?;
+        let flags = if nic.allow_ip_spoofing {
+            port_flags::ALLOW_IP_SPOOFING
+        } else {
+            0
+        };
+        let info = PortInfo::new(nic.chpid, record.mtu, nic.mac).with_flags(flags);
+        let pin_dir = self.pin_dir.clone();
+        {
+            let (plane, maps) = self.plane()?;
+            let _guard = NetnsGuard::enter(&fabric_ns)?;
+            maps.add_port(port.index, info)?;
+            // The new path's program first, then the others go: XDP runs before tc, and
+            // `xdp` and `afxdp` swap the program of one XDP link, so frames never meet a
+            // port with none.
+            let on = port_side(fabric.datapath);
+            plane.attach(on, &record.port, &record.port, port.index)?;
+            for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
+                dataplane::detach_side(&pin_dir, off, &record.port)?;
+            }
+        }
+        self.fabric_nl()?.set_up(port.index).await?;
+        let lpar_nl = Netlink::open(&record.netns)?;
+        let (plane, _) = self.plane()?;
+        configure_lpar_side(
+            &lpar_nl,
+            plane,
+            &pin_dir,
+            fabric.datapath,
+            &record.port,
+            nic,
+        )
+        .await?;
+        // Devnos are unique in a fabric: they name the NIC.
+        self.ports.insert(nic.devno, port.index);
+        self.routes.extend(nic_routes(nic, port.index));
+        self.built.push(record.clone());
+        Ok(())
     }
 }
 
-async fn up_inner(fabric: &Fabric, config: &Path) -> Result<UpReport> {
-    let mut report = UpReport::default();
-    let previous = State::load(&fabric.name)?.unwrap_or_default();
-    let mut state = State {
-        fabric: fabric.name.clone(),
-        created_netns: previous.created_netns.clone(),
-        nics: Vec::new(),
-    };
-
-    // The fabric's own namespace holds every fabric-side port.
-    let fabric_ns = fabric.netns_name();
-    if netns::create(&fabric_ns)? {
-        let _guard = NetnsGuard::enter(&fabric_ns)?;
-        // IPv6 off: the ports must not send router solicitations into the LPARs.
-        let _ = netns::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
-        let _ = netns::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
-    }
-    let fabric_nl = Netlink::open(&fabric_ns)?;
-    fabric_nl.set_up(1).await?;
-
-    // LPAR namespaces: created, or adopted when they exist and iqd did not make them.
-    for lpar in &fabric.lpars {
-        if netns::create(&lpar.netns)? {
-            state.created_netns.push(lpar.netns.clone());
-            report.created_netns.push(lpar.netns.clone());
-            Netlink::open(&lpar.netns)?.set_up(1).await?;
-        } else if !state.created_netns.contains(&lpar.netns) {
-            report.adopted_netns.push(lpar.netns.clone());
-        }
-    }
-    // Save early: a failure from here on must still let `down` find the namespaces.
-    state.nics = previous.nics.clone();
-    state.save()?;
-
-    let pin_dir = dataplane::pin_dir(&fabric.name);
-    let mut plane = DataPlane::load(&pin_dir)?;
-    // The maps the new programs use: on an upgrade (pins of another layout), some are new and
-    // filled below before any link runs the new programs.
-    let mut maps = FabricMaps::open_for(&plane)?;
-    let upgrade = layout::Upgrade::begin(&plane, &mut maps)?;
-
-    // Remove NICs that are gone or changed in a way that needs a new veth pair.
-    let wanted: Vec<NicRecord> = fabric
+/// The NIC of the file a record was made from.
+fn find_nic<'a>(fabric: &'a Fabric, record: &NicRecord) -> Result<&'a Nic> {
+    fabric
         .lpars
         .iter()
-        .flat_map(|l| l.nics.iter().map(move |n| record(fabric, l, n)))
-        .collect();
-    for old in &previous.nics {
-        let keep = wanted.iter().any(|w| same_link(w, old));
-        if !keep {
-            remove_nic(&fabric_nl, &mut maps, &pin_dir, old).await?;
-            report
-                .removed_nics
-                .push(format!("{}/{}", old.lpar, old.nic));
-        }
-    }
-
-    let mut routes = Vec::new();
-    let mut nics = Vec::new();
-    let mut ports = std::collections::HashMap::new();
-    for lpar in &fabric.lpars {
-        let lpar_nl = Netlink::open(&lpar.netns)?;
-        for nic in &lpar.nics {
-            let wanted = record(fabric, lpar, nic);
-            let old = previous.nics.iter().find(|o| same_link(&wanted, o));
-            let existing = match old {
-                Some(_) => fabric_nl.link(&wanted.port).await?,
-                None => None,
-            };
-            let fresh = existing.is_none();
-            if fresh {
-                // A leftover from an interrupted run would block the names.
-                if let Some(stale) = fabric_nl.link(&wanted.port).await? {
-                    fabric_nl.delete_link(stale.index).await?;
-                }
-                fabric_nl
-                    .add_veth(
-                        &wanted.port,
-                        PORT_MTU,
-                        &nic.name,
-                        &lpar.netns,
-                        nic.mac,
-                        wanted.mtu,
-                    )
-                    .await?;
-                report
-                    .created_nics
-                    .push(format!("{}/{}", lpar.name, nic.name));
-            } else {
-                report.kept_nics.push(format!("{}/{}", lpar.name, nic.name));
-            }
-            let port = fabric_nl.require_link(&wanted.port).await?;
-            let flags = if nic.allow_ip_spoofing {
-                port_flags::ALLOW_IP_SPOOFING
-            } else {
-                0
-            };
-            let info = PortInfo::new(nic.chpid, wanted.mtu, nic.mac).with_flags(flags);
-            // Devnos are unique in a fabric: they name the NIC.
-            ports.insert(nic.devno, port.index);
-            {
-                let _guard = NetnsGuard::enter(&fabric_ns)?;
-                maps.add_port(port.index, info)?;
-                // The new path's program first, then the others go: XDP runs before tc, and
-                // `xdp` and `afxdp` swap the program of one XDP link, so frames never meet a
-                // port with none.
-                let on = port_side(fabric.datapath);
-                plane.attach(on, &wanted.port, &wanted.port, port.index)?;
-                for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
-                    dataplane::detach_side(&pin_dir, off, &wanted.port)?;
-                }
-            }
-            fabric_nl.set_up(port.index).await?;
-            configure_lpar_side(
-                &lpar_nl,
-                &mut plane,
-                &pin_dir,
-                fabric.datapath,
-                &wanted.port,
-                nic,
-                old,
-            )
-            .await?;
-            routes.extend(nic_routes(nic, port.index));
-            nics.push(wanted);
-        }
-    }
-    {
-        let _guard = NetnsGuard::enter(&fabric_ns)?;
-        maps.sync_routes(&routes)?;
-    }
-    apply_security_groups(fabric, &ports, &mut maps, &mut report)?;
-    // The maps are filled: links move to the new programs, new maps replace old pins.
-    report.upgrade = layout::finish(upgrade, &mut plane, &mut maps)?;
-
-    // Namespaces iqd created for LPARs that are no longer in the file.
-    let mut created = Vec::new();
-    for name in &state.created_netns {
-        if fabric.lpars.iter().any(|l| &l.netns == name) {
-            created.push(name.clone());
-        } else {
-            netns::delete(name)?;
-        }
-    }
-    state.created_netns = created;
-    state.nics = nics;
-    state.save()?;
-
-    // The switch serves the ports the state file lists, so it (re)starts last. Until it runs,
-    // and whenever it does not, `iqd_xsk` delivers in the kernel.
-    match fabric.datapath {
-        Datapath::Afxdp => report.switch_pid = Some(switch::start(&fabric.name, config)?),
-        Datapath::Xdp | Datapath::Tc => {
-            switch::stop(&fabric.name)?;
-        }
-    }
-    Ok(report)
+        .filter(|l| l.name == record.lpar)
+        .flat_map(|l| l.nics.iter())
+        .find(|n| n.name == record.nic)
+        .ok_or(Error::StepOrder("NIC of the file"))
 }
 
 /// The program that switches a port's frames on a data path.
@@ -257,13 +499,25 @@ fn apply_security_groups(
     let table = RuleTable::compile(fabric, |nic| ports.get(&nic.devno).copied())
         .map_err(|e| Error::Rules(e.to_string()))?;
     maps.sync_rules(&table.encoded())?;
-    let live: std::collections::HashSet<u32> = ports.values().copied().collect();
+    // Each live port's segment: a connection stays only between two live ports of its own.
+    let segments: std::collections::HashMap<u32, u32> = fabric
+        .lpars
+        .iter()
+        .flat_map(|l| l.nics.iter())
+        .filter_map(|nic| Some((*ports.get(&nic.devno)?, segment(nic))))
+        .collect();
+    let in_segment = |ifindex: u32, segment: u32| segments.get(&ifindex) == Some(&segment);
     report.revoked_connections = maps.revoke(|key, entry| {
-        live.contains(&entry.origin_ifindex)
-            && live.contains(&entry.reply_ifindex)
+        in_segment(entry.origin_ifindex, key.segment)
+            && in_segment(entry.reply_ifindex, key.segment)
             && secgroup::connection_allowed(&table, key, entry)
     })?;
     Ok(())
+}
+
+/// The segment of a NIC's connections, as the data plane computes it from its port.
+fn segment(nic: &Nic) -> u32 {
+    iqd_common::segment_of(&PortInfo::new(nic.chpid, 0, nic.mac))
 }
 
 /// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.
@@ -276,11 +530,6 @@ fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, R
     })
 }
 
-/// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
-fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
-    a.port == b.port && a.netns == b.netns && a.nic == b.nic && a.mac == b.mac && a.mtu == b.mtu
-}
-
 /// The LPAR side of a NIC: addresses, offloads the data path needs, link up.
 async fn configure_lpar_side(
     lpar_nl: &Netlink,
@@ -289,7 +538,6 @@ async fn configure_lpar_side(
     datapath: Datapath,
     port: &str,
     nic: &Nic,
-    old: Option<&NicRecord>,
 ) -> Result<()> {
     let link = lpar_nl.require_link(&nic.name).await?;
     {
@@ -306,24 +554,27 @@ async fn configure_lpar_side(
         // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
         let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
     }
-    if let Some(old) = old {
-        for stale in old
+    // The interface holds exactly the file's addresses, whatever an earlier (perhaps
+    // interrupted) run or the user left on it. An address whose prefix changed is deleted,
+    // then re-added.
+    let present = lpar_nl.ipv4_addresses(link.index).await?;
+    for (addr, prefix) in &present {
+        if !nic
             .ipv4
             .iter()
-            .filter(|a| !nic.ipv4.iter().any(|c| &c.to_string() == *a))
+            .any(|c| c.addr == *addr && c.prefix == *prefix)
         {
-            if let Ok(cidr) = stale.parse::<config::Ipv4Cidr>() {
-                lpar_nl
-                    .delete_address(link.index, IpAddr::V4(cidr.addr))
-                    .await?;
-            }
+            lpar_nl
+                .delete_address(link.index, IpAddr::V4(*addr))
+                .await?;
         }
     }
-    // After the stale ones are gone: an address whose prefix changed is deleted, then re-added.
     for cidr in &nic.ipv4 {
-        lpar_nl
-            .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
-            .await?;
+        if !present.contains(&(cidr.addr, cidr.prefix)) {
+            lpar_nl
+                .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
+                .await?;
+        }
     }
     lpar_nl.set_up(link.index).await?;
     let _guard = NetnsGuard::enter(lpar_nl.netns())?;
@@ -370,24 +621,29 @@ async fn remove_nic(
 }
 
 /// Removes everything `up` created: ports and NICs, pins, the fabric namespace and the LPAR
-/// namespaces iqd created. Adopted namespaces stay, without their NICs. Idempotent.
-pub async fn down(fabric: &Fabric) -> Result<()> {
+/// namespaces iqd created. Adopted namespaces stay, without their NICs. Idempotent; holds the
+/// fabric's lock.
+pub async fn down(fabric: &Fabric, wait: Wait) -> Result<()> {
+    let lock = FabricLock::acquire(&fabric.name, "down", wait)?;
+    down_unlocked(fabric).await?;
+    // Nothing of the fabric stays behind, its lock file included.
+    lock.remove_file();
+    Ok(())
+}
+
+/// `down` for a caller that holds the lock. Each part is idempotent and the state file goes
+/// last, so a `down` killed midway is finished by the next one.
+async fn down_unlocked(fabric: &Fabric) -> Result<()> {
     // The switch first: it holds sockets on the ports.
     switch::stop(&fabric.name)?;
     let state = State::load(&fabric.name)?;
     let fabric_ns = fabric.netns_name();
     if netns::exists(&fabric_ns) {
         let fabric_nl = Netlink::open(&fabric_ns)?;
-        let mut ports: Vec<String> = fabric
-            .lpars
-            .iter()
-            .flat_map(|l| l.nics.iter().map(port_name))
-            .collect();
-        if let Some(state) = &state {
-            ports.extend(state.nics.iter().map(|n| n.port.clone()));
-        }
-        for port in ports {
-            if let Some(link) = fabric_nl.link(&port).await? {
+        // Every port, including any the file or the state no longer names: deleting one
+        // end of a veth pair deletes the NIC in the LPAR (adopted namespaces keep nothing).
+        for link in fabric_nl.links().await? {
+            if link.name != "lo" {
                 fabric_nl.delete_link(link.index).await?;
             }
         }

@@ -18,7 +18,7 @@ pub struct Status {
     pub netns: String,
     /// "up" when the fabric namespace and pinned maps exist, otherwise "down".
     pub state: String,
-    /// The fabric file's data path (`xdp` or `tc`), which `up` set up.
+    /// The fabric file's data path (`tc`, `xdp` or `afxdp`), which `up` set up.
     pub datapath: String,
     pub pin_dir: String,
     pub chpids: Vec<ChpidStatus>,
@@ -272,6 +272,8 @@ pub struct Connection {
     /// The NIC that opened it (`LPAR/nic`) and its peer.
     pub origin: String,
     pub reply: String,
+    /// The segment (CHPID) the connection runs in, e.g. `F0`.
+    pub chpid: String,
     pub protocol: String,
     pub source: String,
     pub destination: String,
@@ -330,6 +332,7 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
             Connection {
                 origin: name(entry.origin_ifindex),
                 reply: name(entry.reply_ifindex),
+                chpid: format!("{:02X}", key.segment),
                 protocol: if protocol == "other" {
                     format!("ip proto {}", key.proto)
                 } else {
@@ -348,7 +351,12 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
         })
         .collect();
     connections.sort_by(|a, b| {
-        (&a.origin, &a.source, a.source_port).cmp(&(&b.origin, &b.source, b.source_port))
+        (&a.chpid, &a.origin, &a.source, a.source_port).cmp(&(
+            &b.chpid,
+            &b.origin,
+            &b.source,
+            b.source_port,
+        ))
     });
     Ok(Conntrack {
         summary: maps.ct_stats()?,

@@ -248,6 +248,11 @@ impl PinnedLayout {
         self.incompatible.is_empty() && self.missing.iter().all(|m| m == map_names::LAYOUT)
     }
 
+    /// Map `name` is pinned and compatible: what is in it reads as this build's.
+    pub fn reads_the_same(&self, name: &str) -> bool {
+        !self.incompatible.iter().any(|m| m.name == name) && !self.missing.iter().any(|m| m == name)
+    }
+
     /// The refusal for a fabric this build cannot read.
     pub fn mismatch(&self, fabric: &str) -> Error {
         let mut differences: Vec<String> = self
@@ -483,13 +488,21 @@ impl UpgradeReport {
 enum CtPlan {
     /// Compatible: the new programs use the same table.
     Kept,
-    /// Only its capacity changed: entries copied; the old table is kept for a last pass of the
-    /// connections opened while `up` ran.
+    /// Entries copied; the old table is kept for a last pass of the connections opened while
+    /// `up` ran.
     Copied {
-        old: HashMap<MapData, CtKey, CtEntry>,
+        old: OldTable,
         copied: u64,
     },
     Reset(u64),
+}
+
+/// A connection table of another layout whose entries can be carried over.
+enum OldTable {
+    /// Only its capacity differs.
+    Same(HashMap<MapData, CtKey, CtEntry>),
+    /// Layout 1: the key without the segment (see [`convert_v1`]).
+    V1(HashMap<MapData, CtKeyV1, CtEntry>),
 }
 
 /// An upgrade under way: begun once the new programs are loaded and their maps opened, before
@@ -521,11 +534,17 @@ impl Upgrade {
         {
             None => CtPlan::Kept,
             Some(m) if m.only_capacity_differs() => {
-                let old: HashMap<MapData, CtKey, CtEntry> = open_typed(&old_path)?;
+                let old = OldTable::Same(open_typed(&old_path)?);
                 let copied = copy_connections(&old, maps, 0)?;
                 CtPlan::Copied { old, copied }
             }
-            // Layout 1 -> 2 changes the key (CtKey gains the segment): see `convert_v1`.
+            // Layout 1 -> 2: the key gains the segment, which the port that opened the
+            // connection gives (its entry in IQD_PORTS, which must then read the same).
+            Some(m) if is_v1_table(m) && layout.reads_the_same(map_names::PORTS) => {
+                let old = OldTable::V1(open_typed(&old_path)?);
+                let copied = copy_connections(&old, maps, 0)?;
+                CtPlan::Copied { old, copied }
+            }
             Some(m) => {
                 let old = MapData::from_pin(&old_path).map_err(map_err(map_names::CONNTRACK))?;
                 CtPlan::Reset(count_entries(
@@ -615,15 +634,45 @@ fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(path: &Path) -> Resu
         .map_err(map_err(map_names::CONNTRACK))
 }
 
+/// A layout-1 connection table: its key is [`CtKeyV1`], its entries this build's.
+fn is_v1_table(m: &Incompatible) -> bool {
+    let v1 = MapDef {
+        key_size: std::mem::size_of::<CtKeyV1>() as u32,
+        max_entries: m.expected.max_entries,
+        ..m.expected
+    };
+    MapDef {
+        max_entries: m.expected.max_entries,
+        ..m.pinned
+    } == v1
+        && m.expected.key_size as usize == std::mem::size_of::<CtKey>()
+        && m.expected.value_size as usize == std::mem::size_of::<CtEntry>()
+}
+
 /// Copies the connections of `old` created at or after `since_ns` into the new table, leaving
 /// any the new table has already (the new programs' own are newer); returns how many it added.
-fn copy_connections(
-    old: &HashMap<MapData, CtKey, CtEntry>,
-    maps: &mut FabricMaps,
-    since_ns: u64,
-) -> Result<u64> {
+/// Layout-1 connections whose ports `IQD_PORTS` does not place in one segment are left out.
+fn copy_connections(old: &OldTable, maps: &mut FabricMaps, since_ns: u64) -> Result<u64> {
+    let entries: Vec<(CtKey, CtEntry)> = match old {
+        OldTable::Same(table) => table.iter().filter_map(|e| e.ok()).collect(),
+        OldTable::V1(table) => {
+            let segments: std::collections::HashMap<u32, u32> = maps
+                .ports
+                .iter()
+                .filter_map(|e| e.ok())
+                .map(|(ifindex, port)| (ifindex, iqd_common::segment_of(&port)))
+                .collect();
+            table
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter_map(|(key, entry)| {
+                    convert_v1(&key, &entry, |i| segments.get(&i).copied()).map(|k| (k, entry))
+                })
+                .collect()
+        }
+    };
     let mut copied = 0;
-    for (key, entry) in old.iter().filter_map(|e| e.ok()) {
+    for (key, entry) in entries {
         if entry.created_ns < since_ns {
             continue;
         }
@@ -704,28 +753,28 @@ pub struct CtKeyV1 {
 // SAFETY: #[repr(C)] plain integers and byte arrays with explicit padding.
 unsafe impl aya::Pod for CtKeyV1 {}
 
-/// Converts a connection tracked under map layout 1 into a key of a layout that keys
-/// connections by segment as well: the segment is that of the port that opened it
-/// (`segment_of`, e.g. its CHPID from `IQD_PORTS`), and `key` builds the new key from it and
-/// the old fields. `None` when the connection cannot be placed (its origin port is unknown,
-/// or its two ports are not on one segment, which frames never cross): it is then reset.
-///
-/// Wiring, once `CtKey` has its `segment` field: open the old table as
-/// `HashMap<MapData, CtKeyV1, CtEntry>` where [`Upgrade::begin`] resets it today, and insert
-/// `convert_v1(&k, &e, |i| ports.get(&i, 0).ok().map(|p| p.chpid), |segment, k| CtKey {
-/// segment, saddr: k.saddr, daddr: k.daddr, sport: k.sport, dport: k.dport, proto: k.proto,
-/// _pad: [0; 3] })` with the new `IQD_PORTS`, which `up` has filled by then.
-pub fn convert_v1<K>(
+/// Converts a connection tracked under map layout 1 into this layout's key, which names the
+/// segment too: that of the port that opened it (`segment_of` its ifindex, from
+/// `IQD_PORTS`). `None` when the connection cannot be placed (its origin port is unknown, or
+/// its two ports are not on one segment, which frames never cross): it is then left behind.
+pub fn convert_v1(
     old: &CtKeyV1,
     entry: &CtEntry,
     segment_of: impl Fn(u32) -> Option<u32>,
-    key: impl FnOnce(u32, &CtKeyV1) -> K,
-) -> Option<K> {
+) -> Option<CtKey> {
     let segment = segment_of(entry.origin_ifindex)?;
     if segment_of(entry.reply_ifindex) != Some(segment) {
         return None;
     }
-    Some(key(segment, old))
+    Some(CtKey {
+        segment,
+        saddr: old.saddr,
+        daddr: old.daddr,
+        sport: old.sport,
+        dport: old.dport,
+        proto: old.proto,
+        _pad: [0; 3],
+    })
 }
 
 #[cfg(test)]
@@ -854,6 +903,23 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_1_connection_table_is_recognised_for_conversion() {
+        let expected = def(LRU_HASH, 20, 48, 262_144);
+        let table = |pinned| Incompatible {
+            name: map_names::CONNTRACK.into(),
+            pinned,
+            expected,
+        };
+        assert!(is_v1_table(&table(def(LRU_HASH, 16, 48, 262_144))));
+        // Its capacity may differ too.
+        assert!(is_v1_table(&table(def(LRU_HASH, 16, 48, 1024))));
+        // Anything else is not layout 1's table: its connections are reset.
+        assert!(!is_v1_table(&table(def(LRU_HASH, 12, 48, 262_144))));
+        assert!(!is_v1_table(&table(def(LRU_HASH, 16, 56, 262_144))));
+        assert!(!is_v1_table(&table(def(HASH, 16, 48, 262_144))));
+    }
+
+    #[test]
     fn a_capacity_change_alone_keeps_the_entries_readable() {
         let mut pinned = ours();
         pinned.insert(map_names::CONNTRACK.into(), def(LRU_HASH, 20, 48, 131_072));
@@ -954,15 +1020,22 @@ mod tests {
             5 => Some(0xf1),
             _ => None,
         };
-        let key = |segment, k: &CtKeyV1| (segment, *k);
         assert_eq!(
-            convert_v1(&old, &entry(3, 4), chpid, key),
-            Some((0xf0, old))
+            convert_v1(&old, &entry(3, 4), chpid),
+            Some(CtKey {
+                segment: 0xf0,
+                saddr: [10, 0, 0, 1],
+                daddr: [10, 0, 0, 2],
+                sport: 40000,
+                dport: 5201,
+                proto: 6,
+                _pad: [0; 3],
+            })
         );
         // The origin port is gone: nothing to key it by.
-        assert_eq!(convert_v1(&old, &entry(9, 4), chpid, key), None);
+        assert_eq!(convert_v1(&old, &entry(9, 4), chpid), None);
         // Ports on different segments cannot share a connection.
-        assert_eq!(convert_v1(&old, &entry(3, 5), chpid, key), None);
+        assert_eq!(convert_v1(&old, &entry(3, 5), chpid), None);
         assert_eq!(std::mem::size_of::<CtKeyV1>(), 16);
     }
 

@@ -69,6 +69,16 @@ impl Netlink {
         }
     }
 
+    /// Every link of the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkState>> {
+        let mut stream = self.handle.link().get().execute();
+        let mut links = Vec::new();
+        while let Some(msg) = stream.try_next().await.map_err(self.err("list links"))? {
+            links.push(link_state(&msg));
+        }
+        Ok(links)
+    }
+
     pub async fn require_link(&self, name: &str) -> Result<LinkState> {
         self.link(name).await?.ok_or_else(|| Error::NoSuchLink {
             netns: self.netns.clone(),

@@ -5,16 +5,22 @@
 //! remote containing that prefix, so the kernel side needs one longest-prefix match and a binary
 //! search. [`RuleTable::allows`] answers the same question from the compiled table and is what
 //! the loader uses to find tracked connections that new rules no longer allow.
+//!
+//! The compiler knows how much the data plane's rule table holds, so the capacity check lives
+//! here too ([`check_capacity`]); validation (`config`) calls it, so a fabric file whose groups
+//! do not fit is refused before anything changes. Like `config`, this module builds on the
+//! fabric's types (`crate::domain`) and on nothing else of the crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use iqd_common::{
-    sg_direction, sg_proto, CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES,
-    SG_KEY_FIXED_BITS,
+    sg_direction, sg_proto,
+    wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
 };
 
-use crate::config::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
+use crate::domain::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
 
 /// An inclusive range of destination ports, or of `type << 8 | code` for ICMP.
 pub type Range = (u16, u16);
@@ -305,7 +311,7 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
     let class = class_of(key.proto);
     let value = match class {
         // Only echo requests open ICMP connections.
-        sg_proto::ICMP => 8 << 8,
+        sg_proto::ICMP => (ICMP_ECHO_REQUEST as u16) << 8,
         sg_proto::TCP | sg_proto::UDP => key.dport,
         _ => 0,
     };
@@ -328,9 +334,9 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
 /// The rule-table class of an IP protocol number.
 pub fn class_of(proto: u8) -> u8 {
     match proto {
-        1 => sg_proto::ICMP,
-        6 => sg_proto::TCP,
-        17 => sg_proto::UDP,
+        IPPROTO_ICMP => sg_proto::ICMP,
+        IPPROTO_TCP => sg_proto::TCP,
+        IPPROTO_UDP => sg_proto::UDP,
         _ => sg_proto::OTHER,
     }
 }
@@ -515,6 +521,7 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
             r#"["srv"]"#,
         );
         let key = CtKey {
+            segment: 0xf0,
             saddr: [10, 0, 0, 1],
             daddr: [10, 0, 0, 2],
             sport: 40000,

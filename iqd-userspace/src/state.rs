@@ -1,11 +1,11 @@
 //! What `iqd up` created, so that `iqd down` removes exactly that (and leaves adopted
-//! namespaces alone), even if the fabric file changed in between. Kept in /run: it lives and
-//! dies with the namespaces and pins it describes.
+//! namespaces alone), even if the fabric file changed in between, and the configuration it
+//! last applied, so that a failed `up` can return to it. Kept in /run: it lives and dies with
+//! the namespaces and pins it describes.
 //!
-//! The file carries its schema version (`schema`) and the iqd that wrote it (`written_by`)
-//! beside the state's own fields. A file without them is schema 0 (before versioning) and is
-//! read as it is; a file of a newer schema than this iqd knows is refused rather than
-//! misread.
+//! Written atomically (temporary file, fsync, rename, fsync of the directory) under the
+//! fabric's lock, and before each namespace is created, so that a writer killed at any point
+//! leaves a file the next `up` or `down` can finish from.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -17,44 +17,41 @@ use crate::error::{Error, Result};
 
 const STATE_ROOT: &str = "/run/iqd";
 
-/// The schema of the state file this iqd writes. Raise it when a field changes meaning or a
-/// field a reader must not ignore is added; a reader refuses a newer schema than its own.
+/// The state file's schema, written into every file. A file without one was written before
+/// schemas (and reads as 0); a newer one than this iqd knows is refused, not misread.
 pub const SCHEMA: u32 = 1;
 
-/// Who writes the file, named in the refusal an older iqd gives.
-fn writer() -> String {
+/// The iqd that writes a state file, recorded in it (`written_by`) so that an older iqd's
+/// refusal can name it.
+pub fn writer() -> String {
     format!("iqd {}", env!("CARGO_PKG_VERSION"))
-}
-
-/// The versioning fields of the file, read before the rest.
-#[derive(Debug, Deserialize)]
-struct Header {
-    /// 0 for a file written before the schema was recorded.
-    #[serde(default)]
-    schema: u32,
-    #[serde(default)]
-    written_by: Option<String>,
-}
-
-/// The file as written: the versioning fields, then the state's own.
-#[derive(Serialize)]
-struct OnDisk<'a> {
-    schema: u32,
-    written_by: String,
-    #[serde(flatten)]
-    state: &'a State,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
+    #[serde(default)]
+    pub schema: u32,
+    /// The iqd that wrote the file (`iqd 0.1.0`); absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
     pub fabric: String,
     /// LPAR namespaces iqd created (and will delete); others were adopted.
     pub created_netns: Vec<String>,
     pub nics: Vec<NicRecord>,
+    /// The fabric file text of the last `up` that completed, and where it was read from: what
+    /// a failed `up` rolls back to.
+    #[serde(default)]
+    pub applied: Option<AppliedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedFile {
+    pub path: PathBuf,
+    pub text: String,
 }
 
 /// One NIC as it was built: enough to recognise it and to take it down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicRecord {
     pub lpar: String,
     pub netns: String,
@@ -84,26 +81,64 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        parse(&text, &path).map(Some)
+        Self::parse(&text, &path).map(Some)
     }
 
-    /// Writes atomically: a crash mid-write leaves the previous state.
+    fn parse(text: &str, path: &Path) -> Result<State> {
+        /// The versioning fields alone: a newer schema is refused before the rest is read (its
+        /// fields may not parse as this iqd's).
+        #[derive(Deserialize)]
+        struct Header {
+            #[serde(default)]
+            schema: u32,
+            #[serde(default)]
+            written_by: Option<String>,
+        }
+        let error = |e: serde_json::Error| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let header: Header = serde_json::from_str(text).map_err(error)?;
+        if header.schema > SCHEMA {
+            return Err(Error::State {
+                path: path.to_path_buf(),
+                message: format!(
+                    "written by a newer iqd ({}, schema {}; this iqd, {}, reads up to schema \
+                     {SCHEMA}): use that iqd, or `iqd down` with it first",
+                    header.written_by.as_deref().unwrap_or("version unknown"),
+                    header.schema,
+                    writer()
+                ),
+            });
+        }
+        serde_json::from_str(text).map_err(error)
+    }
+
+    /// Writes atomically: a crash mid-write leaves the previous state, never a torn file.
     pub fn save(&self) -> Result<()> {
         let dir = dir(&self.fabric);
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let path = file(&self.fabric);
-        let tmp = path.with_extension("json.tmp");
-        let on_disk = OnDisk {
+        let state = State {
             schema: SCHEMA,
-            written_by: writer(),
-            state: self,
+            written_by: Some(writer()),
+            ..self.clone()
         };
-        let text = serde_json::to_string_pretty(&on_disk).map_err(|e| Error::State {
+        let text = serde_json::to_string_pretty(&state).map_err(|e| Error::State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+        write_atomically(&path, text.as_bytes())
+    }
+
+    /// Records a namespace as iqd's before iqd creates it: killed right after creating it, iqd
+    /// must still know it is its own to delete, not one to adopt.
+    pub fn will_create_netns(&mut self, name: &str) -> Result<()> {
+        if !self.created_netns.iter().any(|n| n == name) {
+            self.created_netns.push(name.to_string());
+            self.save()?;
+        }
+        Ok(())
     }
 
     pub fn remove(fabric: &str) -> Result<()> {
@@ -115,109 +150,90 @@ impl State {
     }
 }
 
-/// Reads a state file's text: any schema up to [`SCHEMA`] (0: before versioning), refusing a
-/// newer one with the iqd that wrote it.
-fn parse(text: &str, path: &Path) -> Result<State> {
-    let error = |message: String| Error::State {
-        path: path.to_path_buf(),
-        message,
-    };
-    let header: Header = serde_json::from_str(text).map_err(|e| error(e.to_string()))?;
-    if header.schema > SCHEMA {
-        return Err(Error::StateSchema {
-            path: path.to_path_buf(),
-            schema: header.schema,
-            known: SCHEMA,
-            written_by: header
-                .written_by
-                .unwrap_or_else(|| "an unknown iqd".to_string()),
-            this: writer(),
-        });
+/// Temporary file, fsync, rename over `path`, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    serde_json::from_str(text).map_err(|e| error(e.to_string()))
+    result?;
+    if let Some(dir) = path.parent() {
+        // The rename itself is durable once the directory is.
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state() -> State {
-        State {
-            fabric: "demo".into(),
-            created_netns: vec!["lp01".into()],
-            nics: vec![NicRecord {
-                lpar: "LP01".into(),
-                netns: "lp01".into(),
-                nic: "hsi0".into(),
-                port: "p7000".into(),
-                chpid: 0xf0,
-                devno: 0x7000,
-                mac: [2, 0, 0, 0xf0, 0x70, 0],
-                mtu: 57344,
-                ipv4: vec!["10.0.0.1/24".into()],
-            }],
-        }
-    }
-
-    fn written(state: &State) -> String {
-        serde_json::to_string_pretty(&OnDisk {
-            schema: SCHEMA,
-            written_by: writer(),
-            state,
-        })
-        .unwrap()
-    }
-
     #[test]
-    fn the_file_carries_its_schema_and_writer() {
-        let text = written(&state());
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(json["schema"], SCHEMA);
-        assert_eq!(json["written_by"], writer());
-        assert_eq!(json["fabric"], "demo");
-        let back = parse(&text, Path::new("state.json")).unwrap();
-        assert_eq!(back.nics, state().nics);
-        assert_eq!(back.created_netns, state().created_netns);
-    }
-
-    #[test]
-    fn a_file_from_before_versioning_is_read_as_schema_0() {
-        // What iqd wrote before the schema existed: the state alone.
-        let legacy = serde_json::to_string(&state()).unwrap();
-        assert!(!legacy.contains("schema"));
-        let header: Header = serde_json::from_str(&legacy).unwrap();
-        assert_eq!(header.schema, 0);
-        let back = parse(&legacy, Path::new("state.json")).unwrap();
-        assert_eq!(back.fabric, "demo");
-        assert_eq!(back.nics, state().nics);
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_naming_the_file_and_its_writer() {
-        let mut json: serde_json::Value = serde_json::from_str(&written(&state())).unwrap();
-        json["schema"] = (SCHEMA + 1).into();
-        json["written_by"] = "iqd 9.9.9".into();
+    fn files_without_a_schema_are_read_and_newer_schemas_refused() {
         let path = Path::new("/run/iqd/demo/state.json");
-        let err = parse(&json.to_string(), path).unwrap_err();
-        let message = err.to_string();
-        assert!(matches!(err, Error::StateSchema { .. }), "{message}");
-        assert!(message.contains("/run/iqd/demo/state.json"), "{message}");
-        assert!(message.contains("iqd 9.9.9"), "{message}");
+        let legacy = r#"{"fabric":"demo","created_netns":["lp01"],"nics":[]}"#;
+        let state = State::parse(legacy, path).unwrap();
+        assert_eq!(state.schema, 0);
+        assert_eq!(state.created_netns, ["lp01"]);
+        assert_eq!(state.applied, None);
+
+        assert_eq!(state.written_by, None);
+
+        // A newer schema is refused before its fields are read: they may be another shape.
+        let newer = r#"{"schema":99,"written_by":"iqd 9.9.9","fabric":"demo","nics":{}}"#;
+        let err = State::parse(newer, path).unwrap_err().to_string();
+        assert!(err.contains("/run/iqd/demo/state.json"), "{err}");
+        assert!(err.contains("newer iqd (iqd 9.9.9, schema 99"), "{err}");
+        assert!(err.contains(&writer()), "{err}");
+        let unnamed = r#"{"schema":2,"fabric":"demo","created_netns":[],"nics":[]}"#;
+        let err = State::parse(unnamed, path).unwrap_err().to_string();
         assert!(
-            message.contains(&format!("schema {}", SCHEMA + 1)),
-            "{message}"
+            err.contains("newer iqd (version unknown, schema 2"),
+            "{err}"
         );
-        // Without a writer recorded, the refusal still says what it can.
-        json.as_object_mut().unwrap().remove("written_by");
-        let message = parse(&json.to_string(), path).unwrap_err().to_string();
-        assert!(message.contains("an unknown iqd"), "{message}");
     }
 
     #[test]
-    fn a_malformed_file_names_itself() {
-        let err = parse("{\"schema\": 1, \"fabric\": 3}", Path::new("/x/state.json"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/x/state.json"), "{err}");
+    fn the_file_names_its_schema_and_writer() {
+        let state = State {
+            fabric: "demo".into(),
+            ..Default::default()
+        };
+        let written = serde_json::to_value(State {
+            schema: SCHEMA,
+            written_by: Some(writer()),
+            ..state
+        })
+        .unwrap();
+        assert_eq!(written["schema"], SCHEMA);
+        assert_eq!(written["written_by"], writer());
+        let back = State::parse(&written.to_string(), Path::new("state.json")).unwrap();
+        assert_eq!(back.written_by, Some(writer()));
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("iqd-state-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        write_atomically(&path, b"first, and longer").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        let _ = fs::remove_dir_all(dir);
     }
 }

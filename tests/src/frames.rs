@@ -1,38 +1,23 @@
 //! Hand-built Ethernet frames for feeding the data plane directly (BPF_PROG_TEST_RUN): IPv4
 //! with TCP, ICMP echo or any payload, ARP, other ethertypes, and truncated or inconsistent
-//! variants of them. Every field the XDP program looks at can be set; everything else gets a
+//! variants of them. Every field the port programs look at can be set; everything else gets a
 //! sensible default (correct IPv4 header checksum, correct TCP and ICMP checksums).
 use std::net::Ipv4Addr;
 
 /// An Ethernet MAC address.
 pub type Mac = [u8; 6];
 
+pub use iqd_common::wire::{
+    ARPOP_REPLY, ARPOP_REQUEST, ARP_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+    ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_ACK, TCP_HLEN, TCP_SYN,
+    UDP_HLEN,
+};
+
 pub const BROADCAST: Mac = [0xff; 6];
-pub const ETH_HLEN: usize = 14;
-pub const IPV4_HLEN: usize = 20;
-pub const TCP_HLEN: usize = 20;
-pub const ICMP_HLEN: usize = 8;
-pub const ARP_LEN: usize = 28;
 /// The shortest Ethernet frame without FCS: what a NIC pads short frames to.
 pub const ETH_ZLEN: usize = 60;
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_IPV6: u16 = 0x86dd;
 /// IEEE 802 local experimental ethertype 1.
 pub const ETH_P_LOCAL_EXP: u16 = 0x88b5;
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const UDP_HLEN: usize = 8;
-
-pub const ARP_REQUEST: u16 = 1;
-pub const ARP_REPLY: u16 = 2;
-
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_ACK: u8 = 0x10;
 
 /// An Ethernet header followed by `payload`, no FCS.
 pub fn ethernet(dst: Mac, src: Mac, ether_type: u16, payload: &[u8]) -> Vec<u8> {
@@ -447,7 +432,7 @@ impl ArpFrame {
             ptype: ETH_P_IP,
             hlen: 6,
             plen: 4,
-            oper: ARP_REQUEST,
+            oper: ARPOP_REQUEST,
             sha: sender_mac,
             spa: sender_ip,
             tha: [0; 6],
@@ -470,7 +455,7 @@ impl ArpFrame {
             ptype: ETH_P_IP,
             hlen: 6,
             plen: 4,
-            oper: ARP_REPLY,
+            oper: ARPOP_REPLY,
             sha: sender_mac,
             spa: sender_ip,
             tha: target_mac,

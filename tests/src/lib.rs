@@ -1,6 +1,9 @@
 //! Harness for iqd's namespace integration tests: fabrics with unique names, commands inside
-//! LPAR namespaces, and guards that take everything down even when a test fails.
+//! LPAR namespaces, and guards that take everything down even when a test fails. Beside it, what
+//! the tests share: fabric files built instead of typed (`fixture`), hand-built frames (`frames`),
+//! the BPF_PROG_TEST_RUN bench (`prog_test`) and the reference model of the policy (`model`).
 use std::{
+    fmt::Display,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -79,7 +82,7 @@ pub fn text(output: &Output) -> String {
     )
 }
 
-/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`xdp` or `tc`), or the
+/// The data path the namespace tests run on: `IQD_TEST_DATAPATH` (`tc`, `xdp` or `afxdp`), or the
 /// fabric file's default when it is not set.
 pub fn test_datapath() -> Option<String> {
     std::env::var("IQD_TEST_DATAPATH")
@@ -103,7 +106,8 @@ pub fn render(toml: &str, name: &str) -> String {
     text.replace("{fabric}", name)
 }
 
-/// A fabric brought up from a TOML text, taken down (with everything started in it) on drop.
+/// A fabric brought up from a fabric file (a [`fixture::FabricFile`], or TOML text), taken down
+/// (with everything started in it) on drop.
 pub struct TestFabric {
     pub name: String,
     pub config: PathBuf,
@@ -111,12 +115,12 @@ pub struct TestFabric {
 }
 
 impl TestFabric {
-    /// Writes the fabric file (`{fabric}` in `toml` is replaced by the fabric's name and
-    /// `{ns}` by a unique prefix for namespace names) without bringing it up.
-    pub fn write(toml: &str) -> Self {
+    /// Writes the fabric file (`{fabric}` in `file` is replaced by the fabric's name and
+    /// `{ns}` by a unique prefix for namespace names, see [`render`]) without bringing it up.
+    pub fn write(file: impl Display) -> Self {
         require_root();
         let name = unique("t");
-        let text = render(toml, &name);
+        let text = render(&file.to_string(), &name);
         let dir = std::env::temp_dir().join("iqd-tests");
         fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join(format!("{name}.toml"));
@@ -129,10 +133,17 @@ impl TestFabric {
     }
 
     /// Writes the file and runs `iqd up`, which must succeed.
-    pub fn up(toml: &str) -> Self {
-        let fabric = Self::write(toml);
+    pub fn up(file: impl Display) -> Self {
+        let fabric = Self::write(file);
         fabric.iqd_ok("up");
         fabric
+    }
+
+    /// Replaces the fabric file (placeholders as for [`TestFabric::write`]), for the next
+    /// `iqd` command.
+    pub fn rewrite(&self, file: impl Display) {
+        fs::write(&self.config, render(&file.to_string(), &self.name))
+            .expect("rewrite fabric file");
     }
 
     /// The namespace name for `{ns}<suffix>` in the TOML.
@@ -157,7 +168,12 @@ impl TestFabric {
     }
 
     pub fn iqd_ok(&self, subcommand: &str) -> String {
-        let out = self.iqd(subcommand, &[]);
+        self.iqd_ok_args(subcommand, &[])
+    }
+
+    /// `iqd <subcommand> --config <file> <extra>`, which must succeed; its stdout.
+    pub fn iqd_ok_args(&self, subcommand: &str, extra: &[&str]) -> String {
+        let out = self.iqd(subcommand, extra);
         assert!(
             out.status.success(),
             "iqd {subcommand} failed: {}",
@@ -312,7 +328,9 @@ pub fn links(netns: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+pub mod fixture;
 pub mod frames;
+pub mod model;
 pub mod prog_test;
 
 /// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that

@@ -3,51 +3,23 @@
 //! fallback when it dies, and switching a running fabric to and from it.
 use std::{thread, time::Duration};
 
-use iqd_tests::{in_netns, iperf3_tcp, ping, text, wait_until, TestFabric};
+use iqd_tests::{
+    fixture::{FabricFile, Nic},
+    in_netns, iperf3_tcp, ping, text, wait_until, TestFabric,
+};
 
-/// LPARs A, B and C on CHPID F0 (MFS 64K: frames of up to 15 UMEM chunks), D alone on F1
-/// (MFS 16K).
-const FABRIC: &str = r#"
-[fabric]
-name = "{fabric}"
-datapath = "afxdp"
-
-[[chpid]]
-id = "F0"
-mfs = "64K"
-
-[[chpid]]
-id = "F1"
-mfs = "16K"
-
-[[lpar]]
-name = "A"
-netns = "{ns}a"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.71.0.1/24"]
-
-[[lpar]]
-name = "B"
-netns = "{ns}b"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.71.0.2/24"]
-
-[[lpar]]
-name = "C"
-netns = "{ns}c"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.71.0.3/24"]
-
-[[lpar]]
-name = "D"
-netns = "{ns}d"
-[[lpar.nic]]
-chpid = "F1"
-ipv4 = ["10.71.1.4/24"]
-"#;
+/// On data path `datapath`: LPARs A, B and C on CHPID F0 (MFS 64K: frames of up to 15 UMEM
+/// chunks), D alone on F1 (MFS 16K).
+fn four_lpars(datapath: &str) -> FabricFile {
+    FabricFile::test()
+        .datapath(datapath)
+        .chpid_mfs("F0", "64K")
+        .chpid_mfs("F1", "16K")
+        .lpar("A", "{ns}a", [Nic::new("F0", ["10.71.0.1/24"])])
+        .lpar("B", "{ns}b", [Nic::new("F0", ["10.71.0.2/24"])])
+        .lpar("C", "{ns}c", [Nic::new("F0", ["10.71.0.3/24"])])
+        .lpar("D", "{ns}d", [Nic::new("F1", ["10.71.1.4/24"])])
+}
 
 fn status(fabric: &TestFabric) -> serde_json::Value {
     let out = fabric.iqd("status", &["--json"]);
@@ -110,14 +82,9 @@ fn gone(pid: u32) -> bool {
     }
 }
 
-/// Rewrites the fabric file as `iqd_tests::render` would.
-fn rewrite(fabric: &TestFabric, toml: &str) {
-    std::fs::write(&fabric.config, iqd_tests::render(toml, &fabric.name)).expect("write");
-}
-
 #[test]
 fn every_umem_frame_is_back_in_a_ring_after_heavy_mixed_traffic() {
-    let mut fabric = TestFabric::up(FABRIC);
+    let mut fabric = TestFabric::up(four_lpars("afxdp"));
     let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
     let frames = u64_at(&switch(&fabric), "/report/ledger/counts/frames");
     assert!(frames >= 4 * 1024, "UMEM of {frames} frames for 4 ports");
@@ -253,7 +220,7 @@ fn every_umem_frame_is_back_in_a_ring_after_heavy_mixed_traffic() {
 
 #[test]
 fn killing_the_switch_mid_transfer_falls_back_and_up_takes_traffic_back() {
-    let mut fabric = TestFabric::up(FABRIC);
+    let mut fabric = TestFabric::up(four_lpars("afxdp"));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     let first = running_pid(&fabric);
 
@@ -309,8 +276,7 @@ fn killing_the_switch_mid_transfer_falls_back_and_up_takes_traffic_back() {
 
 #[test]
 fn a_running_fabric_switches_to_and_from_afxdp_under_traffic() {
-    let xdp = FABRIC.replace("datapath = \"afxdp\"", "datapath = \"xdp\"");
-    let mut fabric = TestFabric::up(&xdp);
+    let mut fabric = TestFabric::up(four_lpars("xdp"));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     assert!(switch(&fabric).is_null(), "an xdp fabric shows no switch");
     fabric.iperf3_server(&b, "10.71.0.2");
@@ -318,14 +284,14 @@ fn a_running_fabric_switches_to_and_from_afxdp_under_traffic() {
     let transfer = thread::spawn(move || iperf3_tcp(&a2, "10.71.0.2", 4));
     thread::sleep(Duration::from_millis(500));
 
-    rewrite(&fabric, FABRIC);
+    fabric.rewrite(four_lpars("afxdp"));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("NICs created:       -"), "{out}");
     let pid = running_pid(&fabric);
     thread::sleep(Duration::from_millis(1000));
     assert!(u64_at(&afxdp_stats(&fabric), "/to_switch") > 1000);
 
-    rewrite(&fabric, &xdp);
+    fabric.rewrite(four_lpars("xdp"));
     fabric.iqd_ok("up");
     assert!(switch(&fabric).is_null());
     let bytes = transfer
@@ -339,7 +305,7 @@ fn a_running_fabric_switches_to_and_from_afxdp_under_traffic() {
 
 #[test]
 fn a_full_tx_ring_drops_as_busy_and_the_other_ports_keep_moving() {
-    let fabric = TestFabric::up(FABRIC);
+    let fabric = TestFabric::up(four_lpars("afxdp"));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     let fabric_ns = format!("iqd-{}", fabric.name);
     let frames = u64_at(&switch(&fabric), "/report/ledger/counts/frames");

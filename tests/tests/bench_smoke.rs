@@ -31,9 +31,21 @@ const SECGROUP_METRICS: [&str; 5] = ["tcp_1", "cpu_per_gbit", "rr_p50", "rr_p99"
 fn the_bench_security_groups_parse_with_n_rules_per_group() {
     for n in secgroups::RULE_COUNTS {
         let groups = secgroups::groups(n);
-        let text = secgroups::fabric_file("benchsg", "16K", "tc", &["sga", "sgb"], Some(&groups));
+        let text = secgroups::fabric_file(
+            "benchsg",
+            "16K",
+            secgroups::DATAPATH,
+            &["sga", "sgb"],
+            Some(&groups),
+        );
         let fabric = iqd::config::Fabric::parse(&text, Path::new("bench-sg.toml"))
             .unwrap_or_else(|e| panic!("{n} rules per group: {e}\n{text}"));
+        // The security-group systems measure the data path a fabric gets by default.
+        let default = iqd::config::Datapath::default();
+        assert_eq!(
+            fabric.datapath, default,
+            "iqd-sgN must run on iqd's default data path"
+        );
         for (g, rules) in groups.iter().enumerate() {
             let name = secgroups::group_name(g);
             let group = fabric
@@ -171,6 +183,11 @@ fn a_tiny_bench_run_produces_a_table_json_and_report() {
     let report = std::fs::read_to_string(&docs_path).expect("Markdown report");
     assert!(report.contains("| iqd-xdp"), "{report}");
     assert!(report.contains("## Security groups"), "{report}");
+    let sg = format!(
+        "- **iqd-sg250**: iqd-{0} (iqd on its `{0}` data path)",
+        secgroups::DATAPATH
+    );
+    assert!(report.contains(&sg), "{report}");
     assert!(stdout.contains("iqd-sgN against bridge-nftN"), "{stdout}");
     let chart = dir.join("performance").join("tcp_1.svg");
     let svg = std::fs::read_to_string(&chart).expect("tcp_1 chart");

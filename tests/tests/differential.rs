@@ -1,5 +1,5 @@
 //! Differential test: the real port program (`iqd_port`, through BPF_PROG_TEST_RUN) against
-//! the reference model of its policy (`iqd::model`), on generated fabrics and frames.
+//! the reference model of its policy (`iqd_tests::model`), on generated fabrics and frames.
 //!
 //! A seeded generator writes several fabric files (CHPIDs, LPARs with one or two NICs and a few
 //! addresses each, security groups with random rules of every kind, random group lists, some
@@ -27,18 +27,22 @@ use std::{
     time::Instant,
 };
 
-use iqd::{
-    config::Fabric,
-    dataplane,
-    model::{Model, NicId, Verdict},
-    secgroup::RuleTable,
+use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
+use iqd_common::{
+    drop_reason, port_flags,
+    wire::{
+        ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV4_MAX_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_PSH, TCP_RST, TCP_SYN, VLAN_HLEN,
+    },
+    NicCounters, PortInfo, RouteKey, RouteTarget,
 };
-use iqd_common::{drop_reason, port_flags, NicCounters, PortInfo, RouteKey, RouteTarget};
 use iqd_tests::{
+    fixture::{FabricFile, Group, Nic, Rule},
     frames::{
         ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
         ETH_P_LOCAL_EXP, L4,
     },
+    model::{Model, NicId, Verdict},
     prog_test::{action_name, ifindex, Hook, ProgBench, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
 
@@ -48,12 +52,6 @@ const DEFAULT_FRAMES: usize = 2500;
 
 /// Nobody's MAC.
 const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
 
 // ---------------------------------------------------------------------------------------------
 // A small deterministic PRNG (SplitMix64).
@@ -171,12 +169,14 @@ fn extra_addresses(chpids: usize) -> Vec<Ipv4Addr> {
 
 /// A random fabric file: 2-3 CHPIDs, 4-8 LPARs with one or two NICs, 2-5 security groups
 /// (sometimes a written `default`), random rules and group lists.
-fn fabric_file(rng: &mut Rng) -> String {
+fn fabric_file(rng: &mut Rng) -> FabricFile {
     let chpids = rng.between(2, 3) as usize;
-    let mut text = String::from("[fabric]\nname = \"diff\"\n\n");
+    // Half the fabrics give every CHPID the same address plan (tenants on separate LANs).
+    let one_plan = rng.percent(50);
+    let mut file = FabricFile::new("diff");
     for c in 0..chpids {
         let mfs = rng.pick(&["16K", "24K", "40K", "64K"]);
-        let _ = writeln!(text, "[[chpid]]\nid = \"F{c}\"\nmfs = \"{mfs}\"\n");
+        file = file.chpid_mfs(&format!("F{c}"), mfs);
     }
 
     let groups: Vec<String> = (0..rng.between(2, 5)).map(|g| format!("g{g}")).collect();
@@ -184,13 +184,7 @@ fn fabric_file(rng: &mut Rng) -> String {
     group_choices.push("default".into());
 
     // NICs first: rules name their addresses.
-    struct NicPlan {
-        chpid: usize,
-        addrs: Vec<Ipv4Addr>,
-        groups: Option<Vec<String>>,
-        spoof: bool,
-    }
-    let mut lpars: Vec<Vec<NicPlan>> = Vec::new();
+    let mut lpars: Vec<Vec<Nic>> = Vec::new();
     let mut taken: Vec<(usize, Ipv4Addr)> = Vec::new();
     for _ in 0..rng.between(4, 8) {
         let count = if rng.percent(30) { 2 } else { 1 };
@@ -198,12 +192,16 @@ fn fabric_file(rng: &mut Rng) -> String {
         let mut nics = Vec::new();
         for k in 0..count {
             let chpid = (first + k) % chpids;
+            let plan = if one_plan { 0 } else { chpid };
             let mut addrs = Vec::new();
             for _ in 0..rng.between(1, 3) {
                 let addr = if rng.percent(15) {
                     shared_addr(rng.between(1, 4) as u8)
+                } else if one_plan {
+                    // Few hosts, so the CHPIDs' NICs often hold the same addresses.
+                    chpid_addr(plan, rng.between(1, 12) as u8)
                 } else {
-                    chpid_addr(chpid, rng.between(1, 40) as u8)
+                    chpid_addr(plan, rng.between(1, 40) as u8)
                 };
                 if !taken.contains(&(chpid, addr)) {
                     taken.push((chpid, addr));
@@ -212,7 +210,7 @@ fn fabric_file(rng: &mut Rng) -> String {
             }
             if addrs.is_empty() {
                 // Unique by construction: a host number no other NIC gets.
-                let addr = chpid_addr(chpid, 100 + taken.len() as u8);
+                let addr = chpid_addr(plan, 100 + taken.len() as u8);
                 taken.push((chpid, addr));
                 addrs.push(addr);
             }
@@ -226,12 +224,17 @@ fn fabric_file(rng: &mut Rng) -> String {
                 }
                 list
             });
-            nics.push(NicPlan {
-                chpid,
-                addrs,
-                groups,
-                spoof: rng.percent(20),
-            });
+            let mut nic = Nic::new(
+                &format!("F{chpid}"),
+                addrs.iter().map(|a| format!("{a}/24")),
+            );
+            if let Some(groups) = groups {
+                nic = nic.groups(groups);
+            }
+            if rng.percent(20) {
+                nic = nic.allow_ip_spoofing();
+            }
+            nics.push(nic);
         }
         lpars.push(nics);
     }
@@ -243,41 +246,23 @@ fn fabric_file(rng: &mut Rng) -> String {
         written.push("default".into());
     }
     for name in &written {
-        let _ = writeln!(text, "[[security_group]]\nname = \"{name}\"\nrules = [");
-        for _ in 0..rng.between(0, 10) {
-            let _ = writeln!(text, "  {},", rule(rng, &group_choices, &addresses));
-        }
-        text.push_str("]\n\n");
+        let rules: Vec<Rule> = (0..rng.between(0, 10))
+            .map(|_| rule(rng, &group_choices, &addresses))
+            .collect();
+        file = file.group(Group::new(name, rules));
     }
 
-    for (l, nics) in lpars.iter().enumerate() {
-        let _ = writeln!(text, "[[lpar]]\nname = \"L{l}\"\nnetns = \"dl{l}\"");
-        for nic in nics {
-            let addrs: Vec<String> = nic.addrs.iter().map(|a| format!("\"{a}/24\"")).collect();
-            let _ = writeln!(
-                text,
-                "[[lpar.nic]]\nchpid = \"F{}\"\nipv4 = [{}]",
-                nic.chpid,
-                addrs.join(", ")
-            );
-            if let Some(groups) = &nic.groups {
-                let names: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
-                let _ = writeln!(text, "security_groups = [{}]", names.join(", "));
-            }
-            if nic.spoof {
-                text.push_str("allow_ip_spoofing = true\n");
-            }
-        }
-        text.push('\n');
+    for (l, nics) in lpars.into_iter().enumerate() {
+        file = file.lpar(&format!("L{l}"), &format!("dl{l}"), nics);
     }
-    text
+    file
 }
 
-/// One random rule as an inline TOML table.
-fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
+/// One random rule.
+fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> Rule {
     let direction = rng.pick(&["inbound", "outbound"]);
     let protocol = rng.pick(&["all", "tcp", "udp", "icmp"]);
-    let mut text = format!("{{ direction = \"{direction}\", protocol = \"{protocol}\"");
+    let mut rule = Rule::new(direction, protocol);
     match protocol {
         "tcp" | "udp" if rng.percent(70) => {
             let lo = if rng.percent(80) {
@@ -287,7 +272,7 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             };
             let width = rng.pick(&[0u32, 0, 1, 10, 100, 1000, 65535]);
             let hi = (u32::from(lo) + width).min(65535);
-            let _ = write!(text, ", port_min = {lo}, port_max = {hi}");
+            rule = rule.ports(lo, hi as u16);
         }
         "icmp" if rng.percent(70) => {
             let icmp_type = if rng.percent(85) {
@@ -295,10 +280,9 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             } else {
                 rng.between(0, 254) as u8
             };
-            let _ = write!(text, ", type = {icmp_type}");
+            rule = rule.icmp_type(icmp_type);
             if rng.percent(50) {
-                let code = rng.pick(&[0u8, 0, 1, 3, 255]);
-                let _ = write!(text, ", code = {code}");
+                rule = rule.icmp_code(rng.pick(&[0u8, 0, 1, 3, 255]));
             }
         }
         _ => {}
@@ -313,18 +297,11 @@ fn rule(rng: &mut Rng, groups: &[String], addresses: &[Ipv4Addr]) -> String {
             } else {
                 u32::MAX << (32 - prefix)
             };
-            let _ = write!(
-                text,
-                ", remote = \"{}/{prefix}\"",
-                Ipv4Addr::from(addr & mask)
-            );
+            rule = rule.remote(format!("{}/{prefix}", Ipv4Addr::from(addr & mask)));
         }
-        _ => {
-            let _ = write!(text, ", remote_group = \"{}\"", rng.pick(groups));
-        }
+        _ => rule = rule.remote_group(&rng.pick(groups)),
     }
-    text.push_str(" }");
-    text
+    rule
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,6 +331,9 @@ enum Role {
     New,
     Reply,
     Continue,
+    /// An earlier flow's exact tuple, sent from a NIC on another CHPID that holds the same
+    /// source address: separate LANs with one address plan must not share connection state.
+    Twin,
 }
 
 /// A generated frame.
@@ -415,11 +395,12 @@ impl Generator {
     }
 
     fn next(&mut self, model: &Model) -> Generated {
-        match self.rng.weighted(&[40, 25, 10, 9, 3]) {
+        match self.rng.weighted(&[40, 25, 10, 9, 3, 8]) {
             0 => self.ipv4(model, Role::New),
             1 => self.ipv4(model, Role::Reply),
             2 => self.ipv4(model, Role::Continue),
             3 => self.arp(model),
+            5 => self.ipv4(model, Role::Twin),
             _ => self.non_ip(model),
         }
     }
@@ -481,6 +462,19 @@ impl Generator {
         }
     }
 
+    /// A NIC on another CHPID than `flow`'s sender that registered its source address.
+    fn twin(&mut self, model: &Model, flow: Flow) -> Option<NicId> {
+        let own = model.nic(flow.from).chpid;
+        let twins: Vec<NicId> = model
+            .nics()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.chpid != own && n.addrs.contains(&flow.src))
+            .map(|(i, _)| NicId(i))
+            .collect();
+        (!twins.is_empty()).then(|| self.rng.pick(&twins))
+    }
+
     /// The transport part of a frame of `flow` in `role`.
     fn l4(&mut self, kind: FlowKind, role: Role) -> L4 {
         let data_len = if self.rng.percent(70) {
@@ -492,8 +486,8 @@ impl Generator {
         match kind {
             FlowKind::Tcp { sport, dport } => {
                 let flags = match role {
-                    Role::New if self.rng.percent(85) => TCP_SYN,
-                    Role::New => self.rng.u8(),
+                    Role::New | Role::Twin if self.rng.percent(85) => TCP_SYN,
+                    Role::New | Role::Twin => self.rng.u8(),
                     Role::Reply => self.rng.pick(&[
                         TCP_SYN | TCP_ACK,
                         TCP_SYN | TCP_ACK,
@@ -597,9 +591,17 @@ impl Generator {
                 (flow, format!("reply to #{index}"))
             }
             (Role::Continue, Some((index, f))) => (f, format!("continues #{index}")),
+            (Role::Twin, Some((index, f))) => match self.twin(model, f) {
+                Some(from) => (Flow { from, ..f }, format!("twin of #{index}")),
+                None => (self.new_flow(model), "new flow".to_string()),
+            },
             _ => (self.new_flow(model), "new flow".to_string()),
         };
-        let role = if note == "new flow" { Role::New } else { role };
+        let role = match role {
+            _ if note == "new flow" => Role::New,
+            Role::Twin => Role::New,
+            role => role,
+        };
         let nic = model.nic(flow.from);
         let src_mac = match self.rng.below(100) {
             0..=95 => nic.mac,
@@ -642,9 +644,9 @@ impl Generator {
                 4 => {
                     let mtu = nic.mtu as usize;
                     let len = match self.rng.below(3) {
-                        0 => mtu + 14,
+                        0 => mtu + ETH_HLEN,
                         1 => self.rng.between(1000, 1514) as usize,
-                        _ => self.rng.between(1514, mtu as u64 + 14) as usize,
+                        _ => self.rng.between(1514, (mtu + ETH_HLEN) as u64) as usize,
                     };
                     packet = packet.with_frame_len(len);
                     note += ", large";
@@ -668,10 +670,13 @@ impl Generator {
         if self.rng.percent(12) {
             follow = false;
             let full = packet.build().len();
-            let headers = 14 + packet.header_len() + 20;
+            let headers = ETH_HLEN + packet.header_len() + TCP_HLEN;
             match self.rng.below(8) {
                 0 => {
-                    let at = self.rng.between(14, headers.min(full - 1) as u64) as usize;
+                    let at = self
+                        .rng
+                        .between(ETH_HLEN as u64, headers.min(full - 1) as u64)
+                        as usize;
                     cut = Some(at);
                     note += &format!(", cut to {at} bytes");
                 }
@@ -682,11 +687,11 @@ impl Generator {
                 2 => {
                     packet.ihl = 15;
                     packet.total_len = Some(self.rng.between(20, 59) as u16);
-                    packet.pad_to = Some(full.max(14 + 60 + 20));
+                    packet.pad_to = Some(full.max(ETH_HLEN + IPV4_MAX_HLEN + TCP_HLEN));
                     note += ", IHL 15 beyond the total length";
                 }
                 3 => {
-                    let tot = full - 14;
+                    let tot = full - ETH_HLEN;
                     packet.total_len = Some((tot + self.rng.between(1, 64) as usize) as u16);
                     note += ", total length beyond the frame";
                 }
@@ -706,7 +711,7 @@ impl Generator {
                     note += ", total length below the header length";
                 }
                 _ => {
-                    let len = nic.mtu as usize + 14 + self.rng.between(1, 64) as usize;
+                    let len = nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize;
                     packet = packet.with_frame_len(len);
                     note += ", above the MFS";
                 }
@@ -760,7 +765,11 @@ impl Generator {
                 note += ", not Ethernet/IPv4";
             }
             4 => {
-                cut = Some(self.rng.between(14, 41) as usize);
+                cut = Some(
+                    self.rng
+                        .between(ETH_HLEN as u64, (ETH_HLEN + ARP_LEN - 1) as u64)
+                        as usize,
+                );
                 note += ", cut short";
             }
             5 | 6 => {
@@ -799,9 +808,9 @@ impl Generator {
             _ => (self.rng.between(0, 0x05dc) as u16, "802.3 length field"),
         };
         let mut frame = ethernet(BROADCAST, mac, ether_type, &payload);
-        if ether_type == ETH_P_8021Q && frame.len() >= 18 {
+        if ether_type == ETH_P_8021Q && frame.len() >= ETH_HLEN + VLAN_HLEN {
             // A tagged IPv4 frame: the tag hides the IPv4 ethertype.
-            frame[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
+            frame[ETH_HLEN + 2..ETH_HLEN + VLAN_HLEN].copy_from_slice(&ETH_P_IP.to_be_bytes());
         }
         Generated {
             ingress: from,
@@ -833,7 +842,7 @@ fn mac_text(b: &[u8]) -> String {
 /// A one-line decoding of a frame, tcpdump style.
 fn summarize(frame: &[u8]) -> String {
     let mut s = format!("{} bytes", frame.len());
-    if frame.len() < 14 {
+    if frame.len() < ETH_HLEN {
         return s;
     }
     let _ = write!(
@@ -843,8 +852,8 @@ fn summarize(frame: &[u8]) -> String {
         mac_text(&frame[0..6])
     );
     match be16(frame, 12) {
-        0x0800 if frame.len() >= 34 => {
-            let ip = &frame[14..];
+        ETH_P_IP if frame.len() >= ETH_HLEN + IPV4_HLEN => {
+            let ip = &frame[ETH_HLEN..];
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let _ = write!(
                 s,
@@ -857,9 +866,9 @@ fn summarize(frame: &[u8]) -> String {
                 ip_at(ip, 12),
                 ip_at(ip, 16)
             );
-            let l4 = ip.get(ihl.max(20)..).unwrap_or(&[]);
+            let l4 = ip.get(ihl.max(IPV4_HLEN)..).unwrap_or(&[]);
             match ip[9] {
-                6 if l4.len() >= 14 => {
+                IPPROTO_TCP if l4.len() >= 14 => {
                     let _ = write!(
                         s,
                         " TCP {} > {} flags={:#04x}",
@@ -868,18 +877,18 @@ fn summarize(frame: &[u8]) -> String {
                         l4[13]
                     );
                 }
-                17 if l4.len() >= 4 => {
+                IPPROTO_UDP if l4.len() >= 4 => {
                     let _ = write!(s, " UDP {} > {}", be16(l4, 0), be16(l4, 2));
                 }
-                1 if l4.len() >= 6 => {
+                IPPROTO_ICMP if l4.len() >= 6 => {
                     let _ = write!(s, " ICMP type={} code={} id={}", l4[0], l4[1], be16(l4, 4));
                 }
                 _ => {}
             }
         }
-        0x0800 => s += ", IPv4 (header cut short)",
-        0x0806 if frame.len() >= 42 => {
-            let a = &frame[14..];
+        ETH_P_IP => s += ", IPv4 (header cut short)",
+        ETH_P_ARP if frame.len() >= ETH_HLEN + ARP_LEN => {
+            let a = &frame[ETH_HLEN..];
             let _ = write!(
                 s,
                 ", ARP htype={} ptype={:#06x} hlen={} plen={} oper={} sha={} spa={} tha={} tpa={}",
@@ -894,7 +903,7 @@ fn summarize(frame: &[u8]) -> String {
                 ip_at(a, 24)
             );
         }
-        0x0806 => s += ", ARP (header cut short)",
+        ETH_P_ARP => s += ", ARP (header cut short)",
         other => {
             let _ = write!(s, ", ethertype {other:#06x}");
         }
@@ -1002,7 +1011,7 @@ struct Tally {
 fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally) -> usize {
     let set_seed = Rng::new(seed ^ (set as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
     let mut rng = Rng::new(set_seed);
-    let text = fabric_file(&mut rng);
+    let text = fabric_file(&mut rng).render();
     let file = std::env::temp_dir().join(format!("iqd-differential-{seed:#x}-{set}.toml"));
     std::fs::write(&file, &text).expect("write the generated fabric file");
     let fabric = Fabric::parse(&text, &file)

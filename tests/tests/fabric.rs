@@ -3,41 +3,28 @@
 use std::{fs, path::Path, time::Duration};
 
 use iqd_tests::{
+    fixture::{FabricFile, Nic},
     in_netns, iperf3_tcp, links, netns_with_prefix, ping, text, wait_until, TestFabric,
 };
 
+/// Two LPARs on CHPID F0, a third alone on F1 in namespace `{ns}<c_netns>`.
+fn three_lpars_with_c_in(c_netns: &str) -> FabricFile {
+    FabricFile::test()
+        .chpid("F0")
+        .chpid("F1")
+        .lpar("A", "{ns}a", [Nic::new("F0", ["10.7.0.1/24"])])
+        .lpar("B", "{ns}b", [Nic::new("F0", ["10.7.0.2/24"])])
+        .lpar(
+            "C",
+            &format!("{{ns}}{c_netns}"),
+            [Nic::new("F1", ["10.7.1.3/24"])],
+        )
+}
+
 /// Two LPARs on CHPID F0, a third alone on F1.
-const THREE_LPARS: &str = r#"
-[fabric]
-name = "{fabric}"
-
-[[chpid]]
-id = "F0"
-
-[[chpid]]
-id = "F1"
-
-[[lpar]]
-name = "A"
-netns = "{ns}a"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.7.0.1/24"]
-
-[[lpar]]
-name = "B"
-netns = "{ns}b"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.7.0.2/24"]
-
-[[lpar]]
-name = "C"
-netns = "{ns}c"
-[[lpar.nic]]
-chpid = "F1"
-ipv4 = ["10.7.1.3/24"]
-"#;
+fn three_lpars() -> FabricFile {
+    three_lpars_with_c_in("c")
+}
 
 const MTU_16K: u32 = 8192;
 
@@ -49,7 +36,7 @@ fn u64_of(value: &serde_json::Value, key: &str) -> u64 {
 
 #[test]
 fn ping_and_tcp_on_one_chpid_at_every_mfs() {
-    let mut toml = String::from("[fabric]\nname = \"{fabric}\"\n");
+    let mut file = FabricFile::test();
     let sizes = [
         ("F0", "16K", 8192u32),
         ("F1", "24K", 16384),
@@ -57,17 +44,16 @@ fn ping_and_tcp_on_one_chpid_at_every_mfs() {
         ("F3", "64K", 57344),
     ];
     for (i, (chpid, mfs, _)) in sizes.iter().enumerate() {
-        toml += &format!("[[chpid]]\nid = \"{chpid}\"\nmfs = \"{mfs}\"\n");
-        for side in ["a", "b"] {
-            let host = if side == "a" { 1 } else { 2 };
-            toml += &format!(
-                "[[lpar]]\nname = \"L{i}{}\"\nnetns = \"{{ns}}{i}{side}\"\n\
-                 [[lpar.nic]]\nchpid = \"{chpid}\"\nipv4 = [\"10.8.{i}.{host}/24\"]\n",
-                side.to_uppercase()
+        file = file.chpid_mfs(chpid, mfs);
+        for (side, host) in [("a", 1), ("b", 2)] {
+            file = file.lpar(
+                &format!("L{i}{}", side.to_uppercase()),
+                &format!("{{ns}}{i}{side}"),
+                [Nic::new(chpid, [format!("10.8.{i}.{host}/24")])],
             );
         }
     }
-    let mut fabric = TestFabric::up(&toml);
+    let mut fabric = TestFabric::up(file);
     let status: serde_json::Value =
         serde_json::from_slice(&fabric.iqd("status", &["--json"]).stdout).expect("status JSON");
 
@@ -106,7 +92,7 @@ fn ping_and_tcp_on_one_chpid_at_every_mfs() {
 
 #[test]
 fn no_reachability_across_chpids() {
-    let mut fabric = TestFabric::up(THREE_LPARS);
+    let mut fabric = TestFabric::up(three_lpars());
     let (a, c) = (fabric.ns("a"), fabric.ns("c"));
     // Make A really send to C's address: without a route the kernel would refuse locally.
     let out = in_netns(&a, "ip", &["route", "add", "10.7.1.0/24", "dev", "hsi0"]);
@@ -127,7 +113,7 @@ fn no_reachability_across_chpids() {
 
 #[test]
 fn arp_is_answered_by_the_fabric_and_unknown_addresses_are_not() {
-    let fabric = TestFabric::up(THREE_LPARS);
+    let fabric = TestFabric::up(three_lpars());
     let a = fabric.ns("a");
     assert!(ping(&a, "10.7.0.2", 1, None));
     // B's NIC MAC, derived from CHPID F0 and its devno.
@@ -158,7 +144,7 @@ fn arp_is_answered_by_the_fabric_and_unknown_addresses_are_not() {
 
 #[test]
 fn larger_frames_than_the_chpid_mtu_are_dropped_and_counted() {
-    let fabric = TestFabric::up(THREE_LPARS);
+    let fabric = TestFabric::up(three_lpars());
     let a = fabric.ns("a");
     assert!(
         ping(&a, "10.7.0.2", 2, Some(MTU_16K - 28)),
@@ -182,7 +168,7 @@ fn larger_frames_than_the_chpid_mtu_are_dropped_and_counted() {
 
 #[test]
 fn spoofed_sources_are_dropped_and_counted() {
-    let fabric = TestFabric::up(THREE_LPARS);
+    let fabric = TestFabric::up(three_lpars());
     let a = fabric.ns("a");
     assert!(ping(&a, "10.7.0.2", 1, None));
 
@@ -214,7 +200,7 @@ fn spoofed_sources_are_dropped_and_counted() {
 
 #[test]
 fn up_twice_is_idempotent_and_does_not_interrupt_traffic() {
-    let mut fabric = TestFabric::up(THREE_LPARS);
+    let mut fabric = TestFabric::up(three_lpars());
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     let index_before = links(&b);
     let ifindex = |ns: &str| {
@@ -247,7 +233,7 @@ fn up_twice_is_idempotent_and_does_not_interrupt_traffic() {
 
 #[test]
 fn down_removes_everything_and_leaves_adopted_namespaces() {
-    let fabric = TestFabric::write(THREE_LPARS.replace("{ns}c", "{ns}adopt").as_str());
+    let fabric = TestFabric::write(three_lpars_with_c_in("adopt"));
     let adopted = fabric.ns("adopt");
     let out = std::process::Command::new("ip")
         .args(["netns", "add", &adopted])
@@ -292,7 +278,7 @@ fn down_removes_everything_and_leaves_adopted_namespaces() {
 
 #[test]
 fn an_invalid_file_changes_nothing() {
-    let fabric = TestFabric::up(THREE_LPARS);
+    let fabric = TestFabric::up(three_lpars());
     let a = fabric.ns("a");
     let good = fs::read_to_string(&fabric.config).expect("config");
     let before = steady_status(&fabric);
@@ -326,7 +312,7 @@ fn an_invalid_file_changes_nothing() {
     assert!(ping(&a, "10.7.0.2", 1, None), "traffic stopped");
 
     // A fabric that is not up stays absent.
-    let fresh = TestFabric::write(&bad_unknown_key());
+    let fresh = TestFabric::write(bad_unknown_key());
     let out = fresh.iqd("up", &[]);
     assert!(!out.status.success());
     assert!(
@@ -351,8 +337,9 @@ fn steady_status(fabric: &TestFabric) -> serde_json::Value {
     status
 }
 
+/// The fabric file with a key no table has.
 fn bad_unknown_key() -> String {
-    THREE_LPARS.replace(
+    three_lpars().render().replace(
         "[[chpid]]\nid = \"F1\"",
         "[[chpid]]\nid = \"F1\"\nspeed = \"fast\"",
     )
@@ -360,7 +347,7 @@ fn bad_unknown_key() -> String {
 
 #[test]
 fn frames_keep_flowing_after_iqd_exits() {
-    let mut fabric = TestFabric::up(THREE_LPARS);
+    let mut fabric = TestFabric::up(three_lpars());
     // `up` has returned and its process is gone; only pinned objects remain.
     let pins = Path::new("/sys/fs/bpf/iqd").join(&fabric.name);
     let pinned: Vec<String> = fs::read_dir(&pins)

@@ -21,7 +21,7 @@ use iqd_common::{
 use iqd_tests::{
     frames::{
         ethernet, ipv4_header_checksum_ok, ipv6, padded, truncated, ArpFrame, Ipv4Frame, Mac,
-        ARP_LEN, ARP_REQUEST, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
+        ARPOP_REQUEST, ARP_LEN, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
         ETH_P_LOCAL_EXP, ETH_ZLEN, IPV4_HLEN, TCP_HLEN,
     },
     prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
@@ -1089,7 +1089,7 @@ fn arp_requests_without_an_answer_are_dropped() {
     for (what, from, request, reason) in cases {
         // Only what is not a request can be ignored (a self-check of the cases).
         assert_eq!(
-            u16::from_be_bytes([request[20], request[21]]) != ARP_REQUEST,
+            u16::from_be_bytes([request[20], request[21]]) != ARPOP_REQUEST,
             reason == drop_reason::ARP_IGNORED,
             "{what}"
         );

@@ -1,76 +1,56 @@
 //! Security groups with real traffic: fabrics brought up by the `iqd` binary, TCP and UDP
 //! sockets opened inside the LPAR namespaces, ping, iperf3, and the counters and connection
 //! table read back with `iqd stats` and `iqd conntrack`.
-use std::{fs, time::Duration};
+use std::time::Duration;
 
 use iqd_tests::{
+    fixture::{FabricFile, Group, Nic, Rule},
     in_netns, iperf3_tcp, ping, tcp_connects, tcp_listener, text, udp_delivered, TestFabric,
 };
-
-/// Three LPARs on one CHPID; `{a}`, `{b}`, `{c}` are each NIC's extra keys and `{groups}` the
-/// security-group tables.
-const TEMPLATE: &str = r#"
-[fabric]
-name = "{fabric}"
-
-[[chpid]]
-id = "F0"
-
-{groups}
-
-[[lpar]]
-name = "A"
-netns = "{ns}a"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.8.0.1/24"]
-{a}
-
-[[lpar]]
-name = "B"
-netns = "{ns}b"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.8.0.2/24"]
-{b}
-
-[[lpar]]
-name = "C"
-netns = "{ns}c"
-[[lpar.nic]]
-chpid = "F0"
-ipv4 = ["10.8.0.3/24"]
-{c}
-"#;
 
 const A: &str = "10.8.0.1";
 const B: &str = "10.8.0.2";
 const C: &str = "10.8.0.3";
 
-fn file(groups: &str, a: &str, b: &str, c: &str) -> String {
-    TEMPLATE
-        .replace("{groups}", groups)
-        .replace("{a}", a)
-        .replace("{b}", b)
-        .replace("{c}", c)
+/// Three LPARs A, B and C on one CHPID with the security groups `groups` and these NICs.
+fn three_lpars(groups: impl IntoIterator<Item = Group>, [a, b, c]: [Nic; 3]) -> FabricFile {
+    groups
+        .into_iter()
+        .fold(FabricFile::test().chpid("F0"), FabricFile::group)
+        .lpar("A", "{ns}a", [a])
+        .lpar("B", "{ns}b", [b])
+        .lpar("C", "{ns}c", [c])
 }
 
-fn rewrite(fabric: &TestFabric, text: &str) {
-    fs::write(&fabric.config, iqd_tests::render(text, &fabric.name)).expect("rewrite fabric file");
+/// [`three_lpars`] with each NIC in the groups listed for it (none listed: the default group).
+fn file(groups: impl IntoIterator<Item = Group>, a: &[&str], b: &[&str], c: &[&str]) -> FabricFile {
+    let nic = |addr: &str, groups: &[&str]| {
+        let nic = Nic::new("F0", [format!("{addr}/24")]);
+        if groups.is_empty() {
+            nic
+        } else {
+            nic.groups(groups)
+        }
+    };
+    three_lpars(groups, [nic(A, a), nic(B, b), nic(C, c)])
+}
+
+/// A group that allows everything both ways.
+fn open(name: &str) -> Group {
+    Group::new(name, [Rule::inbound("all"), Rule::outbound("all")])
 }
 
 #[test]
 fn tcp_and_udp_are_allowed_by_port_range_only() {
-    let groups = r#"
-[[security_group]]
-name = "web"
-rules = [
-  { direction = "inbound", protocol = "tcp", port_min = 80, port_max = 443 },
-  { direction = "inbound", protocol = "udp", port_min = 5000, port_max = 5001 },
-  { direction = "outbound", protocol = "all" },
-]
-"#;
-    let fabric = TestFabric::up(&file(groups, "", r#"security_groups = ["web"]"#, ""));
+    let web = Group::new(
+        "web",
+        [
+            Rule::inbound("tcp").ports(80, 443),
+            Rule::inbound("udp").ports(5000, 5001),
+            Rule::outbound("all"),
+        ],
+    );
+    let fabric = TestFabric::up(file([web], &[], &["web"], &[]));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     let _l1 = tcp_listener(&b, B, 443);
     let _l2 = tcp_listener(&b, B, 8080);
@@ -88,27 +68,20 @@ rules = [
 
 #[test]
 fn icmp_is_allowed_by_type() {
-    let groups = r#"
-[[security_group]]
-name = "echo"
-rules = [
-  { direction = "inbound", protocol = "icmp", type = 8 },
-  { direction = "outbound", protocol = "all" },
-]
-
-[[security_group]]
-name = "timestamps"
-rules = [
-  { direction = "inbound", protocol = "icmp", type = 13, code = 0 },
-  { direction = "outbound", protocol = "all" },
-]
-"#;
-    let fabric = TestFabric::up(&file(
-        groups,
-        "",
-        r#"security_groups = ["echo"]"#,
-        r#"security_groups = ["timestamps"]"#,
-    ));
+    let groups = [
+        Group::new(
+            "echo",
+            [Rule::inbound("icmp").icmp_type(8), Rule::outbound("all")],
+        ),
+        Group::new(
+            "timestamps",
+            [
+                Rule::inbound("icmp").icmp_type(13).icmp_code(0),
+                Rule::outbound("all"),
+            ],
+        ),
+    ];
+    let fabric = TestFabric::up(file(groups, &[], &["echo"], &["timestamps"]));
     let a = fabric.ns("a");
     assert!(ping(&a, B, 2, None), "echo requests are type 8");
     assert!(!ping(&a, C, 2, None), "C allows only type 13");
@@ -117,29 +90,12 @@ rules = [
 
 #[test]
 fn remote_cidr_and_remote_group_and_the_union_of_groups() {
-    let groups = r#"
-[[security_group]]
-name = "app"
-rules = [{ direction = "outbound", protocol = "all" }]
-
-[[security_group]]
-name = "db"
-rules = [
-  { direction = "inbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "app" },
-]
-
-[[security_group]]
-name = "ssh"
-rules = [
-  { direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22, remote = "10.8.0.3" },
-]
-"#;
-    let fabric = TestFabric::up(&file(
-        groups,
-        r#"security_groups = ["app"]"#,
-        r#"security_groups = ["db", "ssh"]"#,
-        "",
-    ));
+    let groups = [
+        Group::new("app", [Rule::outbound("all")]),
+        Group::new("db", [Rule::inbound("tcp").port(5432).remote_group("app")]),
+        Group::new("ssh", [Rule::inbound("tcp").port(22).remote(C)]),
+    ];
+    let fabric = TestFabric::up(file(groups, &["app"], &["db", "ssh"], &[]));
     let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
     let _db = tcp_listener(&b, B, 5432);
     let _ssh = tcp_listener(&b, B, 22);
@@ -154,21 +110,11 @@ rules = [
 
 #[test]
 fn replies_need_no_rule_and_the_other_way_stays_closed() {
-    let groups = r#"
-[[security_group]]
-name = "client"
-rules = [{ direction = "outbound", protocol = "all" }]
-
-[[security_group]]
-name = "server"
-rules = [{ direction = "inbound", protocol = "tcp", port_min = 5201, port_max = 5201 }]
-"#;
-    let mut fabric = TestFabric::up(&file(
-        groups,
-        r#"security_groups = ["client"]"#,
-        r#"security_groups = ["server"]"#,
-        "",
-    ));
+    let groups = [
+        Group::new("client", [Rule::outbound("all")]),
+        Group::new("server", [Rule::inbound("tcp").port(5201)]),
+    ];
+    let mut fabric = TestFabric::up(file(groups, &["client"], &["server"], &[]));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     // B has no outbound rule and A no inbound one: only connection tracking lets the
     // replies of A's connection through.
@@ -202,15 +148,7 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 5201, port_max = 
 
 #[test]
 fn the_default_group_admits_its_members_only() {
-    let groups = r#"
-[[security_group]]
-name = "open"
-rules = [
-  { direction = "inbound", protocol = "all" },
-  { direction = "outbound", protocol = "all" },
-]
-"#;
-    let fabric = TestFabric::up(&file(groups, "", "", r#"security_groups = ["open"]"#));
+    let fabric = TestFabric::up(file([open("open")], &[], &[], &["open"]));
     let (a, c) = (fabric.ns("a"), fabric.ns("c"));
     assert!(ping(&a, B, 1, None), "A and B are both in default");
     assert!(
@@ -227,25 +165,19 @@ rules = [
 
 #[test]
 fn a_rule_change_opens_a_port_at_once() {
-    let closed = r#"
-[[security_group]]
-name = "web"
-rules = [{ direction = "inbound", protocol = "tcp", port_min = 80, port_max = 80 }]
-"#;
-    let opened = r#"
-[[security_group]]
-name = "web"
-rules = [
-  { direction = "inbound", protocol = "tcp", port_min = 80, port_max = 80 },
-  { direction = "inbound", protocol = "tcp", port_min = 8080, port_max = 8080 },
-]
-"#;
-    let b_keys = r#"security_groups = ["web"]"#;
-    let fabric = TestFabric::up(&file(closed, "", b_keys, ""));
+    let closed = Group::new("web", [Rule::inbound("tcp").port(80)]);
+    let opened = Group::new(
+        "web",
+        [
+            Rule::inbound("tcp").port(80),
+            Rule::inbound("tcp").port(8080),
+        ],
+    );
+    let fabric = TestFabric::up(file([closed], &[], &["web"], &[]));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     let _l = tcp_listener(&b, B, 8080);
     assert!(!tcp_connects(&a, B, 8080));
-    rewrite(&fabric, &file(opened, "", b_keys, ""));
+    fabric.rewrite(file([opened], &[], &["web"], &[]));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("NICs created:       -"), "{out}");
     assert!(
@@ -256,18 +188,9 @@ rules = [
 
 #[test]
 fn a_rule_change_cuts_a_running_transfer() {
-    let open = r#"
-[[security_group]]
-name = "server"
-rules = [{ direction = "inbound", protocol = "tcp", port_min = 5201, port_max = 5201 }]
-"#;
-    let shut = r#"
-[[security_group]]
-name = "server"
-rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22 }]
-"#;
-    let b_keys = r#"security_groups = ["server"]"#;
-    let mut fabric = TestFabric::up(&file(open, "", b_keys, ""));
+    let open = Group::new("server", [Rule::inbound("tcp").port(5201)]);
+    let shut = Group::new("server", [Rule::inbound("tcp").port(22)]);
+    let mut fabric = TestFabric::up(file([open], &[], &["server"], &[]));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     fabric.iperf3_server(&b, B);
     let client = std::thread::spawn(move || {
@@ -275,7 +198,7 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
         in_netns(&a, "timeout", &["12", "iperf3", "-c", B, "-t", "6", "-J"])
     });
     std::thread::sleep(Duration::from_millis(1500));
-    rewrite(&fabric, &file(shut, "", b_keys, ""));
+    fabric.rewrite(file([shut], &[], &["server"], &[]));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("connections cut:"), "{out}");
     let before = fabric.drops("B", "hsi0", "sg_denied_inbound");
@@ -294,18 +217,11 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
 
 #[test]
 fn spoofing_is_allowed_only_with_the_flag() {
-    let groups = r#"
-[[security_group]]
-name = "open"
-rules = [
-  { direction = "inbound", protocol = "all" },
-  { direction = "outbound", protocol = "all" },
-]
-"#;
-    let keys = r#"security_groups = ["open"]"#;
-    let spoofer = r#"security_groups = ["open"]
-allow_ip_spoofing = true"#;
-    let fabric = TestFabric::up(&file(groups, keys, keys, spoofer));
+    let nic = |addr: &str| Nic::new("F0", [format!("{addr}/24")]).groups(["open"]);
+    let fabric = TestFabric::up(three_lpars(
+        [open("open")],
+        [nic(A), nic(B), nic(C).allow_ip_spoofing()],
+    ));
     let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
     for ns in [&a, &c] {
         let out = in_netns(ns, "ip", &["addr", "add", "10.8.0.99/32", "dev", "hsi0"]);
@@ -338,4 +254,82 @@ allow_ip_spoofing = true"#;
     assert_eq!(nic("C")["allow_ip_spoofing"], true);
     assert_eq!(nic("A")["allow_ip_spoofing"], false);
     assert_eq!(nic("A")["security_groups"], serde_json::json!(["open"]));
+}
+
+/// Two tenants with one address plan on two CHPIDs (the issue's scenario): a connection on one
+/// CHPID neither finds, refreshes nor replaces the other's.
+#[test]
+fn connections_belong_to_their_chpid_when_tenants_share_an_address_plan() {
+    let on = |chpid: &str, addr: &str, group: &str| Nic::new(chpid, [addr]).groups([group]);
+    let tenants = FabricFile::test()
+        .chpid("C0")
+        .chpid("D0")
+        .group(Group::new("send5200", [Rule::outbound("udp").port(5200)]))
+        .group(Group::new("take5200", [Rule::inbound("udp").port(5200)]))
+        .group(open("open"))
+        .lpar("XC", "{ns}xc", [on("C0", "10.78.0.1/24", "send5200")])
+        .lpar("YC", "{ns}yc", [on("C0", "10.78.0.2/24", "take5200")])
+        .lpar("XD", "{ns}xd", [on("D0", "10.78.0.1/24", "open")])
+        .lpar("YD", "{ns}yd", [on("D0", "10.78.0.2/24", "open")]);
+    let fabric = TestFabric::up(tenants);
+    let udp = |ns: &str, addr: &'static str| {
+        let socket = iqd_tests::in_netns_thread(ns, move || {
+            std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        });
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        socket
+    };
+    let (xc, yc) = (
+        udp(&fabric.ns("xc"), "10.78.0.1:4200"),
+        udp(&fabric.ns("yc"), "10.78.0.2:5200"),
+    );
+    let (xd, yd) = (
+        udp(&fabric.ns("xd"), "10.78.0.1:4200"),
+        udp(&fabric.ns("yd"), "10.78.0.2:5200"),
+    );
+    // How many of `count` datagrams `from` sends to `to` arrive.
+    let stream = |from: &std::net::UdpSocket, to: &std::net::UdpSocket, dest: &str, count| {
+        let mut arrived = 0;
+        for _ in 0..count {
+            from.send_to(b"iqd", dest).expect("send");
+            let mut buf = [0u8; 8];
+            if to.recv_from(&mut buf).is_ok() {
+                arrived += 1;
+            }
+        }
+        arrived
+    };
+    // XC opens the connection (its only rule); YC's datagrams back pass only by tracking.
+    assert_eq!(stream(&xc, &yc, "10.78.0.2:5200", 1), 1, "XC to YC:5200");
+    assert_eq!(stream(&yc, &xc, "10.78.0.1:4200", 10), 10, "YC's replies");
+    // The other tenant opens the very same 5-tuple on its own CHPID.
+    assert_eq!(stream(&xd, &yd, "10.78.0.2:5200", 1), 1, "XD to YD:5200");
+    assert_eq!(stream(&yd, &xd, "10.78.0.1:4200", 10), 10, "YD's replies");
+    // C0's connection is untouched: YC's stream goes on.
+    assert_eq!(
+        stream(&yc, &xc, "10.78.0.1:4200", 20),
+        20,
+        "C0's tracked stream stopped after D0 opened the same tuple"
+    );
+    assert_eq!(fabric.drops("YC", "hsi0", "sg_denied_outbound"), 0);
+    assert_eq!(fabric.drops("XC", "hsi0", "sg_denied_inbound"), 0);
+
+    let out = fabric.iqd("conntrack", &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let connections = table["connections"].as_array().expect("connections");
+    for (chpid, origin, reply) in [("C0", "XC/hsi0", "YC/hsi0"), ("D0", "XD/hsi0", "YD/hsi0")] {
+        assert!(
+            connections.iter().any(|c| c["chpid"] == chpid
+                && c["origin"] == origin
+                && c["reply"] == reply
+                && c["protocol"] == "udp"
+                && c["source_port"] == 4200
+                && c["destination_port"] == 5200
+                && c["reply_packets"].as_u64() >= Some(10)),
+            "no {chpid} connection {origin} -> {reply} in {table}"
+        );
+    }
 }

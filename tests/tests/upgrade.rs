@@ -6,9 +6,12 @@
 //! pinned by hand with another key size.
 use std::{
     fs,
+    mem::size_of,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use iqd_common::{ct_flags, CtEntry, CtKey};
 
 use iqd_tests::{in_netns, ping, skew_bin, test_datapath, text, wait_until, TcpProbe, TestFabric};
 
@@ -406,55 +409,189 @@ mod bpf {
     }
 }
 
-#[test]
-fn up_replaces_a_connection_table_of_another_key_and_says_the_connections_were_reset() {
-    let fabric = TestFabric::up(TWO_LPARS);
-    let a = fabric.ns("a");
-    assert!(ping(&a, "10.9.0.2", 1, None));
-    let pins = pins(&fabric);
-    let key_size = std::mem::size_of::<iqd_common::CtKey>() as u32;
-    let value_size = std::mem::size_of::<iqd_common::CtEntry>() as u32;
+/// The port ifindex of LPAR `lpar`'s first NIC, in the fabric namespace.
+fn port_ifindex(fabric: &TestFabric, lpar: &str) -> u32 {
+    let out = fabric.iqd("status", &["--json"]);
+    assert!(out.status.success(), "status: {}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let port = status["lpars"]
+        .as_array()
+        .expect("lpars")
+        .iter()
+        .find(|l| l["lpar"] == lpar)
+        .and_then(|l| l["nics"][0]["port"].as_str())
+        .unwrap_or_else(|| panic!("no port of {lpar}: {status}"))
+        .to_string();
+    let out = in_netns(
+        &format!("iqd-{}", fabric.name),
+        "ip",
+        &["-j", "link", "show", &port],
+    );
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).expect("link JSON");
+    link[0]["ifindex"].as_u64().expect("ifindex") as u32
+}
 
-    // Another layout's connection table, 4 bytes shorter a key, with three connections.
+fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: the iqd_common map types are repr(C) plain data with explicit padding.
+    unsafe { std::slice::from_raw_parts(value as *const T as *const u8, size_of::<T>()) }.to_vec()
+}
+
+/// Replaces the fabric's connection table pin with a table of `key_size`-byte keys holding
+/// `entries`, as another layout's iqd would have left it, and leaves a staged map of yet
+/// another layout behind, as an upgrade interrupted before its renames would: the next `up`
+/// must not take it.
+fn pin_foreign_table(fabric: &TestFabric, key_size: u32, entries: &[(Vec<u8>, CtEntry)]) {
+    let pins = pins(fabric);
+    let value_size = size_of::<CtEntry>() as u32;
     let table = bpf::create(
         "IQD_CONNTRACK",
         bpf::BPF_MAP_TYPE_LRU_HASH,
-        key_size - 4,
+        key_size,
         value_size,
         1024,
     );
-    for n in 0..3u8 {
-        let mut key = vec![0u8; key_size as usize - 4];
-        key[0] = n + 1;
-        bpf::update(table, &key, &vec![0u8; value_size as usize]);
+    for (key, entry) in entries {
+        assert_eq!(key.len(), key_size as usize);
+        bpf::update(table, key, &bytes_of(entry));
     }
     fs::remove_file(pins.join("IQD_CONNTRACK")).expect("unpin the table");
     bpf::pin(table, &pins.join("IQD_CONNTRACK"));
-    // And what an upgrade interrupted before its renames leaves: a staged map of a layout
-    // that is no one's. The next `up` must not take it.
     fs::create_dir_all(pins.join("upgrade")).expect("staging directory");
     let leftover = bpf::create("IQD_CONNTRACK", bpf::BPF_MAP_TYPE_LRU_HASH, 4, 4, 16);
     bpf::pin(leftover, &pins.join("upgrade/IQD_CONNTRACK"));
+}
 
-    let out = fabric.iqd("status", &[]);
+#[test]
+fn up_converts_a_layout_1_connection_table_adding_the_segment() {
+    let fabric = TestFabric::up(TWO_LPARS);
+    let (a_port, b_port) = (port_ifindex(&fabric, "A"), port_ifindex(&fabric, "B"));
+    let now = iqd::dataplane::ktime_ns();
+    let entry = |origin, reply| CtEntry {
+        origin_ifindex: origin,
+        reply_ifindex: reply,
+        created_ns: now,
+        last_seen_ns: now,
+        origin_packets: 3,
+        reply_packets: 2,
+        flags: ct_flags::REPLIED,
+        _pad: 0,
+    };
+    // Layout 1's key: saddr, daddr, sport, dport, proto, 3 bytes of padding.
+    let v1_key = |sport: u16, dport: u16| {
+        let mut key = vec![10, 9, 0, 1, 10, 9, 0, 2];
+        key.extend_from_slice(&sport.to_ne_bytes());
+        key.extend_from_slice(&dport.to_ne_bytes());
+        key.extend_from_slice(&[6, 0, 0, 0]);
+        key
+    };
+    pin_foreign_table(
+        &fabric,
+        16,
+        &[
+            (v1_key(40000, 80), entry(a_port, b_port)),
+            // A port that is gone: nothing gives this one a segment.
+            (v1_key(40001, 80), entry(999_999, b_port)),
+        ],
+    );
+    // Pins of an iqd before layouts were recorded.
+    fs::remove_file(pins(&fabric).join("IQD_LAYOUT")).expect("unpin the layout record");
+    let key_size = size_of::<CtKey>();
+
+    let out = fabric.iqd("conntrack", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains(&format!(
-            "(IQD_CONNTRACK: key {} bytes pinned, {key_size} expected, capacity 1024 pinned, \
-             {CAPACITY} expected)",
-            key_size - 4
+            "is pinned with map layout 1 (IQD_CONNTRACK: key 16 bytes pinned, {key_size} \
+             expected, capacity 1024 pinned, {CAPACITY} expected)"
         )),
         "{}",
         text(&out)
     );
 
     let up = fabric.iqd_ok("up");
-    assert!(up.contains("(IQD_CONNTRACK replaced)"), "{up}");
+    assert!(
+        up.contains(
+            "  upgraded pins:      layout 1 -> 2 (IQD_CONNTRACK replaced; IQD_LAYOUT created)\n"
+        ),
+        "{up}"
+    );
+    assert!(up.contains("  connections carried over: 1\n"), "{up}");
+    assert!(
+        !pins(&fabric).join("upgrade").exists(),
+        "staging left behind"
+    );
+
+    let out = fabric.iqd("conntrack", &["--json"]);
+    assert!(out.status.success(), "conntrack: {}", text(&out));
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("conntrack JSON");
+    let connections = table["connections"].as_array().expect("connections");
+    let converted: Vec<&serde_json::Value> = connections
+        .iter()
+        .filter(|c| c["destination_port"] == 80)
+        .collect();
+    let [c] = converted.as_slice() else {
+        panic!("expected the one convertible connection: {table}")
+    };
+    for (field, value) in [
+        ("origin", "A/hsi0"),
+        ("reply", "B/hsi0"),
+        ("chpid", "F0"),
+        ("protocol", "tcp"),
+        ("source", "10.9.0.1"),
+        ("destination", "10.9.0.2"),
+        ("state", "established"),
+    ] {
+        assert_eq!(c[field], value, "{field}: {c}");
+    }
+    assert_eq!(c["source_port"], 40000, "{c}");
+    assert_eq!(c["origin_packets"], 3, "{c}");
+    assert!(
+        ping(&fabric.ns("a"), "10.9.0.2", 2, None),
+        "traffic after the upgrade"
+    );
+}
+
+#[test]
+fn up_resets_a_connection_table_of_no_known_layout_and_says_so() {
+    let fabric = TestFabric::up(TWO_LPARS);
+    let a = fabric.ns("a");
+    assert!(ping(&a, "10.9.0.2", 1, None));
+    // A key no layout has: 8 bytes shorter than this one's, three connections.
+    let key_size = size_of::<CtKey>() as u32 - 8;
+    let entries: Vec<(Vec<u8>, CtEntry)> = (1..=3u8)
+        .map(|n| {
+            let mut key = vec![0u8; key_size as usize];
+            key[0] = n;
+            (key, CtEntry::default())
+        })
+        .collect();
+    pin_foreign_table(&fabric, key_size, &entries);
+
+    let out = fabric.iqd("status", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "(IQD_CONNTRACK: key {key_size} bytes pinned, {} expected, capacity 1024 pinned, \
+             {CAPACITY} expected)",
+            size_of::<CtKey>()
+        )),
+        "{}",
+        text(&out)
+    );
+
+    let up = fabric.iqd_ok("up");
+    assert!(
+        up.contains("  upgraded pins:      layout 2 -> 2 (IQD_CONNTRACK replaced)\n"),
+        "{up}"
+    );
     assert!(
         up.contains("  connections reset:  3 (layout changed)\n"),
         "{up}"
     );
-    assert!(!pins.join("upgrade").exists(), "staging left behind");
+    assert!(
+        !pins(&fabric).join("upgrade").exists(),
+        "staging left behind"
+    );
     // The new table is the one pinned, and the one the programs use.
     assert!(ping(&a, "10.9.0.2", 2, None), "traffic after the upgrade");
     wait_until(Duration::from_secs(2), || {

@@ -6,7 +6,8 @@ use super::ConfigArg;
 ///
 /// Once a connection's first frame is allowed (the sender's outbound and the receiver's inbound
 /// rules), frames of both directions pass without a rule lookup until it goes idle (TCP 1 h,
-/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Shows each connection's NICs, 5-tuple
+/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per CHPID (CHPIDs may
+/// reuse one address plan). Shows each connection's CHPID, NICs, 5-tuple
 /// (ICMP echo: the identifier as both ports), state, age and idle time, and the table's
 /// pressure: entries, capacity, connections created, revoked by rule changes, and evicted when
 /// the table was full.
@@ -39,12 +40,13 @@ impl Conntrack {
             return Ok(());
         }
         println!(
-            "{:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
-            "ORIGIN", "REPLY", "PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE"
+            "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
+            "CHPID", "ORIGIN", "REPLY", "PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE"
         );
         for c in &table.connections {
             println!(
-                "{:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
+                "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
+                c.chpid,
                 c.origin,
                 c.reply,
                 c.protocol,

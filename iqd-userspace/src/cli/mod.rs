@@ -46,6 +46,25 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// What a command that changes a fabric does when another one is changing it.
+#[derive(Args, Debug)]
+pub struct WaitArg {
+    /// Fail at once if another iqd is changing this fabric, instead of waiting for it to finish
+    /// (one writer per fabric; `status`, `stats` and `conntrack` never wait).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+impl WaitArg {
+    fn wait(&self) -> iqd::lock::Wait {
+        if self.no_wait {
+            iqd::lock::Wait::No
+        } else {
+            iqd::lock::Wait::Yes
+        }
+    }
+}
+
 impl ConfigArg {
     fn load(&self) -> anyhow::Result<iqd::config::Fabric> {
         Ok(iqd::config::Fabric::load(&self.config)?)

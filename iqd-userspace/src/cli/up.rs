@@ -1,7 +1,7 @@
 use clap::Args;
 use iqd::layout::Connections;
 
-use super::ConfigArg;
+use super::{ConfigArg, WaitArg};
 
 /// Create or update the fabric to match the file; returns once frames flow.
 ///
@@ -14,20 +14,31 @@ use super::ConfigArg;
 /// already matches the file is left as it is; changes are applied in place. Security-group
 /// changes take effect at once, without reloading programs: connections the new rules no longer
 /// allow are cut. For data path `afxdp`, it (re)starts the AF_XDP switch process and returns
-/// once frames flow through it. An invalid file changes nothing. A fabric pinned by an iqd of
-/// another map layout is upgraded in place: new maps are filled from the file, the links swap
-/// to the new programs, tracked connections are carried over where the layout allows.
+/// once frames flow through it.
+///
+/// An invalid file changes nothing. Neither does a fabric that cannot be built as asked (an
+/// interface iqd did not create holding a NIC's name, say): such refusals are found before the
+/// first change. A step that fails midway is undone: the fabric returns to the configuration
+/// the last successful `up` applied (or, if there was none, what this `up` created is removed),
+/// and the error names the step. One `up` or `down` changes a fabric at a time: a second one
+/// waits, saying so on stderr (or fails at once with --no-wait).
+///
+/// A fabric pinned by an iqd of another map layout is upgraded in place: new maps are filled
+/// from the file, the links swap to the new programs, tracked connections are carried over
+/// where the layout allows (else it says they were reset).
 #[derive(Args, Debug)]
 pub struct Up {
     #[command(flatten)]
     config: ConfigArg,
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 impl Up {
     pub async fn run(&self) -> anyhow::Result<()> {
         let fabric = self.config.load()?;
         iqd::require_root()?;
-        let report = iqd::fabric::up(&fabric, &self.config.config).await?;
+        let report = iqd::fabric::up(&fabric, &self.config.config, self.wait.wait()).await?;
         let list = |v: &[String]| {
             if v.is_empty() {
                 "-".to_string()

@@ -3,150 +3,20 @@
 //! allow, a NIC's groups are merged, and a group named `default` exists without being written.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Checked, Problems, Source};
+use crate::domain::{
+    prefix_mask, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup, DEFAULT_GROUP,
+};
 
-/// The group every NIC without `security_groups` gets, defined implicitly unless written.
-pub const DEFAULT_GROUP: &str = "default";
 /// Most rules one group may hold.
 pub const MAX_RULES_PER_GROUP: usize = 250;
 /// Most groups one NIC may list.
 pub const MAX_GROUPS_PER_NIC: usize = 5;
-
-/// A named set of allow rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SecurityGroup {
-    pub name: String,
-    pub rules: Vec<Rule>,
-}
-
-/// One allow rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rule {
-    pub direction: Direction,
-    pub protocol: Protocol,
-    /// Destination port range (inclusive), TCP and UDP only; `None` allows every port.
-    pub ports: Option<(u16, u16)>,
-    /// ICMP type and code; `None` allows every type (or every code of the type).
-    pub icmp_type: Option<u8>,
-    pub icmp_code: Option<u8>,
-    pub remote: Remote,
-}
-
-/// Which way a rule applies, seen from the NIC that has the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    All,
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-/// The other end a rule admits: the source of inbound and the destination of outbound traffic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Remote {
-    Any,
-    /// An address block; a single address is a /32.
-    Cidr(RemoteCidr),
-    /// The registered addresses of every NIC that has this group.
-    Group(String),
-}
-
-/// An address block `a.b.c.d/n` (0 <= n <= 32) with no host bits set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteCidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl RemoteCidr {
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        prefix_mask(self.prefix) & (u32::from(addr) ^ u32::from(self.addr)) == 0
-    }
-}
-
-/// The netmask of a prefix length, as a host-order `u32`.
-pub fn prefix_mask(prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        p => u32::MAX << (32 - u32::from(p.min(32))),
-    }
-}
-
-impl fmt::Display for RemoteCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        })
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::All => "all",
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-        })
-    }
-}
-
-impl Serialize for Remote {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Remote::Any => serializer.serialize_str("any"),
-            Remote::Cidr(cidr) => serializer.collect_str(cidr),
-            Remote::Group(group) => serializer.collect_str(&format_args!("group:{group}")),
-        }
-    }
-}
-
-/// The `default` group as it is when the file does not write one: inbound from its own
-/// members, all outbound.
-pub fn implicit_default() -> SecurityGroup {
-    SecurityGroup {
-        name: DEFAULT_GROUP.to_string(),
-        rules: vec![
-            Rule {
-                direction: Direction::Inbound,
-                protocol: Protocol::All,
-                ports: None,
-                icmp_type: None,
-                icmp_code: None,
-                remote: Remote::Group(DEFAULT_GROUP.to_string()),
-            },
-            Rule {
-                direction: Direction::Outbound,
-                protocol: Protocol::All,
-                ports: None,
-                icmp_type: None,
-                icmp_code: None,
-                remote: Remote::Any,
-            },
-        ],
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // As written.
@@ -574,6 +444,7 @@ mod tests {
 
     use super::super::{ConfigError, Fabric};
     use super::*;
+    use crate::domain::implicit_default;
 
     const FILE: &str = "sg.toml";
 

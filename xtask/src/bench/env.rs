@@ -20,7 +20,7 @@ use crate::util::Cmd;
 /// A kind of fabric between namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// iqd with its XDP layer-3 data path.
+    /// iqd with its `xdp` data path.
     IqdXdp,
     /// A Linux bridge with one veth per endpoint.
     Bridge,
@@ -29,21 +29,20 @@ pub enum Kind {
     Macvlan,
     /// A direct veth pair: the physical limit of a veth-based fabric (two endpoints only).
     Veth,
-    /// `iqd-xdp` with five security groups of this many rules on every NIC (two endpoints only).
+    /// iqd on its default data path (`iqd-tc`) with five security groups of this many rules
+    /// on every NIC (two endpoints only).
     IqdSg(usize),
     /// iqd with its tc data path (`bpf_redirect_peer`, GSO kept).
     IqdTc,
     /// iqd with its AF_XDP data path (`datapath = "afxdp"`): the same fabric file as `IqdXdp`.
     IqdAfxdp,
-    /// `iqd-tc` with five security groups of this many rules on every NIC (two endpoints only).
-    IqdTcSg(usize),
     /// `bridge` with a stateful nftables rule set equivalent to `IqdSg`'s in every endpoint
     /// namespace (two endpoints only).
     BridgeNft(usize),
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 12] = [
         Kind::IqdXdp,
         Kind::IqdTc,
         Kind::IqdAfxdp,
@@ -56,14 +55,12 @@ impl Kind {
         Kind::BridgeNft(secgroups::RULE_COUNTS[0]),
         Kind::BridgeNft(secgroups::RULE_COUNTS[1]),
         Kind::BridgeNft(secgroups::RULE_COUNTS[2]),
-        Kind::IqdTcSg(secgroups::RULE_COUNTS[2]),
     ];
 
-    /// Whether a run measures the system only when `--system` names it: `iqd-tc-sg250` shows
-    /// the same rule cost as `iqd-sg250` and is left out to keep the full run short, and
-    /// `iqd-afxdp` would take the full run past its 30 minutes.
+    /// Whether a run measures the system only when `--system` names it: `iqd-afxdp` would take
+    /// the full run past its 30 minutes.
     pub fn on_request(self) -> bool {
-        matches!(self, Kind::IqdTcSg(_) | Kind::IqdAfxdp)
+        matches!(self, Kind::IqdAfxdp)
     }
 
     pub fn name(self) -> &'static str {
@@ -78,8 +75,6 @@ impl Kind {
             Kind::IqdSg(_) => "iqd-sg",
             Kind::IqdTc => "iqd-tc",
             Kind::IqdAfxdp => "iqd-afxdp",
-            Kind::IqdTcSg(250) => "iqd-tc-sg250",
-            Kind::IqdTcSg(_) => "iqd-tc-sg",
             Kind::BridgeNft(0) => "bridge-nft0",
             Kind::BridgeNft(50) => "bridge-nft50",
             Kind::BridgeNft(250) => "bridge-nft250",
@@ -97,7 +92,6 @@ impl Kind {
             Kind::IqdSg(_) => "s",
             Kind::IqdTc => "t",
             Kind::IqdAfxdp => "a",
-            Kind::IqdTcSg(_) => "u",
             Kind::BridgeNft(_) => "n",
         }
     }
@@ -105,7 +99,7 @@ impl Kind {
     /// The rules per security group, for the systems that measure security groups.
     pub fn secgroup_rules(self) -> Option<usize> {
         match self {
-            Kind::IqdSg(n) | Kind::BridgeNft(n) | Kind::IqdTcSg(n) => Some(n),
+            Kind::IqdSg(n) | Kind::BridgeNft(n) => Some(n),
             _ => None,
         }
     }
@@ -116,7 +110,7 @@ impl Kind {
 
     pub fn max_endpoints(self) -> usize {
         match self {
-            Kind::Veth | Kind::IqdSg(_) | Kind::BridgeNft(_) | Kind::IqdTcSg(_) => 2,
+            Kind::Veth | Kind::IqdSg(_) | Kind::BridgeNft(_) => 2,
             _ => 250,
         }
     }
@@ -128,8 +122,9 @@ impl Kind {
     /// The `[fabric] datapath` of an iqd system.
     pub fn datapath(self) -> Option<&'static str> {
         match self {
-            Kind::IqdXdp | Kind::IqdSg(_) => Some("xdp"),
-            Kind::IqdTc | Kind::IqdTcSg(_) => Some("tc"),
+            Kind::IqdXdp => Some("xdp"),
+            Kind::IqdTc => Some("tc"),
+            Kind::IqdSg(_) => Some(secgroups::DATAPATH),
             Kind::IqdAfxdp => Some("afxdp"),
             _ => None,
         }
@@ -228,7 +223,7 @@ impl Builder {
         };
         let started = Instant::now();
         match kind {
-            Kind::IqdXdp | Kind::IqdSg(_) | Kind::IqdTc | Kind::IqdTcSg(_) | Kind::IqdAfxdp => {
+            Kind::IqdXdp | Kind::IqdSg(_) | Kind::IqdTc | Kind::IqdAfxdp => {
                 self.build_iqd(&mut env, &id)?
             }
             Kind::Bridge => build_bridge(&mut env, &id)?,
@@ -543,6 +538,38 @@ mod tests {
         assert_eq!(endpoint_addr(63), Ipv4Addr::new(10, 0, 0, 64));
     }
 
+    /// README.md's table of the benchmark's systems lists exactly these.
+    #[test]
+    fn the_readme_lists_every_system() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| System | What it is |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(
+            !table.is_empty(),
+            "README.md: no `| System | What it is |` table"
+        );
+        let mut listed: Vec<&str> = table
+            .iter()
+            .flat_map(|row| {
+                row.split('|')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+            })
+            .collect();
+        listed.sort_unstable();
+        let mut systems: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        systems.sort_unstable();
+        assert_eq!(listed, systems, "README.md's systems table vs Kind::ALL");
+    }
+
     #[test]
     fn the_fabric_file_gives_every_lpar_its_endpoint_address() {
         let names: Vec<String> = (0..251).map(|i| format!("n{i}")).collect();
@@ -558,6 +585,8 @@ mod tests {
         let sg = Kind::parse("iqd-sg50").unwrap();
         assert_eq!(sg.secgroup_rules(), Some(50));
         assert!(sg.is_iqd() && sg.max_endpoints() == 2);
+        // The security-group systems measure the default data path, as `iqd-tc` does.
+        assert_eq!(sg.datapath(), Kind::IqdTc.datapath());
         assert_eq!(Kind::parse("bridge-nft250"), Some(Kind::BridgeNft(250)));
         assert!(!Kind::BridgeNft(0).is_iqd());
     }

@@ -43,8 +43,8 @@ pub struct Options {
     quick: bool,
 
     /// Systems to measure, comma-separated: iqd-xdp, iqd-tc, bridge, macvlan, veth, iqd-sg0,
-    /// iqd-sg50, iqd-sg250, bridge-nft0, bridge-nft50, bridge-nft250, and (only when named)
-    /// iqd-tc-sg250 [default: all but iqd-tc-sg250].
+    /// iqd-sg50, iqd-sg250 (iqd-tc with security groups), bridge-nft0, bridge-nft50,
+    /// bridge-nft250, and (only when named) iqd-afxdp [default: all but iqd-afxdp].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
@@ -520,6 +520,7 @@ pub fn run(options: Options) -> Result<()> {
         mtus: plan.mtus.clone(),
         scale: plan.scale.clone(),
         secgroup_mtus: plan.secgroup_mtus.clone(),
+        secgroup_datapath: secgroups::DATAPATH.into(),
     };
     let secgroup_rows = stats::secgroup_rows(&recorder.samples);
     print_results(&rows, &secgroup_rows);
@@ -861,6 +862,41 @@ mod tests {
         o.quick = false;
         o.mtu.clear();
         assert_eq!(Plan::from_options(&o).unwrap().secgroup_mtus, [1500, 57344]);
+    }
+
+    #[test]
+    fn the_system_help_names_every_system() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "system")
+            .expect("--system");
+        let help = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+        let (all, on_request) = help.split_once("only when named").expect("on-request part");
+        let named = |text: &str, name: &str| {
+            text.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+                .any(|word| word == name)
+        };
+        for kind in Kind::ALL {
+            let part = if kind.on_request() { on_request } else { all };
+            assert!(
+                named(part, kind.name()),
+                "--system help: {}\n{help}",
+                kind.name()
+            );
+        }
+        let listed = help
+            .split(|c: char| !(c.is_alphanumeric() || c == '-'))
+            .filter(|w| {
+                w.starts_with("iqd-") || w.starts_with("bridge") || ["macvlan", "veth"].contains(w)
+            })
+            .filter(|w| Kind::parse(w).is_none())
+            .collect::<Vec<_>>();
+        assert!(
+            listed.is_empty(),
+            "--system help names no such system: {listed:?}"
+        );
     }
 
     #[test]

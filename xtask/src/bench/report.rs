@@ -4,6 +4,7 @@ use std::{fmt::Write as _, fs, process::Command, process::Stdio};
 
 use serde::Serialize;
 
+use super::env::Kind;
 use super::secgroups;
 use super::stats::{metric, SecgroupRow, Summary, BASELINE, LIMIT};
 
@@ -113,6 +114,14 @@ pub struct RunInfo {
     /// The MTUs of the security-group systems; the first is the connection rate's.
     #[serde(default)]
     pub secgroup_mtus: Vec<u32>,
+    /// The data path of the `iqd-sg<N>` systems. Runs saved before it was recorded measured
+    /// them on `xdp`.
+    #[serde(default = "secgroup_datapath_before_it_was_recorded")]
+    pub secgroup_datapath: String,
+}
+
+fn secgroup_datapath_before_it_was_recorded() -> String {
+    "xdp".into()
 }
 
 /// A metric's title, or its name when it is not a known metric.
@@ -492,18 +501,14 @@ pub fn secgroup_tables(rows: &[SecgroupRow]) -> String {
     md
 }
 
-/// What each system is, for the method section.
-fn describe_system(name: &str) -> String {
-    if let Some(n) = name.strip_prefix("iqd-tc-sg") {
-        return format!(
-            "iqd-tc with five security groups on each of the two NICs, {n} rules per group \
-             (the same rule sets as iqd-sg{n})."
-        );
-    }
+/// What each system is, for the method section; `secgroup_datapath` is the data path of the
+/// `iqd-sg<N>` systems in the run.
+fn describe_system(name: &str, secgroup_datapath: &str) -> String {
     if let Some(n) = name.strip_prefix("iqd-sg") {
         return format!(
-            "iqd-xdp with five security groups on each of the two NICs, {n} rules per group \
-             (see the security-group rule sets below)."
+            "iqd-{secgroup_datapath} (iqd on its `{secgroup_datapath}` data path) with five \
+             security groups on each of the two NICs, {n} rules per group (see the \
+             security-group rule sets below)."
         );
     }
     if let Some(n) = name.strip_prefix("bridge-nft") {
@@ -531,9 +536,11 @@ fn describe_system(name: &str) -> String {
         "veth" => "a direct veth pair between two namespaces: the physical limit of a \
                    veth-based fabric. It takes part in the pairwise measurements only."
             .into(),
-        other => match other.strip_prefix("iqd-") {
+        other => match Kind::parse(other).and_then(Kind::datapath) {
             Some(path) => format!("iqd with its `{path}` data path."),
-            None => "see `xtask/src/bench/env.rs`.".into(),
+            None => "a system this version of the benchmark does not build (see the history of \
+                     `xtask/src/bench/env.rs`)."
+                .into(),
         },
     }
 }
@@ -656,7 +663,11 @@ pub fn markdown(
          the fabric share its CPUs. The systems:\n\n",
     );
     for system in &run.systems {
-        let _ = writeln!(md, "- **{system}**: {}", describe_system(system));
+        let _ = writeln!(
+            md,
+            "- **{system}**: {}",
+            describe_system(system, &run.secgroup_datapath)
+        );
     }
     let _ = write!(
         md,
@@ -781,13 +792,16 @@ pub fn markdown(
     }
 
     if !secgroup_rows.is_empty() {
-        md.push_str(
-            "\n## Security groups\n\nThe security-group systems side by side: iqd with N \
-             rules per group (`iqd-sgN`) and the bridge with the equivalent nftables rule set \
-             (`bridge-nftN`). \"vs ...0\" is the paired ratio to the same system with 0 rules \
-             per group (the cost of the rules); the last column is iqd's paired ratio to the \
-             nftables bridge with as many rules. The Results below list the same medians with \
-             their ranges and their ratios to the plain bridge and the veth pair.\n",
+        let _ = writeln!(
+            md,
+            "\n## Security groups\n\nThe security-group systems side by side: iqd on its \
+             `{}` data path with N rules per group (`iqd-sgN`) and the bridge with the \
+             equivalent nftables rule set (`bridge-nftN`). \"vs ...0\" is the paired ratio to \
+             the same system with 0 rules per group (the cost of the rules); the last column is \
+             iqd's paired ratio to the nftables bridge with as many rules. The Results below \
+             list the same medians with their ranges and their ratios to the plain bridge and \
+             the veth pair.",
+            run.secgroup_datapath
         );
         md.push_str(&secgroup_tables(secgroup_rows));
     }
@@ -1035,6 +1049,7 @@ mod tests {
             mtus: vec![1500, 8192, 57344],
             scale: vec![2, 16, 64],
             secgroup_mtus: vec![1500, 57344],
+            secgroup_datapath: "tc".into(),
         }
     }
 
@@ -1109,7 +1124,11 @@ mod tests {
             row("tcp_crr", 1500, "bridge", 13_500.0, Some(1.0), None),
         ];
         let md = markdown(&rows, &sg, &machine(), &run, &[]);
-        assert!(md.contains("- **iqd-sg250**: iqd-xdp with five security groups"));
+        assert!(
+            md.contains("- **iqd-sg250**: iqd-tc (iqd on its `tc` data path) with five security"),
+            "{md}"
+        );
+        assert!(md.contains("iqd on its `tc` data path with N rules per group"));
         assert!(md.contains("- **bridge-nft0**: the bridge system with the same five"));
         assert!(md.contains("With N = 0, the first four groups are empty"));
         assert!(md.contains("`CONFIG_NF_CONNTRACK_BRIDGE` is not set"));

@@ -15,6 +15,9 @@ use std::fmt::Write as _;
 pub const GROUPS: usize = 5;
 /// The rule counts per group the benchmark measures.
 pub const RULE_COUNTS: [usize; 3] = [0, 50, 250];
+/// The data path of the `iqd-sg<N>` systems: iqd's default, so that they measure what a fabric
+/// gets without a `datapath` key (the integration tests check that it still is the default).
+pub const DATAPATH: &str = "tc";
 /// The endpoints' network, the remote of every allow rule.
 pub const BENCH_NET: &str = "10.0.0.0/24";
 /// iperf3 (TCP and UDP).

@@ -19,25 +19,15 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use iqd_common::{ct_timeout, drop_reason, ETH_HLEN};
+use iqd_common::{
+    ct_timeout, drop_reason,
+    wire::{
+        ARP_LEN, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN,
+        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_FIN, TCP_HLEN, TCP_RST, UDP_HLEN,
+    },
+};
 
-use crate::config::{Direction, Fabric, Protocol, Remote, Rule};
-
-const ETH_HDR: usize = ETH_HLEN as usize;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_ARP: u16 = 0x0806;
-const IPV4_MIN_HDR: usize = 20;
-const ARP_LEN: usize = 28;
-const TCP_MIN_HDR: usize = 20;
-const UDP_HDR: usize = 8;
-const ICMP_HDR: usize = 8;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
+use iqd::domain::{Direction, Fabric, Protocol, Remote, Rule};
 
 /// A NIC of the modelled fabric: its index in [`Model::nics`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,9 +141,11 @@ impl L4 {
     }
 }
 
-/// A tracked connection as its first frame had it.
+/// A tracked connection as its first frame had it, in the segment (CHPID) of its NICs: two
+/// CHPIDs may use one address plan, and their connections are separate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
+    segment: u8,
     saddr: Ipv4Addr,
     daddr: Ipv4Addr,
     sport: u16,
@@ -164,6 +156,7 @@ struct ConnKey {
 impl ConnKey {
     fn reversed(&self) -> ConnKey {
         ConnKey {
+            segment: self.segment,
             saddr: self.daddr,
             daddr: self.saddr,
             sport: self.dport,
@@ -341,11 +334,11 @@ impl Model {
         now_ns: u64,
     ) -> Result<(Verdict, bool), u32> {
         let nic = self.nic(ingress);
-        if frame.len() < ETH_HDR {
+        if frame.len() < ETH_HLEN {
             return Err(drop_reason::MALFORMED);
         }
         // The CHPID's frame size holds for every frame, whatever it carries.
-        if frame.len() as u64 > u64::from(nic.mtu) + ETH_HDR as u64 {
+        if frame.len() as u64 > u64::from(nic.mtu) + ETH_HLEN as u64 {
             return Err(drop_reason::MFS_EXCEEDED);
         }
         match be16(frame, 12) {
@@ -379,12 +372,12 @@ impl Model {
 
     fn ipv4(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<(Verdict, bool), u32> {
         let ip = frame
-            .get(ETH_HDR..ETH_HDR + IPV4_MIN_HDR)
+            .get(ETH_HLEN..ETH_HLEN + IPV4_HLEN)
             .ok_or(drop_reason::MALFORMED)?;
         let version = ip[0] >> 4;
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let tot_len = usize::from(be16(ip, 2));
-        if version != 4 || ihl < IPV4_MIN_HDR || tot_len < ihl || ETH_HDR + tot_len > frame.len() {
+        if version != 4 || ihl < IPV4_HLEN || tot_len < ihl || ETH_HLEN + tot_len > frame.len() {
             return Err(drop_reason::MALFORMED);
         }
         if frame[6..12] != self.nic(ingress).mac {
@@ -396,7 +389,7 @@ impl Model {
 
         // The transport header must lie within the IPv4 packet (padding after it is not part
         // of the packet).
-        let packet = &frame[ETH_HDR..ETH_HDR + tot_len];
+        let packet = &frame[ETH_HLEN..ETH_HLEN + tot_len];
         let l4 = transport(ip[9], be16(ip, 6) & 0x1fff != 0, &packet[ihl..])?;
 
         // Security groups: a tracked connection passes either way; anything else needs the
@@ -417,22 +410,29 @@ impl Model {
         if l4.opens() {
             let (sport, dport) = l4.ports().unwrap_or((0, 0));
             let key = ConnKey {
+                segment: self.nic(ingress).chpid,
                 saddr,
                 daddr,
                 sport,
                 dport,
                 proto: l4.proto(),
             };
-            // A new connection replaces whatever the table held for the same tuple.
-            self.connections.insert(
-                key,
-                Conn {
-                    origin: ingress,
-                    reply: to,
-                    last_seen_ns: now_ns,
-                    closing: l4.closing(),
-                },
-            );
+            // A new connection takes the tuple's place only if the entry there has expired.
+            let conn = Conn {
+                origin: ingress,
+                reply: to,
+                last_seen_ns: now_ns,
+                closing: l4.closing(),
+            };
+            let proto = key.proto;
+            self.connections
+                .entry(key)
+                .and_modify(|old| {
+                    if !old.live(proto, now_ns) {
+                        *old = conn;
+                    }
+                })
+                .or_insert(conn);
         }
         Ok((Verdict::Redirect { to }, false))
     }
@@ -453,6 +453,7 @@ impl Model {
         };
         let proto = l4.proto();
         let key = ConnKey {
+            segment: self.nic(from).chpid,
             saddr,
             daddr,
             sport,
@@ -519,7 +520,7 @@ impl Model {
     /// ARP in layer 3 mode: `Ok` if the fabric answers the request.
     fn arp(&self, ingress: NicId, frame: &[u8]) -> Result<NicId, u32> {
         let arp = frame
-            .get(ETH_HDR..ETH_HDR + ARP_LEN)
+            .get(ETH_HLEN..ETH_HLEN + ARP_LEN)
             .ok_or(drop_reason::MALFORMED)?;
         if be16(arp, 0) != 1 || be16(arp, 2) != ETH_P_IP || arp[4] != 6 || arp[5] != 4 {
             return Err(drop_reason::MALFORMED);
@@ -567,9 +568,9 @@ fn transport(proto: u8, later_fragment: bool, data: &[u8]) -> Result<L4, u32> {
         return Ok(L4::LaterFragment { proto });
     }
     let need = match proto {
-        IPPROTO_TCP => TCP_MIN_HDR,
-        IPPROTO_UDP => UDP_HDR,
-        _ => ICMP_HDR,
+        IPPROTO_TCP => TCP_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => ICMP_HLEN,
     };
     if data.len() < need {
         return Err(drop_reason::MALFORMED);
