@@ -13,7 +13,9 @@ use std::{
 
 use iqd_common::{ct_flags, CtEntry, CtKey};
 
-use iqd_tests::{in_netns, ping, skew_bin, test_datapath, text, wait_until, TcpProbe, TestFabric};
+use iqd_tests::{
+    in_netns, iqd_bin, ping, skew_bin, test_datapath, text, wait_until, TcpProbe, TestFabric,
+};
 
 const TWO_LPARS: &str = r#"
 [fabric]
@@ -101,6 +103,57 @@ fn this_iqd_refuses_to_read_a_fabric_of_another_layout() {
     let out = fabric.iqd_at(&skew, "status", &[]);
     assert!(out.status.success(), "skewed status: {}", text(&out));
     assert!(ping(&a, "10.9.0.2", 2, None), "traffic after the refusals");
+}
+
+#[test]
+fn an_interrupted_upgrade_leaves_the_old_fabric_running_and_the_next_up_completes_it() {
+    let Some(skew) = skewed() else { return };
+    let fabric = up_with(&skew);
+    let a = fabric.ns("a");
+    // The upgrade fails where its maps would replace the old pins (a debug build's failpoint);
+    // the rollback runs into it again, so nothing completes.
+    let out = std::process::Command::new(iqd_bin())
+        .args(["up", "--config", fabric.config_arg()])
+        .env("IQD_FAILPOINT", "commit the map layout")
+        .output()
+        .expect("run iqd up");
+    assert!(
+        !out.status.success(),
+        "the failpoint did not fire: {}",
+        text(&out)
+    );
+    assert!(
+        stderr(&out).contains("commit the map layout"),
+        "{}",
+        text(&out)
+    );
+
+    // The old programs still run on the old maps: the fabric carries, its pins are layout 1's.
+    assert!(
+        ping(&a, "10.9.0.2", 2, None),
+        "traffic after the interrupted upgrade"
+    );
+    let out = fabric.iqd("status", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("is pinned with map layout 1"),
+        "{}",
+        text(&out)
+    );
+    assert!(fabric.iqd_at(&skew, "status", &[]).status.success());
+
+    // The next `up` does it all again, and completes it.
+    let up = fabric.iqd_ok("up");
+    assert!(
+        up.contains("  upgraded pins:      layout 1 -> 2 (IQD_CONNTRACK replaced)\n"),
+        "{up}"
+    );
+    assert!(
+        !pins(&fabric).join("upgrade").exists(),
+        "staging left behind"
+    );
+    assert!(fabric.iqd("status", &[]).status.success());
+    assert!(ping(&a, "10.9.0.2", 2, None), "traffic after the upgrade");
 }
 
 /// One interval of an iperf3 report.
