@@ -56,7 +56,7 @@ pub fn track(flow: &Flow, segment: u32, from: u32, to: u32) -> bool {
     let forward = key(
         segment, flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto,
     );
-    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&forward) {
+    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(forward) {
         // SAFETY: map values stay valid while the program runs; races only lose counts.
         let entry = unsafe { &mut *entry };
         if entry.origin_ifindex == from && entry.reply_ifindex == to && live(entry, flow.proto, now)
@@ -70,7 +70,7 @@ pub fn track(flow: &Flow, segment: u32, from: u32, to: u32) -> bool {
     let reverse = key(
         segment, flow.daddr, flow.saddr, flow.dport, flow.sport, flow.proto,
     );
-    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&reverse) {
+    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(reverse) {
         // SAFETY: as above.
         let entry = unsafe { &mut *entry };
         if entry.origin_ifindex == to && entry.reply_ifindex == from && live(entry, flow.proto, now)
@@ -113,10 +113,7 @@ pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
         flags: tcp_flags(flow),
         _pad: 0,
     };
-    if IQD_CONNTRACK
-        .insert(&key, &entry, BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    if IQD_CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
         if let Some(created) = IQD_CT_STATS.get_ptr_mut(ct_stat::CREATED) {
             // SAFETY: this CPU's slot of a per-CPU array.
             unsafe { *created += 1 };
@@ -125,7 +122,7 @@ pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
     }
     // The tuple is taken in this segment. Only an expired entry gives way to the new
     // connection; a live one (a NIC allowed to spoof reusing a peer's tuple, say) stays.
-    let Some(old) = IQD_CONNTRACK.get_ptr(&key) else {
+    let Some(old) = IQD_CONNTRACK.get_ptr(key) else {
         return;
     };
     // SAFETY: map values stay valid while the program runs.
@@ -134,5 +131,5 @@ pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
     }
     // Not counted as created: `iqd stats` derives evictions from created - revoked - entries,
     // and the expired entry it replaces was counted when it was created.
-    let _ = IQD_CONNTRACK.insert(&key, &entry, BPF_EXIST as u64);
+    let _ = IQD_CONNTRACK.insert(key, entry, BPF_EXIST as u64);
 }

@@ -5,7 +5,7 @@ use crate::{maps::IQD_COUNTERS, DropReason};
 
 #[inline(always)]
 fn with(ifindex: u32, f: impl FnOnce(&mut NicCounters)) {
-    if let Some(counters) = IQD_COUNTERS.get_ptr_mut(&ifindex) {
+    if let Some(counters) = IQD_COUNTERS.get_ptr_mut(ifindex) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU entry; XDP does not nest on a CPU.
         f(unsafe { &mut *counters });
     }

@@ -72,8 +72,10 @@ impl Frame for TcContext {
     }
 
     #[inline(always)]
+    // `ifindex`, not `ingress_ifindex`, on purpose: at tc ingress the skb's device is the
+    // port it arrived on, which is what the name means here.
+    #[allow(clippy::misnamed_getters)]
     fn ingress_ifindex(&self) -> u32 {
-        // At tc ingress the skb's device is the port it arrived on.
         // SAFETY: the context pointer is valid for the program's run.
         unsafe { (*self.skb.skb).ifindex }
     }

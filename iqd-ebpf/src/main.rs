@@ -148,7 +148,7 @@ const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT as i32)
+    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
@@ -168,7 +168,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
                 return Err(drop_reason::REDIRECT_FAILED);
             }
             counters::delivered(target, packets, bytes);
-            Ok(TC_ACT_REDIRECT as i32)
+            Ok(TC_ACT_REDIRECT)
         }
         Verdict::Reply => {
             // SAFETY: as above; out of the port the request came in on, to the asker.
@@ -176,7 +176,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
                 return Err(drop_reason::REDIRECT_FAILED);
             }
             counters::delivered(ifindex, packets, bytes);
-            Ok(TC_ACT_REDIRECT as i32)
+            Ok(TC_ACT_REDIRECT)
         }
     }
 }

@@ -47,8 +47,7 @@ pub static IQD_XSK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(xsk_stat::COUNT
 // others. The switch maps it into its memory (hence mmapable) and counts straight into it,
 // with no system call per frame and nothing lost if it dies; `iqd stats` reads it.
 #[map(name = "IQD_SWITCH_COUNTERS")]
-pub static IQD_SWITCH_COUNTERS: Array<NicCounters> =
-    Array::pinned(MAX_PORTS, BPF_F_MMAPABLE as u32);
+pub static IQD_SWITCH_COUNTERS: Array<NicCounters> = Array::pinned(MAX_PORTS, BPF_F_MMAPABLE);
 
 // Never touched by a program either: the map layout (`iqd_common::LAYOUT_VERSION`) of the iqd
 // that wrote the pins, so a later iqd knows what it finds. `iqd up` writes it.
@@ -58,20 +57,20 @@ pub static IQD_LAYOUT: Array<u32> = Array::pinned(1, 0);
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {
     // SAFETY: entries are plain data; a concurrent update can only yield another valid entry.
-    unsafe { IQD_PORTS.get(&ifindex).copied() }
+    unsafe { IQD_PORTS.get(ifindex).copied() }
 }
 
 #[inline(always)]
 pub fn route(chpid: u32, addr: u32) -> Option<RouteTarget> {
     let key = RouteKey { chpid, addr };
     // SAFETY: as in `port`.
-    unsafe { IQD_ROUTES.get(&key).copied() }
+    unsafe { IQD_ROUTES.get(key).copied() }
 }
 
 /// Whether any CHPID registers `addr` (tells `not_member` from `no_destination`).
 #[inline(always)]
 pub fn registered_anywhere(addr: u32) -> bool {
-    IQD_ADDRESSES.get_ptr(&addr).is_some()
+    IQD_ADDRESSES.get_ptr(addr).is_some()
 }
 
 /// Paths that do not redirect through the DEVMAP (tc, and afxdp's handing to the switch)

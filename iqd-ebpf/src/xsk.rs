@@ -18,7 +18,7 @@ fn socket(ifindex: u32, queue: u32) -> Option<u32> {
         return None;
     }
     // SAFETY: plain data; a concurrent update yields another valid slot.
-    let slot = unsafe { IQD_XSK_SLOTS.get(&ifindex) }.copied()?;
+    let slot = unsafe { IQD_XSK_SLOTS.get(ifindex) }.copied()?;
     let index = slot.checked_mul(XSK_MAX_QUEUES)?.checked_add(queue)?;
     // A lookup finds only sockets that are bound and alive: the kernel removes a socket from
     // the map when it is closed (the switch exited or died).

@@ -86,7 +86,7 @@ fn rust_src(ok: &mut Vec<String>) -> Result<()> {
         eprintln!("setup: installing the nightly toolchain with rust-src");
         return Cmd::new("rustup")
             .args(["toolchain", "install", "nightly", "--profile", "minimal"])
-            .args(["--component", "rust-src"])
+            .args(["--component", "rust-src", "--component", "clippy"])
             .run();
     }
     let has_rust_src = String::from_utf8_lossy(&installed.stdout)

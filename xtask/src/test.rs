@@ -44,6 +44,18 @@ pub fn run(options: Options) -> Result<()> {
             eprintln!("test: clippy failed: {err:#}");
             failed.push("clippy");
         }
+        // The kernel crate too, for its own target with the nightly toolchain that builds it.
+        let ebpf_clippy = util::cargo()
+            .args(["+nightly", "clippy", "--package", "iqd-ebpf", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"])
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        if let Err(err) = ebpf_clippy.run() {
+            eprintln!("test: clippy (iqd-ebpf) failed: {err:#}");
+            failed.push("clippy (iqd-ebpf)");
+        }
     }
 
     // Nothing to test without a build, so this one stops the run.
