@@ -305,42 +305,14 @@ impl Executor<'_> {
                 self.plane = Some((plane, maps));
             }
             Step::RemoveNic(old) => {
-                let pin_dir = self.pin_dir.clone();
-                let fabric_nl = self
-                    .fabric_nl
-                    .take()
-                    .ok_or(Error::StepOrder("fabric namespace"))?;
-                let result = async {
-                    let (_, maps) = self.plane()?;
-                    remove_nic(&fabric_nl, maps, &pin_dir, old).await
-                }
-                .await;
-                self.fabric_nl = Some(fabric_nl);
-                result?;
+                self.remove_port(&old.port).await?;
                 self.report
                     .removed_nics
                     .push(format!("{}/{}", old.lpar, old.nic));
                 self.state.nics.retain(|r| r.port != old.port);
                 self.state.save()?;
             }
-            Step::RemoveLeftoverPort(port) => {
-                let record = NicRecord {
-                    port: port.clone(),
-                    ..Default::default()
-                };
-                let pin_dir = self.pin_dir.clone();
-                let fabric_nl = self
-                    .fabric_nl
-                    .take()
-                    .ok_or(Error::StepOrder("fabric namespace"))?;
-                let result = async {
-                    let (_, maps) = self.plane()?;
-                    remove_nic(&fabric_nl, maps, &pin_dir, &record).await
-                }
-                .await;
-                self.fabric_nl = Some(fabric_nl);
-                result?;
-            }
+            Step::RemoveLeftoverPort(port) => self.remove_port(port).await?,
             Step::CreateNic(record) => {
                 let nic = find_nic(fabric, record)?;
                 // Links pinned for a port of that name belong to a veth pair that is gone.
@@ -414,6 +386,23 @@ impl Executor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Removes a port: its pinned links, its map entries and its veth pair (the LPAR end goes
+    /// with it). A port that is gone already is fine.
+    async fn remove_port(&mut self, port: &str) -> Result<()> {
+        let pin_dir = self.pin_dir.clone();
+        let fabric_nl = self
+            .fabric_nl
+            .take()
+            .ok_or(Error::StepOrder("fabric namespace"))?;
+        let result = async {
+            let (_, maps) = self.plane()?;
+            remove_nic(&fabric_nl, maps, &pin_dir, port).await
+        }
+        .await;
+        self.fabric_nl = Some(fabric_nl);
+        result
     }
 
     /// Puts `record` in the state file in place of any record of its port.
@@ -609,10 +598,10 @@ async fn remove_nic(
     fabric_nl: &Netlink,
     maps: &mut FabricMaps,
     pin_dir: &std::path::Path,
-    old: &NicRecord,
+    port: &str,
 ) -> Result<()> {
-    dataplane::detach(pin_dir, &old.port)?;
-    if let Some(port) = fabric_nl.link(&old.port).await? {
+    dataplane::detach(pin_dir, port)?;
+    if let Some(port) = fabric_nl.link(port).await? {
         maps.remove_port(port.index)?;
         // Deleting one end of a veth pair deletes the LPAR's end too.
         fabric_nl.delete_link(port.index).await?;

@@ -243,9 +243,12 @@ impl PinnedLayout {
     }
 
     /// This build may read the pinned maps (`status`, `stats`, `conntrack`, the switch): every
-    /// map it reads is pinned and compatible. Only the version record may be missing.
+    /// map it reads is pinned and compatible, and no newer iqd wrote them (a newer layout may
+    /// give a map of the same size another meaning). Only the version record may be missing.
     pub fn readable(&self) -> bool {
-        self.incompatible.is_empty() && self.missing.iter().all(|m| m == map_names::LAYOUT)
+        self.version <= LAYOUT_VERSION
+            && self.incompatible.is_empty()
+            && self.missing.iter().all(|m| m == map_names::LAYOUT)
     }
 
     /// Map `name` is pinned and compatible: what is in it reads as this build's.
@@ -266,6 +269,9 @@ impl PinnedLayout {
                 .filter(|m| *m != map_names::LAYOUT)
                 .map(|m| format!("{m}: not pinned")),
         );
+        if differences.is_empty() {
+            differences.push("maps of this iqd's sizes, written by a newer iqd".to_string());
+        }
         Error::Layout(Box::new(LayoutMismatch {
             fabric: fabric.to_string(),
             pinned: self.version,
@@ -804,6 +810,16 @@ mod tests {
         .into_iter()
         .map(|(n, d)| (n.to_string(), d))
         .collect()
+    }
+
+    #[test]
+    fn pins_of_a_newer_layout_are_not_read_even_when_the_sizes_match() {
+        let layout = compare(&ours(), &ours(), Some(LAYOUT_VERSION + 1));
+        assert!(!layout.readable());
+        let message = layout.mismatch("demo").to_string();
+        assert!(message.contains("written by a newer iqd"), "{message}");
+        assert!(message.contains("use the newer iqd"), "{message}");
+        assert!(compare(&ours(), &ours(), Some(LAYOUT_VERSION)).readable());
     }
 
     #[test]
