@@ -9,7 +9,7 @@
 //! values that passed the earlier ones, which keeps follow-on errors out of the report.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use toml::Spanned;
 use crate::domain::fabric_netns;
 pub use crate::domain::{
     chpid_label, format_mac, implicit_default, prefix_mask, Chpid, CidrError, Datapath, Direction,
-    Fabric, Ipv4Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
+    Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
     DEFAULT_GROUP,
 };
 
@@ -149,6 +149,7 @@ struct RawNic {
     devno: Option<Spanned<String>>,
     mac: Option<Spanned<String>>,
     ipv4: Option<Spanned<Vec<Spanned<String>>>>,
+    ipv6: Option<Spanned<Vec<Spanned<String>>>>,
     security_groups: Option<Spanned<Vec<Spanned<String>>>>,
     allow_ip_spoofing: Option<bool>,
 }
@@ -183,6 +184,7 @@ struct CheckedNic {
     devno: Option<(u16, usize)>,
     mac: Option<([u8; 6], usize)>,
     ipv4: Vec<(Ipv4Cidr, usize)>,
+    ipv6: Vec<(Ipv6Cidr, usize)>,
     /// Listed security groups with their positions; `None` for the default.
     security_groups: Option<Vec<(String, usize)>>,
     allow_ip_spoofing: bool,
@@ -320,7 +322,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     check_chpid_ids(src, &mut problems, &chpids);
     check_lpar_names(src, &mut problems, &lpars);
     check_nics(src, &mut problems, &lpars, &chpids, max_nics);
-    check_ipv4_unique(src, &mut problems, &lpars);
+    check_addresses_unique(src, &mut problems, &lpars);
     let devnos = assign_devnos(src, &mut problems, &lpars);
     let macs = assign_macs(src, &mut problems, &lpars, &devnos);
     security_groups::check_references(
@@ -351,6 +353,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
                 devno,
                 mac,
                 ipv4: nic.ipv4.into_iter().map(|(cidr, _)| cidr).collect(),
+                ipv6: nic.ipv6.into_iter().map(|(cidr, _)| cidr).collect(),
                 security_groups: match nic.security_groups {
                     Some(list) => list.into_iter().map(|(name, _)| name).collect(),
                     None => vec![DEFAULT_GROUP.to_string()],
@@ -603,30 +606,35 @@ fn check_nic(
             .map(|v| Some((v, m.span().start))),
         None => Some(None),
     };
-    let ipv4 = match &raw.ipv4 {
-        Some(list) if list.get_ref().is_empty() => {
-            problems.add(list.span().start, no_ipv4(&label));
-            None
-        }
-        Some(list) => {
-            let checked: Vec<(Ipv4Cidr, usize)> = list
-                .get_ref()
-                .iter()
-                .filter_map(|a| problems.check(check_ipv4(a)).map(|c| (c, a.span().start)))
-                .collect();
-            Some(checked).filter(|c| c.len() == list.get_ref().len())
-        }
-        None => {
-            problems.add(pos, no_ipv4(&label));
-            None
-        }
+    let ipv4 = check_list(problems, &raw.ipv4, check_ipv4);
+    let ipv6 = check_list(problems, &raw.ipv6, check_ipv6);
+    // A NIC needs an address to be reachable: at least one in either list. An empty list
+    // counts as none; the message points at it, or at the NIC when neither list is written.
+    let empty = |l: &Option<Spanned<Vec<Spanned<String>>>>| {
+        l.as_ref().is_none_or(|l| l.get_ref().is_empty())
     };
+    if empty(&raw.ipv4) && empty(&raw.ipv6) {
+        let at = [&raw.ipv4, &raw.ipv6]
+            .into_iter()
+            .flatten()
+            .map(|l| l.span().start)
+            .min()
+            .unwrap_or(pos);
+        problems.add(at, no_address(&label));
+    }
     let security_groups = match &raw.security_groups {
         Some(list) => security_groups::check_nic_groups(problems, &label, list).map(Some),
         None => Some(None),
     };
-    let (Some(name), Some(chpid), Some(devno), Some(mac), Some(ipv4), Some(security_groups)) =
-        (name, chpid, devno, mac, ipv4, security_groups)
+    let (
+        Some(name),
+        Some(chpid),
+        Some(devno),
+        Some(mac),
+        Some(ipv4),
+        Some(ipv6),
+        Some(security_groups),
+    ) = (name, chpid, devno, mac, ipv4, ipv6, security_groups)
     else {
         return None;
     };
@@ -640,13 +648,35 @@ fn check_nic(
         devno,
         mac,
         ipv4,
+        ipv6,
         security_groups,
         allow_ip_spoofing: raw.allow_ip_spoofing.unwrap_or(false),
     })
 }
 
-fn no_ipv4(label: &str) -> String {
-    format!("NIC {label} has no ipv4 address: list at least one, e.g. ipv4 = [\"10.0.0.1/24\"]")
+/// Checks each address of an optional list; `Some` (the addresses with their positions) only
+/// when every one passed.
+fn check_list<T>(
+    problems: &mut Problems,
+    list: &Option<Spanned<Vec<Spanned<String>>>>,
+    check: fn(&Spanned<String>) -> Checked<T>,
+) -> Option<Vec<(T, usize)>> {
+    let Some(list) = list else {
+        return Some(Vec::new());
+    };
+    let checked: Vec<(T, usize)> = list
+        .get_ref()
+        .iter()
+        .filter_map(|a| problems.check(check(a)).map(|c| (c, a.span().start)))
+        .collect();
+    Some(checked).filter(|c| c.len() == list.get_ref().len())
+}
+
+fn no_address(label: &str) -> String {
+    format!(
+        "NIC {label} has no address: list at least one in ipv4 or ipv6, e.g. \
+         ipv4 = [\"10.0.0.1/24\"] or ipv6 = [\"fd00:f0::1/64\"]"
+    )
 }
 
 fn check_devno(devno: &Spanned<String>) -> Checked<u16> {
@@ -736,6 +766,35 @@ fn check_ipv4(addr: &Spanned<String>) -> Checked<Ipv4Cidr> {
         Some(what) => Err((
             pos,
             format!("IPv4 address {a} is {what} and cannot be registered with a CHPID"),
+        )),
+        None => Ok(cidr),
+    }
+}
+
+fn check_ipv6(addr: &Spanned<String>) -> Checked<Ipv6Cidr> {
+    let pos = addr.span().start;
+    let s = addr.get_ref();
+    let cidr: Ipv6Cidr = s
+        .parse()
+        .map_err(|e: CidrError| (pos, format!("invalid IPv6 address {s:?}: {e}")))?;
+    let a = cidr.addr;
+    let problem = if a.is_unspecified() {
+        Some("the unspecified address")
+    } else if a.is_loopback() {
+        Some("the loopback address")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else if a.to_ipv4_mapped().is_some() {
+        Some("an IPv4-mapped address (write IPv4 addresses in ipv4)")
+    } else if a.is_unicast_link_local() {
+        Some("a link-local address (iqd registers the NIC's own link-local address from its MAC)")
+    } else {
+        None
+    };
+    match problem {
+        Some(what) => Err((
+            pos,
+            format!("IPv6 address {a} is {what} and cannot be registered with a CHPID"),
         )),
         None => Ok(cidr),
     }
@@ -869,23 +928,26 @@ fn check_nics(
     }
 }
 
-fn check_ipv4_unique(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
-    // The same address on different CHPIDs is fine: each CHPID is its own LAN.
-    let mut seen: HashMap<(u8, Ipv4Addr), (&str, usize)> = HashMap::new();
+fn check_addresses_unique(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
+    // The same address on different CHPIDs is fine: each CHPID is its own LAN. Link-local
+    // addresses follow from the MACs, which are unique, so only the listed ones are checked.
+    let mut seen: HashMap<(u8, IpAddr), (&str, usize)> = HashMap::new();
     for nic in lpars.iter().flat_map(|l| &l.nics) {
-        for &(cidr, pos) in &nic.ipv4 {
-            let key = (nic.chpid, cidr.addr);
+        let v4 = nic.ipv4.iter().map(|&(c, pos)| (IpAddr::V4(c.addr), pos));
+        let v6 = nic.ipv6.iter().map(|&(c, pos)| (IpAddr::V6(c.addr), pos));
+        for (addr, pos) in v4.chain(v6) {
+            let key = (nic.chpid, addr);
             if let Some(&(other, first)) = seen.get(&key) {
                 let whom = if other == nic.label {
                     format!("NIC {other} lists it twice")
                 } else {
                     format!("NIC {} and {other} both register it", nic.label)
                 };
+                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
                 problems.add(
                     pos,
                     format!(
-                        "duplicate IPv4 address {} on CHPID {}: {whom} (first at line {})",
-                        cidr.addr,
+                        "duplicate {family} address {addr} on CHPID {}: {whom} (first at line {})",
                         chpid_label(nic.chpid),
                         src.line(first)
                     ),
@@ -1590,15 +1652,118 @@ ipv4 = ["10.0.0.2/24"]
     fn nic_without_ipv4() {
         refused(
             &with_head("[[lpar]]\nname = \"LP01\"\n[[lpar.nic]] # <-\nchpid = \"F0\"\n"),
-            "NIC LP01/hsi0 has no ipv4 address",
+            "NIC LP01/hsi0 has no address: list at least one in ipv4 or ipv6",
         );
         refused(
             &with_head(
                 "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\nname = \"x\"\n\
                  ipv4 = [] # <-\n",
             ),
-            "NIC LP01/x has no ipv4 address",
+            "NIC LP01/x has no address",
         );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 ipv4 = [] # <-\nipv6 = []\n",
+            ),
+            "NIC LP01/hsi0 has no address",
+        );
+    }
+
+    #[test]
+    fn ipv6_only_and_dual_stack_nics() {
+        let f = parse_ok(&with_head(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+             ipv6 = [\"fd00:f0::1/64\"]\n[[lpar.nic]]\nchpid = \"F1\"\n\
+             ipv4 = [\"10.1.0.1/24\"]\nipv6 = [\"fd00:f1::1/64\", \"2001:db8::1/128\"]\n",
+        ));
+        let nics = &f.lpars[0].nics;
+        assert!(nics[0].ipv4.is_empty());
+        assert_eq!(nics[0].ipv6[0].to_string(), "fd00:f0::1/64");
+        assert_eq!(nics[1].ipv6.len(), 2);
+        assert_eq!(
+            nics[0].link_local().to_string(),
+            "fe80::ff:fef0:7000",
+            "from the derived MAC 02:00:00:f0:70:00"
+        );
+        // Registered: the file's addresses and the link-local address.
+        assert_eq!(nics[1].addresses().len(), 4);
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["lpars"][0]["nics"][1]["ipv6"][0], "fd00:f1::1/64");
+    }
+
+    fn nic_with_ipv6(addr: &str) -> String {
+        with_head(&format!(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+             ipv6 = [\"fd00::1/64\", \"{addr}\"] # <-\n"
+        ))
+    }
+
+    #[test]
+    fn bad_ipv6_cidr() {
+        refused(&nic_with_ipv6("fd00::2/0"), "prefix /0 is not in 1..=128");
+        refused(&nic_with_ipv6("fd00::2/129"), "prefix /129 is not in 1..=128");
+        refused(
+            &nic_with_ipv6("fd00::2"),
+            "invalid IPv6 address \"fd00::2\": missing /prefix",
+        );
+        refused(&nic_with_ipv6("fd00:::2/64"), "is not an IPv6 address");
+        refused(&nic_with_ipv6("10.0.0.1/24"), "is not an IPv6 address");
+        parse_ok(&nic_with_ipv6("fd00::2/128").replace(" # <-", ""));
+    }
+
+    #[test]
+    fn special_ipv6_addresses() {
+        refused(
+            &nic_with_ipv6("::/64"),
+            "IPv6 address :: is the unspecified address and cannot be registered with a CHPID",
+        );
+        refused(&nic_with_ipv6("::1/128"), "::1 is the loopback address");
+        refused(&nic_with_ipv6("ff02::1/64"), "ff02::1 is a multicast address");
+        refused(&nic_with_ipv6("ff0e::1234/16"), "is a multicast address");
+        refused(
+            &nic_with_ipv6("::ffff:10.0.0.9/120"),
+            "::ffff:10.0.0.9 is an IPv4-mapped address",
+        );
+        refused(
+            &nic_with_ipv6("fe80::1/64"),
+            "fe80::1 is a link-local address (iqd registers the NIC's own",
+        );
+        refused(&nic_with_ipv6("febf::1/64"), "is a link-local address");
+    }
+
+    #[test]
+    fn duplicate_ipv6_on_chpid() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv6 = ["fd00::1/64"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+ipv6 = ["fd00::2/64",
+        "fd00:0::1/48"] # <-
+"#,
+            ),
+            "duplicate IPv6 address fd00::1 on CHPID F0: NIC LP02/hsi0 and LP01/hsi0 both \
+             register it (first at line 14)",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n\
+                 ipv6 = [\"fd00::1/64\",\n\"fd00::1/64\"] # <-\n",
+            ),
+            "NIC LP01/hsi0 lists it twice",
+        );
+        // Another CHPID is another LAN.
+        parse_ok(&with_head(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\nipv6 = [\"fd00::1/64\"]\n\
+             [[lpar]]\nname = \"LP02\"\n[[lpar.nic]]\nchpid = \"F1\"\nipv6 = [\"fd00::1/64\"]\n",
+        ));
     }
 
     fn nic_with_ipv4(addr: &str) -> String {

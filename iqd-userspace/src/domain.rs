@@ -5,14 +5,14 @@
 //! module of the crate.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
 mod security_groups;
 pub use security_groups::{
-    implicit_default, prefix_mask, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
+    implicit_default, mapped, prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
     DEFAULT_GROUP,
 };
 
@@ -101,6 +101,9 @@ pub struct Nic {
     #[serde(serialize_with = "serialize_mac")]
     pub mac: [u8; 6],
     pub ipv4: Vec<Ipv4Cidr>,
+    /// The NIC's IPv6 addresses as the file lists them (its link-local address is not listed:
+    /// it follows from the MAC, [`Nic::link_local`]).
+    pub ipv6: Vec<Ipv6Cidr>,
     /// Names of the NIC's security groups (`["default"]` unless the file lists them).
     pub security_groups: Vec<String>,
     /// Whether the NIC may send from addresses it did not register.
@@ -111,6 +114,13 @@ pub struct Nic {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Cidr {
     pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// An IPv6 address with its prefix length, written `fd00:f0::1/64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Cidr {
+    pub addr: Ipv6Addr,
     pub prefix: u8,
 }
 
@@ -197,6 +207,63 @@ impl FromStr for Ipv4Cidr {
     }
 }
 
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv6Cidr {
+    type Err = CidrError;
+
+    /// Parses `addr/prefix`; the prefix is required and must be 1-128. Which addresses may be
+    /// registered with a CHPID is checked by the fabric validation, not here.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| CidrError("missing /prefix (e.g. fd00:f0::1/64)".into()))?;
+        let addr = addr
+            .parse::<Ipv6Addr>()
+            .map_err(|_| CidrError(format!("{addr:?} is not an IPv6 address")))?;
+        let prefix = Some(prefix)
+            .filter(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u8>().ok())
+            .filter(|p| (1..=128).contains(p))
+            .ok_or_else(|| CidrError(format!("prefix /{prefix} is not in 1..=128")))?;
+        Ok(Ipv6Cidr { addr, prefix })
+    }
+}
+
+impl Serialize for Ipv6Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The link-local address Linux gives an interface with this MAC: `fe80::/64` with the
+/// modified EUI-64 interface identifier (universal/local bit flipped, `ff:fe` in the middle).
+pub fn link_local(mac: &[u8; 6]) -> Ipv6Addr {
+    let [a, b, c, d, e, f] = *mac;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 0x02,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
+}
+
 impl Serialize for Ipv4Cidr {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -208,6 +275,22 @@ impl Nic {
     pub fn device_triple(&self) -> String {
         let d = u32::from(self.devno);
         format!("0.0.{:04x},0.0.{:04x},0.0.{:04x}", d, d + 1, d + 2)
+    }
+
+    /// The NIC's link-local address (from its MAC, as the kernel forms it on `hsiN`).
+    pub fn link_local(&self) -> Ipv6Addr {
+        link_local(&self.mac)
+    }
+
+    /// Every address the NIC registers with its CHPID: its IPv4 and IPv6 addresses and its
+    /// link-local address.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.ipv4
+            .iter()
+            .map(|c| IpAddr::V4(c.addr))
+            .chain(self.ipv6.iter().map(|c| IpAddr::V6(c.addr)))
+            .chain(std::iter::once(IpAddr::V6(self.link_local())))
+            .collect()
     }
 }
 
@@ -254,4 +337,31 @@ fn serialize_mac<S: Serializer>(mac: &[u8; 6], serializer: S) -> Result<S::Ok, S
 /// The network namespace of the fabric named `fabric_name`, `iqd-<name>`.
 pub fn fabric_netns(fabric_name: &str) -> String {
     format!("iqd-{fabric_name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_eui64_of_mac() {
+        assert_eq!(
+            link_local(&[0x02, 0x00, 0x00, 0xf0, 0x70, 0x00]),
+            "fe80::ff:fef0:7000".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            link_local(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55]),
+            "fe80::211:22ff:fe33:4455".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_cidr_parse() {
+        let c: Ipv6Cidr = "fd00:f0::1/64".parse().unwrap();
+        assert_eq!(c.to_string(), "fd00:f0::1/64");
+        assert_eq!(c.prefix, 64);
+        for bad in ["fd00::1", "fd00::1/0", "fd00::1/129", "fd00::1/+6", "10.0.0.1/24", "x/64"] {
+            assert!(bad.parse::<Ipv6Cidr>().is_err(), "{bad} accepted");
+        }
+    }
 }

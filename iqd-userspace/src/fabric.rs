@@ -509,11 +509,12 @@ fn segment(nic: &Nic) -> u32 {
     iqd_common::segment_of(&PortInfo::new(nic.chpid, 0, nic.mac))
 }
 
-/// The ROUTES entries a NIC registers: each of its addresses on its CHPID, pointing at its port.
+/// The ROUTES entries a NIC registers: each of its addresses (IPv4, IPv6 and its link-local
+/// address) on its CHPID, pointing at its port.
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
-    nic.ipv4.iter().map(move |cidr| {
+    nic.addresses().into_iter().map(move |addr| {
         (
-            RouteKey::new(nic.chpid, cidr.addr),
+            RouteKey::new(nic.chpid, addr),
             RouteTarget::new(port_ifindex, nic.mac),
         )
     })
@@ -540,29 +541,45 @@ async fn configure_lpar_side(
             // No XDP on either side: XDP on a veth takes GSO from its peer.
             Datapath::Tc => dataplane::detach_side(pin_dir, Side::Nic, port)?,
         }
-        // Layer 3 mode carries IPv4: no IPv6 chatter from the NIC.
-        let _ = netns::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", nic.name), "1");
+        // IPv6 on, but quiet: no router solicitations and no router advertisements taken;
+        // the kernel still forms the link-local address from the MAC, the one iqd registers.
+        for (key, value) in [
+            ("accept_ra", "0"),
+            ("router_solicitations", "0"),
+            ("disable_ipv6", "0"),
+        ] {
+            netns::write_sysctl(&format!("net/ipv6/conf/{}/{key}", nic.name), value)?;
+        }
+    }
+    // NOARP, as qeth sets a HiperSockets layer-3 interface: the kernel resolves every
+    // neighbour without asking (no ARP, no ND, no DAD); the fabric delivers by address and
+    // writes the destination MAC itself.
+    if !link.noarp {
+        lpar_nl.set_arp(link.index, false).await?;
     }
     // The interface holds exactly the file's addresses, whatever an earlier (perhaps
     // interrupted) run or the user left on it. An address whose prefix changed is deleted,
-    // then re-added.
-    let present = lpar_nl.ipv4_addresses(link.index).await?;
+    // then re-added. IPv6 link-local addresses are the kernel's and stay.
+    let wanted: Vec<(IpAddr, u8)> = nic
+        .ipv4
+        .iter()
+        .map(|c| (IpAddr::V4(c.addr), c.prefix))
+        .chain(nic.ipv6.iter().map(|c| (IpAddr::V6(c.addr), c.prefix)))
+        .collect();
+    let present: Vec<(IpAddr, u8)> = lpar_nl
+        .addresses(link.index)
+        .await?
+        .into_iter()
+        .filter(|(a, _)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .collect();
     for (addr, prefix) in &present {
-        if !nic
-            .ipv4
-            .iter()
-            .any(|c| c.addr == *addr && c.prefix == *prefix)
-        {
-            lpar_nl
-                .delete_address(link.index, IpAddr::V4(*addr))
-                .await?;
+        if !wanted.contains(&(*addr, *prefix)) {
+            lpar_nl.delete_address(link.index, *addr).await?;
         }
     }
-    for cidr in &nic.ipv4 {
-        if !present.contains(&(cidr.addr, cidr.prefix)) {
-            lpar_nl
-                .add_address(link.index, IpAddr::V4(cidr.addr), cidr.prefix)
-                .await?;
+    for (addr, prefix) in &wanted {
+        if !present.contains(&(*addr, *prefix)) {
+            lpar_nl.add_address(link.index, *addr, *prefix).await?;
         }
     }
     lpar_nl.set_up(link.index).await?;

@@ -80,6 +80,10 @@ pub struct NicStatus {
     pub devices: String,
     pub mac: String,
     pub ipv4: Vec<String>,
+    /// The file's IPv6 addresses (the link-local address is `link_local`).
+    pub ipv6: Vec<String>,
+    /// The NIC's link-local address, from its MAC, registered with its CHPID like the others.
+    pub link_local: String,
     /// The NIC's MTU as the LPAR has it set (the CHPID's unless the LPAR changed it).
     pub mtu: Option<u32>,
     pub port: String,
@@ -156,6 +160,8 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
                 devices: nic.device_triple(),
                 mac: config::format_mac(&nic.mac),
                 ipv4: nic.ipv4.iter().map(|a| a.to_string()).collect(),
+                ipv6: nic.ipv6.iter().map(|a| a.to_string()).collect(),
+                link_local: nic.link_local().to_string(),
                 mtu: nic_link.as_ref().map(|l| l.mtu),
                 port,
                 state: state.to_string(),

@@ -30,6 +30,8 @@ pub struct LinkState {
     pub mac: Option<[u8; 6]>,
     pub up: bool,
     pub oper_up: bool,
+    /// `IFF_NOARP`: the kernel resolves no neighbour on the link (ARP and ND off).
+    pub noarp: bool,
 }
 
 impl Netlink {
@@ -150,8 +152,49 @@ impl Netlink {
             .map_err(self.err(format!("set link {index} mtu {mtu}")))
     }
 
+    /// Turns ARP (and IPv6 neighbour discovery) on or off on link `index` (`IFF_NOARP`), as
+    /// `ip link set DEV arp on|off` does.
+    pub async fn set_arp(&self, index: u32, enable: bool) -> Result<()> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index)
+            .arp(enable)
+            .build();
+        let what = if enable { "on" } else { "off" };
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set link {index} arp {what}")))
+    }
+
     /// The IPv4 addresses on link `index`, with their prefix lengths.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv4Addr, u8)>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|(a, p)| match a {
+                IpAddr::V4(a) => Some((a, p)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The IPv6 addresses on link `index` with their prefix lengths, link-local ones included.
+    pub async fn ipv6_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv6Addr, u8)>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|(a, p)| match a {
+                IpAddr::V6(a) => Some((a, p)),
+                IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every address on link `index`, with its prefix length.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let mut stream = self
             .handle
             .address()
@@ -165,7 +208,7 @@ impl Netlink {
             .map_err(self.err(format!("list addresses of link {index}")))?
         {
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(addr)) = attr {
+                if let AddressAttribute::Address(addr) = attr {
                     out.push((*addr, msg.header.prefix_len));
                 }
             }
@@ -223,6 +266,7 @@ fn link_state(msg: &LinkMessage) -> LinkState {
         mac: None,
         up: msg.header.flags.contains(LinkFlags::Up),
         oper_up: msg.header.flags.contains(LinkFlags::LowerUp),
+        noarp: msg.header.flags.contains(LinkFlags::Noarp),
     };
     for attr in &msg.attributes {
         match attr {

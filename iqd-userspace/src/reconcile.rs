@@ -27,6 +27,7 @@ pub fn record(fabric: &Fabric, lpar: &Lpar, nic: &Nic) -> NicRecord {
         mac: nic.mac,
         mtu,
         ipv4: nic.ipv4.iter().map(|a| a.to_string()).collect(),
+        ipv6: nic.ipv6.iter().map(|a| a.to_string()).collect(),
     }
 }
 

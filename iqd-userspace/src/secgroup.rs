@@ -12,23 +12,49 @@
 //! fabric's types (`crate::domain`) and on nothing else of the crate.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use iqd_common::{
     sg_direction, sg_proto,
-    wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
     CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
 };
 
-use crate::domain::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
+use crate::domain::{mapped, prefix_mask128, Direction, Fabric, Nic, Protocol, Remote, Rule};
 
 /// An inclusive range of destination ports, or of `type << 8 | code` for ICMP.
 pub type Range = (u16, u16);
 
 const EVERYTHING: Range = (0, u16::MAX);
 
-/// A remote address block: network address and prefix length.
-type Prefix = (Ipv4Addr, u8);
+/// ICMPv6 echo request: the only ICMPv6 message that opens a connection.
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+/// A remote address block as the data plane keys it: a 16-byte network address (IPv4
+/// IPv4-mapped) and its prefix length in bits of those 16 bytes (an IPv4 /24 is /120).
+type Prefix = (Ipv6Addr, u8);
+
+/// Whether the block `(net, prefix)` holds `addr` (both as the data plane keys them).
+fn holds((net, prefix): Prefix, addr: Ipv6Addr) -> bool {
+    prefix_mask128(prefix) & (u128::from(net) ^ u128::from(addr)) == 0
+}
+
+/// IPv4 addresses as the data plane keys them: `::ffff:0:0/96`.
+const IPV4_MAPPED: Prefix = (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+
+/// Whether a remote block can hold an address a frame of `class` carries: ICMPv4 frames carry
+/// only IPv4 addresses and ICMPv6 frames only IPv6 ones, so entries for the other family
+/// would never match. Leaving them out keeps the table small (a remote group's link-local
+/// addresses, for instance, need no ICMPv4 entries).
+fn fits_class(block: Prefix, class: u8) -> bool {
+    let overlaps_v4 = holds((block.0, block.1.min(96)), IPV4_MAPPED.0);
+    let v4_only = block.1 >= 96 && overlaps_v4;
+    match class {
+        sg_proto::ICMP => overlaps_v4,
+        sg_proto::ICMPV6 => !v4_only,
+        _ => true,
+    }
+}
 
 /// The protocol classes a rule covers.
 fn classes(protocol: Protocol) -> &'static [u8] {
@@ -37,11 +63,13 @@ fn classes(protocol: Protocol) -> &'static [u8] {
             sg_proto::TCP,
             sg_proto::UDP,
             sg_proto::ICMP,
+            sg_proto::ICMPV6,
             sg_proto::OTHER,
         ],
         Protocol::Tcp => &[sg_proto::TCP],
         Protocol::Udp => &[sg_proto::UDP],
         Protocol::Icmp => &[sg_proto::ICMP],
+        Protocol::Icmpv6 => &[sg_proto::ICMPV6],
     }
 }
 
@@ -49,7 +77,7 @@ fn classes(protocol: Protocol) -> &'static [u8] {
 fn rule_range(rule: &Rule) -> Range {
     match rule.protocol {
         Protocol::Tcp | Protocol::Udp => rule.ports.unwrap_or((0, u16::MAX)),
-        Protocol::Icmp => match (rule.icmp_type, rule.icmp_code) {
+        Protocol::Icmp | Protocol::Icmpv6 => match (rule.icmp_type, rule.icmp_code) {
             (Some(t), Some(c)) => {
                 let v = (t as u16) << 8 | c as u16;
                 (v, v)
@@ -68,14 +96,15 @@ fn direction_code(direction: Direction) -> u8 {
     }
 }
 
-/// The addresses of every NIC that is a member of `group`.
-fn members(fabric: &Fabric, group: &str) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = fabric
+/// The addresses of every NIC that is a member of `group` (IPv4, IPv6 and link-local), as the
+/// data plane keys them.
+fn members(fabric: &Fabric, group: &str) -> Vec<Ipv6Addr> {
+    let mut addrs: Vec<Ipv6Addr> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
         .filter(|n| n.security_groups.iter().any(|g| g == group))
-        .flat_map(|n| n.ipv4.iter().map(|c| c.addr))
+        .flat_map(|n| n.addresses().into_iter().map(mapped))
         .collect();
     addrs.sort();
     addrs.dedup();
@@ -101,7 +130,9 @@ pub struct EntryKey {
     pub ifindex: u32,
     pub direction: u8,
     pub class: u8,
-    pub remote: Ipv4Addr,
+    /// The remote block's network address, IPv4 IPv4-mapped.
+    pub remote: Ipv6Addr,
+    /// Its prefix length in bits of the 16-byte address.
     pub prefix: u8,
 }
 
@@ -119,12 +150,8 @@ impl EntryKey {
         )
     }
 
-    fn covers(&self, addr: Ipv4Addr) -> bool {
-        RemoteCidr {
-            addr: self.remote,
-            prefix: self.prefix,
-        }
-        .contains(addr)
+    fn covers(&self, addr: Ipv6Addr) -> bool {
+        holds((self.remote, self.prefix), addr)
     }
 }
 
@@ -179,11 +206,12 @@ impl RuleTable {
             .flat_map(|g| g.rules.iter());
         for rule in rules {
             let remotes: Vec<Prefix> = match &rule.remote {
-                Remote::Any => vec![(Ipv4Addr::UNSPECIFIED, 0)],
-                Remote::Cidr(cidr) => vec![(cidr.addr, cidr.prefix)],
+                // `::/0`: every address of both families.
+                Remote::Any => vec![(Ipv6Addr::UNSPECIFIED, 0)],
+                Remote::Cidr(cidr) => vec![cidr.mapped()],
                 Remote::Group(group) => members(fabric, group)
                     .into_iter()
-                    .map(|a| (a, 32))
+                    .map(|a| (a, 128))
                     .collect(),
             };
             let range = rule_range(rule);
@@ -191,7 +219,12 @@ impl RuleTable {
                 let list = raw
                     .entry((direction_code(rule.direction), class))
                     .or_default();
-                list.extend(remotes.iter().map(|r| (*r, range)));
+                list.extend(
+                    remotes
+                        .iter()
+                        .filter(|r| fits_class(**r, class))
+                        .map(|r| (*r, range)),
+                );
             }
         }
         for ((direction, class), list) in raw {
@@ -208,14 +241,7 @@ impl RuleTable {
                 // longest match must answer for all of them.
                 let ranges = merge(
                     list.iter()
-                        .filter(|((r, p), _)| {
-                            *p <= prefix
-                                && RemoteCidr {
-                                    addr: *r,
-                                    prefix: *p,
-                                }
-                                .contains(remote)
-                        })
+                        .filter(|(block, _)| block.1 <= prefix && holds(*block, remote))
                         .map(|(_, range)| *range)
                         .collect(),
                 );
@@ -223,7 +249,7 @@ impl RuleTable {
                     return Err(TooManyRanges {
                         nic: label.to_string(),
                         count: ranges.len(),
-                        what: if class == sg_proto::ICMP {
+                        what: if class == sg_proto::ICMP || class == sg_proto::ICMPV6 {
                             "ICMP type/code"
                         } else {
                             "port"
@@ -245,19 +271,20 @@ impl RuleTable {
         ifindex: u32,
         direction: u8,
         class: u8,
-        remote: Ipv4Addr,
+        remote: impl Into<IpAddr>,
         value: u16,
     ) -> bool {
+        let remote = mapped(remote.into());
         let lo = EntryKey {
             ifindex,
             direction,
             class,
-            remote: Ipv4Addr::UNSPECIFIED,
+            remote: Ipv6Addr::UNSPECIFIED,
             prefix: 0,
         };
         let hi = EntryKey {
-            remote: Ipv4Addr::BROADCAST,
-            prefix: 32,
+            remote: Ipv6Addr::from(u128::MAX),
+            prefix: 128,
             ..lo
         };
         self.entries
@@ -312,10 +339,11 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
     let value = match class {
         // Only echo requests open ICMP connections.
         sg_proto::ICMP => (ICMP_ECHO_REQUEST as u16) << 8,
+        sg_proto::ICMPV6 => (ICMPV6_ECHO_REQUEST as u16) << 8,
         sg_proto::TCP | sg_proto::UDP => key.dport,
         _ => 0,
     };
-    let (saddr, daddr) = (Ipv4Addr::from(key.saddr), Ipv4Addr::from(key.daddr));
+    let (saddr, daddr) = (Ipv6Addr::from(key.saddr), Ipv6Addr::from(key.daddr));
     table.allows(
         entry.origin_ifindex,
         sg_direction::OUTBOUND,
@@ -335,6 +363,7 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
 pub fn class_of(proto: u8) -> u8 {
     match proto {
         IPPROTO_ICMP => sg_proto::ICMP,
+        IPPROTO_ICMPV6 => sg_proto::ICMPV6,
         IPPROTO_TCP => sg_proto::TCP,
         IPPROTO_UDP => sg_proto::UDP,
         _ => sg_proto::OTHER,
@@ -390,8 +419,8 @@ ipv4 = ["10.0.0.3/24"]
     const IN: u8 = sg_direction::INBOUND;
     const OUT: u8 = sg_direction::OUTBOUND;
 
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 0, 0, last)
+    fn ip(last: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 0, 0, last)
     }
 
     #[test]
@@ -427,7 +456,7 @@ rules = [
         assert!(t.allows(1, IN, tcp, ip(2), 80));
         assert!(!t.allows(1, IN, tcp, ip(2), 22), "22 only from 10.0.0.3");
         assert!(
-            !t.allows(1, IN, tcp, Ipv4Addr::new(10, 0, 1, 3), 80),
+            !t.allows(1, IN, tcp, std::net::Ipv4Addr::new(10, 0, 1, 3), 80),
             "outside the /24"
         );
         assert!(
@@ -441,7 +470,7 @@ rules = [
         let entry = t
             .entries
             .iter()
-            .find(|(k, _)| k.ifindex == 1 && k.prefix == 32)
+            .find(|(k, _)| k.ifindex == 1 && k.prefix == 128)
             .expect("the /32 entry");
         assert_eq!(entry.1, &vec![(22, 22), (80, 80)]);
     }
@@ -497,9 +526,9 @@ rules = [{ direction = "inbound", protocol = "udp", port_min = 5000, port_max = 
             .iter()
             .find(|((_, k), _)| k.ifindex_be == 1u32.to_be_bytes() && k.direction == IN)
             .expect("A's inbound entry");
-        assert_eq!(*bits, SG_KEY_FIXED_BITS + 16);
+        assert_eq!(*bits, SG_KEY_FIXED_BITS + 96 + 16);
         assert_eq!(key.proto, sg_proto::UDP);
-        assert_eq!(key.remote, [10, 0, 0, 0]);
+        assert_eq!(key.remote, iqd_common::ipv4_mapped([10, 0, 0, 0]));
         assert_eq!(ranges.count, 1);
         assert_eq!(ranges.ranges[0], 5000 << 16 | 5001);
     }
@@ -522,8 +551,8 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
         );
         let key = CtKey {
             segment: 0xf0,
-            saddr: [10, 0, 0, 1],
-            daddr: [10, 0, 0, 2],
+            saddr: iqd_common::ipv4_mapped([10, 0, 0, 1]),
+            daddr: iqd_common::ipv4_mapped([10, 0, 0, 2]),
             sport: 40000,
             dport: 5201,
             proto: 6,

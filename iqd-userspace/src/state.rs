@@ -63,6 +63,9 @@ pub struct NicRecord {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub ipv4: Vec<String>,
+    /// Absent in state files of iqd before IPv6.
+    #[serde(default)]
+    pub ipv6: Vec<String>,
 }
 
 pub fn dir(fabric: &str) -> PathBuf {

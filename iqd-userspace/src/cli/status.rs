@@ -69,7 +69,7 @@ impl Status {
                     n.mac,
                     mtu,
                     n.state,
-                    n.ipv4.join(" ")
+                    addresses(n)
                 );
             }
         }
@@ -100,6 +100,17 @@ impl Status {
         }
         Ok(())
     }
+}
+
+/// A NIC's addresses for the table: IPv4, IPv6, then its link-local address.
+fn addresses(n: &iqd::inspect::NicStatus) -> String {
+    n.ipv4
+        .iter()
+        .chain(&n.ipv6)
+        .cloned()
+        .chain(std::iter::once(format!("{}/64", n.link_local)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_switch(switch: &iqd::inspect::SwitchStatus) {

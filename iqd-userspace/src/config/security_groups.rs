@@ -3,14 +3,14 @@
 //! allow, a NIC's groups are merged, and a group named `default` exists without being written.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Checked, Problems, Source};
 use crate::domain::{
-    prefix_mask, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup, DEFAULT_GROUP,
+    prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup, DEFAULT_GROUP,
 };
 
 /// Most rules one group may hold.
@@ -140,24 +140,29 @@ fn icmp_field(value: &Spanned<i64>, key: &str, max: i64, context: &str) -> Check
     }
 }
 
-/// Parses a remote `a.b.c.d` or `a.b.c.d/n`.
+/// Parses a remote: an IPv4 address or block `a.b.c.d[/n]`, or an IPv6 address or block
+/// `x::y[/n]`. A block must not have host bits set.
 pub fn parse_remote(s: &str) -> Result<RemoteCidr, String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
-    let addr: Ipv4Addr = addr
+    let addr: IpAddr = addr
         .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        .map_err(|_| format!("{addr:?} is not an IPv4 or IPv6 address"))?;
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
-        None => 32,
+        None => max,
         Some(p) => Some(p)
-            .filter(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|p| p.parse::<u8>().ok())
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("prefix /{p} is not in 0..=32"))?,
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix /{p} is not in 0..={max}"))?,
     };
-    let network = Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix));
+    let network = match addr {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & prefix_mask(prefix))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & prefix_mask128(prefix))),
+    };
     if network != addr {
         return Err(format!(
             "{addr}/{prefix} has host bits set: the block is {network}/{prefix}"
@@ -203,12 +208,13 @@ fn check_rule(
             "tcp" => Some(Protocol::Tcp),
             "udp" => Some(Protocol::Udp),
             "icmp" => Some(Protocol::Icmp),
+            "icmpv6" => Some(Protocol::Icmpv6),
             other => {
                 problems.add(
                     p.span().start,
                     format!(
-                        "{context}: invalid protocol {other:?}: must be \"all\", \"tcp\", \"udp\" \
-                         or \"icmp\""
+                        "{context}: invalid protocol {other:?}: must be \"all\", \"tcp\", \"udp\", \
+                         \"icmp\" or \"icmpv6\""
                     ),
                 );
                 None
@@ -217,7 +223,9 @@ fn check_rule(
         None => {
             problems.add(
                 pos,
-                format!("{context}: missing protocol (\"all\", \"tcp\", \"udp\" or \"icmp\")"),
+                format!(
+                    "{context}: missing protocol (\"all\", \"tcp\", \"udp\", \"icmp\" or \"icmpv6\")"
+                ),
             );
             None
         }
@@ -227,7 +235,7 @@ fn check_rule(
     let mut ports = None;
     let port_keys = raw.port_min.as_ref().or(raw.port_max.as_ref());
     match (protocol, port_keys) {
-        (Some(p @ (Protocol::All | Protocol::Icmp)), Some(key)) => problems.add(
+        (Some(p @ (Protocol::All | Protocol::Icmp | Protocol::Icmpv6)), Some(key)) => problems.add(
             key.span().start,
             format!("{context}: port_min and port_max apply only to tcp and udp, not to {p}"),
         ),
@@ -271,7 +279,7 @@ fn check_rule(
     match (protocol, icmp_key) {
         (Some(p @ (Protocol::All | Protocol::Tcp | Protocol::Udp)), Some(key)) => problems.add(
             key.span().start,
-            format!("{context}: type and code apply only to icmp, not to {p}"),
+            format!("{context}: type and code apply only to icmp and icmpv6, not to {p}"),
         ),
         (_, Some(_)) => {
             if let Some(t) = &raw.icmp_type {
@@ -542,7 +550,7 @@ name = "ssh"
                 icmp_type: None,
                 icmp_code: None,
                 remote: Remote::Cidr(RemoteCidr {
-                    addr: Ipv4Addr::new(10, 0, 0, 0),
+                    addr: Ipv4Addr::new(10, 0, 0, 0).into(),
                     prefix: 24
                 }),
             }
@@ -558,7 +566,7 @@ name = "ssh"
         assert_eq!(
             web.rules[5].remote,
             Remote::Cidr(RemoteCidr {
-                addr: Ipv4Addr::new(10, 0, 0, 7),
+                addr: Ipv4Addr::new(10, 0, 0, 7).into(),
                 prefix: 32
             })
         );
@@ -657,11 +665,35 @@ rules = [
             ),
             (
                 r#"{ direction = "inbound", protocol = "tcp", type = 8 }"#,
-                "type and code apply only to icmp, not to tcp",
+                "type and code apply only to icmp and icmpv6, not to tcp",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmpv6", port_min = 80, port_max = 80 }"#,
+                "apply only to tcp and udp, not to icmpv6",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmpv6", code = 0 }"#,
+                "code without type",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "icmpv6", type = 255 }"#,
+                "ICMP type = 255 is out of range: must be 0-254",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "fd00::/129" }"#,
+                "prefix /129 is not in 0..=128",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "fd00:::1" }"#,
+                "\"fd00:::1\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                r#"{ direction = "inbound", protocol = "all", remote = "fd00:f0::1/64" }"#,
+                "has host bits set: the block is fd00:f0::/64",
             ),
             (
                 r#"{ direction = "inbound", protocol = "all", code = 0 }"#,
-                "type and code apply only to icmp, not to all",
+                "type and code apply only to icmp and icmpv6, not to all",
             ),
             (
                 r#"{ direction = "inbound", protocol = "icmp", code = 0 }"#,
@@ -681,7 +713,7 @@ rules = [
             ),
             (
                 r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.300" }"#,
-                "\"10.0.0.300\" is not an IPv4 address",
+                "\"10.0.0.300\" is not an IPv4 or IPv6 address",
             ),
             (
                 r#"{ direction = "inbound", protocol = "all", remote = "10.0.0.1/24" }"#,
@@ -803,10 +835,27 @@ rules = [
         assert_eq!(
             parse_remote("0.0.0.0/0"),
             Ok(RemoteCidr {
-                addr: Ipv4Addr::UNSPECIFIED,
+                addr: Ipv4Addr::UNSPECIFIED.into(),
                 prefix: 0
             })
         );
+        let v6 = parse_remote("fd00:f0::/64").expect("IPv6 block");
+        assert!(v6.contains("fd00:f0::9".parse::<Ipv6Addr>().unwrap()));
+        assert!(!v6.contains("fd00:f1::9".parse::<Ipv6Addr>().unwrap()));
+        assert!(!v6.contains(Ipv4Addr::new(10, 0, 0, 1)), "no IPv4 in an IPv6 block");
+        assert!(
+            !parse_remote("0.0.0.0/0")
+                .expect("any IPv4")
+                .contains("fd00::1".parse::<Ipv6Addr>().unwrap()),
+            "0.0.0.0/0 is IPv4 only"
+        );
+        assert_eq!(
+            parse_remote("fd00::1").expect("one address").prefix,
+            128
+        );
+        assert!(parse_remote("::/0")
+            .expect("any IPv6")
+            .contains("fe80::1".parse::<Ipv6Addr>().unwrap()));
         let block = parse_remote("10.1.0.0/16").expect("block");
         assert!(block.contains(Ipv4Addr::new(10, 1, 255, 3)));
         assert!(!block.contains(Ipv4Addr::new(10, 2, 0, 0)));

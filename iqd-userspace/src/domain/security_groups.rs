@@ -3,7 +3,7 @@
 //! without being written.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Serialize, Serializer};
 
@@ -44,29 +44,61 @@ pub enum Protocol {
     All,
     Tcp,
     Udp,
+    /// ICMPv4.
     Icmp,
+    /// ICMPv6.
+    Icmpv6,
 }
 
 /// The other end a rule admits: the source of inbound and the destination of outbound traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
     Any,
-    /// An address block; a single address is a /32.
+    /// An address block; a single address is a /32 (IPv4) or /128 (IPv6).
     Cidr(RemoteCidr),
     /// The registered addresses of every NIC that has this group.
     Group(String),
 }
 
-/// An address block `a.b.c.d/n` (0 <= n <= 32) with no host bits set.
+/// An address block with no host bits set: `a.b.c.d/n` (0 <= n <= 32) or an IPv6 block
+/// `x::/n` (0 <= n <= 128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteCidr {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
 impl RemoteCidr {
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        prefix_mask(self.prefix) & (u32::from(addr) ^ u32::from(self.addr)) == 0
+    /// Whether `addr` lies in the block. An IPv4 block holds no IPv6 address and the other
+    /// way round (compared as IPv4-mapped addresses, as the data plane keys them).
+    pub fn contains(&self, addr: impl Into<IpAddr>) -> bool {
+        let (net, prefix) = self.mapped();
+        prefix_mask128(prefix) & (u128::from(mapped(addr.into())) ^ u128::from(net)) == 0
+    }
+
+    /// The block as the data plane keys it: IPv4 blocks IPv4-mapped (`::ffff:a.b.c.d`, prefix
+    /// + 96), IPv6 blocks as they are.
+    pub fn mapped(&self) -> (Ipv6Addr, u8) {
+        match self.addr {
+            IpAddr::V4(a) => (a.to_ipv6_mapped(), self.prefix.min(32) + 96),
+            IpAddr::V6(a) => (a, self.prefix.min(128)),
+        }
+    }
+}
+
+/// An address as the data plane keys it: IPv4 addresses IPv4-mapped, IPv6 as they are.
+pub fn mapped(addr: IpAddr) -> Ipv6Addr {
+    match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+/// The netmask of a 128-bit prefix length.
+pub fn prefix_mask128(prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p => u128::MAX << (128 - u32::from(p.min(128))),
     }
 }
 
@@ -100,6 +132,7 @@ impl fmt::Display for Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
             Protocol::Icmp => "icmp",
+            Protocol::Icmpv6 => "icmpv6",
         })
     }
 }
