@@ -323,6 +323,7 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
                 6 => "tcp",
                 17 => "udp",
                 1 => "icmp",
+                58 => "icmpv6",
                 _ => "other",
             };
             let idle = now.saturating_sub(entry.last_seen_ns);
@@ -344,8 +345,13 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
                 } else {
                     protocol.to_string()
                 },
-                source: std::net::Ipv4Addr::from(key.saddr).to_string(),
-                destination: std::net::Ipv4Addr::from(key.daddr).to_string(),
+                // The table keys IPv4 IPv4-mapped: shown as plain IPv4.
+                source: std::net::Ipv6Addr::from(key.saddr)
+                    .to_canonical()
+                    .to_string(),
+                destination: std::net::Ipv6Addr::from(key.daddr)
+                    .to_canonical()
+                    .to_string(),
                 source_port: key.sport,
                 destination_port: key.dport,
                 state: state.to_string(),

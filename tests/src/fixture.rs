@@ -32,6 +32,8 @@ struct Lpar {
 pub struct Nic {
     chpid: String,
     ipv4: Vec<String>,
+    /// Written only when not empty.
+    ipv6: Vec<String>,
     /// `None`: the key is not written (the NIC gets the default group).
     security_groups: Option<Vec<String>>,
     allow_ip_spoofing: bool,
@@ -144,12 +146,14 @@ impl Display for FabricFile {
                 quoted(&lpar.netns)
             )?;
             for nic in &lpar.nics {
-                writeln!(
-                    f,
-                    "[[lpar.nic]]\nchpid = {}\nipv4 = {}",
-                    quoted(&nic.chpid),
-                    list(&nic.ipv4)
-                )?;
+                writeln!(f, "[[lpar.nic]]\nchpid = {}", quoted(&nic.chpid))?;
+                // An IPv6-only NIC writes no ipv4 (an empty list is refused).
+                if !nic.ipv4.is_empty() || nic.ipv6.is_empty() {
+                    writeln!(f, "ipv4 = {}", list(&nic.ipv4))?;
+                }
+                if !nic.ipv6.is_empty() {
+                    writeln!(f, "ipv6 = {}", list(&nic.ipv6))?;
+                }
                 if let Some(groups) = &nic.security_groups {
                     writeln!(f, "security_groups = {}", list(groups))?;
                 }
@@ -168,9 +172,21 @@ impl Nic {
         Nic {
             chpid: chpid.to_string(),
             ipv4: ipv4.into_iter().map(|a| a.to_string()).collect(),
+            ipv6: Vec::new(),
             security_groups: None,
             allow_ip_spoofing: false,
         }
+    }
+
+    /// A NIC on CHPID `chpid` registering only the IPv6 addresses `ipv6` (`x::y/prefix`).
+    pub fn v6<A: ToString>(chpid: &str, ipv6: impl IntoIterator<Item = A>) -> Self {
+        Nic::new::<String>(chpid, []).ipv6(ipv6)
+    }
+
+    /// `ipv6`: IPv6 addresses besides the NIC's IPv4 ones (a dual-stack NIC).
+    pub fn ipv6<A: ToString>(mut self, ipv6: impl IntoIterator<Item = A>) -> Self {
+        self.ipv6.extend(ipv6.into_iter().map(|a| a.to_string()));
+        self
     }
 
     /// `security_groups`: the NIC's groups instead of the default one.
@@ -241,7 +257,7 @@ impl Rule {
         self
     }
 
-    /// `remote`: an address or block (`a.b.c.d` or `a.b.c.d/n`).
+    /// `remote`: an address or block (`a.b.c.d`, `a.b.c.d/n`, `x::y` or `x::/n`).
     pub fn remote(mut self, remote: impl ToString) -> Self {
         self.remote = Some(remote.to_string());
         self

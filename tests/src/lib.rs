@@ -349,10 +349,19 @@ pub fn in_netns_thread<T: Send + 'static>(
     .expect("netns thread panicked")
 }
 
+/// `addr:port`, with an IPv6 address in brackets (`[fd00::1]:80`).
+pub fn sockaddr(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 /// A TCP listener bound to `addr:port` in `netns`. The kernel completes handshakes without
 /// `accept`, so a connect succeeding shows the fabric carried SYN and SYN-ACK.
 pub fn tcp_listener(netns: &str, addr: &str, port: u16) -> std::net::TcpListener {
-    let bind = format!("{addr}:{port}");
+    let bind = sockaddr(addr, port);
     in_netns_thread(netns, move || {
         std::net::TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
     })
@@ -360,7 +369,7 @@ pub fn tcp_listener(netns: &str, addr: &str, port: u16) -> std::net::TcpListener
 
 /// Whether a TCP connection from `netns` to `addr:port` opens within a second.
 pub fn tcp_connects(netns: &str, addr: &str, port: u16) -> bool {
-    let target: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+    let target: std::net::SocketAddr = sockaddr(addr, port).parse().expect("address");
     in_netns_thread(netns, move || {
         std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()
     })
@@ -375,15 +384,16 @@ pub fn udp_delivered(
     addr: &str,
     port: u16,
 ) -> bool {
-    let bind = format!("{addr}:{port}");
+    let bind = sockaddr(addr, port);
     let receiver = in_netns_thread(dest_netns, move || {
         std::net::UdpSocket::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
     });
     receiver
         .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
-    let source = format!("{}:0", source.unwrap_or("0.0.0.0"));
-    let target = format!("{addr}:{port}");
+    let any = if addr.contains(':') { "::" } else { "0.0.0.0" };
+    let source = sockaddr(source.unwrap_or(any), 0);
+    let target = sockaddr(addr, port);
     let sender = in_netns_thread(netns, move || {
         std::net::UdpSocket::bind(&source).unwrap_or_else(|e| panic!("bind {source}: {e}"))
     });
@@ -452,7 +462,7 @@ impl TcpProbe {
         use std::io::{Read as _, Write as _};
         use std::sync::{atomic::AtomicBool, Arc, Mutex};
         let listener = tcp_listener(dest_netns, addr, port);
-        let target: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+        let target: std::net::SocketAddr = sockaddr(addr, port).parse().expect("address");
         let stream = in_netns_thread(netns, move || {
             std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
         })

@@ -115,6 +115,12 @@ fn no_reachability_across_chpids() {
 fn arp_is_answered_by_the_fabric_and_unknown_addresses_are_not() {
     let fabric = TestFabric::up(three_lpars());
     let a = fabric.ns("a");
+    // hsiN is NOARP, as qeth sets it; an LPAR that turns ARP back on gets its answers from
+    // the fabric.
+    let link = text(&in_netns(&a, "ip", &["link", "show", "hsi0"]));
+    assert!(link.contains("NOARP"), "{link}");
+    let out = in_netns(&a, "ip", &["link", "set", "hsi0", "arp", "on"]);
+    assert!(out.status.success(), "{}", text(&out));
     assert!(ping(&a, "10.7.0.2", 1, None));
     // B's NIC MAC, derived from CHPID F0 and its devno.
     let out = in_netns(&a, "ip", &["-j", "neigh", "show", "10.7.0.2"]);

@@ -8,7 +8,7 @@ use super::ConfigArg;
 /// rules), frames of both directions pass without a rule lookup until it goes idle (TCP 1 h,
 /// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per CHPID (CHPIDs may
 /// reuse one address plan). Shows each connection's CHPID, NICs, 5-tuple
-/// (ICMP echo: the identifier as both ports), state, age and idle time, and the table's
+/// (ICMP and ICMPv6 echo: the identifier as both ports; IPv6 as `[addr]:port`), state, age and idle time, and the table's
 /// pressure: entries, capacity, connections created, revoked by rule changes, and evicted when
 /// the table was full.
 #[derive(Args, Debug)]
@@ -50,13 +50,34 @@ impl Conntrack {
                 c.origin,
                 c.reply,
                 c.protocol,
-                format!("{}:{}", c.source, c.source_port),
-                format!("{}:{}", c.destination, c.destination_port),
+                endpoint(&c.source, c.source_port),
+                endpoint(&c.destination, c.destination_port),
                 c.state,
                 c.age_s,
                 c.idle_s
             );
         }
         Ok(())
+    }
+}
+
+/// An address and port as a URL writes them: `10.0.0.1:80`, `[fd00::1]:80`.
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(endpoint("10.0.0.1", 80), "10.0.0.1:80");
+        assert_eq!(endpoint("fd00:f0::1", 5201), "[fd00:f0::1]:5201");
+        assert_eq!(endpoint("fe80::ff:fef0:7000", 7), "[fe80::ff:fef0:7000]:7");
     }
 }
