@@ -1272,7 +1272,7 @@ netns = "lp3"
     #[test]
     fn cidr_parse_and_display() {
         let c: Ipv4Cidr = "10.1.2.3/32".parse().unwrap();
-        assert_eq!(c.addr, Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(c.addr, std::net::Ipv4Addr::new(10, 1, 2, 3));
         assert_eq!(c.prefix, 32);
         assert_eq!(c.to_string(), "10.1.2.3/32");
         for bad in [

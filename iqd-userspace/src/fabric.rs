@@ -687,6 +687,7 @@ name = "LP01"
 chpid = "F0"
 devno = "7000"
 ipv4 = ["10.0.0.1/24", "10.0.1.1/24"]
+ipv6 = ["fd00:f0::1/64"]
 
 [[lpar.nic]]
 chpid = "F1"
@@ -698,13 +699,25 @@ ipv4 = ["10.1.0.1/24"]
         let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
         let nic = &fabric.lpars[0].nics[0];
         let routes: Vec<_> = nic_routes(nic, 17).collect();
-        assert_eq!(routes.len(), 2);
-        for ((key, target), addr) in routes.iter().zip([[10, 0, 0, 1], [10, 0, 1, 1]]) {
+        // Two IPv4 addresses, one IPv6 address and the link-local address from the MAC.
+        assert_eq!(routes.len(), 4);
+        let expected: [IpAddr; 4] = [
+            "10.0.0.1".parse().unwrap(),
+            "10.0.1.1".parse().unwrap(),
+            "fd00:f0::1".parse().unwrap(),
+            "fe80::ff:fef0:7000".parse().unwrap(),
+        ];
+        for ((key, target), addr) in routes.iter().zip(expected) {
             assert_eq!(key.chpid, 0xf0);
-            assert_eq!(key.addr.to_ne_bytes(), addr);
+            assert_eq!(key.addr, iqd_common::addr_of(addr));
             assert_eq!(target.ifindex, 17);
             assert_eq!(target.mac, [0x02, 0, 0, 0xf0, 0x70, 0x00]);
         }
+        assert_eq!(
+            routes[0].0.addr,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
+            "IPv4 is keyed IPv4-mapped"
+        );
         let other: Vec<_> = nic_routes(&fabric.lpars[0].nics[1], 18).collect();
         assert_eq!(other[0].0.chpid, 0xf1);
         assert_eq!(other[0].1.ifindex, 18);

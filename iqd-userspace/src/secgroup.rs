@@ -567,6 +567,140 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
         assert!(!connection_allowed(&table(&shut), &key, &entry));
     }
 
+    /// A (fd00:f0::1, groups `{a}`), B (fd00:f0::2, `{b}`) and C (fd00:f0::3, default), each
+    /// also with an IPv4 address: dual stack. Ports 1, 2, 3.
+    fn dual_stack(groups: &str, a: &str, b: &str) -> Fabric {
+        let text = format!(
+            r#"[fabric]
+name = "t"
+{groups}
+[[chpid]]
+id = "F0"
+[[lpar]]
+name = "A"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+ipv6 = ["fd00:f0::1/64"]
+security_groups = {a}
+[[lpar]]
+name = "B"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+ipv6 = ["fd00:f0::2/64"]
+security_groups = {b}
+[[lpar]]
+name = "C"
+[[lpar.nic]]
+chpid = "F0"
+ipv6 = ["fd00:f0::3/64"]
+"#
+        );
+        Fabric::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().expect("IPv6 address")
+    }
+
+    #[test]
+    fn ipv6_remotes_icmpv6_and_both_families_without_a_remote() {
+        let f = dual_stack(
+            r#"[[security_group]]
+name = "web"
+rules = [
+  { direction = "inbound", protocol = "tcp", port_min = 443, port_max = 443 },
+  { direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22, remote = "fd00:f0::/126" },
+  { direction = "inbound", protocol = "udp", port_min = 53, port_max = 53, remote = "10.0.0.0/24" },
+  { direction = "inbound", protocol = "icmpv6", type = 128 },
+  { direction = "inbound", protocol = "icmp", type = 8 },
+]"#,
+            r#"["default"]"#,
+            r#"["web"]"#,
+        );
+        let t = table(&f);
+        let (tcp, udp) = (sg_proto::TCP, sg_proto::UDP);
+        // No remote: both families.
+        assert!(t.allows(2, IN, tcp, ip(1), 443));
+        assert!(t.allows(2, IN, tcp, v6("fd00:f0::1"), 443));
+        assert!(t.allows(2, IN, tcp, v6("fe80::1"), 443));
+        // An IPv6 block holds only its IPv6 addresses.
+        assert!(t.allows(2, IN, tcp, v6("fd00:f0::3"), 22));
+        assert!(!t.allows(2, IN, tcp, v6("fd00:f0::4"), 22), "outside the /126");
+        assert!(!t.allows(2, IN, tcp, ip(3), 22), "an IPv6 block holds no IPv4");
+        // An IPv4 block only IPv4.
+        assert!(t.allows(2, IN, udp, ip(3), 53));
+        assert!(!t.allows(2, IN, udp, v6("fd00:f0::3"), 53));
+        // icmpv6 and icmp are separate classes.
+        assert!(t.allows(2, IN, sg_proto::ICMPV6, v6("fd00:f0::1"), 128 << 8));
+        assert!(!t.allows(2, IN, sg_proto::ICMPV6, v6("fd00:f0::1"), 8 << 8));
+        assert!(t.allows(2, IN, sg_proto::ICMP, ip(1), 8 << 8));
+        assert!(!t.allows(2, IN, sg_proto::ICMP, ip(1), 128 << 8));
+        // ICMP entries only for IPv4 remotes, ICMPv6 entries only for IPv6 ones.
+        for (k, _) in &t.entries {
+            let v4 = k.prefix >= 96 && k.remote.to_ipv4_mapped().is_some();
+            assert!(!(k.class == sg_proto::ICMP && !v4 && k.prefix > 0), "{k:?}");
+            assert!(!(k.class == sg_proto::ICMPV6 && v4), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn remote_groups_and_the_default_group_cover_ipv6_and_link_local() {
+        let f = dual_stack(
+            r#"[[security_group]]
+name = "db"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "app" }]
+[[security_group]]
+name = "app"
+rules = [{ direction = "outbound", protocol = "all" }]"#,
+            r#"["app"]"#,
+            r#"["db"]"#,
+        );
+        let t = table(&f);
+        let a_ll = f.lpars[0].nics[0].link_local();
+        assert!(t.allows(2, IN, sg_proto::TCP, ip(1), 5432));
+        assert!(t.allows(2, IN, sg_proto::TCP, v6("fd00:f0::1"), 5432));
+        assert!(t.allows(2, IN, sg_proto::TCP, a_ll, 5432), "A's link-local");
+        assert!(!t.allows(2, IN, sg_proto::TCP, v6("fd00:f0::3"), 5432));
+        // C has the implicit default: inbound from its members (C only), every family.
+        let c_ll = f.lpars[2].nics[0].link_local();
+        assert!(t.allows(3, IN, sg_proto::ICMPV6, c_ll, 128 << 8));
+        assert!(t.allows(3, IN, sg_proto::UDP, v6("fd00:f0::3"), 53));
+        assert!(!t.allows(3, IN, sg_proto::UDP, v6("fd00:f0::1"), 53));
+        assert!(t.allows(3, OUT, sg_proto::ICMPV6, v6("fd00:f0::1"), 128 << 8));
+        assert!(t.allows(3, OUT, sg_proto::TCP, ip(1), 80));
+    }
+
+    #[test]
+    fn ipv6_connections_are_rechecked_against_new_rules() {
+        let rules = |proto: &str| {
+            format!(
+                r#"[[security_group]]
+name = "srv"
+rules = [{{ direction = "inbound", protocol = "{proto}" }}]"#
+            )
+        };
+        let key = CtKey {
+            segment: 0xf0,
+            saddr: v6("fd00:f0::1").octets(),
+            daddr: v6("fd00:f0::2").octets(),
+            sport: 7,
+            dport: 7,
+            proto: IPPROTO_ICMPV6,
+            _pad: [0; 3],
+        };
+        let entry = CtEntry {
+            origin_ifindex: 1,
+            reply_ifindex: 2,
+            ..Default::default()
+        };
+        let open = dual_stack(&rules("icmpv6"), r#"["default"]"#, r#"["srv"]"#);
+        let shut = dual_stack(&rules("icmp"), r#"["default"]"#, r#"["srv"]"#);
+        assert!(connection_allowed(&table(&open), &key, &entry));
+        assert!(!connection_allowed(&table(&shut), &key, &entry));
+    }
+
     #[test]
     fn the_rule_table_capacity_is_checked_at_validation() {
         // 5 groups of 250 single-address rules each on 20 NICs: 1250 prefixes per NIC, 4
