@@ -513,7 +513,7 @@ fn segment(nic: &Nic) -> u32 {
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
     nic.ipv4.iter().map(move |cidr| {
         (
-            RouteKey::new(nic.chpid, cidr.addr),
+            RouteKey::new(nic.chpid, cidr.addr.into()),
             RouteTarget::new(port_ifindex, nic.mac),
         )
     })
@@ -684,7 +684,7 @@ ipv4 = ["10.1.0.1/24"]
         assert_eq!(routes.len(), 2);
         for ((key, target), addr) in routes.iter().zip([[10, 0, 0, 1], [10, 0, 1, 1]]) {
             assert_eq!(key.chpid, 0xf0);
-            assert_eq!(key.addr.to_ne_bytes(), addr);
+            assert_eq!(key.addr, iqd_common::ipv4_mapped(addr));
             assert_eq!(target.ifindex, 17);
             assert_eq!(target.mac, [0x02, 0, 0, 0xf0, 0x70, 0x00]);
         }

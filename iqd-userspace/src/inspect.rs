@@ -338,8 +338,8 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
                 } else {
                     protocol.to_string()
                 },
-                source: std::net::Ipv4Addr::from(key.saddr).to_string(),
-                destination: std::net::Ipv4Addr::from(key.daddr).to_string(),
+                source: iqd_common::ip_of(key.saddr).to_string(),
+                destination: iqd_common::ip_of(key.daddr).to_string(),
                 source_port: key.sport,
                 destination_port: key.dport,
                 state: state.to_string(),

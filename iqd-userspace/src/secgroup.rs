@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use iqd_common::{
-    sg_direction, sg_proto,
+    ip_of, ipv4_mapped, sg_direction, sg_proto,
     wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
+    CtEntry, CtKey, SgKey, SgRanges, IPV4_MAPPED_PREFIX_BITS, MAX_SG_ENTRIES, MAX_SG_RANGES,
+    SG_KEY_FIXED_BITS,
 };
 
 use crate::domain::{Direction, Fabric, Nic, Protocol, Remote, RemoteCidr, Rule};
@@ -106,15 +107,16 @@ pub struct EntryKey {
 }
 
 impl EntryKey {
-    /// The LPM-trie key: prefix length in bits and data.
+    /// The LPM-trie key: prefix length in bits and data. The remote is keyed IPv4-mapped
+    /// (`::ffff:a.b.c.d`), so an IPv4 prefix `/n` is `/96 + n` of the 128-bit address.
     pub fn encode(&self) -> (u32, SgKey) {
         (
-            SG_KEY_FIXED_BITS + self.prefix as u32,
+            SG_KEY_FIXED_BITS + IPV4_MAPPED_PREFIX_BITS + self.prefix as u32,
             SgKey::new(
                 self.ifindex,
                 self.direction,
                 self.class,
-                self.remote.octets(),
+                ipv4_mapped(self.remote.octets()),
             ),
         )
     }
@@ -315,7 +317,12 @@ pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bo
         sg_proto::TCP | sg_proto::UDP => key.dport,
         _ => 0,
     };
-    let (saddr, daddr) = (Ipv4Addr::from(key.saddr), Ipv4Addr::from(key.daddr));
+    // Only IPv4 connections are compiled for so far: an address that is not IPv4-mapped is
+    // allowed by no rule of this table.
+    let (saddr, daddr) = match (ip_of(key.saddr), ip_of(key.daddr)) {
+        (std::net::IpAddr::V4(saddr), std::net::IpAddr::V4(daddr)) => (saddr, daddr),
+        _ => return false,
+    };
     table.allows(
         entry.origin_ifindex,
         sg_direction::OUTBOUND,
@@ -497,9 +504,9 @@ rules = [{ direction = "inbound", protocol = "udp", port_min = 5000, port_max = 
             .iter()
             .find(|((_, k), _)| k.ifindex_be == 1u32.to_be_bytes() && k.direction == IN)
             .expect("A's inbound entry");
-        assert_eq!(*bits, SG_KEY_FIXED_BITS + 16);
+        assert_eq!(*bits, SG_KEY_FIXED_BITS + 96 + 16);
         assert_eq!(key.proto, sg_proto::UDP);
-        assert_eq!(key.remote, [10, 0, 0, 0]);
+        assert_eq!(key.remote, ipv4_mapped([10, 0, 0, 0]));
         assert_eq!(ranges.count, 1);
         assert_eq!(ranges.ranges[0], 5000 << 16 | 5001);
     }
@@ -522,8 +529,8 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
         );
         let key = CtKey {
             segment: 0xf0,
-            saddr: [10, 0, 0, 1],
-            daddr: [10, 0, 0, 2],
+            saddr: ipv4_mapped([10, 0, 0, 1]),
+            daddr: ipv4_mapped([10, 0, 0, 2]),
             sport: 40000,
             dport: 5201,
             proto: 6,
