@@ -11,7 +11,7 @@ pub mod map_names {
     pub const PORTS: &str = "IQD_PORTS";
     /// [`crate::RouteTarget`] per registered address, keyed by [`crate::RouteKey`].
     pub const ROUTES: &str = "IQD_ROUTES";
-    /// Number of CHPIDs on which an IPv4 address is registered, keyed by the address.
+    /// Number of CHPIDs on which an address is registered, keyed by the address ([`crate::Addr`]).
     pub const ADDRESSES: &str = "IQD_ADDRESSES";
     /// Redirect targets: fabric-side port ifindex to itself (a DEVMAP_HASH).
     pub const DEVMAP: &str = "IQD_DEVMAP";
@@ -68,7 +68,9 @@ const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
 /// this build pins, recorded in [`map_names::LAYOUT`]. Raised whenever a map definition
 /// changes, so that `iqd up` knows it upgrades a fabric in place. Layout 1: the pins of iqd
 /// before versioning.
-pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 2 };
+/// Layout 2: connections keyed by segment (20-byte key). Layout 3: every address in a key is
+/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]).
+pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 3 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -114,6 +116,17 @@ pub mod wire {
     pub const IPV4_MAX_HLEN: usize = 60;
     /// Length of the fixed IPv6 header.
     pub const IPV6_HLEN: usize = 40;
+    /// Length of an IPv6 address.
+    pub const IPV6_ALEN: usize = 16;
+    /// IPv6 extension headers (next-header values) the fabric walks to the transport header.
+    pub const IPPROTO_HOPOPTS: u8 = 0;
+    pub const IPPROTO_ROUTING: u8 = 43;
+    pub const IPPROTO_FRAGMENT: u8 = 44;
+    pub const IPPROTO_DSTOPTS: u8 = 60;
+    /// Length of an IPv6 fragment header (every other extension header is (len + 1) * 8).
+    pub const IPV6_FRAG_HLEN: usize = 8;
+    /// Most extension headers a frame may carry before its transport header; more: `malformed`.
+    pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 
     /// IP protocol numbers.
     pub const IPPROTO_ICMP: u8 = 1;
@@ -138,6 +151,28 @@ pub mod wire {
     /// ICMP types.
     pub const ICMP_ECHO_REPLY: u8 = 0;
     pub const ICMP_ECHO_REQUEST: u8 = 8;
+    /// ICMPv6 types (RFC 4443, RFC 4861).
+    pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+    pub const ICMPV6_ECHO_REPLY: u8 = 129;
+    pub const ND_ROUTER_SOLICIT: u8 = 133;
+    pub const ND_ROUTER_ADVERT: u8 = 134;
+    pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
+    pub const ND_NEIGHBOR_ADVERT: u8 = 136;
+    pub const ND_REDIRECT: u8 = 137;
+    /// Length of a neighbour solicitation or advertisement without options (type, code,
+    /// checksum, flags/reserved, target address).
+    pub const ND_MSG_LEN: usize = 24;
+    /// Neighbour discovery option types, and the length of a link-layer address option for
+    /// Ethernet (type, length in 8-byte units = 1, MAC).
+    pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
+    pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;
+    pub const ND_OPT_LL_ADDR_LEN: usize = 8;
+    /// Neighbour advertisement flags (first byte after the checksum).
+    pub const ND_NA_FLAG_ROUTER: u8 = 0x80;
+    pub const ND_NA_FLAG_SOLICITED: u8 = 0x40;
+    pub const ND_NA_FLAG_OVERRIDE: u8 = 0x20;
+    /// Hop limit of every neighbour discovery message (RFC 4861: receivers check it).
+    pub const ND_HOP_LIMIT: u8 = 255;
 
     /// Length of an ARP packet for IPv4 over Ethernet (RFC 826).
     pub const ARP_LEN: usize = 28;
@@ -150,7 +185,7 @@ pub mod wire {
 
 /// Capacity of the per-port maps: NICs in one fabric.
 pub const MAX_PORTS: u32 = 4096;
-/// Capacity of the address maps: registered IPv4 addresses in one fabric.
+/// Capacity of the address maps: registered addresses (IPv4 and IPv6) in one fabric.
 pub const MAX_ROUTES: u32 = 65536;
 /// Data path `afxdp`: rx queues per port the switch may serve (XSKMAP entries per slot).
 pub const XSK_MAX_QUEUES: u32 = 4;
@@ -206,28 +241,52 @@ impl PortInfo {
     }
 }
 
+/// An address as every map key holds it: 16 bytes in network order, an IPv6 address as is and
+/// an IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`), so one policy code and one set of maps
+/// serve both families.
+pub type Addr = [u8; 16];
+
+/// The IPv4-mapped IPv6 address of IPv4 address `octets` (`::ffff:a.b.c.d`).
+#[inline(always)]
+pub const fn ipv4_mapped(octets: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+/// An address as the data plane keys it (IPv4 mapped, IPv6 as is).
+pub const fn addr_of(ip: core::net::IpAddr) -> Addr {
+    match ip {
+        core::net::IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        core::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The IPv4 address an [`Addr`] maps, if it is IPv4-mapped; how iqd shows keys.
+pub fn ip_of(addr: Addr) -> core::net::IpAddr {
+    let v6 = core::net::Ipv6Addr::from(addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => core::net::IpAddr::V4(v4),
+        None => core::net::IpAddr::V6(v6),
+    }
+}
+
 /// Key of [`map_names::ROUTES`]: an address registered on a CHPID.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RouteKey {
     pub chpid: u32,
-    /// IPv4 address in network byte order, exactly as it appears in the frame.
-    pub addr: u32,
+    /// The address (see [`Addr`]), in network byte order as in the frame.
+    pub addr: Addr,
 }
 
 impl RouteKey {
-    pub const fn new(chpid: u8, addr: core::net::Ipv4Addr) -> Self {
+    pub const fn new(chpid: u8, ip: core::net::IpAddr) -> Self {
         RouteKey {
             chpid: chpid as u32,
-            addr: ipv4_key(addr),
+            addr: addr_of(ip),
         }
     }
-}
-
-/// An IPv4 address as the data plane keys it: the frame's four bytes read as a native `u32`
-/// (network byte order in memory), so the kernel side never swaps bytes.
-pub const fn ipv4_key(addr: core::net::Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
 }
 
 /// Value of [`map_names::ROUTES`]: the NIC that registered the address.
@@ -255,7 +314,7 @@ impl RouteTarget {
 pub mod drop_reason {
     /// Truncated or inconsistent Ethernet, IPv4 or ARP header.
     pub const MALFORMED: u32 = 0;
-    /// Neither IPv4 nor ARP (IPv6, VLAN-tagged, other ethertypes): layer 3 mode carries IPv4.
+    /// Neither IPv4, IPv6 nor ARP (VLAN-tagged, other ethertypes): layer 3 mode carries IP.
     pub const NON_IP: u32 = 1;
     /// Source MAC or source IPv4 address is not the sending NIC's own.
     pub const SPOOFED_SOURCE: u32 = 2;
@@ -278,9 +337,13 @@ pub mod drop_reason {
     /// (a full AF_XDP ring), HiperSockets' "busy" condition. Counted on the sender by the
     /// switch.
     pub const TARGET_BUSY: u32 = 10;
+    /// IPv6 neighbour discovery the fabric does not answer (router solicitations and
+    /// advertisements, neighbour advertisements, redirects): the fabric answers neighbour
+    /// solicitations itself.
+    pub const ND_IGNORED: u32 = 11;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -294,6 +357,7 @@ pub mod drop_reason {
         "sg_denied_outbound",
         "sg_denied_inbound",
         "target_busy",
+        "nd_ignored",
     ];
 }
 
@@ -305,7 +369,7 @@ pub mod sg_direction {
     pub const OUTBOUND: u8 = 1;
 }
 
-/// Protocol classes of the rule table. TCP, UDP and ICMP carry their IP protocol number; every
+/// Protocol classes of the rule table. TCP, UDP, ICMP and ICMPv6 carry their IP protocol number; every
 /// other IP protocol shares [`sg_proto::OTHER`] (only `protocol = "all"` rules allow it).
 pub mod sg_proto {
     use crate::wire;
@@ -313,11 +377,17 @@ pub mod sg_proto {
     pub const ICMP: u8 = wire::IPPROTO_ICMP;
     pub const TCP: u8 = wire::IPPROTO_TCP;
     pub const UDP: u8 = wire::IPPROTO_UDP;
+    pub const ICMPV6: u8 = wire::IPPROTO_ICMPV6;
     pub const OTHER: u8 = 255;
 }
 
-/// Bits of [`SgKey::data`] before the remote address: ifindex (32), direction (8), protocol (8).
+/// Bits of [`SgKey`] before the remote address: ifindex (32), direction (8), protocol (8).
+/// An entry's LPM prefix length is this plus the remote's prefix as a 128-bit [`Addr`]:
+/// `96 + n` for an IPv4 CIDR `/n` (mapped), `n` for an IPv6 CIDR; a rule without remote is
+/// `::/0` and matches both families.
 pub const SG_KEY_FIXED_BITS: u32 = 48;
+/// Bits of an [`Addr`] before an IPv4-mapped address's own bits.
+pub const IPV4_MAPPED_PREFIX_BITS: u32 = 96;
 /// Most port (or ICMP type/code) ranges one rule-table entry holds: every rule of five groups
 /// of 250, should none of them merge.
 pub const MAX_SG_RANGES: usize = 1250;
@@ -327,7 +397,7 @@ pub const MAX_SG_ENTRIES: u32 = 65536;
 pub const MAX_CONNTRACK: u32 = if TEST_LAYOUT_SKEW { 131_072 } else { 262_144 };
 
 /// The data of an LPM-trie key of [`map_names::SG_RULES`]. Matched on the first
-/// `SG_KEY_FIXED_BITS + prefix length of the remote` bits.
+/// `SG_KEY_FIXED_BITS + prefix length of the remote` bits (the remote as a 128-bit [`Addr`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SgKey {
@@ -335,13 +405,12 @@ pub struct SgKey {
     pub ifindex_be: [u8; 4],
     pub direction: u8,
     pub proto: u8,
-    /// The remote IPv4 address (source of inbound, destination of outbound traffic), as in
-    /// the frame.
-    pub remote: [u8; 4],
+    /// The remote address (source of inbound, destination of outbound traffic), an [`Addr`].
+    pub remote: Addr,
 }
 
 impl SgKey {
-    pub const fn new(ifindex: u32, direction: u8, proto: u8, remote: [u8; 4]) -> Self {
+    pub const fn new(ifindex: u32, direction: u8, proto: u8, remote: Addr) -> Self {
         SgKey {
             ifindex_be: ifindex.to_be_bytes(),
             direction,
@@ -352,7 +421,7 @@ impl SgKey {
 }
 
 /// What a rule-table entry allows: sorted, disjoint, inclusive ranges of the destination port
-/// (TCP, UDP) or of `type << 8 | code` (ICMP), each packed as `low << 16 | high`.
+/// (TCP, UDP) or of `type << 8 | code` (ICMP, ICMPv6), each packed as `low << 16 | high`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SgRanges {
@@ -370,7 +439,8 @@ impl Default for SgRanges {
 }
 
 /// A tracked connection, keyed as its first frame was: the segment it runs in, source and
-/// destination address and port (ICMP echo: the identifier as both ports), and the IP protocol.
+/// destination address ([`Addr`]) and port (ICMP and ICMPv6 echo: the identifier as both ports),
+/// and the IP protocol.
 /// Tenants may reuse one address plan on different CHPIDs, so the tuple alone does not name a
 /// connection: the segment does too.
 #[repr(C)]
@@ -378,8 +448,8 @@ impl Default for SgRanges {
 pub struct CtKey {
     /// The segment of both NICs (see [`segment_of`]).
     pub segment: u32,
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    pub saddr: Addr,
+    pub daddr: Addr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -431,13 +501,13 @@ pub mod ct_timeout {
     /// The idle timeout of a connection of IP protocol `proto` whose entry has
     /// [`super::ct_flags`] `flags`.
     pub const fn of(proto: u8, flags: u32) -> u64 {
-        use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP};
+        use crate::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
         match proto {
             IPPROTO_TCP if flags & (super::ct_flags::FIN | super::ct_flags::RST) != 0 => {
                 TCP_CLOSING_NS
             }
             IPPROTO_TCP => TCP_NS,
-            IPPROTO_ICMP => ICMP_NS,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => ICMP_NS,
             _ => UDP_NS,
         }
     }
@@ -497,7 +567,7 @@ mod tests {
     extern crate std;
     use super::*;
     use core::mem::size_of;
-    use core::net::Ipv4Addr;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     fn bytes_of<T>(value: &T) -> &[u8] {
         // SAFETY: the types are repr(C) plain data without uninitialised padding.
@@ -507,26 +577,34 @@ mod tests {
     #[test]
     fn layouts_match_what_the_kernel_side_reads() {
         assert_eq!(size_of::<PortInfo>(), 16);
-        assert_eq!(size_of::<RouteKey>(), 8);
+        assert_eq!(size_of::<RouteKey>(), 20);
         assert_eq!(size_of::<RouteTarget>(), 12);
         assert_eq!(size_of::<NicCounters>(), 8 * (4 + drop_reason::COUNT));
         // The LPM key data is matched bit by bit: no padding may sit inside it.
-        assert_eq!(size_of::<SgKey>(), 10);
+        assert_eq!(size_of::<SgKey>(), 22);
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
-        assert_eq!(size_of::<CtKey>(), 20);
+        assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtEntry>(), 48);
     }
 
     #[test]
     fn route_keys_hold_the_address_in_frame_byte_order() {
-        let key = RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 1));
+        let key = RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 1).into());
         let mut expected = std::vec::Vec::new();
         expected.extend_from_slice(&0xf0u32.to_ne_bytes());
-        expected.extend_from_slice(&[10, 0, 0, 1]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]);
         assert_eq!(bytes_of(&key), expected.as_slice());
+        let v6: Ipv6Addr = "fd00:f0::1".parse().unwrap();
+        let key = RouteKey::new(0xf0, v6.into());
+        assert_eq!(&bytes_of(&key)[4..], &v6.octets());
         assert_eq!(
-            ipv4_key(Ipv4Addr::new(192, 168, 1, 2)).to_ne_bytes(),
-            [192, 168, 1, 2]
+            ipv4_mapped([192, 168, 1, 2]),
+            Ipv4Addr::new(192, 168, 1, 2).to_ipv6_mapped().octets()
+        );
+        assert_eq!(ip_of(addr_of(v6.into())), core::net::IpAddr::V6(v6));
+        assert_eq!(
+            ip_of(ipv4_mapped([10, 0, 0, 1])),
+            core::net::IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
         );
     }
 
@@ -560,6 +638,7 @@ mod tests {
             (SG_DENIED_OUTBOUND, "sg_denied_outbound"),
             (SG_DENIED_INBOUND, "sg_denied_inbound"),
             (TARGET_BUSY, "target_busy"),
+            (ND_IGNORED, "nd_ignored"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }
@@ -575,9 +654,12 @@ mod tests {
             0x0102_0304,
             sg_direction::OUTBOUND,
             sg_proto::TCP,
-            [10, 0, 0, 1],
+            ipv4_mapped([10, 0, 0, 1]),
         );
-        assert_eq!(bytes_of(&key), &[1, 2, 3, 4, 1, 6, 10, 0, 0, 1]);
+        assert_eq!(
+            bytes_of(&key),
+            &[1, 2, 3, 4, 1, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]
+        );
     }
 
     #[test]

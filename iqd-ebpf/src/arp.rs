@@ -1,7 +1,7 @@
 //! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
 //! (sent back out of the asking NIC's port). ARP never crosses the fabric.
 use iqd_common::{
-    drop_reason,
+    drop_reason, ipv4_mapped,
     wire::{ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, ETH_ALEN, ETH_P_IP, IPV4_ALEN},
     PortInfo,
 };
@@ -38,18 +38,17 @@ pub fn answer<C: Frame>(
     }
     policy::check_source_mac(port, &eth.src)?;
     policy::check_source_mac(port, &arp.sha)?;
-    let spa = u32::from_ne_bytes(arp.spa);
     // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
-    if spa != 0 {
-        policy::check_source_ip(ifindex, port, spa)?;
+    if u32::from_ne_bytes(arp.spa) != 0 {
+        policy::check_source_ip(ifindex, port, &ipv4_mapped(arp.spa))?;
     }
 
-    let tpa = u32::from_ne_bytes(arp.tpa);
-    let target = match maps::route(port.chpid, tpa) {
+    let tpa = arp.tpa;
+    let target = match maps::route(port.chpid, &ipv4_mapped(tpa)) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
-        None => return Err(policy::unreachable_reason(tpa)),
+        None => return Err(policy::unreachable_reason(&ipv4_mapped(tpa))),
     };
 
     // Turn the request into the reply in place.
@@ -60,7 +59,7 @@ pub fn answer<C: Frame>(
     copy_mac(&mut arp.tha, &asker_mac);
     arp.tpa = arp.spa;
     copy_mac(&mut arp.sha, &target.mac);
-    arp.spa = tpa.to_ne_bytes();
+    arp.spa = tpa;
 
     Ok(Verdict::Reply)
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use iqd_common::{
     ct_flags, ct_stat, ct_timeout,
     wire::{TCP_FIN, TCP_RST},
-    CtEntry, CtKey,
+    Addr, CtEntry, CtKey,
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
 };
 
 #[inline(always)]
-fn key(segment: u32, saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16, proto: u8) -> CtKey {
+fn key(segment: u32, saddr: Addr, daddr: Addr, sport: u16, dport: u16, proto: u8) -> CtKey {
     CtKey {
         segment,
         saddr,

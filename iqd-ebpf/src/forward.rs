@@ -1,6 +1,6 @@
 //! Layer 3 forwarding: by destination IPv4 address, to the NIC that registered it on the same
 //! CHPID. Decides only; the entry point of each hook moves the frame.
-use iqd_common::{drop_reason, segment_of, sg_direction, PortInfo};
+use iqd_common::{drop_reason, ipv4_mapped, segment_of, sg_direction, PortInfo};
 
 use crate::{
     conntrack, counters,
@@ -47,26 +47,26 @@ pub fn ipv4<C: Frame>(
     }
 
     policy::check_source_mac(port, &eth.src)?;
-    let saddr = u32::from_ne_bytes(ip.saddr);
-    let daddr = u32::from_ne_bytes(ip.daddr);
-    policy::check_source_ip(ifindex, port, saddr)?;
+    let saddr = ipv4_mapped(ip.saddr);
+    let daddr = ipv4_mapped(ip.daddr);
+    policy::check_source_ip(ifindex, port, &saddr)?;
 
-    let target = match maps::route(port.chpid, daddr) {
+    let target = match maps::route(port.chpid, &daddr) {
         // An LPAR's stack delivers its own addresses locally; a frame to itself is as wrong as
         // an ARP request for itself (see arp.rs), and is refused the same way.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
-        None => return Err(policy::unreachable_reason(daddr)),
+        None => return Err(policy::unreachable_reason(&daddr)),
     };
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
     let flow = flow?;
     let segment = segment_of(port);
     if !conntrack::track(&flow, segment, ifindex, target.ifindex) {
-        if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, flow.daddr) {
+        if !secgroup::allows(ifindex, sg_direction::OUTBOUND, &flow, &flow.daddr) {
             return Err(drop_reason::SG_DENIED_OUTBOUND);
         }
-        if !secgroup::allows(target.ifindex, sg_direction::INBOUND, &flow, flow.saddr) {
+        if !secgroup::allows(target.ifindex, sg_direction::INBOUND, &flow, &flow.saddr) {
             // Counted on the NIC whose rules denied it.
             counters::dropped(target.ifindex, drop_reason::SG_DENIED_INBOUND);
             return Err(COUNTED);

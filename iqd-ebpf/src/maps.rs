@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
 };
 use iqd_common::{
-    ct_stat, xsk_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
+    ct_stat, xsk_stat, Addr, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
     SgRanges, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES, XSK_MAX_QUEUES,
 };
 
@@ -17,7 +17,7 @@ pub static IQD_PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_PORTS, 0);
 pub static IQD_ROUTES: HashMap<RouteKey, RouteTarget> = HashMap::pinned(MAX_ROUTES, 0);
 
 #[map(name = "IQD_ADDRESSES")]
-pub static IQD_ADDRESSES: HashMap<u32, u32> = HashMap::pinned(MAX_ROUTES, 0);
+pub static IQD_ADDRESSES: HashMap<Addr, u32> = HashMap::pinned(MAX_ROUTES, 0);
 
 #[map(name = "IQD_DEVMAP")]
 pub static IQD_DEVMAP: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
@@ -61,15 +61,15 @@ pub fn port(ifindex: u32) -> Option<PortInfo> {
 }
 
 #[inline(always)]
-pub fn route(chpid: u32, addr: u32) -> Option<RouteTarget> {
-    let key = RouteKey { chpid, addr };
+pub fn route(chpid: u32, addr: &Addr) -> Option<RouteTarget> {
+    let key = RouteKey { chpid, addr: *addr };
     // SAFETY: as in `port`.
     unsafe { IQD_ROUTES.get(key).copied() }
 }
 
 /// Whether any CHPID registers `addr` (tells `not_member` from `no_destination`).
 #[inline(always)]
-pub fn registered_anywhere(addr: u32) -> bool {
+pub fn registered_anywhere(addr: &Addr) -> bool {
     IQD_ADDRESSES.get_ptr(addr).is_some()
 }
 

@@ -3,11 +3,12 @@
 use core::mem;
 
 use iqd_common::{
-    drop_reason,
+    drop_reason, ipv4_mapped,
     wire::{
         ARP_LEN, ETH_HLEN, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_ICMP,
         IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_HLEN, UDP_HLEN,
     },
+    Addr,
 };
 
 use crate::{frame::Frame, DropReason};
@@ -95,10 +96,11 @@ pub struct IcmpHdr {
 /// lies in no port range (ports are 1-65535) for TCP and UDP.
 pub const ICMP_NO_TYPE: u16 = 0xffff;
 
-/// What security groups and connection tracking need of an IPv4 frame.
+/// What security groups and connection tracking need of an IP frame.
 pub struct Flow {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    /// Source and destination address, IPv4 mapped into IPv6 (`iqd_common::Addr`).
+    pub saddr: Addr,
+    pub daddr: Addr,
     /// IP protocol number.
     pub proto: u8,
     /// Rule-table protocol class (`iqd_common::sg_proto`).
@@ -131,8 +133,8 @@ pub fn flow<C: Frame>(
     end: usize,
 ) -> Result<Flow, DropReason> {
     let mut flow = Flow {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
+        saddr: ipv4_mapped(ip.saddr),
+        daddr: ipv4_mapped(ip.daddr),
         proto: ip.protocol,
         class: iqd_common::sg_proto::OTHER,
         sport: 0,

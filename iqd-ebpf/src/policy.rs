@@ -1,5 +1,5 @@
 //! The CHPID's rules that apply to every frame, before it is forwarded or answered.
-use iqd_common::{drop_reason, port_flags, PortInfo};
+use iqd_common::{drop_reason, port_flags, Addr, PortInfo};
 
 use crate::{maps, parse::mac_eq, DropReason};
 
@@ -29,7 +29,7 @@ pub fn check_source_mac(port: &PortInfo, src: &[u8; 6]) -> Result<(), DropReason
 /// A NIC may send only from an address it registered on its CHPID, unless it is allowed to
 /// spoof (`allow_ip_spoofing`).
 #[inline(always)]
-pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: u32) -> Result<(), DropReason> {
+pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: &Addr) -> Result<(), DropReason> {
     if port.flags & port_flags::ALLOW_IP_SPOOFING != 0 {
         return Ok(());
     }
@@ -41,7 +41,7 @@ pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: u32) -> Result<(), 
 
 /// Why a destination that no NIC on this CHPID registered cannot be reached.
 #[inline(always)]
-pub fn unreachable_reason(daddr: u32) -> DropReason {
+pub fn unreachable_reason(daddr: &Addr) -> DropReason {
     if maps::registered_anywhere(daddr) {
         drop_reason::NOT_MEMBER
     } else {

@@ -4,7 +4,7 @@
 //! prefixes' ranges merged in). A lookup is one longest-prefix match and a binary search, however
 //! many rules the groups have.
 use aya_ebpf::maps::lpm_trie::Key;
-use iqd_common::{SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS};
+use iqd_common::{Addr, SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS};
 
 use crate::{maps::IQD_SG_RULES, parse::Flow};
 
@@ -14,10 +14,10 @@ const SEARCH_STEPS: usize = 11;
 /// Whether the rules of the NIC behind `ifindex` allow `flow` in `direction`, with `remote` the
 /// address at the other end.
 #[inline(always)]
-pub fn allows(ifindex: u32, direction: u8, flow: &Flow, remote: [u8; 4]) -> bool {
+pub fn allows(ifindex: u32, direction: u8, flow: &Flow, remote: &Addr) -> bool {
     let key = Key::new(
-        SG_KEY_FIXED_BITS + 32,
-        SgKey::new(ifindex, direction, flow.class, remote),
+        SG_KEY_FIXED_BITS + 128,
+        SgKey::new(ifindex, direction, flow.class, *remote),
     );
     match IQD_SG_RULES.get(&key) {
         Some(ranges) => contains(ranges, flow.rule_value),

@@ -26,8 +26,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, map_names, program_names, xsk_stat, CtEntry, CtKey, NicCounters, PortInfo, RouteKey,
-    RouteTarget, SgKey, SgRanges,
+    ct_stat, map_names, program_names, xsk_stat, Addr, CtEntry, CtKey, NicCounters, PortInfo,
+    RouteKey, RouteTarget, SgKey, SgRanges,
 };
 
 use crate::{
@@ -399,7 +399,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
 pub struct FabricMaps {
     pub ports: HashMap<MapData, u32, PortInfo>,
     pub routes: HashMap<MapData, RouteKey, RouteTarget>,
-    pub addresses: HashMap<MapData, u32, u32>,
+    pub addresses: HashMap<MapData, Addr, u32>,
     pub devmap: DevMapHash<MapData>,
     pub counters: PerCpuHashMap<MapData, u32, NicCounters>,
     pub sg_rules: LpmTrie<MapData, SgKey, SgRanges>,
@@ -605,7 +605,7 @@ impl FabricMaps {
         for key in stale {
             ignore_missing(self.routes.remove(&key)).map_err(map_err(map_names::ROUTES))?;
         }
-        let stale: Vec<u32> = self
+        let stale: Vec<Addr> = self
             .addresses
             .keys()
             .filter_map(|k| k.ok())
@@ -707,7 +707,7 @@ fn per_cpu_total(map: &PerCpuArray<MapData, u64>, index: u32, name: &str) -> Res
 
 /// ADDRESSES entries for a set of routes: on how many CHPIDs each address is registered. The
 /// kernel side tells `not_member` (registered elsewhere) from `no_destination` with it.
-pub fn address_counts(routes: &[(RouteKey, RouteTarget)]) -> std::collections::HashMap<u32, u32> {
+pub fn address_counts(routes: &[(RouteKey, RouteTarget)]) -> std::collections::HashMap<Addr, u32> {
     let mut counts = std::collections::HashMap::new();
     for (key, _) in routes {
         *counts.entry(key.addr).or_default() += 1;
@@ -737,22 +737,22 @@ mod tests {
         let shared = Ipv4Addr::new(10, 9, 0, 1);
         let routes = [
             (
-                RouteKey::new(0xf0, shared),
+                RouteKey::new(0xf0, shared.into()),
                 RouteTarget::new(3, [2, 0, 0, 0xf0, 0, 1]),
             ),
             (
-                RouteKey::new(0xf1, shared),
+                RouteKey::new(0xf1, shared.into()),
                 RouteTarget::new(4, [2, 0, 0, 0xf1, 0, 1]),
             ),
             (
-                RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 2)),
+                RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 2).into()),
                 RouteTarget::new(5, [2, 0, 0, 0xf0, 0, 2]),
             ),
         ];
         let counts = address_counts(&routes);
         assert_eq!(counts.len(), 2);
-        assert_eq!(counts[&u32::from_ne_bytes([10, 9, 0, 1])], 2);
-        assert_eq!(counts[&u32::from_ne_bytes([10, 0, 0, 2])], 1);
+        assert_eq!(counts[&iqd_common::ipv4_mapped([10, 9, 0, 1])], 2);
+        assert_eq!(counts[&iqd_common::ipv4_mapped([10, 0, 0, 2])], 1);
     }
 
     #[test]

@@ -345,13 +345,8 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
                 } else {
                     protocol.to_string()
                 },
-                // The table keys IPv4 IPv4-mapped: shown as plain IPv4.
-                source: std::net::Ipv6Addr::from(key.saddr)
-                    .to_canonical()
-                    .to_string(),
-                destination: std::net::Ipv6Addr::from(key.daddr)
-                    .to_canonical()
-                    .to_string(),
+                source: iqd_common::ip_of(key.saddr).to_string(),
+                destination: iqd_common::ip_of(key.daddr).to_string(),
                 source_port: key.sport,
                 destination_port: key.dport,
                 state: state.to_string(),

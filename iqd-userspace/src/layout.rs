@@ -19,8 +19,9 @@
 //! version is written last: it is only a record, compatibility is decided map by map.
 //!
 //! What carries over: the configuration maps are refilled by `up` from the file anyway; the
-//! connection table's entries are copied when only its capacity changed (else the connections
-//! are reset and counted); counters carry over only in maps that stay compatible.
+//! connection table's entries are copied when only its capacity changed, or converted from
+//! layout 1's and layout 2's keys (else the connections are reset and counted); counters carry
+//! over only in maps that stay compatible.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
@@ -30,7 +31,7 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
-use iqd_common::{map_names, CtEntry, CtKey, LAYOUT_VERSION};
+use iqd_common::{ipv4_mapped, map_names, CtEntry, CtKey, LAYOUT_VERSION};
 
 use crate::{
     dataplane::{self, DataPlane, FabricMaps},
@@ -471,7 +472,7 @@ pub struct UpgradeReport {
 }
 
 impl UpgradeReport {
-    /// `layout 1 -> 2 (IQD_CONNTRACK replaced; IQD_LAYOUT created)`.
+    /// `layout 1 -> 3 (IQD_CONNTRACK replaced; IQD_LAYOUT created)`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for (names, what) in [
@@ -507,8 +508,10 @@ enum CtPlan {
 enum OldTable {
     /// Only its capacity differs.
     Same(HashMap<MapData, CtKey, CtEntry>),
-    /// Layout 1: the key without the segment (see [`convert_v1`]).
+    /// Layout 1: the key without the segment, IPv4 addresses (see [`convert_v1`]).
     V1(HashMap<MapData, CtKeyV1, CtEntry>),
+    /// Layout 2: the key with the segment, IPv4 addresses (see [`convert_v2`]).
+    V2(HashMap<MapData, CtKeyV2, CtEntry>),
 }
 
 /// An upgrade under way: begun once the new programs are loaded and their maps opened, before
@@ -544,10 +547,20 @@ impl Upgrade {
                 let copied = copy_connections(&old, maps, 0)?;
                 CtPlan::Copied { old, copied }
             }
-            // Layout 1 -> 2: the key gains the segment, which the port that opened the
-            // connection gives (its entry in IQD_PORTS, which must then read the same).
-            Some(m) if is_v1_table(m) && layout.reads_the_same(map_names::PORTS) => {
+            // Layout 1: the key gains the segment, which the port that opened the
+            // connection gives (its entry in IQD_PORTS, which must then read the same), and
+            // its addresses are mapped into IPv6.
+            Some(m)
+                if is_old_table(m, std::mem::size_of::<CtKeyV1>())
+                    && layout.reads_the_same(map_names::PORTS) =>
+            {
                 let old = OldTable::V1(open_typed(&old_path)?);
+                let copied = copy_connections(&old, maps, 0)?;
+                CtPlan::Copied { old, copied }
+            }
+            // Layout 2: its IPv4 addresses are mapped into IPv6.
+            Some(m) if is_old_table(m, std::mem::size_of::<CtKeyV2>()) => {
+                let old = OldTable::V2(open_typed(&old_path)?);
                 let copied = copy_connections(&old, maps, 0)?;
                 CtPlan::Copied { old, copied }
             }
@@ -640,10 +653,11 @@ fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(path: &Path) -> Resu
         .map_err(map_err(map_names::CONNTRACK))
 }
 
-/// A layout-1 connection table: its key is [`CtKeyV1`], its entries this build's.
-fn is_v1_table(m: &Incompatible) -> bool {
+/// A connection table of an older layout whose key is `key_size` bytes ([`CtKeyV1`],
+/// [`CtKeyV2`]) and whose entries are this build's.
+fn is_old_table(m: &Incompatible, key_size: usize) -> bool {
     let v1 = MapDef {
-        key_size: std::mem::size_of::<CtKeyV1>() as u32,
+        key_size: key_size as u32,
         max_entries: m.expected.max_entries,
         ..m.expected
     };
@@ -676,6 +690,11 @@ fn copy_connections(old: &OldTable, maps: &mut FabricMaps, since_ns: u64) -> Res
                 })
                 .collect()
         }
+        OldTable::V2(table) => table
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(key, entry)| (convert_v2(&key), entry))
+            .collect(),
     };
     let mut copied = 0;
     for (key, entry) in entries {
@@ -772,7 +791,7 @@ pub fn convert_v1(
     if segment_of(entry.reply_ifindex) != Some(segment) {
         return None;
     }
-    Some(CtKey {
+    Some(convert_v2(&CtKeyV2 {
         segment,
         saddr: old.saddr,
         daddr: old.daddr,
@@ -780,7 +799,38 @@ pub fn convert_v1(
         dport: old.dport,
         proto: old.proto,
         _pad: [0; 3],
-    })
+    }))
+}
+
+/// The connection key of map layout 2 (20 bytes): keyed by segment, IPv4 addresses only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtKeyV2 {
+    pub segment: u32,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+// SAFETY: #[repr(C)] plain integers and byte arrays with explicit padding.
+unsafe impl aya::Pod for CtKeyV2 {}
+
+/// Converts a connection tracked under map layout 2 into this layout's key: the same
+/// connection, its IPv4 addresses mapped into IPv6 (`::ffff:a.b.c.d`) as the programs now key
+/// them.
+pub fn convert_v2(old: &CtKeyV2) -> CtKey {
+    CtKey {
+        segment: old.segment,
+        saddr: ipv4_mapped(old.saddr),
+        daddr: ipv4_mapped(old.daddr),
+        sport: old.sport,
+        dport: old.dport,
+        proto: old.proto,
+        _pad: [0; 3],
+    }
 }
 
 #[cfg(test)]
@@ -804,7 +854,7 @@ mod tests {
     fn ours() -> BTreeMap<String, MapDef> {
         [
             (map_names::PORTS, def(HASH, 4, 16, 4096)),
-            (map_names::CONNTRACK, def(LRU_HASH, 20, 48, 262_144)),
+            (map_names::CONNTRACK, def(LRU_HASH, 44, 48, 262_144)),
             (map_names::LAYOUT, def(ARRAY, 4, 4, 1)),
         ]
         .into_iter()
@@ -898,7 +948,7 @@ mod tests {
             message,
             format!(
                 "fabric demo is pinned with map layout 1 (IQD_CONNTRACK: key 16 bytes pinned, \
-                 20 expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up --config FILE` \
+                 44 expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up --config FILE` \
                  to upgrade it in place"
             )
         );
@@ -919,26 +969,75 @@ mod tests {
     }
 
     #[test]
-    fn a_layout_1_connection_table_is_recognised_for_conversion() {
-        let expected = def(LRU_HASH, 20, 48, 262_144);
+    fn layout_1_and_2_connection_tables_are_recognised_for_conversion() {
+        let expected = def(LRU_HASH, 44, 48, 262_144);
         let table = |pinned| Incompatible {
             name: map_names::CONNTRACK.into(),
             pinned,
             expected,
         };
-        assert!(is_v1_table(&table(def(LRU_HASH, 16, 48, 262_144))));
-        // Its capacity may differ too.
-        assert!(is_v1_table(&table(def(LRU_HASH, 16, 48, 1024))));
-        // Anything else is not layout 1's table: its connections are reset.
-        assert!(!is_v1_table(&table(def(LRU_HASH, 12, 48, 262_144))));
-        assert!(!is_v1_table(&table(def(LRU_HASH, 16, 56, 262_144))));
-        assert!(!is_v1_table(&table(def(HASH, 16, 48, 262_144))));
+        for key_size in [16, 20] {
+            assert!(is_old_table(
+                &table(def(LRU_HASH, key_size, 48, 262_144)),
+                key_size as usize
+            ));
+            // Its capacity may differ too.
+            assert!(is_old_table(
+                &table(def(LRU_HASH, key_size, 48, 1024)),
+                key_size as usize
+            ));
+            // Anything else is not that layout's table: its connections are reset.
+            assert!(!is_old_table(
+                &table(def(LRU_HASH, 12, 48, 262_144)),
+                key_size as usize
+            ));
+            assert!(!is_old_table(
+                &table(def(LRU_HASH, key_size, 56, 262_144)),
+                key_size as usize
+            ));
+            assert!(!is_old_table(
+                &table(def(HASH, key_size, 48, 262_144)),
+                key_size as usize
+            ));
+        }
+        assert_eq!(std::mem::size_of::<CtKeyV1>(), 16);
+        assert_eq!(std::mem::size_of::<CtKeyV2>(), 20);
+    }
+
+    #[test]
+    fn a_layout_2_connection_has_its_addresses_mapped() {
+        let old = CtKeyV2 {
+            segment: 0xf0,
+            saddr: [10, 0, 0, 1],
+            daddr: [10, 0, 0, 2],
+            sport: 40000,
+            dport: 5201,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let new = convert_v2(&old);
+        assert_eq!(
+            new,
+            CtKey {
+                segment: 0xf0,
+                saddr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
+                daddr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2],
+                sport: 40000,
+                dport: 5201,
+                proto: 6,
+                _pad: [0; 3],
+            }
+        );
+        assert_eq!(
+            iqd_common::ip_of(new.saddr),
+            std::net::IpAddr::from([10, 0, 0, 1])
+        );
     }
 
     #[test]
     fn a_capacity_change_alone_keeps_the_entries_readable() {
         let mut pinned = ours();
-        pinned.insert(map_names::CONNTRACK.into(), def(LRU_HASH, 20, 48, 131_072));
+        pinned.insert(map_names::CONNTRACK.into(), def(LRU_HASH, 44, 48, 131_072));
         let layout = compare(&pinned, &ours(), Some(1));
         assert!(layout.incompatible[0].only_capacity_differs());
         assert!(!layout.readable());
@@ -1040,8 +1139,8 @@ mod tests {
             convert_v1(&old, &entry(3, 4), chpid),
             Some(CtKey {
                 segment: 0xf0,
-                saddr: [10, 0, 0, 1],
-                daddr: [10, 0, 0, 2],
+                saddr: ipv4_mapped([10, 0, 0, 1]),
+                daddr: ipv4_mapped([10, 0, 0, 2]),
                 sport: 40000,
                 dport: 5201,
                 proto: 6,

@@ -16,7 +16,10 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use iqd_common::{
     sg_direction, sg_proto,
-    wire::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    wire::{
+        ICMPV6_ECHO_REQUEST, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+        IPPROTO_UDP,
+    },
     CtEntry, CtKey, SgKey, SgRanges, MAX_SG_ENTRIES, MAX_SG_RANGES, SG_KEY_FIXED_BITS,
 };
 
@@ -26,9 +29,6 @@ use crate::domain::{mapped, prefix_mask128, Direction, Fabric, Nic, Protocol, Re
 pub type Range = (u16, u16);
 
 const EVERYTHING: Range = (0, u16::MAX);
-
-/// ICMPv6 echo request: the only ICMPv6 message that opens a connection.
-const ICMPV6_ECHO_REQUEST: u8 = 128;
 
 /// A remote address block as the data plane keys it: a 16-byte network address (IPv4
 /// IPv4-mapped) and its prefix length in bits of those 16 bytes (an IPv4 /24 is /120).
@@ -337,7 +337,7 @@ pub fn check_capacity(fabric: &Fabric) -> Result<(), String> {
 pub fn connection_allowed(table: &RuleTable, key: &CtKey, entry: &CtEntry) -> bool {
     let class = class_of(key.proto);
     let value = match class {
-        // Only echo requests open ICMP connections.
+        // Only echo requests open ICMP and ICMPv6 connections.
         sg_proto::ICMP => (ICMP_ECHO_REQUEST as u16) << 8,
         sg_proto::ICMPV6 => (ICMPV6_ECHO_REQUEST as u16) << 8,
         sg_proto::TCP | sg_proto::UDP => key.dport,

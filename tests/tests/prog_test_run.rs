@@ -240,7 +240,7 @@ impl Bench {
                 routes.push((
                     RouteKey {
                         chpid: spec.chpid,
-                        addr: u32::from_ne_bytes(addr.octets()),
+                        addr: iqd_common::ipv4_mapped(addr.octets()),
                     },
                     RouteTarget {
                         ifindex: port.ifindex,
@@ -260,6 +260,7 @@ impl Bench {
                     sg_proto::TCP,
                     sg_proto::UDP,
                     sg_proto::ICMP,
+                    sg_proto::ICMPV6,
                     sg_proto::OTHER,
                 ] {
                     let mut everything = SgRanges {
@@ -270,7 +271,7 @@ impl Bench {
                     rules.push((
                         (
                             SG_KEY_FIXED_BITS,
-                            SgKey::new(port.ifindex, direction, class, [0; 4]),
+                            SgKey::new(port.ifindex, direction, class, [0; 16]),
                         ),
                         everything,
                     ));
