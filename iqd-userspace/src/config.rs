@@ -1702,7 +1702,10 @@ ipv4 = ["10.0.0.2/24"]
     #[test]
     fn bad_ipv6_cidr() {
         refused(&nic_with_ipv6("fd00::2/0"), "prefix /0 is not in 1..=128");
-        refused(&nic_with_ipv6("fd00::2/129"), "prefix /129 is not in 1..=128");
+        refused(
+            &nic_with_ipv6("fd00::2/129"),
+            "prefix /129 is not in 1..=128",
+        );
         refused(
             &nic_with_ipv6("fd00::2"),
             "invalid IPv6 address \"fd00::2\": missing /prefix",
@@ -1719,7 +1722,10 @@ ipv4 = ["10.0.0.2/24"]
             "IPv6 address :: is the unspecified address and cannot be registered with a CHPID",
         );
         refused(&nic_with_ipv6("::1/128"), "::1 is the loopback address");
-        refused(&nic_with_ipv6("ff02::1/64"), "ff02::1 is a multicast address");
+        refused(
+            &nic_with_ipv6("ff02::1/64"),
+            "ff02::1 is a multicast address",
+        );
         refused(&nic_with_ipv6("ff0e::1234/16"), "is a multicast address");
         refused(
             &nic_with_ipv6("::ffff:10.0.0.9/120"),

@@ -12,8 +12,8 @@ use serde::{Serialize, Serializer};
 
 mod security_groups;
 pub use security_groups::{
-    implicit_default, mapped, prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
-    DEFAULT_GROUP,
+    implicit_default, mapped, prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr,
+    Rule, SecurityGroup, DEFAULT_GROUP,
 };
 
 /// A fabric: what a valid fabric file describes (read with `Fabric::load` or `Fabric::parse`,
@@ -360,7 +360,14 @@ mod tests {
         let c: Ipv6Cidr = "fd00:f0::1/64".parse().unwrap();
         assert_eq!(c.to_string(), "fd00:f0::1/64");
         assert_eq!(c.prefix, 64);
-        for bad in ["fd00::1", "fd00::1/0", "fd00::1/129", "fd00::1/+6", "10.0.0.1/24", "x/64"] {
+        for bad in [
+            "fd00::1",
+            "fd00::1/0",
+            "fd00::1/129",
+            "fd00::1/+6",
+            "10.0.0.1/24",
+            "x/64",
+        ] {
             assert!(bad.parse::<Ipv6Cidr>().is_err(), "{bad} accepted");
         }
     }

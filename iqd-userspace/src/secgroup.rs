@@ -627,8 +627,14 @@ rules = [
         assert!(t.allows(2, IN, tcp, v6("fe80::1"), 443));
         // An IPv6 block holds only its IPv6 addresses.
         assert!(t.allows(2, IN, tcp, v6("fd00:f0::3"), 22));
-        assert!(!t.allows(2, IN, tcp, v6("fd00:f0::4"), 22), "outside the /126");
-        assert!(!t.allows(2, IN, tcp, ip(3), 22), "an IPv6 block holds no IPv4");
+        assert!(
+            !t.allows(2, IN, tcp, v6("fd00:f0::4"), 22),
+            "outside the /126"
+        );
+        assert!(
+            !t.allows(2, IN, tcp, ip(3), 22),
+            "an IPv6 block holds no IPv4"
+        );
         // An IPv4 block only IPv4.
         assert!(t.allows(2, IN, udp, ip(3), 53));
         assert!(!t.allows(2, IN, udp, v6("fd00:f0::3"), 53));

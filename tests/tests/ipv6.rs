@@ -8,8 +8,8 @@ use std::{
 
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
-    in_netns, in_netns_thread, iperf3_tcp, ping, tcp_connects, tcp_listener, text,
-    udp_delivered, TestFabric,
+    in_netns, in_netns_thread, iperf3_tcp, ping, tcp_connects, tcp_listener, text, udp_delivered,
+    TestFabric,
 };
 
 const A6: &str = "fd00:f0::1";
@@ -18,7 +18,12 @@ const C6: &str = "fd00:f0::3";
 
 /// Three LPARs A, B and C on CHPID F0 (IPv6 only, `fd00:f0::1..3`) with the groups listed for
 /// each NIC (none: the default group).
-fn three_v6(groups: impl IntoIterator<Item = Group>, a: &[&str], b: &[&str], c: &[&str]) -> FabricFile {
+fn three_v6(
+    groups: impl IntoIterator<Item = Group>,
+    a: &[&str],
+    b: &[&str],
+    c: &[&str],
+) -> FabricFile {
     let nic = |addr: &str, groups: &[&str]| {
         let nic = Nic::v6("F0", [format!("{addr}/64")]);
         if groups.is_empty() {
@@ -75,11 +80,17 @@ fn hsi_is_noarp_and_ping_works_global_and_link_local() {
     let status = status(&fabric);
     let b_nic = nic_status(&status, "B");
     assert_eq!(b_nic["ipv6"], serde_json::json!([format!("{B6}/64")]));
-    let b_ll = b_nic["link_local"].as_str().expect("link_local").to_string();
+    let b_ll = b_nic["link_local"]
+        .as_str()
+        .expect("link_local")
+        .to_string();
     assert!(b_ll.starts_with("fe80::"), "{b_nic}");
     // The link-local address iqd registered is the one the kernel formed on B's hsi0.
     let addrs = text(&in_netns(&b, "ip", &["-6", "addr", "show", "dev", "hsi0"]));
-    assert!(addrs.contains(&format!("{b_ll}/64")), "{b_ll} not on B: {addrs}");
+    assert!(
+        addrs.contains(&format!("{b_ll}/64")),
+        "{b_ll} not on B: {addrs}"
+    );
     // The text table shows it too.
     let table = fabric.iqd_ok("status");
     assert!(table.contains(&format!("{B6}/64 {b_ll}/64")), "{table}");
@@ -157,7 +168,11 @@ fn no_ipv6_reachability_across_chpids() {
         .lpar("C", "{ns}c", [Nic::v6("F1", ["fd00:f1::3/64"])]);
     let mut fabric = TestFabric::up(file);
     let (a, c) = (fabric.ns("a"), fabric.ns("c"));
-    let out = in_netns(&a, "ip", &["-6", "route", "add", "fd00:f1::/64", "dev", "hsi0"]);
+    let out = in_netns(
+        &a,
+        "ip",
+        &["-6", "route", "add", "fd00:f1::/64", "dev", "hsi0"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let c_before = fabric.nic_stats("C", "hsi0");
     assert!(!ping(&a, "fd00:f1::3", 2, None), "A (F0) reached C (F1)");
@@ -197,7 +212,15 @@ fn a_spoofed_ipv6_source_is_dropped_unless_allowed() {
         let out = in_netns(
             ns,
             "ip",
-            &["-6", "addr", "add", "fd00:f0::99/128", "dev", "hsi0", "nodad"],
+            &[
+                "-6",
+                "addr",
+                "add",
+                "fd00:f0::99/128",
+                "dev",
+                "hsi0",
+                "nodad",
+            ],
         );
         assert!(out.status.success(), "{}", text(&out));
     }
@@ -393,7 +416,10 @@ fn a_dual_stack_nic_carries_both_families() {
     fabric.iqd_ok("up");
     let addrs = text(&in_netns(&b, "ip", &["-6", "addr", "show", "dev", "hsi0"]));
     assert!(!addrs.contains("fd00:9::2"), "{addrs}");
-    assert!(addrs.contains("fe80::"), "the link-local address stays: {addrs}");
+    assert!(
+        addrs.contains("fe80::"),
+        "the link-local address stays: {addrs}"
+    );
     assert!(!ping(&a, "fd00:9::2", 1, None));
     assert!(ping(&a, "10.9.0.2", 1, None));
 }
@@ -422,7 +448,11 @@ fn count_arp_and_nd(netns: &str, ifname: &str, duration: Duration) -> std::threa
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket calls on a descriptor this function owns.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd is a fresh descriptor owned from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let name = std::ffi::CString::new(ifname.clone()).expect("ifname");
@@ -576,7 +606,14 @@ fn sixteen_lpars_reach_each_other_without_neighbour_resolution() {
         }
         // NOARP: no neighbour was resolved, none was learnt, none is permanent.
         let neigh = text(&in_netns(&ns, "ip", &["neigh", "show", "dev", "hsi0"]));
-        for state in ["REACHABLE", "STALE", "PERMANENT", "DELAY", "PROBE", "FAILED"] {
+        for state in [
+            "REACHABLE",
+            "STALE",
+            "PERMANENT",
+            "DELAY",
+            "PROBE",
+            "FAILED",
+        ] {
             assert!(
                 !neigh.contains(state),
                 "L{i:02} has {state} neighbour entries: {neigh}"

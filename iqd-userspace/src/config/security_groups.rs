@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use super::{Checked, Problems, Source};
 use crate::domain::{
-    prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup, DEFAULT_GROUP,
+    prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
+    DEFAULT_GROUP,
 };
 
 /// Most rules one group may hold.
@@ -842,17 +843,17 @@ rules = [
         let v6 = parse_remote("fd00:f0::/64").expect("IPv6 block");
         assert!(v6.contains("fd00:f0::9".parse::<Ipv6Addr>().unwrap()));
         assert!(!v6.contains("fd00:f1::9".parse::<Ipv6Addr>().unwrap()));
-        assert!(!v6.contains(Ipv4Addr::new(10, 0, 0, 1)), "no IPv4 in an IPv6 block");
+        assert!(
+            !v6.contains(Ipv4Addr::new(10, 0, 0, 1)),
+            "no IPv4 in an IPv6 block"
+        );
         assert!(
             !parse_remote("0.0.0.0/0")
                 .expect("any IPv4")
                 .contains("fd00::1".parse::<Ipv6Addr>().unwrap()),
             "0.0.0.0/0 is IPv4 only"
         );
-        assert_eq!(
-            parse_remote("fd00::1").expect("one address").prefix,
-            128
-        );
+        assert_eq!(parse_remote("fd00::1").expect("one address").prefix, 128);
         assert!(parse_remote("::/0")
             .expect("any IPv6")
             .contains("fe80::1".parse::<Ipv6Addr>().unwrap()));
