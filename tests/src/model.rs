@@ -17,17 +17,20 @@
 //! the target.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use iqd_common::{
     ct_timeout, drop_reason,
     wire::{
-        ARP_LEN, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN,
-        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_FIN, TCP_HLEN, TCP_RST, UDP_HLEN,
+        ARP_LEN, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+        IPV4_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT,
+        ND_REDIRECT, ND_ROUTER_SOLICIT, TCP_FIN, TCP_HLEN, TCP_RST, UDP_HLEN,
     },
 };
 
-use iqd::domain::{Direction, Fabric, Protocol, Remote, Rule};
+use iqd::domain::{mapped, Direction, Fabric, Protocol, Remote, Rule};
 
 /// A NIC of the modelled fabric: its index in [`Model::nics`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,7 +45,8 @@ pub struct ModelNic {
     pub mac: [u8; 6],
     /// The CHPID's MTU.
     pub mtu: u32,
-    pub addrs: Vec<Ipv4Addr>,
+    /// Every address the NIC registers: IPv4, IPv6 and its link-local address.
+    pub addrs: Vec<IpAddr>,
     pub allow_ip_spoofing: bool,
     /// Every rule of every group the NIC has (their union).
     pub rules: Vec<Rule>,
@@ -60,8 +64,9 @@ impl ModelNic {
 pub enum Verdict {
     /// Forwarded to the NIC (`XDP_REDIRECT`), counted as received there.
     Redirect { to: NicId },
-    /// An ARP request answered by the fabric and sent back to the asker (`XDP_TX`).
-    ArpReply,
+    /// An ARP request or IPv6 neighbour solicitation answered by the fabric and sent back to
+    /// the asker (`XDP_TX`).
+    Reply,
     /// Dropped, counted under `reason` (`iqd_common::drop_reason`) on the NIC `counted_on`.
     Drop { reason: u32, counted_on: NicId },
 }
@@ -88,7 +93,9 @@ enum L4 {
         sport: u16,
         dport: u16,
     },
+    /// ICMP (`v6`: ICMPv6, its own protocol with its own echo types).
     Icmp {
+        v6: bool,
         icmp_type: u8,
         code: u8,
         id: u16,
@@ -108,7 +115,8 @@ impl L4 {
         match *self {
             L4::Tcp { .. } => IPPROTO_TCP,
             L4::Udp { .. } => IPPROTO_UDP,
-            L4::Icmp { .. } => IPPROTO_ICMP,
+            L4::Icmp { v6: false, .. } => IPPROTO_ICMP,
+            L4::Icmp { v6: true, .. } => IPPROTO_ICMPV6,
             L4::LaterFragment { proto } | L4::Other { proto } => proto,
         }
     }
@@ -118,8 +126,9 @@ impl L4 {
     fn ports(&self) -> Option<(u16, u16)> {
         match *self {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => Some((sport, dport)),
-            L4::Icmp { icmp_type, id, .. }
-                if icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY =>
+            L4::Icmp {
+                v6, icmp_type, id, ..
+            } if is_echo(v6, icmp_type) =>
             {
                 Some((id, id))
             }
@@ -131,7 +140,7 @@ impl L4 {
     /// Whether an allowed frame starts a connection (echo replies and other ICMP do not).
     fn opens(&self) -> bool {
         match *self {
-            L4::Icmp { icmp_type, .. } => icmp_type == ICMP_ECHO_REQUEST,
+            L4::Icmp { v6, icmp_type, .. } => icmp_type == echo_request(v6),
             _ => self.ports().is_some(),
         }
     }
@@ -141,13 +150,32 @@ impl L4 {
     }
 }
 
+/// The echo request type of ICMP (`v6`: ICMPv6).
+fn echo_request(v6: bool) -> u8 {
+    if v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMP_ECHO_REQUEST
+    }
+}
+
+/// Whether `icmp_type` is an echo request or reply of ICMP (`v6`: ICMPv6).
+fn is_echo(v6: bool, icmp_type: u8) -> bool {
+    if v6 {
+        icmp_type == ICMPV6_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REPLY
+    } else {
+        icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY
+    }
+}
+
 /// A tracked connection as its first frame had it, in the segment (CHPID) of its NICs: two
 /// CHPIDs may use one address plan, and their connections are separate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
     segment: u8,
-    saddr: Ipv4Addr,
-    daddr: Ipv4Addr,
+    /// Addresses as the data plane keys them (IPv4 mapped into IPv6).
+    saddr: Ipv6Addr,
+    daddr: Ipv6Addr,
     sport: u16,
     dport: u16,
     proto: u8,
@@ -181,7 +209,7 @@ impl Conn {
         let timeout = match proto {
             IPPROTO_TCP if self.closing => ct_timeout::TCP_CLOSING_NS,
             IPPROTO_TCP => ct_timeout::TCP_NS,
-            IPPROTO_ICMP => ct_timeout::ICMP_NS,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => ct_timeout::ICMP_NS,
             _ => ct_timeout::UDP_NS,
         };
         now_ns.saturating_sub(self.last_seen_ns) <= timeout
@@ -193,11 +221,11 @@ impl Conn {
 pub struct Model {
     nics: Vec<ModelNic>,
     /// Who registered an address on a CHPID.
-    routes: HashMap<(u8, Ipv4Addr), NicId>,
+    routes: HashMap<(u8, Ipv6Addr), NicId>,
     /// Addresses registered on any CHPID.
-    registered: HashSet<Ipv4Addr>,
+    registered: HashSet<Ipv6Addr>,
     /// The registered addresses of each group's members.
-    members: HashMap<String, HashSet<Ipv4Addr>>,
+    members: HashMap<String, HashSet<Ipv6Addr>>,
     connections: HashMap<ConnKey, Conn>,
 }
 
@@ -205,8 +233,15 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-fn addr(bytes: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3])
+/// The IPv4 address at `at`, as the data plane keys it (mapped).
+fn addr(bytes: &[u8], at: usize) -> Ipv6Addr {
+    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]).to_ipv6_mapped()
+}
+
+/// The IPv6 address at `at`.
+fn addr6(bytes: &[u8], at: usize) -> Ipv6Addr {
+    let octets: [u8; 16] = bytes[at..at + 16].try_into().expect("16 bytes");
+    Ipv6Addr::from(octets)
 }
 
 impl Model {
@@ -215,20 +250,21 @@ impl Model {
         let mut nics = Vec::new();
         let mut routes = HashMap::new();
         let mut registered = HashSet::new();
-        let mut members: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+        let mut members: HashMap<String, HashSet<Ipv6Addr>> = HashMap::new();
         for lpar in &fabric.lpars {
             for nic in &lpar.nics {
                 let id = NicId(nics.len());
-                let addrs: Vec<Ipv4Addr> = nic.ipv4.iter().map(|c| c.addr).collect();
+                // IPv4 and IPv6 addresses and the link-local one, all registered alike.
+                let addrs = nic.addresses();
                 for a in &addrs {
-                    routes.insert((nic.chpid, *a), id);
-                    registered.insert(*a);
+                    routes.insert((nic.chpid, mapped(*a)), id);
+                    registered.insert(mapped(*a));
                 }
                 for group in &nic.security_groups {
                     members
                         .entry(group.clone())
                         .or_default()
-                        .extend(addrs.iter().copied());
+                        .extend(addrs.iter().map(|a| mapped(*a)));
                 }
                 let rules = nic
                     .security_groups
@@ -275,8 +311,8 @@ impl Model {
     }
 
     /// The NIC that registered `addr` on `chpid`.
-    pub fn route(&self, chpid: u8, addr: Ipv4Addr) -> Option<NicId> {
-        self.routes.get(&(chpid, addr)).copied()
+    pub fn route(&self, chpid: u8, addr: impl Into<IpAddr>) -> Option<NicId> {
+        self.routes.get(&(chpid, mapped(addr.into()))).copied()
     }
 
     /// Number of connections in the table (live or idle).
@@ -288,7 +324,7 @@ impl Model {
     pub fn describe(&self, verdict: &Verdict) -> String {
         match *verdict {
             Verdict::Redirect { to } => format!("redirect to {}", self.nic(to).label()),
-            Verdict::ArpReply => "ARP reply (XDP_TX)".to_string(),
+            Verdict::Reply => "ARP reply or neighbour advertisement (XDP_TX)".to_string(),
             Verdict::Drop { reason, counted_on } => format!(
                 "drop {} on {}",
                 drop_reason::NAMES
@@ -315,7 +351,10 @@ impl Model {
         let mut out = frame.to_vec();
         match verdict {
             Verdict::Redirect { to } => out[..6].copy_from_slice(&self.nic(to).mac),
-            Verdict::ArpReply => self.arp_reply(ingress, &mut out),
+            Verdict::Reply if be16(frame, 12) == ETH_P_IPV6 => {
+                out = self.advertisement(ingress, frame)
+            }
+            Verdict::Reply => self.arp_reply(ingress, &mut out),
             Verdict::Drop { .. } => {}
         }
         Outcome {
@@ -343,14 +382,15 @@ impl Model {
         }
         match be16(frame, 12) {
             ETH_P_IP => self.ipv4(ingress, frame, now_ns),
-            ETH_P_ARP => self.arp(ingress, frame).map(|_| (Verdict::ArpReply, false)),
+            ETH_P_ARP => self.arp(ingress, frame).map(|_| (Verdict::Reply, false)),
+            ETH_P_IPV6 => self.ipv6(ingress, frame, now_ns),
             _ => Err(drop_reason::NON_IP),
         }
     }
 
     /// Anti-spoofing of a sender address: registered by this very NIC on its CHPID, unless the
     /// NIC may spoof.
-    fn check_source(&self, ingress: NicId, saddr: Ipv4Addr) -> Result<(), u32> {
+    fn check_source(&self, ingress: NicId, saddr: Ipv6Addr) -> Result<(), u32> {
         let nic = self.nic(ingress);
         if nic.allow_ip_spoofing || self.route(nic.chpid, saddr) == Some(ingress) {
             Ok(())
@@ -360,7 +400,7 @@ impl Model {
     }
 
     /// The NIC a destination address reaches from `ingress`: another NIC on the same CHPID.
-    fn destination(&self, ingress: NicId, daddr: Ipv4Addr) -> Result<NicId, u32> {
+    fn destination(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
         match self.route(self.nic(ingress).chpid, daddr) {
             // A NIC's own address is no destination in the fabric.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
@@ -390,10 +430,127 @@ impl Model {
         // The transport header must lie within the IPv4 packet (padding after it is not part
         // of the packet).
         let packet = &frame[ETH_HLEN..ETH_HLEN + tot_len];
-        let l4 = transport(ip[9], be16(ip, 6) & 0x1fff != 0, &packet[ihl..])?;
+        let l4 = transport(false, ip[9], be16(ip, 6) & 0x1fff != 0, &packet[ihl..])?;
 
-        // Security groups: a tracked connection passes either way; anything else needs the
-        // sender's outbound and the receiver's inbound rules, and then opens a connection.
+        self.policy(ingress, to, l4, saddr, daddr, now_ns)
+    }
+
+    /// IPv6 in the program's order: the fixed header, the extension headers up to the
+    /// transport header, neighbour discovery (answered or ignored, never forwarded), then the
+    /// checks IPv4 has.
+    fn ipv6(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Result<(Verdict, bool), u32> {
+        let ip = frame
+            .get(ETH_HLEN..ETH_HLEN + IPV6_HLEN)
+            .ok_or(drop_reason::MALFORMED)?;
+        let payload_len = usize::from(be16(ip, 4));
+        if ip[0] >> 4 != 6 || ETH_HLEN + IPV6_HLEN + payload_len > frame.len() {
+            return Err(drop_reason::MALFORMED);
+        }
+        // The packet, from the network header to its end (what follows is padding).
+        let packet = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN + payload_len];
+        let (proto, offset, later_fragment) = extension_headers(ip[6], packet)?;
+        let data = &packet[offset..];
+        if proto == IPPROTO_ICMPV6 && !later_fragment && data.len() >= ICMP_HLEN {
+            let icmp_type = data[0];
+            if (ND_ROUTER_SOLICIT..=ND_REDIRECT).contains(&icmp_type) {
+                if icmp_type != ND_NEIGHBOR_SOLICIT {
+                    return Err(drop_reason::ND_IGNORED);
+                }
+                return self
+                    .solicitation(ingress, frame, packet, offset)
+                    .map(|_| (Verdict::Reply, false));
+            }
+        }
+        if frame[6..12] != self.nic(ingress).mac {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
+        let (saddr, daddr) = (addr6(ip, 8), addr6(ip, 24));
+        self.check_source(ingress, saddr)?;
+        // Multicast is not delivered (yet).
+        if daddr.is_multicast() {
+            return Err(drop_reason::NO_DESTINATION);
+        }
+        let to = self.destination(ingress, daddr)?;
+        let l4 = transport(true, proto, later_fragment, data)?;
+        self.policy(ingress, to, l4, saddr, daddr, now_ns)
+    }
+
+    /// A neighbour solicitation (its ICMPv6 message at `offset` of `packet`): `Ok` with the
+    /// NIC whose address it asks for, if the fabric answers it.
+    fn solicitation(
+        &self,
+        ingress: NicId,
+        frame: &[u8],
+        packet: &[u8],
+        offset: usize,
+    ) -> Result<NicId, u32> {
+        // Type, code, checksum, reserved, target.
+        let ns = packet
+            .get(offset..offset + 24)
+            .ok_or(drop_reason::MALFORMED)?;
+        if frame[6..12] != self.nic(ingress).mac {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
+        let saddr = addr6(packet, 8);
+        // The unspecified source is duplicate address detection and claims nothing.
+        if !saddr.is_unspecified() {
+            self.check_source(ingress, saddr)?;
+        }
+        self.destination(ingress, addr6(ns, 8))
+    }
+
+    /// The neighbour advertisement answering the solicitation `frame`: from the target NIC
+    /// (its MAC, the target address), solicited and override (only override, to all nodes,
+    /// for duplicate address detection), with the target's MAC as an option.
+    fn advertisement(&self, ingress: NicId, frame: &[u8]) -> Vec<u8> {
+        let packet = &frame[ETH_HLEN..];
+        let (_, offset, _) = extension_headers(packet[6], packet).expect("a solicitation");
+        let target = self
+            .solicitation(ingress, frame, packet, offset)
+            .expect("only answered solicitations get an advertisement");
+        let target_mac = self.nic(target).mac;
+        let target_addr = addr6(packet, offset + 8);
+        let saddr = addr6(packet, 8);
+        let (dst, dst_mac, flags) = if saddr.is_unspecified() {
+            (
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                [0x33, 0x33, 0, 0, 0, 1],
+                0x20,
+            )
+        } else {
+            let asker: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
+            (saddr, asker, 0x60)
+        };
+        let mut icmp = vec![ND_NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0];
+        icmp.extend_from_slice(&target_addr.octets());
+        icmp.extend_from_slice(&[2, 1]);
+        icmp.extend_from_slice(&target_mac);
+        let check = icmpv6_checksum(&target_addr, &dst, &icmp);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+
+        let mut out = dst_mac.to_vec();
+        out.extend_from_slice(&target_mac);
+        out.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        out.extend_from_slice(&[0x60, 0, 0, 0]);
+        out.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[IPPROTO_ICMPV6, 255]);
+        out.extend_from_slice(&target_addr.octets());
+        out.extend_from_slice(&dst.octets());
+        out.extend_from_slice(&icmp);
+        out
+    }
+
+    /// Security groups: a tracked connection passes either way; anything else needs the
+    /// sender's outbound and the receiver's inbound rules, and then opens a connection.
+    fn policy(
+        &mut self,
+        ingress: NicId,
+        to: NicId,
+        l4: L4,
+        saddr: Ipv6Addr,
+        daddr: Ipv6Addr,
+        now_ns: u64,
+    ) -> Result<(Verdict, bool), u32> {
         if self.track(&l4, saddr, daddr, ingress, to, now_ns) {
             return Ok((Verdict::Redirect { to }, true));
         }
@@ -442,8 +599,8 @@ impl Model {
     fn track(
         &mut self,
         l4: &L4,
-        saddr: Ipv4Addr,
-        daddr: Ipv4Addr,
+        saddr: Ipv6Addr,
+        daddr: Ipv6Addr,
         from: NicId,
         to: NicId,
         now_ns: u64,
@@ -474,14 +631,14 @@ impl Model {
 
     /// Whether any rule of the NIC's groups allows the frame in `direction`, with `remote` the
     /// address at the other end.
-    fn allows(&self, id: NicId, direction: Direction, l4: &L4, remote: Ipv4Addr) -> bool {
+    fn allows(&self, id: NicId, direction: Direction, l4: &L4, remote: Ipv6Addr) -> bool {
         self.nic(id)
             .rules
             .iter()
             .any(|rule| rule.direction == direction && self.rule_matches(rule, l4, remote))
     }
 
-    fn rule_matches(&self, rule: &Rule, l4: &L4, remote: Ipv4Addr) -> bool {
+    fn rule_matches(&self, rule: &Rule, l4: &L4, remote: Ipv6Addr) -> bool {
         let remote_ok = match &rule.remote {
             Remote::Any => true,
             Remote::Cidr(cidr) => cidr.contains(remote),
@@ -497,7 +654,19 @@ impl Model {
                 (
                     Protocol::Icmp,
                     L4::Icmp {
-                        icmp_type, code, ..
+                        v6: false,
+                        icmp_type,
+                        code,
+                        ..
+                    },
+                )
+                | (
+                    Protocol::Icmpv6,
+                    L4::Icmp {
+                        v6: true,
+                        icmp_type,
+                        code,
+                        ..
                     },
                 ) => {
                     rule.icmp_type.is_none_or(|t| t == icmp_type)
@@ -511,6 +680,12 @@ impl Model {
                     Protocol::Icmp,
                     L4::LaterFragment {
                         proto: IPPROTO_ICMP,
+                    },
+                )
+                | (
+                    Protocol::Icmpv6,
+                    L4::LaterFragment {
+                        proto: IPPROTO_ICMPV6,
                     },
                 ) => rule.icmp_type.is_none(),
                 _ => false,
@@ -534,7 +709,7 @@ impl Model {
         }
         let spa = addr(arp, 14);
         // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
-        if !spa.is_unspecified() {
+        if spa != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() {
             self.check_source(ingress, spa)?;
         }
         self.destination(ingress, addr(arp, 24))
@@ -558,10 +733,72 @@ impl Model {
     }
 }
 
+/// Walks the extension headers of the IPv6 `packet` (network header to end), starting with
+/// next header `first`: the transport protocol, its offset in `packet`, and whether the packet
+/// is a later fragment (the walk stops at its fragment header). More than
+/// `MAX_IPV6_EXT_HEADERS` headers, or one cut by the packet's end, is malformed.
+fn extension_headers(first: u8, packet: &[u8]) -> Result<(u8, usize, bool), u32> {
+    let (mut proto, mut offset) = (first, IPV6_HLEN);
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match proto {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let ext = packet
+                    .get(offset..offset + 2)
+                    .ok_or(drop_reason::MALFORMED)?;
+                proto = ext[0];
+                offset += (usize::from(ext[1]) + 1) * 8;
+                if offset > packet.len() {
+                    return Err(drop_reason::MALFORMED);
+                }
+            }
+            IPPROTO_FRAGMENT => {
+                let frag = packet
+                    .get(offset..offset + 8)
+                    .ok_or(drop_reason::MALFORMED)?;
+                proto = frag[0];
+                offset += 8;
+                if be16(frag, 2) & 0xfff8 != 0 {
+                    return Ok((proto, offset, true));
+                }
+            }
+            _ => return Ok((proto, offset, false)),
+        }
+    }
+    match proto {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
+            Err(drop_reason::MALFORMED)
+        }
+        _ => Ok((proto, offset, false)),
+    }
+}
+
+/// The ICMPv6 checksum of `message` from `src` to `dst` (RFC 8200 pseudo-header).
+pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, message: &[u8]) -> u16 {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&src.octets());
+    bytes.extend_from_slice(&dst.octets());
+    bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+    bytes.extend_from_slice(message);
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// The layer 4 facts of an IPv4 packet's payload (`data`: from the end of the IPv4 header to
 /// the end of the packet). A transport header that does not fit is malformed.
-fn transport(proto: u8, later_fragment: bool, data: &[u8]) -> Result<L4, u32> {
-    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
+fn transport(v6: bool, proto: u8, later_fragment: bool, data: &[u8]) -> Result<L4, u32> {
+    // ICMP is ICMPv6 in IPv6, and just another protocol in the other family.
+    let icmp = if v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != icmp {
         return Ok(L4::Other { proto });
     }
     if later_fragment {
@@ -586,6 +823,7 @@ fn transport(proto: u8, later_fragment: bool, data: &[u8]) -> Result<L4, u32> {
             dport: be16(data, 2),
         },
         _ => L4::Icmp {
+            v6,
             icmp_type: data[0],
             code: data[1],
             id: be16(data, 4),
@@ -992,7 +1230,7 @@ allow_ip_spoofing = true
         let (mac_a, mac_b) = (m.nic(n.a).mac, m.nic(n.b).mac);
         let request = arp(mac_a, 1, "10.0.0.1", "10.9.0.1");
         let out = m.handle(n.a, &request, 0);
-        assert_eq!(out.verdict, Verdict::ArpReply);
+        assert_eq!(out.verdict, Verdict::Reply);
         let mut want = mac_a.to_vec();
         want.extend_from_slice(&mac_b);
         want.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
@@ -1036,7 +1274,7 @@ allow_ip_spoofing = true
         }
         // Security groups do not apply to ARP; a spoofing NIC may claim any sender address.
         let spoofing = arp(m.nic(n.d).mac, 1, "10.0.0.2", "10.0.0.1");
-        assert_eq!(m.handle(n.d, &spoofing, 0).verdict, Verdict::ArpReply);
+        assert_eq!(m.handle(n.d, &spoofing, 0).verdict, Verdict::Reply);
         assert_eq!(ip("10.0.0.1"), m.nic(n.a).addrs[0]);
     }
 }
