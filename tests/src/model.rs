@@ -1114,9 +1114,10 @@ allow_ip_spoofing = true
             (
                 n.a,
                 {
+                    // A local experimental EtherType: neither IPv4, IPv6 nor ARP.
                     let mut f = tcp(mac_a, "10.0.0.1", "10.0.0.2", 1, 5432, 2);
-                    f[12] = 0x86;
-                    f[13] = 0xdd;
+                    f[12] = 0x88;
+                    f[13] = 0xb5;
                     f
                 },
                 drop_reason::NON_IP,
