@@ -446,6 +446,11 @@ impl Model {
         if ip[0] >> 4 != 6 || ETH_HLEN + IPV6_HLEN + payload_len > frame.len() {
             return Err(drop_reason::MALFORMED);
         }
+        // IPv4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2); here they would
+        // pass for the IPv4 addresses the data plane keys the same way.
+        if addr6(ip, 8).to_ipv4_mapped().is_some() || addr6(ip, 24).to_ipv4_mapped().is_some() {
+            return Err(drop_reason::MALFORMED);
+        }
         // The packet, from the network header to its end (what follows is padding).
         let packet = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN + payload_len];
         let (proto, offset, later_fragment) = extension_headers(ip[6], packet)?;
