@@ -56,10 +56,16 @@ pub fn solicitation<C: Frame>(
     let saddr = &ip.saddr;
     // The unspecified source is duplicate address detection (RFC 4862) and claims nothing.
     let unspecified = is_unspecified(saddr);
+    if policy::is_ipv4_mapped(saddr) {
+        return Err(drop_reason::SPOOFED_SOURCE);
+    }
     if !unspecified {
         policy::check_source_ip(ifindex, port, saddr)?;
     }
     let target_addr = ns.target;
+    if policy::is_ipv4_mapped(&target_addr) {
+        return Err(drop_reason::NO_DESTINATION);
+    }
     let target = match maps::route(port.chpid, &target_addr) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
