@@ -1181,6 +1181,64 @@ fn live_frames_reach_the_right_nic() {
     assert_eq!(bench.counters("d").rx_packets, 1);
 }
 
+#[test]
+fn live_ipv6_frames_reach_the_right_nic() {
+    let mut bench = Bench::new();
+    bench.bring_up();
+    let nic = |name: &str| PacketSocket::open(&format!("{name}n"));
+    let (nic_a, nic_b, nic_c, nic_d) = (nic("a"), nic("b"), nic("c"), nic("d"));
+    let all = [&nic_a, &nic_b, &nic_c, &nic_d];
+    let quiet = |what: &str| {
+        thread::sleep(Duration::from_millis(100));
+        for socket in all {
+            socket.expect_nothing(what);
+        }
+    };
+
+    let frame = tcp6(MAC_A, MAC_STRANGER, V6_A, V6_B).build();
+    bench.run_live("a", &frame);
+    let mut expected = frame.clone();
+    expected[..6].copy_from_slice(&MAC_B);
+    assert_eq!(nic_b.expect_frame("IPv6 TCP from A to B"), expected);
+    quiet("after IPv6 TCP from A to B");
+
+    // Answered in place; from `::` the advertisement is longer than the solicitation.
+    for (what, request, reply) in [
+        (
+            "advertisement to A",
+            Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_D).build(),
+            Ipv6Frame::neighbor_advertisement(MAC_D, V6_D, MAC_A, V6_A).build(),
+        ),
+        (
+            "advertisement to all nodes (duplicate address detection)",
+            Ipv6Frame::neighbor_solicitation(MAC_A, Ipv6Addr::UNSPECIFIED, V6_B).build(),
+            Ipv6Frame::neighbor_advertisement(MAC_B, V6_B, MAC_A, Ipv6Addr::UNSPECIFIED).build(),
+        ),
+    ] {
+        bench.run_live("a", &request);
+        assert_eq!(nic_a.expect_frame(what), reply, "{what}");
+        quiet(what);
+    }
+
+    for (what, frame) in [
+        ("not member", tcp6(MAC_A, MAC_C, V6_A, V6_C).build()),
+        (
+            "multicast",
+            echo6(MAC_A, multicast_mac(ALL_NODES), V6_A, ALL_NODES).build(),
+        ),
+        (
+            "router solicitation",
+            nd6(ND_ROUTER_SOLICIT, MAC_A, link_local(MAC_A)),
+        ),
+    ] {
+        bench.run_live("a", &frame);
+        quiet(what);
+    }
+    let a = bench.counters("a");
+    assert_eq!((a.tx_packets, a.rx_packets), (6, 2));
+    assert_eq!(bench.counters("b").rx_packets, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // AF_XDP (data path `afxdp`)
 
@@ -1993,4 +2051,28 @@ fn ipv6_security_groups_deny_and_track() {
             &what("an echo reply nobody asked for"),
         );
     });
+}
+
+/// Not a check: the programs' run time per frame (BPF_PROG_TEST_RUN with repeat), IPv4 and
+/// IPv6 side by side, printed for comparison (`-- --nocapture`). Small frames: TCP SYN and
+/// ICMP echo, on every data path.
+#[test]
+fn per_frame_cost_of_ipv4_and_ipv6_is_printed() {
+    const REPEAT: u32 = 200_000;
+    for hook in Hook::ALL {
+        let mut bench = Bench::with_hook(hook);
+        let a = bench.ifindex("a");
+        for (what, frame) in [
+            ("IPv4 TCP", tcp(MAC_A, MAC_B, IP_A, IP_B).build()),
+            ("IPv6 TCP", tcp6(MAC_A, MAC_B, V6_A, V6_B).build()),
+            (
+                "IPv4 ICMP echo",
+                Ipv4Frame::icmp_echo(MAC_A, MAC_B, IP_A, IP_B, b"0123456789abcdef").build(),
+            ),
+            ("IPv6 ICMPv6 echo", echo6(MAC_A, MAC_B, V6_A, V6_B).build()),
+        ] {
+            let (verdict, per_run) = bench.prog.time_run(a, &frame, REPEAT);
+            eprintln!("cost {hook:?} {what}: {per_run:?} per frame (verdict {verdict})");
+        }
+    }
 }
