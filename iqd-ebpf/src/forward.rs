@@ -132,10 +132,16 @@ fn deliver<C: Frame, const V6: bool>(
     }
 
     policy::check_source_mac(port, &eth.src)?;
+    // An IPv4-mapped IPv6 source is nobody's, even with `allow_ip_spoofing`: it would pass
+    // for the IPv4 address in every map.
+    if V6 && policy::is_ipv4_mapped(saddr) {
+        return Err(drop_reason::SPOOFED_SOURCE);
+    }
     policy::check_source_ip(ifindex, port, saddr)?;
 
-    // IPv6 multicast (ff00::/8) is not delivered yet; IPv4's finds no route.
-    if V6 && daddr[0] == 0xff {
+    // IPv6 multicast (ff00::/8) is not delivered yet; IPv4's finds no route. An IPv4-mapped
+    // destination is no IPv6 NIC's.
+    if V6 && (daddr[0] == 0xff || policy::is_ipv4_mapped(daddr)) {
         return Err(drop_reason::NO_DESTINATION);
     }
     let target = match maps::route(port.chpid, daddr) {

@@ -3,7 +3,6 @@
 //! conntrack and forwarding are written once over [`Frame`]; only the entry points in main.rs
 //! know the hook.
 use aya_ebpf::{
-    bindings::{__sk_buff, xdp_md},
     helpers::{bpf_skb_change_tail, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::{TcContext, XdpContext},
 };
@@ -62,7 +61,7 @@ impl Frame for XdpContext {
     fn resize(&self, len: u32) -> bool {
         let delta = len as i64 - Frame::len(self) as i64;
         // SAFETY: the helper checks the new length against the buffer.
-        delta == 0 || unsafe { bpf_xdp_adjust_tail(self.ctx as *mut xdp_md, delta as i32) } == 0
+        delta == 0 || unsafe { bpf_xdp_adjust_tail(self.ctx, delta as i32) } == 0
     }
 }
 
@@ -111,7 +110,6 @@ impl Frame for TcContext {
     #[inline(always)]
     fn resize(&self, len: u32) -> bool {
         // SAFETY: the helper checks the new length against the packet.
-        len == TcContext::len(self)
-            || unsafe { bpf_skb_change_tail(self.skb.skb as *mut __sk_buff, len, 0) } == 0
+        len == TcContext::len(self) || unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) } == 0
     }
 }

@@ -56,29 +56,52 @@ pub fn solicitation<C: Frame>(
     let saddr = &ip.saddr;
     // The unspecified source is duplicate address detection (RFC 4862) and claims nothing.
     let unspecified = is_unspecified(saddr);
+    if policy::is_ipv4_mapped(saddr) {
+        return Err(drop_reason::SPOOFED_SOURCE);
+    }
     if !unspecified {
         policy::check_source_ip(ifindex, port, saddr)?;
     }
-    let target_addr = ns.target;
-    let target = match maps::route(port.chpid, &target_addr) {
+    let target_addr = &ns.target;
+    if policy::is_ipv4_mapped(target_addr) {
+        return Err(drop_reason::NO_DESTINATION);
+    }
+    let target = match maps::route(port.chpid, target_addr) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
-        None => return Err(policy::unreachable_reason(&target_addr)),
+        None => return Err(policy::unreachable_reason(target_addr)),
     };
-    let asker_mac = eth.src;
-    let (dst, dst_mac, flags) = if unspecified {
-        (ALL_NODES, ALL_NODES_MAC, ND_NA_FLAG_OVERRIDE)
+    let flags = if unspecified {
+        ND_NA_FLAG_OVERRIDE
     } else {
-        (
-            *saddr,
-            asker_mac,
-            ND_NA_FLAG_SOLICITED | ND_NA_FLAG_OVERRIDE,
-        )
+        ND_NA_FLAG_SOLICITED | ND_NA_FLAG_OVERRIDE
     };
 
-    // The advertisement replaces the solicitation from the network header on, whatever
-    // extension headers or options that had.
+    // The advertisement is built where the solicitation was, from the network header on,
+    // moving bytes inside the frame rather than through the stack (16-byte addresses held
+    // in registers would not fit it): its target goes where the advertisement's target is
+    // (already there without extension headers), the asker's address becomes the
+    // destination, the target the source. Then the frame is cut or grown to the
+    // advertisement's length, which keeps those first bytes.
+    let na_target = l3_offset + IPV6_HLEN + TARGET_OFFSET;
+    let ns_target = l4_offset + TARGET_OFFSET;
+    if ns_target != na_target {
+        // Forwards: the solicitation's target lies further on (extension headers are
+        // multiples of 8 bytes), so a byte is never read after it was overwritten.
+        move_addr(ctx, ns_target, na_target)?;
+    }
+    let saddr_at = l3_offset + SADDR_OFFSET;
+    let daddr_at = l3_offset + DADDR_OFFSET;
+    if unspecified {
+        let daddr: *mut Addr = parse::ptr_at(ctx, daddr_at)?;
+        // SAFETY: `ptr_at` checked the bounds.
+        unsafe { *daddr = ALL_NODES };
+    } else {
+        move_addr(ctx, saddr_at, daddr_at)?;
+    }
+    move_addr(ctx, na_target, saddr_at)?;
+
     if !ctx.resize((l3_offset + IPV6_HLEN + NA_LEN) as u32) {
         return Err(drop_reason::REDIRECT_FAILED);
     }
@@ -86,24 +109,45 @@ pub fn solicitation<C: Frame>(
     let na: *mut NaPacket = parse::ptr_at(ctx, l3_offset)?;
     // SAFETY: as above, after the resize.
     let (eth, na) = unsafe { (&mut *eth, &mut *na) };
-    copy_mac(&mut eth.dst, &dst_mac);
+    if unspecified {
+        copy_mac(&mut eth.dst, &ALL_NODES_MAC);
+    } else {
+        let asker = eth.src;
+        copy_mac(&mut eth.dst, &asker);
+    }
     copy_mac(&mut eth.src, &target.mac);
     na.ip.version_tc_flow = [0x60, 0, 0, 0];
     na.ip.payload_len = (NA_LEN as u16).to_be_bytes();
     na.ip.next_header = IPPROTO_ICMPV6;
     na.ip.hop_limit = ND_HOP_LIMIT;
-    na.ip.saddr = target_addr;
-    na.ip.daddr = dst;
     na.na.icmp_type = ND_NEIGHBOR_ADVERT;
     na.na.code = 0;
+    na.na.check = [0, 0];
     na.na.flags = flags;
     na.na.reserved = [0; 3];
-    na.na.target = target_addr;
     na.opt_type = ND_OPT_TARGET_LL_ADDR;
     na.opt_len = 1;
     copy_mac(&mut na.opt_mac, &target.mac);
-    na.na.check = checksum(&target_addr, &dst, flags, &target.mac).to_be_bytes();
+    na.na.check = checksum(na).to_be_bytes();
     Ok(Verdict::Reply)
+}
+
+/// Offsets in the IPv6 header of its source and destination address, and in a neighbour
+/// solicitation or advertisement of its target address.
+const SADDR_OFFSET: usize = 8;
+const DADDR_OFFSET: usize = 24;
+const TARGET_OFFSET: usize = 8;
+
+/// Copies the 16-byte address at frame offset `from` to `to`, byte by byte from the first.
+#[inline(always)]
+fn move_addr<C: Frame>(ctx: &C, from: usize, to: usize) -> Result<(), DropReason> {
+    let src: *const Addr = parse::ptr_at(ctx, from)?;
+    let dst: *mut Addr = parse::ptr_at(ctx, to)?;
+    for i in 0..16 {
+        // SAFETY: `ptr_at` checked both bounds; the copy runs forwards, as its callers need.
+        unsafe { (*dst)[i] = (*src)[i] };
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -115,32 +159,25 @@ fn is_unspecified(addr: &Addr) -> bool {
     any == 0
 }
 
-/// Sum of the 16-bit big-endian words of an address.
+/// The ICMPv6 checksum (RFC 4443, over the RFC 8200 pseudo-header) of the advertisement `na`,
+/// whose checksum field is zero: its addresses, upper-layer length and next header, then the
+/// message, summed as 16-bit big-endian words.
 #[inline(always)]
-fn sum_addr(addr: &Addr) -> u32 {
-    let mut sum = 0u32;
+fn checksum(na: &NaPacket) -> u16 {
+    let mut sum = NA_LEN as u32 + IPPROTO_ICMPV6 as u32;
     for i in 0..8 {
-        sum += (addr[2 * i] as u32) << 8 | addr[2 * i + 1] as u32;
+        sum += (na.ip.saddr[2 * i] as u32) << 8 | na.ip.saddr[2 * i + 1] as u32;
+        sum += (na.ip.daddr[2 * i] as u32) << 8 | na.ip.daddr[2 * i + 1] as u32;
+        sum += (na.na.target[2 * i] as u32) << 8 | na.na.target[2 * i + 1] as u32;
     }
-    sum
-}
-
-/// The ICMPv6 checksum (RFC 4443, over the RFC 8200 pseudo-header) of the advertisement from
-/// `target` (also its target address) to `dst` with `flags` and the option carrying `mac`:
-/// computed from the values, not read back from the frame.
-#[inline(always)]
-fn checksum(target: &Addr, dst: &Addr, flags: u8, mac: &[u8; 6]) -> u16 {
-    let mut sum = 2 * sum_addr(target) + sum_addr(dst);
-    // Pseudo-header: upper-layer length and next header.
-    sum += NA_LEN as u32 + IPPROTO_ICMPV6 as u32;
-    // Type and code, flags and reserved, the option's type and length, the MAC.
-    sum += (ND_NEIGHBOR_ADVERT as u32) << 8;
-    sum += (flags as u32) << 8;
-    sum += (ND_OPT_TARGET_LL_ADDR as u32) << 8 | 1;
-    sum += (mac[0] as u32) << 8 | mac[1] as u32;
-    sum += (mac[2] as u32) << 8 | mac[3] as u32;
-    sum += (mac[4] as u32) << 8 | mac[5] as u32;
-    // At most 25 words of 16 bits: two folds leave 16 bits.
+    sum += (na.na.icmp_type as u32) << 8 | na.na.code as u32;
+    sum += (na.na.flags as u32) << 8 | na.na.reserved[0] as u32;
+    sum += (na.na.reserved[1] as u32) << 8 | na.na.reserved[2] as u32;
+    sum += (na.opt_type as u32) << 8 | na.opt_len as u32;
+    for i in 0..3 {
+        sum += (na.opt_mac[2 * i] as u32) << 8 | na.opt_mac[2 * i + 1] as u32;
+    }
+    // At most 34 words of 16 bits: two folds leave 16 bits.
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)

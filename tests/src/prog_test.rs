@@ -339,6 +339,44 @@ impl ProgBench {
         }
     }
 
+    /// The program of the bench's hook run `repeat` times on `frame` from port `ingress` in one
+    /// BPF_PROG_TEST_RUN: its verdict and the kernel's average run time per frame (of the
+    /// program alone, as `kernel.bpf_stats_enabled` measures it). A cost, not a throughput.
+    pub fn time_run(
+        &mut self,
+        ingress: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> (u32, std::time::Duration) {
+        let mut out = vec![0u8; frame.len() + 4096];
+        let ctx = match self.hook {
+            Hook::Tc => sk_buff(ingress, 0, 0),
+            _ => xdp_md(frame.len(), ingress),
+        };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let result = match self.hook {
+            Hook::Tc => self.plane.tc_program().expect("tc program").test_run(opts),
+            Hook::Xdp => self
+                .plane
+                .program(Side::Port)
+                .expect("port program")
+                .test_run(opts),
+            Hook::Xsk => self
+                .plane
+                .program(Side::PortXsk)
+                .expect("xsk program")
+                .test_run(opts),
+        }
+        .expect("timed test run");
+        (result.return_value, result.duration)
+    }
+
     /// A port's counters, summed over CPUs.
     pub fn counters(&self, ifindex: u32) -> NicCounters {
         self.maps.counters(ifindex).expect("read counters")
