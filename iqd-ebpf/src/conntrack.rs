@@ -11,7 +11,7 @@ use aya_ebpf::{
 use iqd_common::{
     ct_flags, ct_stat, ct_timeout,
     wire::{TCP_FIN, TCP_RST},
-    Addr, CtEntry, CtKey,
+    CtEntry, CtKey,
 };
 
 use crate::{
@@ -19,17 +19,27 @@ use crate::{
     parse::Flow,
 };
 
+/// The key of the connection `flow` would open in `segment`. One key serves a frame's
+/// lookups both ways and its insertion ([`track`], [`open`]): with 16-byte addresses, a copy
+/// per lookup would not fit the stack.
 #[inline(always)]
-fn key(segment: u32, saddr: Addr, daddr: Addr, sport: u16, dport: u16, proto: u8) -> CtKey {
+pub fn key(flow: &Flow, segment: u32) -> CtKey {
     CtKey {
         segment,
-        saddr,
-        daddr,
-        sport,
-        dport,
-        proto,
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
         _pad: [0; 3],
     }
+}
+
+/// Turns `key` the other way (the reply direction's key, or back).
+#[inline(always)]
+fn reverse(key: &mut CtKey) {
+    core::mem::swap(&mut key.saddr, &mut key.daddr);
+    core::mem::swap(&mut key.sport, &mut key.dport);
 }
 
 #[inline(always)]
@@ -44,19 +54,20 @@ fn tcp_flags(flow: &Flow) -> u32 {
     flags
 }
 
-/// Whether `flow`, going from port `from` to port `to` in `segment`, belongs to a live tracked
-/// connection (either way); refreshes the connection if so.
+/// Whether `flow` (whose [`key`] is `key`), going from port `from` to port `to`, belongs to a
+/// live tracked connection (either way); refreshes the connection if so. Leaves `key` as it
+/// found it.
+// Keys and entries are passed to the map helpers by reference, not moved: each move would be
+// another 44- or 48-byte copy on a stack that has no room for it.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-pub fn track(flow: &Flow, segment: u32, from: u32, to: u32) -> bool {
+pub fn track(key: &mut CtKey, flow: &Flow, from: u32, to: u32) -> bool {
     if !flow.tracked {
         return false;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let forward = key(
-        segment, flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto,
-    );
-    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(forward) {
+    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&*key) {
         // SAFETY: map values stay valid while the program runs; races only lose counts.
         let entry = unsafe { &mut *entry };
         if entry.origin_ifindex == from && entry.reply_ifindex == to && live(entry, flow.proto, now)
@@ -67,10 +78,10 @@ pub fn track(flow: &Flow, segment: u32, from: u32, to: u32) -> bool {
             return true;
         }
     }
-    let reverse = key(
-        segment, flow.daddr, flow.saddr, flow.dport, flow.sport, flow.proto,
-    );
-    if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(reverse) {
+    reverse(key);
+    let found = IQD_CONNTRACK.get_ptr_mut(&*key);
+    reverse(key);
+    if let Some(entry) = found {
         // SAFETY: as above.
         let entry = unsafe { &mut *entry };
         if entry.origin_ifindex == to && entry.reply_ifindex == from && live(entry, flow.proto, now)
@@ -92,17 +103,16 @@ fn live(entry: &CtEntry, proto: u8, now: u64) -> bool {
     last_seen >= now || now - last_seen <= ct_timeout::of(proto, entry.flags)
 }
 
-/// Starts tracking the connection `flow` opens from port `from` to port `to` in `segment`.
+/// Starts tracking the connection `flow` (whose [`key`] is `key`) opens from port `from` to
+/// port `to`.
+#[allow(clippy::needless_borrows_for_generic_args)] // as in `track`
 #[inline(always)]
-pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
+pub fn open(key: &CtKey, flow: &Flow, from: u32, to: u32) {
     if !flow.opens {
         return;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = key(
-        segment, flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto,
-    );
     let entry = CtEntry {
         origin_ifindex: from,
         reply_ifindex: to,
@@ -113,7 +123,10 @@ pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
         flags: tcp_flags(flow),
         _pad: 0,
     };
-    if IQD_CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
+    if IQD_CONNTRACK
+        .insert(key, &entry, BPF_NOEXIST as u64)
+        .is_ok()
+    {
         if let Some(created) = IQD_CT_STATS.get_ptr_mut(ct_stat::CREATED) {
             // SAFETY: this CPU's slot of a per-CPU array.
             unsafe { *created += 1 };
@@ -131,5 +144,5 @@ pub fn open(flow: &Flow, segment: u32, from: u32, to: u32) {
     }
     // Not counted as created: `iqd stats` derives evictions from created - revoked - entries,
     // and the expired entry it replaces was counted when it was created.
-    let _ = IQD_CONNTRACK.insert(key, entry, BPF_EXIST as u64);
+    let _ = IQD_CONNTRACK.insert(key, &entry, BPF_EXIST as u64);
 }

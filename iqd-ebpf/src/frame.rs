@@ -3,7 +3,7 @@
 //! conntrack and forwarding are written once over [`Frame`]; only the entry points in main.rs
 //! know the hook.
 use aya_ebpf::{
-    helpers::bpf_xdp_get_buff_len,
+    helpers::{bpf_skb_change_tail, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::{TcContext, XdpContext},
 };
 
@@ -19,6 +19,9 @@ pub trait Frame {
     fn gso_size(&self) -> u32;
     /// The frames this stands for on the wire: 1, or a GSO packet's segments.
     fn segments(&self) -> u32;
+    /// Makes the frame `len` bytes long (cutting or growing its tail, new bytes zeroed or
+    /// undefined); whether it could. Every pointer into the frame is invalid afterwards.
+    fn resize(&self, len: u32) -> bool;
 }
 
 impl Frame for XdpContext {
@@ -52,6 +55,13 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn segments(&self) -> u32 {
         1
+    }
+
+    #[inline(always)]
+    fn resize(&self, len: u32) -> bool {
+        let delta = len as i64 - Frame::len(self) as i64;
+        // SAFETY: the helper checks the new length against the buffer.
+        delta == 0 || unsafe { bpf_xdp_adjust_tail(self.ctx, delta as i32) } == 0
     }
 }
 
@@ -95,5 +105,11 @@ impl Frame for TcContext {
         } else {
             segs
         }
+    }
+
+    #[inline(always)]
+    fn resize(&self, len: u32) -> bool {
+        // SAFETY: the helper checks the new length against the packet.
+        len == TcContext::len(self) || unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) } == 0
     }
 }

@@ -1,8 +1,9 @@
 //! iqd's data plane: the programs on the fabric side of every NIC.
 //!
 //! A frame an LPAR sends on its NIC arrives at its port. The program parses it once, applies the
-//! CHPID's rules (frame size, anti-spoofing, membership), answers ARP itself and forwards IPv4
-//! by destination address to the NIC that registered it, on the same CHPID only, where both
+//! CHPID's rules (frame size, anti-spoofing, membership), answers ARP and IPv6 neighbour
+//! solicitations itself and forwards IPv4 and IPv6 by destination address to the NIC that
+//! registered it, on the same CHPID only, where both
 //! NICs' security groups (or a tracked connection) allow it. Every frame that is not delivered is
 //! dropped and counted under a reason (see `iqd_common::drop_reason`).
 //!
@@ -24,6 +25,7 @@ mod counters;
 mod forward;
 mod frame;
 mod maps;
+mod nd;
 mod parse;
 mod policy;
 mod secgroup;
@@ -37,7 +39,7 @@ use aya_ebpf::{
 };
 use iqd_common::{
     drop_reason,
-    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPV4_MAX_HLEN, TCP_MAX_HLEN},
+    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
 
@@ -53,7 +55,8 @@ pub const COUNTED: DropReason = u32::MAX;
 pub enum Verdict {
     /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
     Deliver { ifindex: u32 },
-    /// Send it back to the sender: the frame was turned into an ARP reply in place.
+    /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
+    /// advertisement in place.
     Reply,
 }
 
@@ -71,7 +74,13 @@ fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
         policy::check_frame_size(&port, l3.offset, frame_len)?;
     }
     match l3.ether_type {
-        ETH_P_IP => forward::ipv4(ctx, ifindex, &port, eth, l3.offset, frame_len),
+        ETH_P_IP => forward::ipv4(ctx, &port, eth, l3.offset, frame_len),
+        ETH_P_IPV6 => match forward::ipv6(ctx, &port, eth, l3.offset, frame_len)? {
+            forward::Ipv6::Verdict(verdict) => Ok(verdict),
+            forward::Ipv6::Solicitation { l4_offset, end } => {
+                nd::solicitation(ctx, &port, l3.offset, l4_offset as usize, end as usize)
+            }
+        },
         ETH_P_ARP => arp::answer(ctx, ifindex, &port, eth, l3.offset),
         _ => Err(drop_reason::NON_IP),
     }
@@ -112,7 +121,8 @@ fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> 
     }
 }
 
-/// Sends an ARP reply back out of the port `ifindex` it was asked on.
+/// Sends an ARP reply or neighbour advertisement back out of the port `ifindex` it was asked
+/// on.
 #[inline(always)]
 fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     counters::delivered(ifindex, 1, Frame::len(ctx));
@@ -142,7 +152,8 @@ fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     }
 }
 
-/// Headers the policy may read: Ethernet, IPv4 with options, TCP with options.
+/// Headers the policy may read: Ethernet, IPv4 with options, TCP with options (IPv6 without
+/// extension headers and TCP with options, or a neighbour solicitation, fit too).
 const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 
 #[classifier]
@@ -175,7 +186,8 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             if unsafe { bpf_redirect(ifindex, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);
             }
-            counters::delivered(ifindex, packets, bytes);
+            // A neighbour advertisement may be longer or shorter than its solicitation.
+            counters::delivered(ifindex, 1, Frame::len(ctx));
             Ok(TC_ACT_REDIRECT)
         }
     }

@@ -5,8 +5,11 @@ use core::mem;
 use iqd_common::{
     drop_reason, ipv4_mapped,
     wire::{
-        ARP_LEN, ETH_HLEN, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_ICMP,
-        IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_HLEN, UDP_HLEN,
+        ARP_LEN, ETH_HLEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_ECHO_REPLY,
+        ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV6_FRAG_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_MSG_LEN, ND_OPT_LL_ADDR_LEN, TCP_HLEN,
+        UDP_HLEN,
     },
     Addr,
 };
@@ -59,6 +62,130 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
+#[repr(C)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub version_tc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub saddr: Addr,
+    pub daddr: Addr,
+}
+
+/// The start of a hop-by-hop, routing or destination options header: what follows it and its
+/// length in 8-byte units, not counting the first 8 bytes.
+#[repr(C)]
+pub struct Ipv6ExtHdr {
+    pub next_header: u8,
+    pub len: u8,
+}
+
+#[repr(C)]
+pub struct Ipv6FragHdr {
+    pub next_header: u8,
+    pub reserved: u8,
+    /// Offset in 8-byte units (13 bits), 2 reserved bits, more-fragments flag.
+    pub frag_off: [u8; 2],
+    pub id: [u8; 4],
+}
+
+/// A neighbour solicitation or advertisement without options (RFC 4861).
+#[repr(C)]
+pub struct NdMsg {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub check: [u8; 2],
+    /// Advertisements: router, solicited, override flags; then reserved.
+    pub flags: u8,
+    pub reserved: [u8; 3],
+    pub target: Addr,
+}
+
+/// A neighbour advertisement as the fabric sends it, from the IPv6 header on: with a target
+/// link-layer address option.
+#[repr(C)]
+pub struct NaPacket {
+    pub ip: Ipv6Hdr,
+    pub na: NdMsg,
+    pub opt_type: u8,
+    /// In 8-byte units: 1.
+    pub opt_len: u8,
+    pub opt_mac: [u8; 6],
+}
+
+/// Where an IPv6 packet's transport header is, past its extension headers.
+pub struct Ipv6L4 {
+    /// The transport protocol (the last next-header value).
+    pub proto: u8,
+    /// Offset of the transport header in the frame.
+    pub offset: usize,
+    /// A fragment header with a non-zero offset: no transport header follows.
+    pub later_fragment: bool,
+}
+
+/// Walks the extension headers of an IPv6 packet whose first next-header value is `first`,
+/// from `offset` (right after the fixed header) to the transport header, which must start
+/// before `end` (the end of the packet). At most `MAX_IPV6_EXT_HEADERS` headers; more, or one
+/// that is truncated (cut by the packet's end or not in the linear part), is `malformed`. A
+/// later fragment stops the walk at its fragment header.
+#[inline(always)]
+pub fn ipv6_l4<C: Frame>(
+    ctx: &C,
+    first: u8,
+    offset: usize,
+    end: usize,
+) -> Result<Ipv6L4, DropReason> {
+    let mut proto = first;
+    let mut offset = offset;
+    // Bounded, and the offset grows by at most 2 KiB a step: the verifier sees both.
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match proto {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let ext: *const Ipv6ExtHdr = packet_ptr_at(ctx, offset, end)?;
+                // SAFETY: `packet_ptr_at` checked the bounds.
+                let ext = unsafe { &*ext };
+                proto = ext.next_header;
+                offset += (ext.len as usize + 1) * 8;
+                if offset > end {
+                    return Err(drop_reason::MALFORMED);
+                }
+            }
+            IPPROTO_FRAGMENT => {
+                let frag: *const Ipv6FragHdr = packet_ptr_at(ctx, offset, end)?;
+                // SAFETY: as above.
+                let frag = unsafe { &*frag };
+                proto = frag.next_header;
+                offset += IPV6_FRAG_HLEN;
+                if u16::from_be_bytes(frag.frag_off) & 0xfff8 != 0 {
+                    return Ok(Ipv6L4 {
+                        proto,
+                        offset,
+                        later_fragment: true,
+                    });
+                }
+            }
+            _ => {
+                return Ok(Ipv6L4 {
+                    proto,
+                    offset,
+                    later_fragment: false,
+                })
+            }
+        }
+    }
+    match proto {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
+            Err(drop_reason::MALFORMED)
+        }
+        _ => Ok(Ipv6L4 {
+            proto,
+            offset,
+            later_fragment: false,
+        }),
+    }
+}
+
 /// A TCP header without options (the 20 bytes every segment has).
 #[repr(C)]
 pub struct TcpHdr {
@@ -96,7 +223,9 @@ pub struct IcmpHdr {
 /// lies in no port range (ports are 1-65535) for TCP and UDP.
 pub const ICMP_NO_TYPE: u16 = 0xffff;
 
-/// What security groups and connection tracking need of an IP frame.
+/// What security groups and connection tracking need of an IP frame. Aligned so that the
+/// addresses are written and copied a word at a time.
+#[repr(C, align(8))]
 pub struct Flow {
     /// Source and destination address, IPv4 mapped into IPv6 (`iqd_common::Addr`).
     pub saddr: Addr,
@@ -118,24 +247,90 @@ pub struct Flow {
     pub opens: bool,
     /// Whether the frame can belong to a tracked connection.
     pub tracked: bool,
+    /// The transport header does not fit in the packet or the linear part: `malformed` where
+    /// the policy needs it (GSO frame size, security groups), so the fabric's own checks keep
+    /// their order.
+    pub truncated: bool,
 }
 
-/// Parses the transport header at `offset` (the IPv4 header length past the network header),
-/// which must lie within the IPv4 packet, before `end` (its total length past the network
-/// header): what follows the packet is padding, not a header. Later fragments carry no
-/// transport header: they match only rules without a port range or ICMP type, and are not
-/// tracked.
+impl Flow {
+    /// The flow, or `malformed` if its transport header is truncated.
+    #[inline(always)]
+    pub fn parsed(&self) -> Result<&Flow, DropReason> {
+        if self.truncated {
+            Err(drop_reason::MALFORMED)
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+/// Parses the transport header of an IPv4 packet at `offset` (the IPv4 header length past the
+/// network header), which must lie within the IPv4 packet, before `end` (its total length past
+/// the network header): what follows the packet is padding, not a header.
 #[inline(always)]
-pub fn flow<C: Frame>(
+pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize, end: usize) -> Flow {
+    let later_fragment = u16::from_be_bytes(ip.frag_off) & 0x1fff != 0;
+    transport::<C, false>(
+        ctx,
+        ipv4_mapped(ip.saddr),
+        ipv4_mapped(ip.daddr),
+        ip.protocol,
+        later_fragment,
+        offset,
+        end,
+    )
+}
+
+/// Parses the transport header of an IPv6 packet found by [`ipv6_l4`], before `end` (the
+/// end of the packet).
+#[inline(always)]
+pub fn flow6<C: Frame>(ctx: &C, ip: &Ipv6Hdr, l4: &Ipv6L4, end: usize) -> Flow {
+    transport::<C, true>(
+        ctx,
+        ip.saddr,
+        ip.daddr,
+        l4.proto,
+        l4.later_fragment,
+        l4.offset,
+        end,
+    )
+}
+
+/// The flow of a packet of IP protocol `proto` between `saddr` and `daddr` whose transport
+/// header is at `offset`, before `end`. `V6`: ICMP is ICMPv6 (its own rule class and echo
+/// types); IPv4's ICMP is then just another protocol, and the other way round. Later fragments
+/// carry no transport header: they match only rules without a port range or ICMP type, and
+/// are not tracked.
+#[inline(always)]
+fn transport<C: Frame, const V6: bool>(
     ctx: &C,
-    ip: &Ipv4Hdr,
+    saddr: Addr,
+    daddr: Addr,
+    proto: u8,
+    later_fragment: bool,
     offset: usize,
     end: usize,
-) -> Result<Flow, DropReason> {
+) -> Flow {
+    let (icmp_proto, icmp_class, echo_request, echo_reply) = if V6 {
+        (
+            IPPROTO_ICMPV6,
+            iqd_common::sg_proto::ICMPV6,
+            ICMPV6_ECHO_REQUEST,
+            ICMPV6_ECHO_REPLY,
+        )
+    } else {
+        (
+            IPPROTO_ICMP,
+            iqd_common::sg_proto::ICMP,
+            ICMP_ECHO_REQUEST,
+            ICMP_ECHO_REPLY,
+        )
+    };
     let mut flow = Flow {
-        saddr: ipv4_mapped(ip.saddr),
-        daddr: ipv4_mapped(ip.daddr),
-        proto: ip.protocol,
+        saddr,
+        daddr,
+        proto,
         class: iqd_common::sg_proto::OTHER,
         sport: 0,
         dport: 0,
@@ -144,25 +339,28 @@ pub fn flow<C: Frame>(
         l4_len: 0,
         opens: true,
         tracked: true,
+        truncated: false,
     };
-    let later_fragment = u16::from_be_bytes(ip.frag_off) & 0x1fff != 0;
-    match ip.protocol {
+    match proto {
         IPPROTO_TCP => flow.class = iqd_common::sg_proto::TCP,
         IPPROTO_UDP => flow.class = iqd_common::sg_proto::UDP,
-        IPPROTO_ICMP => flow.class = iqd_common::sg_proto::ICMP,
-        _ => return Ok(flow),
+        p if p == icmp_proto => flow.class = icmp_class,
+        _ => return flow,
     }
     if later_fragment {
-        if ip.protocol == IPPROTO_ICMP {
+        if proto == icmp_proto {
             flow.rule_value = ICMP_NO_TYPE;
         }
         flow.opens = false;
         flow.tracked = false;
-        return Ok(flow);
+        return flow;
     }
-    match ip.protocol {
+    match proto {
         IPPROTO_TCP => {
-            let tcp: *const TcpHdr = packet_ptr_at(ctx, offset, end)?;
+            let Ok(tcp) = packet_ptr_at::<C, TcpHdr>(ctx, offset, end) else {
+                flow.truncated = true;
+                return flow;
+            };
             // SAFETY: `ptr_at` checked the bounds.
             let tcp = unsafe { &*tcp };
             flow.sport = u16::from_be_bytes(tcp.sport);
@@ -172,7 +370,10 @@ pub fn flow<C: Frame>(
             flow.l4_len = ((tcp.data_offset >> 4) as u32) * 4;
         }
         IPPROTO_UDP => {
-            let udp: *const UdpHdr = packet_ptr_at(ctx, offset, end)?;
+            let Ok(udp) = packet_ptr_at::<C, UdpHdr>(ctx, offset, end) else {
+                flow.truncated = true;
+                return flow;
+            };
             // SAFETY: `ptr_at` checked the bounds.
             let udp = unsafe { &*udp };
             flow.sport = u16::from_be_bytes(udp.sport);
@@ -181,28 +382,27 @@ pub fn flow<C: Frame>(
             flow.l4_len = UDP_HLEN as u32;
         }
         _ => {
-            let icmp: *const IcmpHdr = packet_ptr_at(ctx, offset, end)?;
+            let Ok(icmp) = packet_ptr_at::<C, IcmpHdr>(ctx, offset, end) else {
+                flow.truncated = true;
+                return flow;
+            };
             // SAFETY: `ptr_at` checked the bounds.
             let icmp = unsafe { &*icmp };
             flow.rule_value = (icmp.icmp_type as u16) << 8 | icmp.code as u16;
             flow.l4_len = ICMP_HLEN as u32;
-            match icmp.icmp_type {
-                ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
-                    // The identifier stands for both ports, so a reply's key reverses a
-                    // request's.
-                    let id = u16::from_be_bytes(icmp.id);
-                    flow.sport = id;
-                    flow.dport = id;
-                    flow.opens = icmp.icmp_type == ICMP_ECHO_REQUEST;
-                }
-                _ => {
-                    flow.opens = false;
-                    flow.tracked = false;
-                }
+            if icmp.icmp_type == echo_request || icmp.icmp_type == echo_reply {
+                // The identifier stands for both ports, so a reply's key reverses a request's.
+                let id = u16::from_be_bytes(icmp.id);
+                flow.sport = id;
+                flow.dport = id;
+                flow.opens = icmp.icmp_type == echo_request;
+            } else {
+                flow.opens = false;
+                flow.tracked = false;
             }
         }
     }
-    Ok(flow)
+    flow
 }
 
 /// ARP for IPv4 over Ethernet (RFC 826).
@@ -226,6 +426,10 @@ const _: () = assert!(mem::size_of::<TcpHdr>() == TCP_HLEN);
 const _: () = assert!(mem::size_of::<UdpHdr>() == UDP_HLEN);
 const _: () = assert!(mem::size_of::<IcmpHdr>() == ICMP_HLEN);
 const _: () = assert!(mem::size_of::<ArpHdr>() == ARP_LEN);
+const _: () = assert!(mem::size_of::<Ipv6Hdr>() == IPV6_HLEN);
+const _: () = assert!(mem::size_of::<Ipv6FragHdr>() == IPV6_FRAG_HLEN);
+const _: () = assert!(mem::size_of::<NdMsg>() == ND_MSG_LEN);
+const _: () = assert!(mem::size_of::<NaPacket>() == IPV6_HLEN + ND_MSG_LEN + ND_OPT_LL_ADDR_LEN);
 
 /// A pointer to a `T` at `offset` in the frame's linear part, or `malformed` if the frame is
 /// shorter. Headers always sit in the linear part, also for multi-buffer frames.
@@ -239,7 +443,7 @@ pub fn ptr_at<C: Frame, T>(ctx: &C, offset: usize) -> Result<*mut T, DropReason>
     Ok((start + offset) as *mut T)
 }
 
-/// Like [`ptr_at`], for a header that must also end at or before `end` (the end of the IPv4
+/// Like [`ptr_at`], for a header that must also end at or before `end` (the end of the IP
 /// packet within the frame).
 #[inline(always)]
 pub fn packet_ptr_at<C: Frame, T>(

@@ -4,22 +4,37 @@
 //! prefixes' ranges merged in). A lookup is one longest-prefix match and a binary search, however
 //! many rules the groups have.
 use aya_ebpf::maps::lpm_trie::Key;
-use iqd_common::{Addr, SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS};
+use iqd_common::{sg_direction, SgKey, SgRanges, MAX_SG_RANGES, SG_KEY_FIXED_BITS};
 
 use crate::{maps::IQD_SG_RULES, parse::Flow};
 
 /// Enough halvings for `MAX_SG_RANGES` entries.
 const SEARCH_STEPS: usize = 11;
 
-/// Whether the rules of the NIC behind `ifindex` allow `flow` in `direction`, with `remote` the
-/// address at the other end.
+/// Whether the sender's (port `from`) outbound rules and the receiver's (port `to`) inbound
+/// rules allow `flow`: `Err(direction)` names the first that does not. One lookup key serves
+/// both (16-byte addresses leave no stack for two).
 #[inline(always)]
-pub fn allows(ifindex: u32, direction: u8, flow: &Flow, remote: &Addr) -> bool {
-    let key = Key::new(
+pub fn allows(from: u32, to: u32, flow: &Flow) -> Result<(), u8> {
+    let mut key = Key::new(
         SG_KEY_FIXED_BITS + 128,
-        SgKey::new(ifindex, direction, flow.class, *remote),
+        SgKey::new(from, sg_direction::OUTBOUND, flow.class, flow.daddr),
     );
-    match IQD_SG_RULES.get(&key) {
+    if !lookup(&key, flow) {
+        return Err(sg_direction::OUTBOUND);
+    }
+    key.data.ifindex_be = to.to_be_bytes();
+    key.data.direction = sg_direction::INBOUND;
+    key.data.remote = flow.saddr;
+    if !lookup(&key, flow) {
+        return Err(sg_direction::INBOUND);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn lookup(key: &Key<SgKey>, flow: &Flow) -> bool {
+    match IQD_SG_RULES.get(key) {
         Some(ranges) => contains(ranges, flow.rule_value),
         None => false,
     }

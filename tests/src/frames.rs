@@ -1,16 +1,19 @@
 //! Hand-built Ethernet frames for feeding the data plane directly (BPF_PROG_TEST_RUN): IPv4
-//! with TCP, ICMP echo or any payload, ARP, other ethertypes, and truncated or inconsistent
-//! variants of them. Every field the port programs look at can be set; everything else gets a
-//! sensible default (correct IPv4 header checksum, correct TCP and ICMP checksums).
-use std::net::Ipv4Addr;
+//! and IPv6 (with extension headers) carrying TCP, UDP, ICMP/ICMPv6 echo or any payload, ARP,
+//! IPv6 neighbour discovery, other ethertypes, and truncated or inconsistent variants of them.
+//! Every field the port programs look at can be set; everything else gets a sensible default
+//! (correct IPv4 header checksum, correct TCP, UDP, ICMP and ICMPv6 checksums).
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// An Ethernet MAC address.
 pub type Mac = [u8; 6];
 
 pub use iqd_common::wire::{
     ARPOP_REPLY, ARPOP_REQUEST, ARP_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
-    ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, TCP_ACK, TCP_HLEN, TCP_SYN,
-    UDP_HLEN,
+    ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+    IPV4_HLEN, IPV6_HLEN, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT,
+    ND_ROUTER_SOLICIT, TCP_ACK, TCP_HLEN, TCP_SYN, UDP_HLEN,
 };
 
 pub const BROADCAST: Mac = [0xff; 6];
@@ -136,6 +139,37 @@ impl L4 {
             | L4::Icmp { data, .. }
             | L4::Raw { data, .. } => data,
         }
+    }
+
+    /// The IPv6 next-header value: as IPv4's protocol, but ICMP is ICMPv6.
+    fn protocol6(&self) -> u8 {
+        match self {
+            L4::IcmpEcho { .. } | L4::Icmp { .. } => IPPROTO_ICMPV6,
+            other => other.protocol(),
+        }
+    }
+
+    /// The layer 4 bytes under IPv6 from `src` to `dst`: checksums over the IPv6 pseudo
+    /// header (RFC 8200), ICMP as ICMPv6 (an echo is an ICMPv6 echo request, type 128).
+    fn build6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let mut seg = self.build(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        let check_at = match self {
+            L4::Tcp { .. } => 16,
+            L4::Udp { .. } => 6,
+            L4::IcmpEcho { .. } => {
+                seg[0] = ICMPV6_ECHO_REQUEST;
+                2
+            }
+            L4::Icmp { .. } => 2,
+            L4::Raw { .. } => return seg,
+        };
+        seg[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+        let check = match ipv6_checksum(src, dst, self.protocol6(), &seg) {
+            0 if matches!(self, L4::Udp { .. }) => 0xffff,
+            c => c,
+        };
+        seg[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+        seg
     }
 
     fn build(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
@@ -488,6 +522,349 @@ impl ArpFrame {
     }
 }
 
+/// The upper-layer checksum of `data` (its checksum field zero) under IPv6 from `src` to `dst`
+/// with next header `next_header`: over the pseudo header of RFC 8200 section 8.1.
+pub fn ipv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, data: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + data.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, next_header]);
+    pseudo.extend_from_slice(data);
+    internet_checksum(&pseudo)
+}
+
+/// An IPv6 extension header of an [`Ipv6Frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtHeader {
+    /// Hop-by-hop options, `len` 8-byte units after the first 8 bytes (Pad1 options).
+    HopByHop { len: u8 },
+    /// A routing header (type 0, no segments left), `len` as above.
+    Routing { len: u8 },
+    /// Destination options, `len` as above.
+    DestOpts { len: u8 },
+    /// A fragment header: `offset` in 8-byte units, more fragments or not.
+    Fragment { offset: u16, more: bool },
+}
+
+impl ExtHeader {
+    /// Its next-header value (what announces it).
+    pub fn number(&self) -> u8 {
+        match self {
+            ExtHeader::HopByHop { .. } => IPPROTO_HOPOPTS,
+            ExtHeader::Routing { .. } => IPPROTO_ROUTING,
+            ExtHeader::DestOpts { .. } => IPPROTO_DSTOPTS,
+            ExtHeader::Fragment { .. } => IPPROTO_FRAGMENT,
+        }
+    }
+
+    fn build(&self, next_header: u8) -> Vec<u8> {
+        match *self {
+            ExtHeader::HopByHop { len }
+            | ExtHeader::Routing { len }
+            | ExtHeader::DestOpts { len } => {
+                let mut header = vec![0u8; (usize::from(len) + 1) * 8];
+                header[0] = next_header;
+                header[1] = len;
+                header
+            }
+            ExtHeader::Fragment { offset, more } => {
+                let mut header = vec![next_header, 0];
+                header.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+                header.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+                header
+            }
+        }
+    }
+}
+
+/// An IPv6 packet in an Ethernet frame. The defaults make a well-formed frame; the public
+/// fields (and the `with_*` methods) break it on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Frame {
+    pub dst_mac: Mac,
+    pub src_mac: Mac,
+    pub src_ip: Ipv6Addr,
+    pub dst_ip: Ipv6Addr,
+    /// The version nibble (6).
+    pub version: u8,
+    pub hop_limit: u8,
+    /// Extension headers, in order, before the layer 4 part.
+    pub ext: Vec<ExtHeader>,
+    pub l4: L4,
+    /// The payload length field; `None` is the true length of extension headers and layer 4.
+    pub payload_len: Option<u16>,
+    /// Zero padding after the IPv6 packet, up to this many bytes of frame.
+    pub pad_to: Option<usize>,
+}
+
+impl Ipv6Frame {
+    /// A well-formed frame carrying `l4`.
+    pub fn new(src_mac: Mac, dst_mac: Mac, src_ip: Ipv6Addr, dst_ip: Ipv6Addr, l4: L4) -> Self {
+        Self {
+            dst_mac,
+            src_mac,
+            src_ip,
+            dst_ip,
+            version: 6,
+            hop_limit: 64,
+            ext: Vec::new(),
+            l4,
+            payload_len: None,
+            pad_to: None,
+        }
+    }
+
+    /// A TCP SYN from port 40000 to port 5201, no data.
+    pub fn tcp(src_mac: Mac, dst_mac: Mac, src_ip: Ipv6Addr, dst_ip: Ipv6Addr) -> Self {
+        let l4 = L4::Tcp {
+            src_port: 40000,
+            dst_port: 5201,
+            seq: 0x0102_0304,
+            ack: 0,
+            flags: TCP_SYN,
+            data: Vec::new(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// An ICMPv6 echo request (id 0x4242, sequence 1) carrying `data`.
+    pub fn echo_request(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv6Addr,
+        dst_ip: Ipv6Addr,
+        data: &[u8],
+    ) -> Self {
+        let l4 = L4::IcmpEcho {
+            id: 0x4242,
+            seq: 1,
+            data: data.to_vec(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// An ICMPv6 echo reply (id 0x4242, sequence 1) carrying `data`.
+    pub fn echo_reply(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv6Addr,
+        dst_ip: Ipv6Addr,
+        data: &[u8],
+    ) -> Self {
+        Self::icmpv6(
+            src_mac,
+            dst_mac,
+            src_ip,
+            dst_ip,
+            ICMPV6_ECHO_REPLY,
+            [0x42, 0x42, 0, 1],
+            data,
+        )
+    }
+
+    /// Any ICMPv6 message: type, the four bytes after the checksum, and `data` (code 0).
+    pub fn icmpv6(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv6Addr,
+        dst_ip: Ipv6Addr,
+        icmp_type: u8,
+        rest: [u8; 4],
+        data: &[u8],
+    ) -> Self {
+        let l4 = L4::Icmp {
+            icmp_type,
+            code: 0,
+            rest,
+            data: data.to_vec(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// Any payload under next header `next_header`.
+    pub fn raw(
+        src_mac: Mac,
+        dst_mac: Mac,
+        src_ip: Ipv6Addr,
+        dst_ip: Ipv6Addr,
+        next_header: u8,
+        data: &[u8],
+    ) -> Self {
+        let l4 = L4::Raw {
+            protocol: next_header,
+            data: data.to_vec(),
+        };
+        Self::new(src_mac, dst_mac, src_ip, dst_ip, l4)
+    }
+
+    /// A neighbour solicitation from `src_ip` (`::` for duplicate address detection) for
+    /// `target`, to its solicited-node group, with a source link-layer address option (the
+    /// sender's MAC) unless `src_ip` is unspecified. Hop limit 255.
+    pub fn neighbor_solicitation(src_mac: Mac, src_ip: Ipv6Addr, target: Ipv6Addr) -> Self {
+        let group = solicited_node(target);
+        let mut data = target.octets().to_vec();
+        if !src_ip.is_unspecified() {
+            data.extend_from_slice(&[1, 1]);
+            data.extend_from_slice(&src_mac);
+        }
+        Self::icmpv6(
+            src_mac,
+            multicast_mac(group),
+            src_ip,
+            group,
+            ND_NEIGHBOR_SOLICIT,
+            [0; 4],
+            &data,
+        )
+        .with_hop_limit(255)
+    }
+
+    /// The neighbour advertisement the fabric answers a solicitation with: from `target`
+    /// (NIC `target_mac`) to `dst_ip` (the solicitation's source, or all-nodes `ff02::1` for
+    /// `::`, then without the solicited flag), override flag, target link-layer address
+    /// option. Hop limit 255.
+    pub fn neighbor_advertisement(
+        target_mac: Mac,
+        target: Ipv6Addr,
+        dst_mac: Mac,
+        dst_ip: Ipv6Addr,
+    ) -> Self {
+        let (dst_ip, dst_mac, flags) = if dst_ip.is_unspecified() {
+            (ALL_NODES, multicast_mac(ALL_NODES), 0x20)
+        } else {
+            (dst_ip, dst_mac, 0x60)
+        };
+        let mut data = target.octets().to_vec();
+        data.extend_from_slice(&[2, 1]);
+        data.extend_from_slice(&target_mac);
+        Self::icmpv6(
+            target_mac,
+            dst_mac,
+            target,
+            dst_ip,
+            ND_NEIGHBOR_ADVERT,
+            [flags, 0, 0, 0],
+            &data,
+        )
+        .with_hop_limit(255)
+    }
+
+    pub fn with_ext(mut self, header: ExtHeader) -> Self {
+        self.ext.push(header);
+        self
+    }
+
+    pub fn with_version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn with_hop_limit(mut self, hop_limit: u8) -> Self {
+        self.hop_limit = hop_limit;
+        self
+    }
+
+    pub fn with_payload_len(mut self, payload_len: u16) -> Self {
+        self.payload_len = Some(payload_len);
+        self
+    }
+
+    /// Pads the frame with zeros to `len` bytes after the IPv6 packet.
+    pub fn with_padding_to(mut self, len: usize) -> Self {
+        self.pad_to = Some(len);
+        self
+    }
+
+    /// Grows or shrinks the layer 4 data so that the frame is exactly `len` bytes, with a
+    /// payload length that matches.
+    pub fn with_frame_len(mut self, len: usize) -> Self {
+        let ext: usize = self.ext.iter().map(|h| h.build(0).len()).sum();
+        let headers = ETH_HLEN + IPV6_HLEN + ext + self.l4.header_len();
+        assert!(len >= headers, "a {len}-byte frame cannot hold the headers");
+        *self.l4.data_mut() = (0..len - headers).map(|i| (i % 251) as u8).collect();
+        self.pad_to = None;
+        self
+    }
+
+    /// The IPv6 packet: header, extension headers, layer 4.
+    pub fn packet(&self) -> Vec<u8> {
+        let l4 = self.l4.build6(self.src_ip, self.dst_ip);
+        let mut ext = Vec::new();
+        for (i, header) in self.ext.iter().enumerate() {
+            let next = self
+                .ext
+                .get(i + 1)
+                .map_or(self.l4.protocol6(), ExtHeader::number);
+            ext.extend_from_slice(&header.build(next));
+        }
+        let first = self
+            .ext
+            .first()
+            .map_or(self.l4.protocol6(), ExtHeader::number);
+        let payload_len = self
+            .payload_len
+            .unwrap_or_else(|| u16::try_from(ext.len() + l4.len()).expect("packet too big"));
+        let mut packet = Vec::with_capacity(IPV6_HLEN + ext.len() + l4.len());
+        packet.extend_from_slice(&[self.version << 4, 0, 0, 0]);
+        packet.extend_from_slice(&payload_len.to_be_bytes());
+        packet.push(first);
+        packet.push(self.hop_limit);
+        packet.extend_from_slice(&self.src_ip.octets());
+        packet.extend_from_slice(&self.dst_ip.octets());
+        packet.extend_from_slice(&ext);
+        packet.extend_from_slice(&l4);
+        packet
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let frame = ethernet(self.dst_mac, self.src_mac, ETH_P_IPV6, &self.packet());
+        match self.pad_to {
+            Some(len) => padded(&frame, len),
+            None => frame,
+        }
+    }
+}
+
+/// The all-nodes multicast group.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The solicited-node multicast group of `addr` (RFC 4291): ff02::1:ffXX:XXXX.
+pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+    let o = addr.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// The Ethernet address of IPv6 multicast group `group` (RFC 2464): 33:33 and its last 32 bits.
+pub fn multicast_mac(group: Ipv6Addr) -> Mac {
+    let o = group.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+/// The link-local address (fe80::/64) a Linux interface with `mac` gets: modified EUI-64.
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ])
+}
+
 /// An IPv6 packet with no next header (59) and `payload`, from link-local `fe80::1` to the
 /// all-nodes group.
 pub fn ipv6(src_mac: Mac, dst_mac: Mac, payload: &[u8]) -> Vec<u8> {
@@ -633,6 +1010,74 @@ mod tests {
         assert_eq!(frame.len(), ETH_ZLEN);
         assert_eq!(&frame[20..22], &[0x00, 0x02]);
         assert_eq!(&frame[..6], &A);
+    }
+
+    const V6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xa);
+    const V6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xb);
+
+    #[test]
+    fn ipv6_frames_with_extension_headers() {
+        let frame = Ipv6Frame::tcp(A, B, V6_A, V6_B).build();
+        assert_eq!(frame.len(), ETH_HLEN + IPV6_HLEN + TCP_HLEN);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(frame[14], 0x60);
+        assert_eq!(&frame[18..20], &(TCP_HLEN as u16).to_be_bytes());
+        assert_eq!(frame[20], IPPROTO_TCP);
+        assert_eq!(&frame[22..38], &V6_A.octets());
+        assert_eq!(&frame[38..54], &V6_B.octets());
+        let check = ipv6_checksum(V6_A, V6_B, IPPROTO_TCP, &frame[54..]);
+        assert_eq!(check, 0, "a correct checksum sums to zero");
+
+        let frame = Ipv6Frame::echo_request(A, B, V6_A, V6_B, b"ping")
+            .with_ext(ExtHeader::HopByHop { len: 0 })
+            .with_ext(ExtHeader::DestOpts { len: 1 })
+            .with_ext(ExtHeader::Fragment {
+                offset: 0,
+                more: true,
+            })
+            .build();
+        assert_eq!(frame[20], IPPROTO_HOPOPTS);
+        assert_eq!(frame[54], IPPROTO_DSTOPTS);
+        assert_eq!((frame[62], frame[63]), (IPPROTO_FRAGMENT, 1));
+        assert_eq!(frame[78], IPPROTO_ICMPV6);
+        assert_eq!(&frame[80..82], &[0x00, 0x01], "offset 0, more fragments");
+        assert_eq!(frame[86], ICMPV6_ECHO_REQUEST);
+        assert_eq!(ipv6_checksum(V6_A, V6_B, IPPROTO_ICMPV6, &frame[86..]), 0);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([frame[18], frame[19]])),
+            frame.len() - ETH_HLEN - IPV6_HLEN
+        );
+
+        let frame = Ipv6Frame::tcp(A, B, V6_A, V6_B)
+            .with_frame_len(1514)
+            .build();
+        assert_eq!(frame.len(), 1514);
+        assert_eq!(&frame[18..20], &1460u16.to_be_bytes());
+    }
+
+    #[test]
+    fn neighbour_discovery_frames() {
+        let ns = Ipv6Frame::neighbor_solicitation(A, V6_A, V6_B).build();
+        assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 0x0b]);
+        assert_eq!(&ns[38..54], &solicited_node(V6_B).octets());
+        assert_eq!(ns[21], 255, "hop limit");
+        assert_eq!(ns[54], ND_NEIGHBOR_SOLICIT);
+        assert_eq!(&ns[62..78], &V6_B.octets());
+        assert_eq!(&ns[78..86], &[1, 1, A[0], A[1], A[2], A[3], A[4], A[5]]);
+        assert_eq!(ns.len(), ETH_HLEN + IPV6_HLEN + 32);
+        let dad = Ipv6Frame::neighbor_solicitation(A, Ipv6Addr::UNSPECIFIED, V6_B).build();
+        assert_eq!(dad.len(), ETH_HLEN + IPV6_HLEN + 24, "no option from ::");
+
+        let na = Ipv6Frame::neighbor_advertisement(B, V6_B, A, V6_A).build();
+        assert_eq!(na.len(), ETH_HLEN + IPV6_HLEN + 32);
+        assert_eq!((&na[..6], &na[6..12]), (&A[..], &B[..]));
+        assert_eq!((na[54], na[58]), (ND_NEIGHBOR_ADVERT, 0x60));
+        assert_eq!(&na[86 - 8..86], &[2, 1, B[0], B[1], B[2], B[3], B[4], B[5]]);
+        assert_eq!(ipv6_checksum(V6_B, V6_A, IPPROTO_ICMPV6, &na[54..]), 0);
+        assert_eq!(
+            link_local([0x02, 0x49, 0x51, 0x44, 0x00, 0x0a]),
+            "fe80::49:51ff:fe44:a".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! guard removes the pins and the namespace whatever happens.
 use std::{
     io, mem,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     thread,
     time::Duration,
@@ -20,9 +20,11 @@ use iqd_common::{
 };
 use iqd_tests::{
     frames::{
-        ethernet, ipv4_header_checksum_ok, ipv6, padded, truncated, ArpFrame, Ipv4Frame, Mac,
-        ARPOP_REQUEST, ARP_LEN, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
-        ETH_P_LOCAL_EXP, ETH_ZLEN, IPV4_HLEN, TCP_HLEN,
+        ethernet, internet_checksum, ipv4_header_checksum_ok, link_local, multicast_mac, padded,
+        truncated, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, ALL_NODES, ARPOP_REQUEST,
+        ARP_LEN, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_LOCAL_EXP, ETH_ZLEN,
+        IPPROTO_ICMPV6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, ND_NEIGHBOR_ADVERT, ND_REDIRECT,
+        ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, TCP_HLEN,
     },
     prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
@@ -47,6 +49,16 @@ const IP_SHARED: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 /// Registered by nobody.
 const IP_UNKNOWN: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 99);
 
+const V6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xa);
+const V6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xb);
+const V6_B2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xb2);
+const V6_C: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf1, 0, 0, 0, 0, 0, 0xc);
+const V6_D: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xd);
+/// Registered by B on F0 and by C on F1.
+const V6_SHARED: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
+/// Registered by nobody.
+const V6_UNKNOWN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0x99);
+
 /// A fabric-side port: one end of a veth pair in the bench's namespace, standing for a NIC.
 struct PortSpec {
     name: &'static str,
@@ -54,6 +66,8 @@ struct PortSpec {
     mtu: u32,
     mac: Mac,
     addrs: &'static [Ipv4Addr],
+    /// IPv6 addresses; the port's link-local address (from its MAC) is registered too.
+    addrs6: &'static [Ipv6Addr],
     /// Described in IQD_PORTS and the DEVMAP; an undescribed port is one iqd never set up.
     registered: bool,
 }
@@ -67,6 +81,7 @@ const PORTS: &[PortSpec] = &[
         mtu: 1500,
         mac: MAC_A,
         addrs: &[IP_A],
+        addrs6: &[V6_A],
         registered: true,
     },
     PortSpec {
@@ -75,6 +90,7 @@ const PORTS: &[PortSpec] = &[
         mtu: 1500,
         mac: MAC_B,
         addrs: &[IP_B, IP_B2, IP_SHARED],
+        addrs6: &[V6_B, V6_B2, V6_SHARED],
         registered: true,
     },
     PortSpec {
@@ -83,6 +99,7 @@ const PORTS: &[PortSpec] = &[
         mtu: 1500,
         mac: MAC_C,
         addrs: &[IP_C, IP_SHARED],
+        addrs6: &[V6_C, V6_SHARED],
         registered: true,
     },
     PortSpec {
@@ -91,6 +108,7 @@ const PORTS: &[PortSpec] = &[
         mtu: 8192,
         mac: MAC_D,
         addrs: &[IP_D],
+        addrs6: &[V6_D],
         registered: true,
     },
     PortSpec {
@@ -99,6 +117,7 @@ const PORTS: &[PortSpec] = &[
         mtu: 1500,
         mac: [0x02, 0x49, 0x51, 0x44, 0x00, 0x0e],
         addrs: &[],
+        addrs6: &[],
         registered: false,
     },
 ];
@@ -236,11 +255,17 @@ impl Bench {
                 _pad: 0,
             };
             maps.add_port(port.ifindex, info).expect("add port");
-            for addr in spec.addrs {
+            let addrs6 = spec.addrs6.iter().copied().chain([link_local(spec.mac)]);
+            for addr in spec
+                .addrs
+                .iter()
+                .map(|a| iqd_common::ipv4_mapped(a.octets()))
+                .chain(addrs6.map(|a| a.octets()))
+            {
                 routes.push((
                     RouteKey {
                         chpid: spec.chpid,
-                        addr: iqd_common::ipv4_mapped(addr.octets()),
+                        addr,
                     },
                     RouteTarget {
                         ifindex: port.ifindex,
@@ -697,7 +722,6 @@ fn non_ip_frames_are_dropped() {
     vlan.extend_from_slice(&ETH_P_IP.to_be_bytes());
     vlan.extend_from_slice(&ipv4[ETH_HLEN..]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("IPv6", ipv6(MAC_A, [0x33, 0x33, 0, 0, 0, 1], &[0; 8])),
         (
             "local experimental ethertype 0x88b5",
             ethernet(MAC_B, MAC_A, ETH_P_LOCAL_EXP, b"iqd test payload"),
@@ -708,8 +732,8 @@ fn non_ip_frames_are_dropped() {
             ethernet(MAC_B, MAC_A, 0x0026, &[0x42; 46]),
         ),
         (
-            "IPv6 from a spoofed MAC: the ethertype is checked first",
-            ipv6(MAC_STRANGER, BROADCAST, &[]),
+            "unknown ethertype from a spoofed MAC: the ethertype is checked first",
+            ethernet(BROADCAST, MAC_STRANGER, ETH_P_LOCAL_EXP, &[]),
         ),
         (
             "bare Ethernet header of an unknown type",
@@ -865,7 +889,7 @@ fn frames_above_the_chpid_mtu_are_dropped() {
         (
             "size is checked before the ethertype",
             "a",
-            padded(&ipv6(MAC_A, BROADCAST, &[]), 1600),
+            padded(&ethernet(BROADCAST, MAC_A, ETH_P_LOCAL_EXP, &[]), 1600),
         ),
         (
             "size is checked before ARP",
@@ -1240,4 +1264,733 @@ fn xsk_hands_frames_to_the_switch_with_the_destination_in_metadata() {
     bench.expect_forward("a", &frame, "b", "after the switch closed B's socket");
     assert_eq!((stats(&bench).to_switch, stats(&bench).fallback), (1, 3));
     drop(socket_a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6: every data path (the tc and AF_XDP programs' verdicts reported as XDP's, see
+// `ProgBench::try_run`; `iqd_xsk` without a switch socket delivers in the kernel)
+
+fn tcp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr) -> Ipv6Frame {
+    Ipv6Frame::tcp(src_mac, dst_mac, src, dst)
+}
+
+fn echo6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr) -> Ipv6Frame {
+    Ipv6Frame::echo_request(src_mac, dst_mac, src, dst, b"0123456789abcdef")
+}
+
+fn udp6(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr) -> Ipv6Frame {
+    let l4 = iqd_tests::frames::L4::Udp {
+        src_port: 5353,
+        dst_port: 5353,
+        data: b"udp".to_vec(),
+    };
+    Ipv6Frame::new(src_mac, dst_mac, src, dst, l4)
+}
+
+/// ND messages other than solicitations, from A.
+fn nd6(icmp_type: u8, src_mac: Mac, src: Ipv6Addr) -> Vec<u8> {
+    Ipv6Frame::icmpv6(
+        src_mac,
+        multicast_mac(ALL_NODES),
+        src,
+        ALL_NODES,
+        icmp_type,
+        [0; 4],
+        &[0; 16],
+    )
+    .with_hop_limit(255)
+    .build()
+}
+
+/// Runs `case` once per data path with a fresh bench.
+fn on_every_hook(mut case: impl FnMut(&mut Bench, Hook)) {
+    for hook in Hook::ALL {
+        let mut bench = Bench::with_hook(hook);
+        case(&mut bench, hook);
+    }
+}
+
+#[test]
+fn ipv6_is_forwarded_by_address_with_the_destination_mac_rewritten() {
+    on_every_hook(|bench, hook| {
+        let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+            (
+                "TCP, a stale neighbour entry",
+                "a",
+                tcp6(MAC_A, MAC_STRANGER, V6_A, V6_B).build(),
+                "b",
+            ),
+            (
+                "ICMPv6 echo request",
+                "a",
+                echo6(MAC_A, MAC_B, V6_A, V6_B).build(),
+                "b",
+            ),
+            ("UDP", "a", udp6(MAC_A, MAC_B, V6_A, V6_B2).build(), "b"),
+            (
+                "link-local to link-local",
+                "a",
+                tcp6(MAC_A, MAC_B, link_local(MAC_A), link_local(MAC_B)).build(),
+                "b",
+            ),
+            (
+                "address on two CHPIDs goes to the sender's CHPID",
+                "a",
+                tcp6(MAC_A, MAC_C, V6_A, V6_SHARED).build(),
+                "b",
+            ),
+            (
+                "hop-by-hop, routing and destination options",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B)
+                    .with_ext(ExtHeader::HopByHop { len: 0 })
+                    .with_ext(ExtHeader::Routing { len: 2 })
+                    .with_ext(ExtHeader::DestOpts { len: 1 })
+                    .build(),
+                "b",
+            ),
+            (
+                "six extension headers, the most there may be",
+                "a",
+                (0..6)
+                    .fold(echo6(MAC_A, MAC_B, V6_A, V6_B), |f, _| {
+                        f.with_ext(ExtHeader::DestOpts { len: 0 })
+                    })
+                    .build(),
+                "b",
+            ),
+            (
+                "first fragment",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B)
+                    .with_ext(ExtHeader::Fragment {
+                        offset: 0,
+                        more: true,
+                    })
+                    .build(),
+                "b",
+            ),
+            (
+                "later fragment: no transport header",
+                "a",
+                Ipv6Frame::raw(MAC_A, MAC_B, V6_A, V6_B, IPPROTO_UDP, &[0xee; 3])
+                    .with_ext(ExtHeader::Fragment {
+                        offset: 185,
+                        more: false,
+                    })
+                    .build(),
+                "b",
+            ),
+            (
+                "no next header",
+                "a",
+                Ipv6Frame::raw(MAC_A, MAC_B, V6_A, V6_B, 59, &[]).build(),
+                "b",
+            ),
+            (
+                "Ethernet padding after the packet",
+                "a",
+                Ipv6Frame::raw(MAC_A, MAC_B, V6_A, V6_B, 59, &[])
+                    .with_padding_to(ETH_ZLEN)
+                    .build(),
+                "b",
+            ),
+            (
+                "exactly the CHPID's MTU plus the Ethernet header",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B).with_frame_len(1514).build(),
+                "b",
+            ),
+            (
+                "to a port with a larger MTU",
+                "a",
+                tcp6(MAC_A, MAC_D, V6_A, V6_D).build(),
+                "d",
+            ),
+        ];
+        for (what, from, frame, to) in cases {
+            bench.expect_forward(from, &frame, to, &format!("{hook:?}: {what}"));
+        }
+    });
+}
+
+#[test]
+fn malformed_ipv6_is_dropped() {
+    on_every_hook(|bench, hook| {
+        let good = tcp6(MAC_A, MAC_B, V6_A, V6_B).build();
+        let too_many = (0..7).fold(echo6(MAC_A, MAC_B, V6_A, V6_B), |f, _| {
+            f.with_ext(ExtHeader::DestOpts { len: 0 })
+        });
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "version 4 under the IPv6 ethertype",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B).with_version(4).build(),
+            ),
+            (
+                "payload length beyond the frame",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B)
+                    .with_payload_len(TCP_HLEN as u16 + 1)
+                    .build(),
+            ),
+            ("seven extension headers", too_many.build()),
+            (
+                "hop-by-hop header cut by the payload length",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B)
+                    .with_ext(ExtHeader::HopByHop { len: 1 })
+                    .with_payload_len(12)
+                    .build(),
+            ),
+            (
+                "payload length ends inside the TCP header (the rest is padding)",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B)
+                    .with_payload_len(TCP_HLEN as u16 - 1)
+                    .build(),
+            ),
+            (
+                "frame cut inside the ICMPv6 header",
+                truncated(
+                    &Ipv6Frame::echo_request(MAC_A, MAC_B, V6_A, V6_B, b"").build(),
+                    ETH_HLEN + IPV6_HLEN + 7,
+                ),
+            ),
+            (
+                "neighbour solicitation shorter than its target",
+                Ipv6Frame::icmpv6(MAC_A, MAC_B, V6_A, V6_B, 135, [0; 4], &[0; 8]).build(),
+            ),
+            (
+                "malformed and spoofed: malformed wins",
+                tcp6(MAC_STRANGER, MAC_B, V6_UNKNOWN, V6_B)
+                    .with_version(5)
+                    .build(),
+            ),
+        ];
+        // The tc test run refuses frames shorter than the IPv6 header it reads itself.
+        if hook != Hook::Tc {
+            cases.push((
+                "IPv6 header cut short",
+                truncated(&good, ETH_HLEN + IPV6_HLEN - 1),
+            ));
+        }
+        // The truncated frames fix their payload length to what they hold.
+        let cases = cases.into_iter().map(|(what, mut frame)| {
+            if what.starts_with("frame cut") {
+                let len = (frame.len() - ETH_HLEN - IPV6_HLEN) as u16;
+                frame[18..20].copy_from_slice(&len.to_be_bytes());
+            }
+            (what, frame)
+        });
+        for (what, frame) in cases {
+            bench.expect_drop(
+                "a",
+                &frame,
+                drop_reason::MALFORMED,
+                &format!("{hook:?}: {what}"),
+            );
+        }
+    });
+}
+
+#[test]
+fn spoofed_ipv6_sources_are_dropped() {
+    on_every_hook(|bench, hook| {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "source MAC of another NIC",
+                tcp6(MAC_B, MAC_B, V6_A, V6_B).build(),
+            ),
+            (
+                "source IP registered by nobody",
+                tcp6(MAC_A, MAC_B, V6_UNKNOWN, V6_B).build(),
+            ),
+            (
+                "source IP of another NIC",
+                tcp6(MAC_A, MAC_B, V6_B2, V6_B).build(),
+            ),
+            (
+                "source IP on another CHPID",
+                tcp6(MAC_A, MAC_B, V6_C, V6_B).build(),
+            ),
+            (
+                "another NIC's link-local source",
+                tcp6(MAC_A, MAC_B, link_local(MAC_D), V6_B).build(),
+            ),
+            (
+                "the IPv4-mapped form of A's IPv4 address",
+                tcp6(MAC_A, MAC_B, IP_A.to_ipv6_mapped(), V6_B).build(),
+            ),
+            (
+                "solicitation from the IPv4-mapped form of A's IPv4 address",
+                Ipv6Frame::neighbor_solicitation(MAC_A, IP_A.to_ipv6_mapped(), V6_B).build(),
+            ),
+            (
+                "source ::",
+                tcp6(MAC_A, MAC_B, Ipv6Addr::UNSPECIFIED, V6_B).build(),
+            ),
+            (
+                "spoofed source to multicast: the source is checked first",
+                udp6(MAC_A, multicast_mac(ALL_NODES), V6_UNKNOWN, ALL_NODES).build(),
+            ),
+            ("solicitation from a foreign Ethernet source", {
+                let mut ns = Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_B);
+                ns.src_mac = MAC_STRANGER;
+                ns.build()
+            }),
+            (
+                "solicitation from another NIC's address",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_B2, V6_B).build(),
+            ),
+        ];
+        for (what, frame) in cases {
+            bench.expect_drop(
+                "a",
+                &frame,
+                drop_reason::SPOOFED_SOURCE,
+                &format!("{hook:?}: {what}"),
+            );
+        }
+    });
+}
+
+#[test]
+fn ipv6_to_another_chpid_only_is_not_member_and_unknown_is_no_destination() {
+    on_every_hook(|bench, hook| {
+        let cases: Vec<(&str, &str, Vec<u8>, u32)> = vec![
+            (
+                "TCP from F0 to C on F1",
+                "a",
+                tcp6(MAC_A, MAC_C, V6_A, V6_C).build(),
+                drop_reason::NOT_MEMBER,
+            ),
+            (
+                "echo from F1 to A on F0",
+                "c",
+                echo6(MAC_C, MAC_A, V6_C, V6_A).build(),
+                drop_reason::NOT_MEMBER,
+            ),
+            (
+                "solicitation for an address on another CHPID",
+                "a",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_C).build(),
+                drop_reason::NOT_MEMBER,
+            ),
+            (
+                "unregistered address",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, V6_UNKNOWN).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "the sender's own address",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, V6_A).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "multicast to all nodes",
+                "a",
+                echo6(MAC_A, multicast_mac(ALL_NODES), V6_A, ALL_NODES).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "MLD report to ff02::16 (hop-by-hop router alert)",
+                "a",
+                Ipv6Frame::icmpv6(
+                    MAC_A,
+                    [0x33, 0x33, 0, 0, 0, 0x16],
+                    link_local(MAC_A),
+                    "ff02::16".parse().unwrap(),
+                    143,
+                    [0; 4],
+                    &[],
+                )
+                .with_ext(ExtHeader::HopByHop { len: 0 })
+                .build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "site-local multicast",
+                "a",
+                udp6(
+                    MAC_A,
+                    [0x33, 0x33, 0, 0, 0, 2],
+                    V6_A,
+                    "ff05::2".parse().unwrap(),
+                )
+                .build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "to the IPv4-mapped form of B's IPv4 address",
+                "a",
+                tcp6(MAC_A, MAC_B, V6_A, IP_B.to_ipv6_mapped()).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "solicitation for the IPv4-mapped form of B's IPv4 address",
+                "a",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, IP_B.to_ipv6_mapped()).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "solicitation for an unregistered address",
+                "a",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_UNKNOWN).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "solicitation for the asker's own address",
+                "a",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_A).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "duplicate address detection of the asker's own address",
+                "a",
+                Ipv6Frame::neighbor_solicitation(MAC_A, Ipv6Addr::UNSPECIFIED, V6_A).build(),
+                drop_reason::NO_DESTINATION,
+            ),
+        ];
+        for (what, from, frame, reason) in cases {
+            bench.expect_drop(from, &frame, reason, &format!("{hook:?}: {what}"));
+        }
+    });
+}
+
+#[test]
+fn ipv6_above_the_chpid_mtu_is_dropped() {
+    on_every_hook(|bench, hook| {
+        for (what, frame) in [
+            (
+                "one byte above MTU + 14",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B).with_frame_len(1515).build(),
+            ),
+            (
+                "Ethernet padding counts",
+                tcp6(MAC_A, MAC_B, V6_A, V6_B).with_padding_to(1515).build(),
+            ),
+            (
+                "a solicitation too",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_B)
+                    .with_padding_to(1515)
+                    .build(),
+            ),
+        ] {
+            bench.expect_drop(
+                "a",
+                &frame,
+                drop_reason::MFS_EXCEEDED,
+                &format!("{hook:?}: {what}"),
+            );
+        }
+    });
+}
+
+#[test]
+fn tc_ipv6_gso_packets_are_checked_per_segment() {
+    // 40 bytes of IPv6 and 20 of TCP leave 1440 bytes of payload per 1500-byte segment; an
+    // extension header takes its share.
+    let mut bench = Bench::with_hook(Hook::Tc);
+    let a = bench.ifindex("a");
+    let plain = tcp6(MAC_A, MAC_B, V6_A, V6_B).with_frame_len(3000).build();
+    let with_ext = tcp6(MAC_A, MAC_B, V6_A, V6_B)
+        .with_ext(ExtHeader::DestOpts { len: 0 })
+        .with_frame_len(3000)
+        .build();
+    for (packet, gso_size, fits) in [
+        (&plain, 1440, true),
+        (&plain, 1441, false),
+        (&with_ext, 1432, true),
+        (&with_ext, 1433, false),
+    ] {
+        let before = bench.all_counters();
+        let run = bench
+            .prog
+            .try_run_tc(a, packet, gso_size, 3)
+            .expect("test run");
+        let bytes = packet.len() as u64;
+        if fits {
+            assert_eq!(run.action, XDP_REDIRECT, "segments of {gso_size} bytes fit");
+            bench.assert_counters(&before, "GSO packet delivered", |name, c| match name {
+                "a" => {
+                    c.tx_packets += 3;
+                    c.tx_bytes += bytes;
+                }
+                "b" => {
+                    c.rx_packets += 3;
+                    c.rx_bytes += bytes;
+                }
+                _ => {}
+            });
+        } else {
+            assert_eq!(run.action, XDP_DROP, "segments of {gso_size} bytes exceed");
+            bench.assert_counters(&before, "GSO packet too big", |name, c| {
+                if name == "a" {
+                    c.tx_packets += 3;
+                    c.tx_bytes += bytes;
+                    c.drops[drop_reason::MFS_EXCEEDED as usize] += 1;
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn neighbour_discovery_other_than_solicitations_is_ignored() {
+    on_every_hook(|bench, hook| {
+        let ll_a = link_local(MAC_A);
+        for (what, frame) in [
+            ("router solicitation", nd6(ND_ROUTER_SOLICIT, MAC_A, ll_a)),
+            ("router advertisement", nd6(ND_ROUTER_ADVERT, MAC_A, ll_a)),
+            (
+                "neighbour advertisement",
+                nd6(ND_NEIGHBOR_ADVERT, MAC_A, ll_a),
+            ),
+            ("redirect", nd6(ND_REDIRECT, MAC_A, ll_a)),
+            (
+                "advertisement from a spoofed source: ignored before any check",
+                nd6(ND_NEIGHBOR_ADVERT, MAC_STRANGER, V6_B),
+            ),
+            (
+                "unsolicited advertisement to another NIC",
+                Ipv6Frame::neighbor_advertisement(MAC_A, V6_A, MAC_B, V6_B).build(),
+            ),
+        ] {
+            bench.expect_drop(
+                "a",
+                &frame,
+                drop_reason::ND_IGNORED,
+                &format!("{hook:?}: {what}"),
+            );
+        }
+    });
+}
+
+/// Checks the ICMPv6 checksum of the IPv6 packet in `frame` from scratch (RFC 8200 pseudo
+/// header: source, destination, upper-layer length, next header; no extension headers).
+fn icmpv6_checksum_is_valid(frame: &[u8]) -> bool {
+    let ip = &frame[ETH_HLEN..];
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let mut sum = Vec::new();
+    sum.extend_from_slice(&ip[8..40]);
+    sum.extend_from_slice(&(payload_len as u32).to_be_bytes());
+    sum.extend_from_slice(&[0, 0, 0, ip[6]]);
+    sum.extend_from_slice(&ip[40..40 + payload_len]);
+    ip[6] == IPPROTO_ICMPV6 && internet_checksum(&sum) == 0
+}
+
+#[test]
+fn neighbour_solicitations_are_answered_with_an_advertisement() {
+    on_every_hook(|bench, hook| {
+        let ll_a = link_local(MAC_A);
+        let ll_b = link_local(MAC_B);
+        let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+            (
+                "for B's address",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_B).build(),
+                Ipv6Frame::neighbor_advertisement(MAC_B, V6_B, MAC_A, V6_A).build(),
+            ),
+            (
+                "for B's second address",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_B2).build(),
+                Ipv6Frame::neighbor_advertisement(MAC_B, V6_B2, MAC_A, V6_A).build(),
+            ),
+            (
+                "link-local for link-local",
+                Ipv6Frame::neighbor_solicitation(MAC_A, ll_a, ll_b).build(),
+                Ipv6Frame::neighbor_advertisement(MAC_B, ll_b, MAC_A, ll_a).build(),
+            ),
+            (
+                "an address on two CHPIDs: the sender's CHPID answers",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_SHARED).build(),
+                Ipv6Frame::neighbor_advertisement(MAC_B, V6_SHARED, MAC_A, V6_A).build(),
+            ),
+            (
+                "duplicate address detection (from ::, no option): to all nodes, grown",
+                Ipv6Frame::neighbor_solicitation(MAC_A, Ipv6Addr::UNSPECIFIED, V6_B).build(),
+                Ipv6Frame::neighbor_advertisement(MAC_B, V6_B, MAC_A, Ipv6Addr::UNSPECIFIED)
+                    .build(),
+            ),
+            (
+                "unicast, with a hop-by-hop header and padding: shrunk",
+                Ipv6Frame::neighbor_solicitation(MAC_A, V6_A, V6_D)
+                    .with_ext(ExtHeader::HopByHop { len: 1 })
+                    .with_padding_to(200)
+                    .build(),
+                Ipv6Frame::neighbor_advertisement(MAC_D, V6_D, MAC_A, V6_A).build(),
+            ),
+        ];
+        for (what, request, reply) in cases {
+            let what = format!("{hook:?}: {what}");
+            let before = bench.all_counters();
+            let run = bench.run("a", &request);
+            assert_eq!(run.action, XDP_TX, "{what}: expected the answer back to A");
+            assert!(
+                icmpv6_checksum_is_valid(&run.frame),
+                "{what}: ICMPv6 checksum: {:02x?}",
+                run.frame
+            );
+            assert!(
+                run.frame == reply,
+                "{what}: advertisement differs:\n got {:02x?}\nwant {:02x?}",
+                run.frame,
+                reply
+            );
+            let (asked, answered) = (request.len() as u64, reply.len() as u64);
+            bench.assert_counters(&before, &what, |name, c| {
+                if name == "a" {
+                    c.tx_packets += 1;
+                    c.tx_bytes += asked;
+                    c.rx_packets += 1;
+                    c.rx_bytes += answered;
+                }
+            });
+        }
+    });
+}
+
+/// A rule-table entry for port `ifindex`: `ranges` (inclusive) of protocol `class` in
+/// `direction` to or from `remote`/`prefix` (IPv6 prefix; IPv4 is mapped, 96 + n).
+fn rule(
+    ifindex: u32,
+    direction: u8,
+    class: u8,
+    remote: Ipv6Addr,
+    prefix: u32,
+    ranges: &[(u16, u16)],
+) -> ((u32, SgKey), SgRanges) {
+    let mut set = SgRanges {
+        count: ranges.len() as u32,
+        ..Default::default()
+    };
+    for (i, (low, high)) in ranges.iter().enumerate() {
+        set.ranges[i] = u32::from(*low) << 16 | u32::from(*high);
+    }
+    (
+        (
+            SG_KEY_FIXED_BITS + prefix,
+            SgKey::new(ifindex, direction, class, remote.octets()),
+        ),
+        set,
+    )
+}
+
+#[test]
+fn ipv6_security_groups_deny_and_track() {
+    const ECHO_REQUEST: u16 = 128 << 8;
+    on_every_hook(|bench, hook| {
+        let (a, b, d) = (bench.ifindex("a"), bench.ifindex("b"), bench.ifindex("d"));
+        let (out, inb) = (sg_direction::OUTBOUND, sg_direction::INBOUND);
+        let fd00_f0: Ipv6Addr = "fd00:f0::".parse().unwrap();
+        // A may send TCP 5201 to fd00:f0::/64 and ICMPv6 echo requests anywhere; B takes TCP
+        // 5201 from A's address and echo requests from anyone, and may send nothing; an IPv4
+        // rule (0.0.0.0/0, mapped) lets B send UDP to IPv4 only.
+        let rules = vec![
+            rule(a, out, sg_proto::TCP, fd00_f0, 64, &[(5201, 5201)]),
+            rule(
+                a,
+                out,
+                sg_proto::ICMPV6,
+                Ipv6Addr::UNSPECIFIED,
+                0,
+                &[(ECHO_REQUEST, ECHO_REQUEST | 0xff)],
+            ),
+            rule(b, inb, sg_proto::TCP, V6_A, 128, &[(5201, 5201)]),
+            rule(
+                b,
+                inb,
+                sg_proto::ICMPV6,
+                Ipv6Addr::UNSPECIFIED,
+                0,
+                &[(ECHO_REQUEST, ECHO_REQUEST)],
+            ),
+            rule(
+                b,
+                out,
+                sg_proto::UDP,
+                Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(),
+                96,
+                &[(1, 65535)],
+            ),
+            // D may send TCP anywhere.
+            rule(
+                d,
+                out,
+                sg_proto::TCP,
+                Ipv6Addr::UNSPECIFIED,
+                0,
+                &[(1, 65535)],
+            ),
+        ];
+        bench.prog.maps.sync_rules(&rules).expect("sync rules");
+        let what = |w: &str| format!("{hook:?}: {w}");
+
+        let mut to_22 = tcp6(MAC_A, MAC_B, V6_A, V6_B);
+        if let iqd_tests::frames::L4::Tcp { dst_port, .. } = &mut to_22.l4 {
+            *dst_port = 22;
+        }
+        bench.expect_drop(
+            "a",
+            &to_22.build(),
+            drop_reason::SG_DENIED_OUTBOUND,
+            &what("TCP 22"),
+        );
+        bench.expect_drop(
+            "a",
+            &udp6(MAC_A, MAC_B, V6_A, V6_B).build(),
+            drop_reason::SG_DENIED_OUTBOUND,
+            &what("UDP: no rule"),
+        );
+        bench.expect_drop(
+            "b",
+            &udp6(MAC_B, MAC_A, V6_B, V6_A).build(),
+            drop_reason::SG_DENIED_OUTBOUND,
+            &what("an IPv4 rule does not allow IPv6"),
+        );
+        // Denied inbound: counted on B, whose rules refuse it.
+        let from_d = tcp6(MAC_D, MAC_B, V6_D, V6_B).build();
+        let before = bench.all_counters();
+        assert_eq!(
+            bench.run("d", &from_d).action,
+            XDP_DROP,
+            "{}",
+            what("TCP from D")
+        );
+        bench.assert_counters(&before, &what("TCP from D"), |name, c| match name {
+            "d" => {
+                c.tx_packets += 1;
+                c.tx_bytes += from_d.len() as u64;
+            }
+            "b" => c.drops[drop_reason::SG_DENIED_INBOUND as usize] += 1,
+            _ => {}
+        });
+
+        bench.expect_forward(
+            "a",
+            &tcp6(MAC_A, MAC_B, V6_A, V6_B).build(),
+            "b",
+            &what("TCP 5201"),
+        );
+        // The echo request opens a connection; its reply passes though B may send nothing.
+        bench.expect_forward(
+            "a",
+            &echo6(MAC_A, MAC_B, V6_A, V6_B).build(),
+            "b",
+            &what("echo"),
+        );
+        let reply = Ipv6Frame::echo_reply(MAC_B, MAC_A, V6_B, V6_A, b"0123456789abcdef").build();
+        bench.expect_forward("b", &reply, "a", &what("tracked echo reply"));
+        bench.expect_drop(
+            "b",
+            &Ipv6Frame::icmpv6(MAC_B, MAC_A, V6_B, V6_A, 128, [0x77, 0x77, 0, 1], b"").build(),
+            drop_reason::SG_DENIED_OUTBOUND,
+            &what("an echo request of B's own (another identifier) is not tracked"),
+        );
+        let stray = Ipv6Frame::echo_reply(MAC_B, MAC_D, V6_B, V6_D, b"x").build();
+        bench.expect_drop(
+            "b",
+            &stray,
+            drop_reason::SG_DENIED_OUTBOUND,
+            &what("an echo reply nobody asked for"),
+        );
+    });
 }
