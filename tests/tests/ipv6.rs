@@ -438,8 +438,13 @@ fn the_fabric_answers_neighbour_solicitations_when_an_lpar_turns_arp_on() {
 }
 
 /// ARP frames and ICMPv6 neighbour-discovery messages (types 133-137) a packet socket on
-/// `ifname` in `netns` sees, sent or received, for `duration`.
-fn count_arp_and_nd(netns: &str, ifname: &str, duration: Duration) -> std::thread::JoinHandle<u32> {
+/// `ifname` in `netns` sees, sent or received, for `duration`; and all frames it saw (to show
+/// the socket was watching).
+fn count_arp_and_nd(
+    netns: &str,
+    ifname: &str,
+    duration: Duration,
+) -> std::thread::JoinHandle<(u32, u32)> {
     let netns = netns.to_string();
     let ifname = ifname.to_string();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -489,7 +494,7 @@ fn count_arp_and_nd(netns: &str, ifname: &str, duration: Duration) -> std::threa
         };
         ready_tx.send(()).expect("ready");
         let deadline = Instant::now() + duration;
-        let mut count = 0;
+        let (mut count, mut frames) = (0, 0);
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
             // SAFETY: buf is writable for its length.
@@ -504,6 +509,7 @@ fn count_arp_and_nd(netns: &str, ifname: &str, duration: Duration) -> std::threa
             if n < 14 {
                 continue;
             }
+            frames += 1;
             let frame = &buf[..n as usize];
             let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
             let nd = ethertype == 0x86dd
@@ -514,7 +520,7 @@ fn count_arp_and_nd(netns: &str, ifname: &str, duration: Duration) -> std::threa
                 count += 1;
             }
         }
-        count
+        (count, frames)
     });
     ready_rx
         .recv_timeout(Duration::from_secs(5))
@@ -555,8 +561,14 @@ fn a_third_lpar_sees_no_arp_or_nd_while_two_others_talk() {
     iperf3_tcp(&a, "fd00:91::2", 1).expect("TCP over IPv6");
     iperf3_tcp(&a, "10.9.1.2", 1).expect("TCP over IPv4");
     for (who, watcher) in watchers {
-        let seen = watcher.join().expect("watcher");
+        let (seen, frames) = watcher.join().expect("watcher");
         assert_eq!(seen, 0, "{who}'s hsi0 carried {seen} ARP or ND frames");
+        if who != "C" {
+            assert!(
+                frames > 100,
+                "{who}'s packet socket saw only {frames} frames"
+            );
+        }
     }
 }
 
