@@ -446,11 +446,6 @@ impl Model {
         if ip[0] >> 4 != 6 || ETH_HLEN + IPV6_HLEN + payload_len > frame.len() {
             return Err(drop_reason::MALFORMED);
         }
-        // IPv4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2); here they would
-        // pass for the IPv4 addresses the data plane keys the same way.
-        if addr6(ip, 8).to_ipv4_mapped().is_some() || addr6(ip, 24).to_ipv4_mapped().is_some() {
-            return Err(drop_reason::MALFORMED);
-        }
         // The packet, from the network header to its end (what follows is padding).
         let packet = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN + payload_len];
         let (proto, offset, later_fragment) = extension_headers(ip[6], packet)?;
@@ -470,9 +465,14 @@ impl Model {
             return Err(drop_reason::SPOOFED_SOURCE);
         }
         let (saddr, daddr) = (addr6(ip, 8), addr6(ip, 24));
+        // IPv4-mapped addresses never appear on the wire (RFC 4291): such a source is nobody's,
+        // even for a NIC that may spoof, and such a destination no IPv6 NIC's.
+        if saddr.to_ipv4_mapped().is_some() {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
         self.check_source(ingress, saddr)?;
         // Multicast is not delivered (yet).
-        if daddr.is_multicast() {
+        if daddr.is_multicast() || daddr.to_ipv4_mapped().is_some() {
             return Err(drop_reason::NO_DESTINATION);
         }
         let to = self.destination(ingress, daddr)?;
@@ -497,11 +497,18 @@ impl Model {
             return Err(drop_reason::SPOOFED_SOURCE);
         }
         let saddr = addr6(packet, 8);
+        if saddr.to_ipv4_mapped().is_some() {
+            return Err(drop_reason::SPOOFED_SOURCE);
+        }
         // The unspecified source is duplicate address detection and claims nothing.
         if !saddr.is_unspecified() {
             self.check_source(ingress, saddr)?;
         }
-        self.destination(ingress, addr6(ns, 8))
+        let target = addr6(ns, 8);
+        if target.to_ipv4_mapped().is_some() {
+            return Err(drop_reason::NO_DESTINATION);
+        }
+        self.destination(ingress, target)
     }
 
     /// The neighbour advertisement answering the solicitation `frame`: from the target NIC
