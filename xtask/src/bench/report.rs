@@ -118,6 +118,22 @@ pub struct RunInfo {
     /// them on `xdp`.
     #[serde(default = "secgroup_datapath_before_it_was_recorded")]
     pub secgroup_datapath: String,
+    /// The address families measured (4, 6). Runs saved before IPv6 measured IPv4 only.
+    #[serde(default = "ipv4_only")]
+    pub families: Vec<u32>,
+    /// The MTUs of the IPv6 figures.
+    #[serde(default)]
+    pub v6_mtus: Vec<u32>,
+    /// The systems that measured the IPv6 figures.
+    #[serde(default)]
+    pub v6_systems: Vec<String>,
+    /// The MTU of the per-packet cost of iqd's tc program, when measured.
+    #[serde(default)]
+    pub cost_mtu: Option<u32>,
+}
+
+fn ipv4_only() -> Vec<u32> {
+    vec![4]
 }
 
 fn secgroup_datapath_before_it_was_recorded() -> String {
@@ -1050,6 +1066,10 @@ mod tests {
             scale: vec![2, 16, 64],
             secgroup_mtus: vec![1500, 57344],
             secgroup_datapath: "tc".into(),
+            families: vec![4, 6],
+            v6_mtus: vec![1500, 57344],
+            v6_systems: vec!["iqd-tc".into(), "bridge".into(), "veth".into()],
+            cost_mtu: Some(1500),
         }
     }
 
