@@ -582,7 +582,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Exchanges before the round trips are timed: the connection's first exchanges (slow start,
 /// delayed ACKs, a cold cache) are not what the figure is about.
-const PING_PONG_WARMUP: u32 = 200;
+pub const PING_PONG_WARMUP: u32 = 200;
 
 /// TCP request/response over `family` with the benchmark's own loop, for `seconds`: endpoint 0
 /// sends a 64-byte message to a server thread in endpoint 1 (on the round-trip port), which

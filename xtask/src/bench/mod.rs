@@ -128,9 +128,17 @@ fn render_saved(path: &Path, docs: Option<&Path>) -> Result<()> {
         .with_context(|| format!("{} is not a `cargo xtask bench` JSON file", path.display()))?;
     let rows = stats::summarize(&saved.samples, &saved.run.systems);
     let secgroup_rows = stats::secgroup_rows(&saved.samples);
-    print_results(&rows, &secgroup_rows);
+    let family_rows = stats::family_rows(&saved.samples, &saved.run.systems);
+    print_results(&rows, &secgroup_rows, &family_rows);
     if let Some(docs) = docs {
-        write_docs(docs, &rows, &secgroup_rows, &saved.machine, &saved.run)?;
+        write_docs(
+            docs,
+            &rows,
+            &secgroup_rows,
+            &family_rows,
+            &saved.machine,
+            &saved.run,
+        )?;
         eprintln!("bench: report: {}", docs.display());
     }
     Ok(())
@@ -456,11 +464,21 @@ struct Output<'a> {
     failures: &'a [Failure],
     summary: &'a [stats::Summary],
     secgroups: &'a [stats::SecgroupRow],
+    families: &'a [stats::FamilyRow],
 }
 
-/// The table, the security-group comparison and the findings, on stdout.
-fn print_results(rows: &[stats::Summary], secgroup_rows: &[stats::SecgroupRow]) {
+/// The table, the IPv6-against-IPv4 and security-group comparisons and the findings, on
+/// stdout.
+fn print_results(
+    rows: &[stats::Summary],
+    secgroup_rows: &[stats::SecgroupRow],
+    family_rows: &[stats::FamilyRow],
+) {
     print!("{}", report::table(rows));
+    if !family_rows.is_empty() {
+        println!("\nIPv6 against IPv4 (paired ratios)");
+        print!("{}", report::family_table(family_rows));
+    }
     if !secgroup_rows.is_empty() {
         println!("\nSecurity groups: iqd-sgN against bridge-nftN (paired ratios)");
         print!("{}", report::secgroup_tables(secgroup_rows));
@@ -468,6 +486,7 @@ fn print_results(rows: &[stats::Summary], secgroup_rows: &[stats::SecgroupRow]) 
     }
     for finding in report::findings(rows)
         .into_iter()
+        .chain(report::family_findings(family_rows))
         .chain(report::secgroup_findings(secgroup_rows))
     {
         println!("{finding}");
@@ -662,7 +681,8 @@ pub fn run(options: Options) -> Result<()> {
         cost_mtu: plan.cost_mtu,
     };
     let secgroup_rows = stats::secgroup_rows(&recorder.samples);
-    print_results(&rows, &secgroup_rows);
+    let family_rows = stats::family_rows(&recorder.samples, &plan.systems);
+    print_results(&rows, &secgroup_rows, &family_rows);
     let output = Output {
         machine: &machine,
         run: &run,
@@ -670,12 +690,13 @@ pub fn run(options: Options) -> Result<()> {
         failures: &recorder.failures,
         summary: &rows,
         secgroups: &secgroup_rows,
+        families: &family_rows,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&output)?)
         .with_context(|| format!("could not write {}", json_path.display()))?;
     eprintln!("bench: raw samples: {}", json_path.display());
     if let Some(docs) = docs {
-        write_docs(&docs, &rows, &secgroup_rows, &machine, &run)?;
+        write_docs(&docs, &rows, &secgroup_rows, &family_rows, &machine, &run)?;
         eprintln!("bench: report: {}", docs.display());
     }
     if !recorder.failures.is_empty() {
@@ -966,6 +987,7 @@ fn write_docs(
     path: &Path,
     rows: &[stats::Summary],
     secgroup_rows: &[stats::SecgroupRow],
+    family_rows: &[stats::FamilyRow],
     machine: &report::Machine,
     run: &report::RunInfo,
 ) -> Result<()> {
@@ -979,7 +1001,7 @@ fn write_docs(
         std::fs::write(&path, svg)
             .with_context(|| format!("could not write {}", path.display()))?;
     }
-    let md = report::markdown(rows, secgroup_rows, machine, run, &charts)
+    let md = report::markdown(rows, secgroup_rows, family_rows, machine, run, &charts)
         .replace("](performance/", &format!("]({}/", chart_dir_name(path)));
     std::fs::write(path, md).with_context(|| format!("could not write {}", path.display()))
 }
