@@ -776,6 +776,16 @@ mod tests {
             );
             assert!(toml.contains(&nic), "LPAR {i}");
         }
+        // With IPv6, each NIC gets the address the benchmark's measurements go to.
+        let toml = secgroups::fabric_file_with("f", "16K", "tc", &netns, None, true);
+        for i in [0, 1, 84, 249, 250] {
+            let nic = format!(
+                "ipv4 = [\"{}/24\"]\nipv6 = [\"{}/64\"]\n",
+                endpoint_addr(i),
+                endpoint_addr6(i)
+            );
+            assert!(toml.contains(&nic), "LPAR {i}");
+        }
         let sg = Kind::parse("iqd-sg50").unwrap();
         assert_eq!(sg.secgroup_rules(), Some(50));
         assert!(sg.is_iqd() && sg.max_endpoints() == 2);
