@@ -497,8 +497,16 @@ pub fn family_findings(rows: &[FamilyRow]) -> Vec<String> {
     rows.iter()
         .filter(|r| r.system.starts_with("iqd") && r.metric != "cpu_per_gbit")
         .filter_map(|r| {
-            let (v4, v6, ratio) = (r.v4?, r.v6?, r.v6_vs_v4?);
             let unit = &r.unit;
+            if let (Some(v4), None, "prog_ns") = (r.v4, r.v6, r.metric.as_str()) {
+                return Some(format!(
+                    "{}: run time of iqd_tc per packet (ICMP echo): {} over IPv4; over IPv6 not \
+                     measured (see the run's failures)",
+                    r.system,
+                    with_unit(&format_value(v4, unit), unit)
+                ));
+            }
+            let (v4, v6, ratio) = (r.v4?, r.v6?, r.v6_vs_v4?);
             let what = if r.metric == "prog_ns" {
                 "run time of iqd_tc per packet (ICMP echo)".to_string()
             } else {
@@ -1389,6 +1397,18 @@ mod tests {
         ));
         assert!(md.contains("### TCP throughput, 1 stream, IPv6"));
         assert!(md.contains("| iqd-tc | 1500 | 20.00 | 18.00 | 22.00 | 5 | 1.05x | 0.98x |"));
+        let failed = FamilyRow {
+            v6: None,
+            v6_vs_v4: None,
+            ..family[0].clone()
+        };
+        assert_eq!(
+            family_findings(&[failed]),
+            [
+                "iqd-tc: run time of iqd_tc per packet (ICMP echo): 200 ns over IPv4; over IPv6 \
+              not measured (see the run's failures)"
+            ]
+        );
         // IPv4 only: no IPv6 text.
         run.families = vec![4];
         let md = markdown(&rows, &[], &[], &machine(), &run, &[]);
