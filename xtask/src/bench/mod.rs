@@ -364,9 +364,10 @@ impl Plan {
             // A warm-up and a flood per family.
             Step::Pair(Figure::ProgCost) => self.families.len() as f64 * (d + 0.3),
             Step::Pair(_) => d + 0.1,
-            // Building, fping per family, N/2 iperf3 pairs, and taking the namespaces down.
+            // Building, fping per family, N/2 iperf3 pairs, and taking the namespaces down:
+            // measured at 85 LPARs, IPv4 only, 2 s runs: 9 s (bridge) to 13.5 s (iqd-xdp).
             Step::Scale(n) => {
-                1.2 * d + 1.0 + (0.04 + 0.02 * self.families.len() as f64) * *n as f64
+                1.2 * d + 1.0 + (0.08 + 0.02 * self.families.len() as f64) * *n as f64
             }
         }
     }
@@ -1084,11 +1085,13 @@ mod tests {
         assert_eq!(p.cost_mtu, Some(1500));
         assert_eq!(p.scale_kinds().len(), 4);
         assert_eq!(p.secgroup_mtus, [1500, 57344]);
-        // The full run must stay near 30 minutes (the estimate runs a little above what full
-        // runs took), the quick one under 4.
-        assert!(p.total_nominal() < 32.0 * 60.0, "{}", p.total_nominal());
+        // The full run must stay near 30 minutes: with IPv6 and 85 LPARs the estimate is about
+        // 32.6 minutes, and the last full run took 4% less than its estimate (27 min 53 s for
+        // 29 min). The quick one under about 4.
+        assert!(p.total_nominal() < 33.0 * 60.0, "{}", p.total_nominal());
         let quick = plan(&["--quick"]).unwrap();
-        assert!(quick.total_nominal() < 240.0, "{}", quick.total_nominal());
+        // About 245 s estimated (the last full run took 4% less than its estimate).
+        assert!(quick.total_nominal() < 250.0, "{}", quick.total_nominal());
         assert_eq!(
             quick.systems,
             [
