@@ -1,12 +1,13 @@
 //! The systems under test, each built in network namespaces the benchmark creates and removes.
 //!
 //! Every environment is a set of endpoint namespaces with an interface `eth0` (`hsi0` for iqd)
-//! and an address `10.0.0.<i+1>/24`. Whatever connects them (bridge, dummy parent, iqd's fabric
+//! and an address `10.0.0.<i+1>/24`, and, when the run measures IPv6, `fd00:f0::<i+1>/64` (added
+//! with `nodad` on the plain systems; iqd's NICs are NOARP and do no DAD). Whatever connects them (bridge, dummy parent, iqd's fabric
 //! ports) lives in a namespace of its own, so the root namespace is never touched.
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Child, Stdio},
     time::{Duration, Instant},
@@ -131,10 +132,61 @@ impl Kind {
     }
 }
 
+/// An address family the benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// `4` or `6`, as `--family` takes it.
+    pub fn number(self) -> u32 {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        }
+    }
+
+    pub fn parse(number: u32) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.number() == number)
+    }
+
+    /// The suffix of this family's metric names: IPv4's figures keep their plain names
+    /// (`tcp_1`), IPv6's twins end in `_v6` (`tcp_1_v6`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "",
+            Family::V6 => "_v6",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
 /// One namespace taking part in the measurements.
 pub struct Endpoint {
     pub netns: String,
     pub addr: Ipv4Addr,
+    /// Configured only when the environment was built with IPv6 ([`Env::v6`]).
+    pub addr6: Ipv6Addr,
+}
+
+impl Endpoint {
+    /// The endpoint's address in `family`.
+    pub fn ip(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => IpAddr::V4(self.addr),
+            Family::V6 => IpAddr::V6(self.addr6),
+        }
+    }
 }
 
 /// A built system: its namespaces, background servers and, for iqd, its fabric. Dropping it
@@ -143,6 +195,10 @@ pub struct Env {
     pub kind: Kind,
     pub mtu: u32,
     pub endpoints: Vec<Endpoint>,
+    /// Whether the endpoints have IPv6 addresses.
+    pub v6: bool,
+    /// For iqd: the fabric's name (its pins are under /sys/fs/bpf/iqd/<fabric>/).
+    pub fabric: Option<String>,
     /// Namespaces this environment created (endpoint and infrastructure), deleted on drop.
     namespaces: Vec<String>,
     /// For iqd: the binary and the fabric file `iqd down` needs.
@@ -154,6 +210,12 @@ pub struct Env {
 
 pub fn endpoint_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+/// Endpoint `i`'s IPv6 address, in `fd00:f0::/64` (a unique local prefix, as in the fabric-file
+/// examples): `fd00:f0::<i+1>`.
+pub fn endpoint_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, i as u16 + 1)
 }
 
 /// The CHPID MFS that carries `mtu`, and whether the LPAR interface must be lowered to it.
@@ -184,6 +246,8 @@ pub struct Builder {
     pub iqd: Option<PathBuf>,
     pub work_dir: PathBuf,
     serial: u32,
+    /// Whether the iqd binary accepts `ipv6` on a NIC; asked once, see [`Builder::iqd_has_ipv6`].
+    iqd_ipv6: Option<bool>,
 }
 
 impl Builder {
@@ -193,11 +257,47 @@ impl Builder {
             iqd,
             work_dir,
             serial: 0,
+            iqd_ipv6: None,
         }
     }
 
-    /// Builds `kind` with `n` endpoints at `mtu`.
-    pub fn build(&mut self, kind: Kind, mtu: u32, n: usize) -> Result<Env> {
+    /// Whether the iqd binary accepts `ipv6 = [...]` on a NIC (`iqd check` of a fabric file
+    /// that has one). An iqd from before IPv6 refuses the key; its systems are then built
+    /// without IPv6 and their IPv6 figures are reported as failed, not the whole run.
+    pub fn iqd_has_ipv6(&mut self) -> Result<bool> {
+        if let Some(known) = self.iqd_ipv6 {
+            return Ok(known);
+        }
+        let Some(iqd) = &self.iqd else {
+            return Ok(false);
+        };
+        let probe = self.work_dir.join(format!("{}-ipv6-probe.toml", self.tag));
+        let toml = secgroups::fabric_file_with(
+            &format!("{}p", self.tag),
+            "16K",
+            "tc",
+            &["iqd-bench-probe-a", "iqd-bench-probe-b"],
+            None,
+            true,
+        );
+        std::fs::write(&probe, toml)
+            .with_context(|| format!("could not write {}", probe.display()))?;
+        let output = Cmd::new(iqd)
+            .arg("check")
+            .arg("--config")
+            .arg(&probe)
+            .quiet()
+            .output();
+        let _ = std::fs::remove_file(&probe);
+        let known = output?.status.success();
+        self.iqd_ipv6 = Some(known);
+        Ok(known)
+    }
+
+    /// Builds `kind` with `n` endpoints at `mtu`, with IPv6 addresses when `v6` (for iqd, only
+    /// if the binary has IPv6: see [`Builder::iqd_has_ipv6`] and [`Env::v6`]).
+    pub fn build(&mut self, kind: Kind, mtu: u32, n: usize, v6: bool) -> Result<Env> {
+        let v6 = v6 && (!kind.is_iqd() || self.iqd_has_ipv6()?);
         if n < 2 || n > kind.max_endpoints() {
             bail!(
                 "{} supports 2 to {} endpoints, not {n}",
@@ -214,8 +314,11 @@ impl Builder {
                 .map(|i| Endpoint {
                     netns: format!("{id}-{i}"),
                     addr: endpoint_addr(i),
+                    addr6: endpoint_addr6(i),
                 })
                 .collect(),
+            v6,
+            fabric: None,
             namespaces: Vec::new(),
             iqd: None,
             children: Vec::new(),
@@ -248,12 +351,14 @@ impl Builder {
         let netns: Vec<&str> = env.endpoints.iter().map(|e| e.netns.as_str()).collect();
         let groups = env.kind.secgroup_rules().map(secgroups::groups);
         let datapath = env.kind.datapath().unwrap_or("xdp");
-        let toml = secgroups::fabric_file(&fabric, mfs, datapath, &netns, groups.as_deref());
+        let toml =
+            secgroups::fabric_file_with(&fabric, mfs, datapath, &netns, groups.as_deref(), env.v6);
         let config = self.work_dir.join(format!("{fabric}.toml"));
         std::fs::write(&config, toml)
             .with_context(|| format!("could not write {}", config.display()))?;
         // Registered before `up` runs, so that a half-built fabric is taken down too.
         env.iqd = Some((iqd.clone(), config.clone()));
+        env.fabric = Some(fabric.clone());
         let output = Cmd::new(iqd)
             .arg("up")
             .arg("--config")
@@ -350,6 +455,14 @@ fn add_endpoint_namespaces(env: &mut Env) -> Result<()> {
 fn address_endpoints(env: &Env) -> Result<()> {
     for e in &env.endpoints {
         ip(&e.netns, &format!("addr add {}/24 dev eth0", e.addr))?;
+        if env.v6 {
+            // nodad: usable at once, as on a NOARP HiperSockets interface (the plain systems
+            // still resolve neighbours with ND).
+            ip(
+                &e.netns,
+                &format!("-6 addr add {}/64 dev eth0 nodad", e.addr6),
+            )?;
+        }
         ip(&e.netns, "link set eth0 up")?;
     }
     Ok(())
@@ -432,8 +545,9 @@ impl Env {
         }
     }
 
-    /// Gives every endpoint a permanent neighbour entry for every other one. Permanent entries
-    /// are exempt from the kernel's neighbour table limit, which all namespaces share.
+    /// Gives every endpoint a permanent neighbour entry for every other one, for IPv6 too when
+    /// the endpoints have it. Permanent entries are exempt from the kernel's neighbour table
+    /// limit, which all namespaces share.
     pub fn pin_neighbours(&self, work_dir: &std::path::Path) -> Result<()> {
         let ifname = self.interface();
         let mut macs = Vec::new();
@@ -453,11 +567,19 @@ impl Env {
         for (i, e) in self.endpoints.iter().enumerate() {
             let mut batch = String::new();
             for (j, other) in self.endpoints.iter().enumerate() {
-                if i != j {
+                if i == j {
+                    continue;
+                }
+                let _ = writeln!(
+                    batch,
+                    "neigh replace {} lladdr {} dev {ifname} nud permanent",
+                    other.addr, macs[j]
+                );
+                if self.v6 {
                     let _ = writeln!(
                         batch,
                         "neigh replace {} lladdr {} dev {ifname} nud permanent",
-                        other.addr, macs[j]
+                        other.addr6, macs[j]
                     );
                 }
             }
@@ -469,6 +591,27 @@ impl Env {
             result?;
         }
         Ok(())
+    }
+
+    /// The permanent neighbour entries (IPv4 and IPv6) in all endpoint namespaces.
+    pub fn permanent_neighbours(&self) -> Result<usize> {
+        let mut total = 0;
+        for e in &self.endpoints {
+            let output = Cmd::new("ip")
+                .args(["-n", &e.netns, "-j", "neigh", "show", "nud", "permanent"])
+                .quiet()
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "`ip -n {} -j neigh show nud permanent` failed: {}",
+                    e.netns,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            total += count_permanent(&String::from_utf8_lossy(&output.stdout))
+                .with_context(|| format!("neighbour table of {}", e.netns))?;
+        }
+        Ok(total)
     }
 
     /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
@@ -514,9 +657,60 @@ impl Drop for Env {
     }
 }
 
+/// The PERMANENT entries in `ip -j neigh show` output (whatever the filter asked for, only
+/// the entries whose state says PERMANENT count). Empty output is an empty table.
+pub fn count_permanent(json: &str) -> Result<usize> {
+    if json.trim().is_empty() {
+        return Ok(0);
+    }
+    let entries: serde_json::Value =
+        serde_json::from_str(json).context("`ip -j neigh` printed no JSON")?;
+    let entries = entries
+        .as_array()
+        .context("`ip -j neigh` printed no JSON array")?;
+    Ok(entries
+        .iter()
+        .filter(|e| {
+            e["state"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s == "PERMANENT"))
+        })
+        .count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permanent_neighbours_are_counted_from_ip_json() {
+        let json = r#"[{"dst":"10.0.0.2","dev":"hsi0","lladdr":"02:00:00:00:00:02","state":["PERMANENT"]},
+            {"dst":"fd00:f0::2","dev":"hsi0","lladdr":"02:00:00:00:00:02","state":["PERMANENT"]},
+            {"dst":"10.0.0.3","dev":"hsi0","state":["NOARP"]},
+            {"dst":"10.0.0.4","dev":"hsi0","state":["REACHABLE"]}]"#;
+        assert_eq!(count_permanent(json).unwrap(), 2);
+        assert_eq!(count_permanent("").unwrap(), 0);
+        assert_eq!(count_permanent("[]\n").unwrap(), 0);
+        assert!(count_permanent("not json").is_err());
+    }
+
+    #[test]
+    fn families_and_ipv6_addresses() {
+        assert_eq!(endpoint_addr6(0).to_string(), "fd00:f0::1");
+        assert_eq!(endpoint_addr6(84).to_string(), "fd00:f0::55");
+        assert_eq!(endpoint_addr6(250).to_string(), "fd00:f0::fb");
+        assert_eq!(Family::parse(6), Some(Family::V6));
+        assert_eq!(Family::parse(5), None);
+        assert_eq!(Family::V4.suffix(), "");
+        assert_eq!(Family::V6.suffix(), "_v6");
+        let e = Endpoint {
+            netns: "n".into(),
+            addr: endpoint_addr(1),
+            addr6: endpoint_addr6(1),
+        };
+        assert_eq!(e.ip(Family::V6).to_string(), "fd00:f0::2");
+        assert_eq!(e.ip(Family::V4).to_string(), "10.0.0.2");
+    }
 
     #[test]
     fn each_mtu_gets_the_smallest_chpid_that_carries_it() {
@@ -579,6 +773,16 @@ mod tests {
             let nic = format!(
                 "netns = \"n{i}\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"{}/24\"]",
                 endpoint_addr(i)
+            );
+            assert!(toml.contains(&nic), "LPAR {i}");
+        }
+        // With IPv6, each NIC gets the address the benchmark's measurements go to.
+        let toml = secgroups::fabric_file_with("f", "16K", "tc", &netns, None, true);
+        for i in [0, 1, 84, 249, 250] {
+            let nic = format!(
+                "ipv4 = [\"{}/24\"]\nipv6 = [\"{}/64\"]\n",
+                endpoint_addr(i),
+                endpoint_addr6(i)
             );
             assert!(toml.contains(&nic), "LPAR {i}");
         }

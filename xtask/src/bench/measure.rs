@@ -1,11 +1,14 @@
-//! The measurements: iperf3 (TCP, UDP), sockperf (request/response), fping (reachability),
-//! a connect/request/response/close loop of our own (connection rate) and /proc/stat (CPU
-//! time), each run between endpoints of an [`Env`].
+//! The measurements: iperf3 (TCP, UDP), sockperf (request/response over IPv4), a ping-pong
+//! loop of our own (request/response over IPv6: sockperf 3.7 has no IPv6), fping
+//! (reachability), a connect/request/response/close loop of our own (connection rate),
+//! /proc/stat (CPU time) and the kernel's BPF statistics (run time of iqd's tc program per
+//! packet), each run between endpoints of an [`Env`].
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -14,7 +17,10 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
-use super::{env::Env, secgroups};
+use super::{
+    env::{Env, Family},
+    secgroups,
+};
 
 pub const IPERF_PORT: &str = "5201";
 pub const SOCKPERF_PORT: &str = "11111";
@@ -279,10 +285,20 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-/// Runs iperf3 in endpoint `client` against `server` with `args`, returning its JSON report.
-/// A failed connection (a server still starting) is retried once.
-fn iperf3(env: &Env, client: usize, server: usize, args: &[String]) -> Result<Value> {
-    let addr = env.endpoints[server].addr.to_string();
+/// Runs iperf3 in endpoint `client` against `server`'s address in `family` with `args`,
+/// returning its JSON report. A failed connection (a server still starting) is retried once.
+fn iperf3(
+    env: &Env,
+    client: usize,
+    server: usize,
+    family: Family,
+    args: &[String],
+) -> Result<Value> {
+    let addr = env.endpoints[server].ip(family).to_string();
+    let version = match family {
+        Family::V4 => "--version4",
+        Family::V6 => "--version6",
+    };
     let mut last = None;
     for attempt in 0..2 {
         if attempt > 0 {
@@ -290,7 +306,14 @@ fn iperf3(env: &Env, client: usize, server: usize, args: &[String]) -> Result<Va
         }
         let output = env
             .exec(client, "iperf3")
-            .args(["--client", &addr, "--json", "--connect-timeout", "2000"])
+            .args([
+                "--client",
+                &addr,
+                version,
+                "--json",
+                "--connect-timeout",
+                "2000",
+            ])
             .args(args)
             .output()?;
         let json: Value = match serde_json::from_slice(&output.stdout) {
@@ -339,14 +362,15 @@ pub fn parse_tcp(json: &Value) -> Result<Tcp> {
     })
 }
 
-/// TCP from endpoint 0 to endpoint 1 with `streams` parallel streams for `seconds`; with the
-/// CPU seconds the whole machine spent per gigabit received.
-pub fn tcp(env: &Env, streams: u32, seconds: u32) -> Result<(Tcp, f64)> {
+/// TCP from endpoint 0 to endpoint 1 over `family` with `streams` parallel streams for
+/// `seconds`; with the CPU seconds the whole machine spent per gigabit received.
+pub fn tcp(env: &Env, family: Family, streams: u32, seconds: u32) -> Result<(Tcp, f64)> {
     let before = cpu_ticks()?;
     let json = iperf3(
         env,
         0,
         1,
+        family,
         &[
             "--time".into(),
             seconds.to_string(),
@@ -398,6 +422,7 @@ pub fn udp(env: &Env, payload: u32, seconds: u32) -> Result<Udp> {
         env,
         0,
         1,
+        Family::V4,
         &[
             "--udp".into(),
             "--bitrate".into(),
@@ -460,10 +485,21 @@ pub fn latency(env: &Env, seconds: u32) -> Result<Latency> {
     bail!("{} → {addr}: {last}", env.endpoints[0].netns)
 }
 
-/// Counts the pairs (i, j), i != j, in which endpoint i reaches endpoint j, pinging from all
-/// endpoints at once with fping.
-pub fn reachable_pairs(env: &Env) -> Result<usize> {
-    let addrs: Vec<String> = env.endpoints.iter().map(|e| e.addr.to_string()).collect();
+/// Counts the pairs (i, j), i != j, in which endpoint i reaches endpoint j over `family`,
+/// pinging from all endpoints at once with fping.
+pub fn reachable_pairs(env: &Env, family: Family) -> Result<usize> {
+    if family == Family::V6 && !env.v6 {
+        bail!("{} was built without IPv6", env.name());
+    }
+    let addrs: Vec<String> = env
+        .endpoints
+        .iter()
+        .map(|e| e.ip(family).to_string())
+        .collect();
+    let version = match family {
+        Family::V4 => "-4",
+        Family::V6 => "-6",
+    };
     let children = (0..env.endpoints.len())
         .map(|i| {
             let targets = addrs
@@ -473,7 +509,7 @@ pub fn reachable_pairs(env: &Env) -> Result<usize> {
                 .map(|(_, a)| a.as_str());
             // -a: print the targets that answered; -r 2: up to 3 tries; -t 500 ms per try.
             env.exec(i, "fping")
-                .args(["-a", "-r", "2", "-t", "500"])
+                .args([version, "-a", "-r", "2", "-t", "500"])
                 .args(targets)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
@@ -492,8 +528,9 @@ pub fn reachable_pairs(env: &Env) -> Result<usize> {
     Ok(reached)
 }
 
-/// Aggregate TCP throughput of N/2 concurrent pairs (endpoint 2k sends to 2k+1), in Gbit/s.
-pub fn aggregate_tcp(env: &mut Env, seconds: u32) -> Result<f64> {
+/// Aggregate TCP throughput of N/2 concurrent pairs (endpoint 2k sends to 2k+1) over `family`,
+/// in Gbit/s.
+pub fn aggregate_tcp(env: &mut Env, family: Family, seconds: u32) -> Result<f64> {
     let pairs = env.endpoints.len() / 2;
     for k in 0..pairs {
         env.spawn(
@@ -511,6 +548,7 @@ pub fn aggregate_tcp(env: &mut Env, seconds: u32) -> Result<f64> {
                         env,
                         2 * k,
                         2 * k + 1,
+                        family,
                         &["--time".into(), seconds.to_string()],
                     )?;
                     Ok(parse_tcp(&json)?.gbit_per_s)
@@ -530,6 +568,293 @@ pub fn aggregate_tcp(env: &mut Env, seconds: u32) -> Result<f64> {
         total += result?;
     }
     Ok(total)
+}
+
+/// The value at percentile `p` (0-100) of `sorted` (ascending), by nearest rank; `None` when
+/// empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Exchanges before the round trips are timed: the connection's first exchanges (slow start,
+/// delayed ACKs, a cold cache) are not what the figure is about.
+pub const PING_PONG_WARMUP: u32 = 200;
+
+/// TCP request/response over `family` with the benchmark's own loop, for `seconds`: endpoint 0
+/// sends a 64-byte message to a server thread in endpoint 1 (on the round-trip port), which
+/// sends it back; every full round trip is timed, as sockperf's `--full-rtt` does. Used for
+/// IPv6, which the sockperf of Debian 12 (3.7) cannot address.
+pub fn ping_pong(env: &Env, family: Family, seconds: u32) -> Result<Latency> {
+    if family == Family::V6 && !env.v6 {
+        bail!("{} was built without IPv6", env.name());
+    }
+    let port: u16 = SOCKPERF_PORT.parse()?;
+    let addr = SocketAddr::new(env.endpoints[1].ip(family), port);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    thread::scope(|scope| {
+        let server = in_netns(scope, &env.endpoints[1].netns, move || {
+            let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+            set_accept_timeout(&listener, Duration::from_secs(5));
+            let _ = ready_tx.send(());
+            let (mut stream, _) = listener
+                .accept()
+                .with_context(|| format!("no client connected to {addr}"))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut buf = [0u8; 64];
+            // Until the client closes (or stops answering).
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let client = in_netns(scope, &env.endpoints[0].netns, move || {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| anyhow!("the ping-pong server did not start"))?;
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .with_context(|| format!("connecting to {addr}"))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let request = [0x5au8; 64];
+            let mut response = [0u8; 64];
+            let mut exchange = |stream: &mut TcpStream| -> Result<()> {
+                stream.write_all(&request)?;
+                stream
+                    .read_exact(&mut response)
+                    .with_context(|| format!("no response from {addr}"))
+            };
+            for _ in 0..PING_PONG_WARMUP {
+                exchange(&mut stream)?;
+            }
+            let deadline = Instant::now() + Duration::from_secs(seconds.into());
+            let mut rtts = Vec::with_capacity(100_000 * seconds as usize);
+            loop {
+                let started = Instant::now();
+                if started >= deadline {
+                    break;
+                }
+                exchange(&mut stream)?;
+                rtts.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(rtts)
+        });
+        let rtts = join(client);
+        let served = join(server);
+        let mut rtts = rtts?;
+        served?;
+        rtts.sort_by(f64::total_cmp);
+        Ok(Latency {
+            p50_us: percentile(&rtts, 50.0).ok_or_else(|| anyhow!("no round trip in time"))?,
+            p99_us: percentile(&rtts, 99.0).ok_or_else(|| anyhow!("no round trip in time"))?,
+        })
+    })
+}
+
+/// The program's cumulative run time and run count, as the kernel counts them while BPF
+/// statistics are on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgStats {
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+/// `run_time_ns` and `run_cnt` from a program's /proc/<pid>/fdinfo/<fd>.
+pub fn parse_fdinfo(text: &str) -> Option<ProgStats> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().parse::<u64>().ok())?
+        })
+    };
+    Some(ProgStats {
+        run_time_ns: field("run_time_ns")?,
+        run_cnt: field("run_cnt")?,
+    })
+}
+
+/// The statistics of the program pinned at `pin`: opened by its pin (BPF_OBJ_GET), read from
+/// the descriptor's fdinfo. By pin, not by name: every fabric loads its own `iqd_tc`.
+pub fn prog_stats(pin: &Path) -> Result<ProgStats> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
+        .with_context(|| format!("{} is not a valid path", pin.display()))?;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags, path_fd.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_F_RDONLY: u32 = 1 << 3;
+    let attr = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: BPF_F_RDONLY,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: BPF_OBJ_GET reads `attr` (of the size given) and the NUL-terminated path it
+    // points to, both alive for the call; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "could not open the program pinned at {}: {}",
+            pin.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a descriptor the kernel just returned to us and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let info = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&info).with_context(|| format!("could not read {info}"))?;
+    parse_fdinfo(&text).ok_or_else(|| {
+        anyhow!(
+            "{info} (the program pinned at {}) has no run_time_ns/run_cnt: a kernel without BPF \
+             statistics?",
+            pin.display()
+        )
+    })
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// `kernel.bpf_stats_enabled` turned on for as long as this lives; dropping it puts back the
+/// value it had (also when the measurement fails). The statistics cost a little themselves, so
+/// they are on only while a cost is measured.
+pub struct BpfStatsOn {
+    previous: String,
+}
+
+impl BpfStatsOn {
+    pub fn new() -> Result<BpfStatsOn> {
+        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("could not read {BPF_STATS_SYSCTL}"))?
+            .trim()
+            .to_string();
+        std::fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("could not turn on {BPF_STATS_SYSCTL}"))?;
+        Ok(BpfStatsOn { previous })
+    }
+}
+
+impl Drop for BpfStatsOn {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(BPF_STATS_SYSCTL, &self.previous) {
+            eprintln!(
+                "bench: warning: could not set {BPF_STATS_SYSCTL} back to {}: {e}",
+                self.previous
+            );
+        }
+    }
+}
+
+/// `ping` statistics: echo requests sent and replies received.
+pub fn parse_ping(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let number_before = |what: &str| -> Option<u64> {
+        let (before, _) = line.split_once(what)?;
+        before
+            .rsplit([',', ' '])
+            .find(|w| !w.is_empty())?
+            .parse()
+            .ok()
+    };
+    Some((
+        number_before(" packets transmitted")?,
+        number_before(" received")?,
+    ))
+}
+
+/// Runs `ping ARGS` from endpoint 0 to endpoint 1 over `family`, requiring that at least
+/// nine replies in ten came back; returns (sent, received).
+fn ping(env: &Env, family: Family, args: &[&str]) -> Result<(u64, u64)> {
+    let addr = env.endpoints[1].ip(family).to_string();
+    let version = match family {
+        Family::V4 => "-4",
+        Family::V6 => "-6",
+    };
+    let output = env
+        .exec(0, "ping")
+        .arg(version)
+        .args(args)
+        .arg(&addr)
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (sent, received) = parse_ping(&text).ok_or_else(|| {
+        anyhow!(
+            "ping {addr} printed no statistics: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })?;
+    if sent == 0 || received * 10 < sent * 9 {
+        bail!(
+            "{} echo from {} to {addr}: {received} of {sent} replies; does {} carry {}?",
+            family.label(),
+            env.endpoints[0].netns,
+            env.name(),
+            family.label()
+        );
+    }
+    Ok((sent, received))
+}
+
+/// The pinned tc program of an iqd environment: `/sys/fs/bpf/iqd/<fabric>/prog_iqd_tc`.
+pub fn tc_prog_pin(env: &Env) -> Result<std::path::PathBuf> {
+    let fabric = env
+        .fabric
+        .as_deref()
+        .ok_or_else(|| anyhow!("{} is not an iqd fabric", env.name()))?;
+    Ok(Path::new("/sys/fs/bpf/iqd")
+        .join(fabric)
+        .join("prog_iqd_tc"))
+}
+
+/// Nanoseconds per run of iqd's tc program for small frames over `family`: a ping flood
+/// (56-byte ICMP or ICMPv6 echo, both ways through the fabric) from endpoint 0 to endpoint 1
+/// for `seconds`, between two readings of the program's statistics. BPF statistics must be on
+/// ([`BpfStatsOn`]).
+pub fn prog_ns_per_run(env: &Env, family: Family, seconds: u32) -> Result<f64> {
+    if family == Family::V6 && !env.v6 {
+        bail!("{} was built without IPv6", env.name());
+    }
+    let pin = tc_prog_pin(env)?;
+    // Resolve neighbours and open the tracked flow before the counters are read.
+    ping(env, family, &["-q", "-c", "3", "-i", "0.05"])?;
+    let before = prog_stats(&pin)?;
+    ping(env, family, &["-q", "-f", "-w", &seconds.to_string()])?;
+    let after = prog_stats(&pin)?;
+    ns_per_run(before, after).ok_or_else(|| {
+        anyhow!(
+            "{} did not run during the ping flood (run_cnt {} -> {}): are BPF statistics on?",
+            pin.display(),
+            before.run_cnt,
+            after.run_cnt
+        )
+    })
+}
+
+/// Run time per run between two readings; `None` when the program did not run.
+pub fn ns_per_run(before: ProgStats, after: ProgStats) -> Option<f64> {
+    let runs = after.run_cnt.checked_sub(before.run_cnt)?;
+    let time = after.run_time_ns.checked_sub(before.run_time_ns)?;
+    (runs > 0).then(|| time as f64 / runs as f64)
 }
 
 #[cfg(test)]
@@ -574,5 +899,51 @@ mod tests {
         assert_eq!(latency.p50_us, 15.749);
         assert_eq!(latency.p99_us, 22.276);
         assert!(parse_sockperf("sockperf: error").is_err());
+    }
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), Some(50.0));
+        assert_eq!(percentile(&sorted, 99.0), Some(99.0));
+        assert_eq!(percentile(&sorted, 100.0), Some(100.0));
+        assert_eq!(percentile(&sorted, 0.0), Some(1.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn program_statistics_from_fdinfo() {
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t2077\nprog_type:\t3\n\
+                    prog_jited:\t1\nprog_tag:\t8ac6ee2c5ab2e0a3\nmemlock:\t4096\nprog_id:\t41\n\
+                    run_time_ns:\t2150000\nrun_cnt:\t10000\nrecursion_misses:\t0\n\
+                    verified_insns:\t1234\n";
+        let stats = parse_fdinfo(text).unwrap();
+        assert_eq!(
+            stats,
+            ProgStats {
+                run_time_ns: 2_150_000,
+                run_cnt: 10_000
+            }
+        );
+        assert!(parse_fdinfo("pos:\t0\nprog_type:\t3\n").is_none());
+        let later = ProgStats {
+            run_time_ns: 4_350_000,
+            run_cnt: 21_000,
+        };
+        assert_eq!(ns_per_run(stats, later), Some(200.0));
+        assert_eq!(ns_per_run(stats, stats), None);
+        assert_eq!(ns_per_run(later, stats), None);
+    }
+
+    #[test]
+    fn ping_statistics() {
+        let v4 = "--- 10.0.0.2 ping statistics ---\n\
+                  111060 packets transmitted, 111058 received, 0.0018% packet loss, time 1000ms\n\
+                  rtt min/avg/max/mdev = 0.005/0.005/0.083/0.001 ms, ipg/ewma 0.009/0.008 ms\n";
+        assert_eq!(parse_ping(v4), Some((111_060, 111_058)));
+        let lost = "--- fd00:f0::2 ping statistics ---\n\
+                    100 packets transmitted, 0 received, +3 errors, 100% packet loss, time 990ms\n";
+        assert_eq!(parse_ping(lost), Some((100, 0)));
+        assert_eq!(parse_ping("ping: connect: Network is unreachable"), None);
     }
 }

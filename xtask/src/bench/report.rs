@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::env::Kind;
 use super::secgroups;
-use super::stats::{metric, SecgroupRow, Summary, BASELINE, LIMIT};
+use super::stats::{metric, FamilyRow, SecgroupRow, Summary, BASELINE, LIMIT};
 
 /// The machine a run measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -118,6 +118,22 @@ pub struct RunInfo {
     /// them on `xdp`.
     #[serde(default = "secgroup_datapath_before_it_was_recorded")]
     pub secgroup_datapath: String,
+    /// The address families measured (4, 6). Runs saved before IPv6 measured IPv4 only.
+    #[serde(default = "ipv4_only")]
+    pub families: Vec<u32>,
+    /// The MTUs of the IPv6 figures.
+    #[serde(default)]
+    pub v6_mtus: Vec<u32>,
+    /// The systems that measured the IPv6 figures.
+    #[serde(default)]
+    pub v6_systems: Vec<String>,
+    /// The MTU of the per-packet cost of iqd's tc program, when measured.
+    #[serde(default)]
+    pub cost_mtu: Option<u32>,
+}
+
+fn ipv4_only() -> Vec<u32> {
+    vec![4]
 }
 
 fn secgroup_datapath_before_it_was_recorded() -> String {
@@ -138,6 +154,7 @@ pub fn format_value(value: f64, unit: &str) -> String {
         "Gbit/s" | "%" | "s" => format!("{value:.2}"),
         "packets/s" | "conn/s" => si(value),
         "us" => format!("{value:.1}"),
+        "ns" | "entries" => format!("{value:.0}"),
         "CPU s/Gbit" => format!("{value:.3}"),
         _ if value.abs() >= 1e4 => si(value),
         _ => format!("{value:.2}"),
@@ -291,7 +308,10 @@ pub fn table(rows: &[Summary]) -> String {
 /// Loss figures are noisy percentages near 0, and reachability is a yes/no matter: ratios of
 /// either say little, so gap-finding leaves them out.
 fn ratio_is_meaningful(name: &str) -> bool {
-    !(name.ends_with("_loss") || name.ends_with("_reachable"))
+    !(name.ends_with("_loss")
+        || name.ends_with("_reachable")
+        || name.ends_with("_reachable_v6")
+        || name.ends_with("_neigh_permanent"))
 }
 
 /// One comparison of a system with a reference system at a metric and MTU.
@@ -406,23 +426,114 @@ pub fn findings(rows: &[Summary]) -> Vec<String> {
             )),
             None => {}
         }
-        for row in rows
-            .iter()
-            .filter(|r| r.system == system && r.metric.ends_with("_reachable") && r.median < 100.0)
-        {
-            let lpars = row
+        for row in rows.iter().filter(|r| r.system == system) {
+            let Some((lpars, what)) = row
                 .metric
                 .strip_prefix("scale")
                 .and_then(|rest| rest.split_once('_'))
-                .map_or("?", |(n, _)| n);
-            out.push(format!(
-                "{system}: all-pairs reachability with {lpars} LPARs at MTU {} was {}, not 100%",
-                row.mtu,
-                with_unit(&format_value(row.median, &row.unit), &row.unit)
-            ));
+            else {
+                continue;
+            };
+            let family = match what {
+                "reachable" => "",
+                "reachable_v6" => " over IPv6",
+                "neigh_permanent" if row.max > 0.0 => {
+                    out.push(format!(
+                        "{system}: with {lpars} LPARs at MTU {}, its LPAR namespaces held up to \
+                         {} permanent neighbour entries; a fabric of NOARP NICs needs none",
+                        row.mtu,
+                        format_value(row.max, &row.unit)
+                    ));
+                    continue;
+                }
+                _ => continue,
+            };
+            if row.median < 100.0 {
+                out.push(format!(
+                    "{system}: all-pairs reachability{family} with {lpars} LPARs at MTU {} was \
+                     {}, not 100%",
+                    row.mtu,
+                    with_unit(&format_value(row.median, &row.unit), &row.unit)
+                ));
+            }
         }
     }
     out
+}
+
+/// The IPv6-against-IPv4 comparison as a Markdown table; empty without IPv6 figures that have
+/// an IPv4 twin.
+pub fn family_table(rows: &[FamilyRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "| System | Figure | MTU | IPv4 | IPv6 | IPv6 / IPv4 |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let value = |v: Option<f64>| {
+            v.map_or_else(
+                || "-".into(),
+                |v| with_unit(&format_value(v, &r.unit), &r.unit),
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&r.system),
+            cell(&family_title(&r.metric)),
+            r.mtu,
+            value(r.v4),
+            value(r.v6),
+            format_ratio(r.v6_vs_v4)
+        );
+    }
+    md
+}
+
+/// A figure's title for both families at once: the IPv4 twin's, less its family.
+fn family_title(name: &str) -> String {
+    match name {
+        "prog_ns" => "iqd_tc run time per packet (ICMP/ICMPv6 echo)".into(),
+        _ => title_of(name),
+    }
+}
+
+/// Plain sentences on IPv6 against IPv4: the per-packet cost of iqd's program in both
+/// families, and iqd's single-stream TCP in both.
+pub fn family_findings(rows: &[FamilyRow]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.system.starts_with("iqd") && r.metric != "cpu_per_gbit")
+        .filter_map(|r| {
+            let unit = &r.unit;
+            if let (Some(v4), None, "prog_ns") = (r.v4, r.v6, r.metric.as_str()) {
+                return Some(format!(
+                    "{}: run time of iqd_tc per packet (ICMP echo): {} over IPv4; over IPv6 not \
+                     measured (see the run's failures)",
+                    r.system,
+                    with_unit(&format_value(v4, unit), unit)
+                ));
+            }
+            let (v4, v6, ratio) = (r.v4?, r.v6?, r.v6_vs_v4?);
+            let what = if r.metric == "prog_ns" {
+                "run time of iqd_tc per packet (ICMP echo)".to_string()
+            } else {
+                format!("{} at MTU {}", title_of(&r.metric), r.mtu)
+            };
+            Some(format!(
+                "{}: IPv6 against IPv4, {what}: {} ({} vs {}{})",
+                r.system,
+                format_ratio(Some(ratio)),
+                with_unit(&format_value(v6, unit), unit),
+                with_unit(&format_value(v4, unit), unit),
+                if metric(&r.metric).is_some_and(|m| !m.higher_is_better) {
+                    ", lower is better"
+                } else {
+                    ""
+                }
+            ))
+        })
+        .collect()
 }
 
 /// "0.93x" or "-".
@@ -612,6 +723,7 @@ const WHY: &str = "\
 pub fn markdown(
     rows: &[Summary],
     secgroup_rows: &[SecgroupRow],
+    family_rows: &[FamilyRow],
     machine: &Machine,
     run: &RunInfo,
     charts: &[(String, String)],
@@ -765,30 +877,86 @@ pub fn markdown(
              rule allows times out, in both directions.\n",
         );
     }
+    let v6 = run.families.contains(&6);
+    if v6 && !run.v6_systems.is_empty() && !run.v6_mtus.is_empty() {
+        let _ = writeln!(
+            md,
+            "- IPv6: the systems {} also measure TCP throughput with 1 stream (iperf3 `-6`, \
+             with its CPU time per gigabit) and the round trip over IPv6, at MTU {}. Every \
+             endpoint then has an address in fd00:f0::/64 besides its IPv4 one: on iqd's NICs \
+             from the fabric file (`ipv6 = [...]` on each `[[lpar.nic]]`), on the others with \
+             `ip -6 addr add ... nodad`. The sockperf of this machine cannot address IPv6, so \
+             the IPv6 round trip is the benchmark's own loop: one TCP connection with \
+             `TCP_NODELAY`, a 64-byte message and its echo, every full round trip timed after \
+             {} untimed ones, for {} s; p50 and p99 by nearest rank. Compare it with the other \
+             systems' IPv6 round trips, not with the sockperf figures over IPv4. IPv6 figures \
+             are named after their IPv4 twins with `_v6` appended (`tcp_1_v6`, `rr_p50_v6`).",
+            join(&run.v6_systems),
+            join(&run.v6_mtus),
+            super::measure::PING_PONG_WARMUP,
+            run.duration_s,
+        );
+    }
+    if let Some(mtu) = run.cost_mtu {
+        let _ = writeln!(
+            md,
+            "- Per-packet cost of iqd's tc program (iqd-tc, MTU {mtu}): with the kernel's BPF \
+             statistics on (`kernel.bpf_stats_enabled` = 1 for this step only, set back to its \
+             previous value afterwards, also on failure), a ping flood (`ping -f`, 56-byte \
+             payload) from endpoint 0 to endpoint 1 for {} s over {}. The program's \
+             `run_time_ns` and `run_cnt` are read before and after from the program pinned at \
+             `/sys/fs/bpf/iqd/<fabric>/prog_iqd_tc` (by its pin: every fabric loads its own), \
+             and their differences give nanoseconds per run; each echo request and each reply \
+             is one run, on the sending LPAR's port. At least 9 replies in 10 must come back, \
+             or the figure fails.",
+            run.duration_s,
+            if v6 { "IPv4 and over IPv6" } else { "IPv4" }
+        );
+    }
     if run.scale.is_empty() {
         md.push_str("- Scale: not run.\n");
     } else {
         let _ = writeln!(
             md,
             "- Scale, with {} LPARs on one CHPID (endpoints, for the other systems): the time to \
-             bring them all up, all-pairs reachability with fping, and the aggregate TCP \
-             throughput of N/2 concurrent iperf3 pairs. The kernel's neighbour table is shared \
-             by all namespaces and holds at most `gc_thresh3` (1024 by default) dynamic \
-             entries; where all pairs need more (N(N-1) > 3/4 of it, so from about 28 LPARs), \
-             every endpoint gets permanent neighbour entries for the others, alike for all \
-             systems, and ARP is left out of that figure.",
-            join(&run.scale)
+             bring them all up, all-pairs reachability with fping{}, the permanent neighbour \
+             entries in the endpoint namespaces afterwards, and the aggregate TCP throughput of \
+             N/2 concurrent iperf3 pairs. iqd's NICs are NOARP, as HiperSockets layer-3 \
+             interfaces are: they resolve no neighbour, so the benchmark gives iqd no \
+             neighbour entries, and the count shows that iqd itself adds none (0 expected). \
+             The bridge and macvlan resolve with ARP and ND through the kernel's neighbour \
+             table, which all namespaces share and which holds at most `gc_thresh3` (1024 by \
+             default) dynamic entries per family; where all pairs need more (N(N-1) > 3/4 of \
+             it, so from about 28 endpoints), each of their endpoints gets permanent entries \
+             for the others, which the count includes.",
+            join(&run.scale),
+            if v6 {
+                " over IPv4 and with `fping -6` over IPv6"
+            } else {
+                ""
+            }
         );
     }
 
     md.push_str("\n## Findings\n\n");
     let mut findings = findings(rows);
+    findings.extend(family_findings(family_rows));
     findings.extend(secgroup_findings(secgroup_rows));
     if findings.is_empty() {
         md.push_str("- None: the run has no iqd system compared with the bridge or veth.\n");
     }
     for finding in &findings {
         let _ = writeln!(md, "- {finding}");
+    }
+
+    if !family_rows.is_empty() {
+        md.push_str(
+            "\n## IPv6 against IPv4\n\nEach system's figures measured with the same tool in \
+             both families, side by side; the last column is the paired ratio within rounds. \
+             The IPv6 figures' ratios to the bridge and the veth pair are in the Results \
+             below, each beside its IPv4 twin.\n\n",
+        );
+        md.push_str(&family_table(family_rows));
     }
 
     if !secgroup_rows.is_empty() {
@@ -1050,6 +1218,10 @@ mod tests {
             scale: vec![2, 16, 64],
             secgroup_mtus: vec![1500, 57344],
             secgroup_datapath: "tc".into(),
+            families: vec![4, 6],
+            v6_mtus: vec![1500, 57344],
+            v6_systems: vec!["iqd-tc".into(), "bridge".into(), "veth".into()],
+            cost_mtu: Some(1500),
         }
     }
 
@@ -1062,7 +1234,7 @@ mod tests {
                 .map(|m| (format!("{m}.svg"), "<svg/>".to_string()))
                 .chain([("extra.svg".to_string(), String::new())])
                 .collect();
-        let md = markdown(&rows, &[], &machine(), &run(), &charts);
+        let md = markdown(&rows, &[], &[], &machine(), &run(), &charts);
         assert!(md.starts_with("# Performance\n"));
         assert!(md.contains("generated by `cargo xtask bench`"));
         assert!(md.contains("2026-11-22T10:00:00Z"));
@@ -1123,7 +1295,7 @@ mod tests {
             row("tcp_crr", 1500, "iqd-sg250", 12_000.0, Some(0.9), None),
             row("tcp_crr", 1500, "bridge", 13_500.0, Some(1.0), None),
         ];
-        let md = markdown(&rows, &sg, &machine(), &run, &[]);
+        let md = markdown(&rows, &sg, &[], &machine(), &run, &[]);
         assert!(
             md.contains("- **iqd-sg250**: iqd-tc (iqd on its `tc` data path) with five security"),
             "{md}"
@@ -1159,7 +1331,7 @@ mod tests {
             memory_gib: 0.0,
             ..machine()
         };
-        let md = markdown(&[], &[], &machine, &run, &[]);
+        let md = markdown(&[], &[], &[], &machine, &run, &[]);
         assert!(md.contains("Cores: unknown") && md.contains("Memory: unknown"));
         assert!(md.contains("**quick** run") && md.contains("Scale: not run"));
         assert!(md.contains("No results."));
@@ -1191,5 +1363,93 @@ mod tests {
         assert_eq!(format_duration(725.0), "12 min 5 s");
         assert_eq!(format_duration(7300.0), "2 h 1 min");
         assert_eq!(format_duration(f64::NAN), "unknown");
+    }
+    #[test]
+    fn markdown_describes_ipv6_the_program_cost_and_the_scale_check() {
+        let family = vec![FamilyRow {
+            metric: "prog_ns".into(),
+            unit: "ns".into(),
+            mtu: 1500,
+            system: "iqd-tc".into(),
+            v4: Some(200.0),
+            v6: Some(230.0),
+            v6_vs_v4: Some(1.15),
+        }];
+        let mut run = run();
+        run.systems.insert(1, "iqd-tc".into());
+        run.scale = vec![2, 85];
+        let rows = vec![
+            row("prog_ns", 1500, "iqd-tc", 200.0, None, None),
+            row("prog_ns_v6", 1500, "iqd-tc", 230.0, None, None),
+            row("tcp_1_v6", 1500, "iqd-tc", 20.0, Some(1.05), Some(0.98)),
+            row("tcp_1_v6", 1500, "bridge", 19.0, Some(1.0), Some(0.93)),
+        ];
+        let md = markdown(&rows, &[], &family, &machine(), &run, &[]);
+        assert!(
+            md.contains("- IPv6: the systems iqd-tc, bridge, veth also measure"),
+            "{md}"
+        );
+        assert!(md.contains("at MTU 1500, 57344. Every endpoint"), "{md}");
+        assert!(md.contains("`kernel.bpf_stats_enabled` = 1 for this step only"));
+        assert!(md.contains("/sys/fs/bpf/iqd/<fabric>/prog_iqd_tc"));
+        assert!(md.contains("over IPv4 and over IPv6"));
+        assert!(md.contains("with 2, 85 LPARs") && md.contains("`fping -6`"));
+        assert!(md.contains("## IPv6 against IPv4"));
+        assert!(md.contains(
+            "| iqd-tc | iqd_tc run time per packet (ICMP/ICMPv6 echo) | 1500 | 200 ns | 230 ns \
+             | 1.15x |"
+        ));
+        assert!(md.contains(
+            "- iqd-tc: IPv6 against IPv4, run time of iqd_tc per packet (ICMP echo): 1.15x \
+             (230 ns vs 200 ns, lower is better)"
+        ));
+        assert!(md.contains("### TCP throughput, 1 stream, IPv6"));
+        assert!(md.contains("| iqd-tc | 1500 | 20.00 | 18.00 | 22.00 | 5 | 1.05x | 0.98x |"));
+        let failed = FamilyRow {
+            v6: None,
+            v6_vs_v4: None,
+            ..family[0].clone()
+        };
+        assert_eq!(
+            family_findings(&[failed]),
+            [
+                "iqd-tc: run time of iqd_tc per packet (ICMP echo): 200 ns over IPv4; over IPv6 \
+              not measured (see the run's failures)"
+            ]
+        );
+        // IPv4 only: no IPv6 text.
+        run.families = vec![4];
+        let md = markdown(&rows, &[], &[], &machine(), &run, &[]);
+        assert!(!md.contains("- IPv6:") && !md.contains("## IPv6 against IPv4"));
+        assert!(md.contains("ping flood") && !md.contains("over IPv4 and over IPv6"));
+    }
+
+    #[test]
+    fn findings_report_unreachable_pairs_per_family_and_permanent_entries() {
+        let mut pinned = row("scale85_neigh_permanent", 8192, "iqd-tc", 0.0, None, None);
+        pinned.max = 12.0;
+        let rows = vec![
+            row("scale85_reachable", 8192, "iqd-tc", 100.0, Some(1.0), None),
+            row("scale85_reachable_v6", 8192, "iqd-tc", 0.0, Some(0.0), None),
+            pinned,
+            row(
+                "scale85_neigh_permanent",
+                8192,
+                "bridge",
+                14280.0,
+                None,
+                None,
+            ),
+        ];
+        let f = findings(&rows);
+        assert_eq!(
+            f,
+            vec![
+                "iqd-tc: all-pairs reachability over IPv6 with 85 LPARs at MTU 8192 was 0.00%, \
+                 not 100%",
+                "iqd-tc: with 85 LPARs at MTU 8192, its LPAR namespaces held up to 12 permanent \
+                 neighbour entries; a fabric of NOARP NICs needs none",
+            ]
+        );
     }
 }

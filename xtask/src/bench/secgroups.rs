@@ -132,12 +132,28 @@ pub fn group_name(g: usize) -> String {
 /// The benchmark's iqd fabric file: one CHPID `F0` of `mfs` and one LPAR per namespace in
 /// `netns`, LPAR i with NIC address 10.0.0.(i+1)/24, and with `groups`, those groups on every
 /// NIC.
+// The benchmark itself builds with `fabric_file_with`; tests/tests/bench_smoke.rs checks this
+// one with iqd's parser.
+#[allow(dead_code)]
 pub fn fabric_file(
     fabric: &str,
     mfs: &str,
     datapath: &str,
     netns: &[&str],
     groups: Option<&[Vec<Rule>]>,
+) -> String {
+    fabric_file_with(fabric, mfs, datapath, netns, groups, false)
+}
+
+/// [`fabric_file`], and with `ipv6` every NIC also gets the IPv6 address fd00:f0::(i+1)/64
+/// (hexadecimal, as the benchmark's endpoints have it).
+pub fn fabric_file_with(
+    fabric: &str,
+    mfs: &str,
+    datapath: &str,
+    netns: &[&str],
+    groups: Option<&[Vec<Rule>]>,
+    ipv6: bool,
 ) -> String {
     let mut toml = format!(
         "[fabric]\nname = \"{fabric}\"\ndatapath = \"{datapath}\"\n\n[[chpid]]\nid = \"F0\"\n\
@@ -154,6 +170,9 @@ pub fn fabric_file(
             i / 250,
             i % 250 + 1
         );
+        if ipv6 {
+            let _ = writeln!(toml, "ipv6 = [\"fd00:f0::{:x}/64\"]", i + 1);
+        }
         if let Some(groups) = groups {
             toml.push_str(&nic_groups(groups));
             toml.push('\n');
@@ -322,6 +341,13 @@ mod tests {
         let toml = fabric_file("f", "64K", "xdp", &["a", "b"], Some(&groups));
         assert_eq!(toml.matches("security_groups = [").count(), 2);
         assert_eq!(toml.matches("[[security_group]]").count(), GROUPS);
+        assert!(!toml.contains("ipv6"));
+        let v6 = fabric_file_with("f", "16K", "tc", &["a", "b"], None, true);
+        assert!(v6.contains(
+            "netns = \"b\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.0.0.2/24\"]\n\
+             ipv6 = [\"fd00:f0::2/64\"]\n"
+        ));
+        assert_eq!(v6.matches("ipv6 = ").count(), 2);
     }
 
     #[test]

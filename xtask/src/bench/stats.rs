@@ -28,14 +28,22 @@ pub struct Metric {
     pub higher_is_better: bool,
 }
 
-/// The per-MTU metrics, in table order: name, unit, title, higher is better.
+/// The per-MTU metrics, in table order: name, unit, title, higher is better. An IPv6 figure
+/// is named after its IPv4 twin with `_v6` appended and comes right after it.
 pub const METRICS: &[(&str, &str, &str, bool)] = &[
     ("tcp_1", "Gbit/s", "TCP throughput, 1 stream", true),
+    ("tcp_1_v6", "Gbit/s", "TCP throughput, 1 stream, IPv6", true),
     ("tcp_4", "Gbit/s", "TCP throughput, 4 streams", true),
     (
         "cpu_per_gbit",
         "CPU s/Gbit",
         "CPU time per gigabit (TCP, 1 stream)",
+        false,
+    ),
+    (
+        "cpu_per_gbit_v6",
+        "CPU s/Gbit",
+        "CPU time per gigabit (TCP, 1 stream, IPv6)",
         false,
     ),
     (
@@ -59,9 +67,21 @@ pub const METRICS: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "rr_p50_v6",
+        "us",
+        "TCP request/response round trip, IPv6 (own ping-pong), p50",
+        false,
+    ),
+    (
         "rr_p99",
         "us",
         "TCP request/response round trip, p99",
+        false,
+    ),
+    (
+        "rr_p99_v6",
+        "us",
+        "TCP request/response round trip, IPv6 (own ping-pong), p99",
         false,
     ),
     (
@@ -70,10 +90,23 @@ pub const METRICS: &[(&str, &str, &str, bool)] = &[
         "TCP connections/s (connect, 64-byte request/response, close)",
         true,
     ),
+    (
+        "prog_ns",
+        "ns",
+        "iqd_tc run time per packet (ICMP echo, IPv4)",
+        false,
+    ),
+    (
+        "prog_ns_v6",
+        "ns",
+        "iqd_tc run time per packet (ICMPv6 echo, IPv6)",
+        false,
+    ),
 ];
 
-/// Describes `name`: one of [`METRICS`] or a scale metric `scale<N>_up`, `scale<N>_reachable`
-/// or `scale<N>_tcp` (N LPARs on one CHPID).
+/// Describes `name`: one of [`METRICS`] or a scale metric (N LPARs on one CHPID):
+/// `scale<N>_up`, `scale<N>_reachable`, `scale<N>_reachable_v6`, `scale<N>_tcp`,
+/// `scale<N>_tcp_v6` or `scale<N>_neigh_permanent`.
 pub fn metric(name: &str) -> Option<Metric> {
     if let Some((_, unit, title, higher_is_better)) = METRICS.iter().find(|m| m.0 == name) {
         return Some(Metric {
@@ -88,7 +121,18 @@ pub fn metric(name: &str) -> Option<Metric> {
     let (unit, title, higher_is_better) = match what {
         "up" => ("s", "time to bring up", false),
         "reachable" => ("%", "all-pairs reachability", true),
+        "reachable_v6" => ("%", "all-pairs reachability, IPv6", true),
         "tcp" => ("Gbit/s", "aggregate TCP throughput of N/2 pairs", true),
+        "tcp_v6" => (
+            "Gbit/s",
+            "aggregate TCP throughput of N/2 pairs, IPv6",
+            true,
+        ),
+        "neigh_permanent" => (
+            "entries",
+            "permanent neighbour entries in the endpoint namespaces",
+            false,
+        ),
         _ => return None,
     };
     Some(Metric {
@@ -98,17 +142,37 @@ pub fn metric(name: &str) -> Option<Metric> {
     })
 }
 
-/// Where a metric sorts in tables: the per-MTU metrics in order, then scale metrics by N.
-pub fn metric_order(name: &str) -> (usize, u32, String) {
+/// Whether a metric gets ratios to the bridge and the veth pair: not a count of permanent
+/// neighbour entries (the bridge gets them from the benchmark, iqd must need none).
+pub fn has_ratios(name: &str) -> bool {
+    !name.ends_with("_neigh_permanent")
+}
+
+/// The scale metrics of one N in table order: reachability in each family beside the count of
+/// permanent neighbour entries it needed, then throughput and the time to bring up.
+const SCALE_ORDER: [&str; 6] = [
+    "reachable",
+    "reachable_v6",
+    "neigh_permanent",
+    "tcp",
+    "tcp_v6",
+    "up",
+];
+
+/// Where a metric sorts in tables: the per-MTU metrics in order, then scale metrics by N, and
+/// within one N in [`SCALE_ORDER`].
+pub fn metric_order(name: &str) -> (usize, u32, usize, String) {
     match METRICS.iter().position(|m| m.0 == name) {
-        Some(i) => (i, 0, String::new()),
+        Some(i) => (i, 0, 0, String::new()),
         None => {
-            let n = name
+            let split = name
                 .strip_prefix("scale")
-                .and_then(|rest| rest.split_once('_'))
-                .and_then(|(n, _)| n.parse().ok())
-                .unwrap_or(u32::MAX);
-            (METRICS.len(), n, name.to_string())
+                .and_then(|rest| rest.split_once('_'));
+            let n = split.and_then(|(n, _)| n.parse().ok()).unwrap_or(u32::MAX);
+            let what = split
+                .and_then(|(_, what)| SCALE_ORDER.iter().position(|w| *w == what))
+                .unwrap_or(SCALE_ORDER.len());
+            (METRICS.len(), n, what, name.to_string())
         }
     }
 }
@@ -159,7 +223,7 @@ fn paired_ratio(rounds: &BTreeMap<u32, f64>, other: Option<&BTreeMap<u32, f64>>)
 pub fn summarize(samples: &[Sample], systems: &[String]) -> Vec<Summary> {
     // (metric, mtu) -> system -> round -> value
     type ByRound = BTreeMap<u32, f64>;
-    type Key = ((usize, u32, String), String, u32);
+    type Key = ((usize, u32, usize, String), String, u32);
     let mut groups: BTreeMap<Key, BTreeMap<String, ByRound>> = BTreeMap::new();
     let mut units: BTreeMap<String, String> = BTreeMap::new();
     for s in samples {
@@ -196,8 +260,9 @@ pub fn summarize(samples: &[Sample], systems: &[String]) -> Vec<Summary> {
                 min: values.iter().copied().fold(f64::INFINITY, f64::min),
                 max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 samples: values.len(),
-                vs_bridge: paired_ratio(rounds, by_system.get(BASELINE)),
-                vs_veth: paired_ratio(rounds, by_system.get(LIMIT)),
+                vs_bridge: paired_ratio(rounds, by_system.get(BASELINE))
+                    .filter(|_| has_ratios(&metric)),
+                vs_veth: paired_ratio(rounds, by_system.get(LIMIT)).filter(|_| has_ratios(&metric)),
             });
         }
     }
@@ -278,6 +343,81 @@ pub fn secgroup_rows(samples: &[Sample]) -> Vec<SecgroupRow> {
         }
     }
     out
+}
+
+/// The figures measured in both families with the same tool, by their IPv4 names: the IPv6
+/// round trip comes from another tool than sockperf's IPv4 one, so it is compared with the
+/// bridge and the veth pair only.
+pub const FAMILY_METRICS: [&str; 3] = ["tcp_1", "cpu_per_gbit", "prog_ns"];
+
+/// One system's figure in IPv4 and IPv6 side by side, at a metric (IPv4 name) and MTU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FamilyRow {
+    pub metric: String,
+    pub unit: String,
+    pub mtu: u32,
+    pub system: String,
+    /// Median over the rounds, IPv4.
+    pub v4: Option<f64>,
+    /// Median over the rounds, IPv6.
+    pub v6: Option<f64>,
+    /// Paired within rounds: IPv6 / IPv4.
+    pub v6_vs_v4: Option<f64>,
+}
+
+/// IPv6 against IPv4 for every system, metric of [`FAMILY_METRICS`] and MTU with IPv6
+/// samples, and wherever the program's cost was measured.
+pub fn family_rows(samples: &[Sample], systems: &[String]) -> Vec<FamilyRow> {
+    let rounds = |system: &str, metric: &str, mtu: u32| -> Option<BTreeMap<u32, f64>> {
+        let map: BTreeMap<u32, f64> = samples
+            .iter()
+            .filter(|s| s.metric == metric && s.mtu == mtu && s.system == system)
+            .map(|s| (s.round, s.value))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    let med = |r: &Option<BTreeMap<u32, f64>>| {
+        r.as_ref()
+            .and_then(|r| median(&r.values().copied().collect::<Vec<_>>()))
+    };
+    let mut keys: Vec<(usize, u32, usize, String)> = Vec::new();
+    for s in samples {
+        // Every IPv6 figure with an IPv4 twin, and the program's cost in either family, so
+        // that a failed IPv6 cost shows as missing beside the IPv4 one.
+        let v4_name = match s.metric.strip_suffix("_v6") {
+            Some(name) => name,
+            None if s.metric == "prog_ns" => "prog_ns",
+            None => continue,
+        };
+        let Some(m) = FAMILY_METRICS.iter().position(|f| *f == v4_name) else {
+            continue;
+        };
+        let position = systems
+            .iter()
+            .position(|x| *x == s.system)
+            .unwrap_or(usize::MAX);
+        let key = (m, s.mtu, position, s.system.clone());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    keys.into_iter()
+        .map(|(m, mtu, _, system)| {
+            let name = FAMILY_METRICS[m];
+            let v4 = rounds(&system, name, mtu);
+            let v6 = rounds(&system, &format!("{name}_v6"), mtu);
+            FamilyRow {
+                metric: name.to_string(),
+                unit: metric_unit(name),
+                mtu,
+                v4: med(&v4),
+                v6: med(&v6),
+                v6_vs_v4: v6.as_ref().and_then(|v6| paired_ratio(v6, v4.as_ref())),
+                system,
+            }
+        })
+        .collect()
 }
 
 fn metric_unit(name: &str) -> String {
@@ -370,5 +510,94 @@ mod tests {
         assert!(!metric("scale16_up").unwrap().higher_is_better);
         assert!(metric("scale_x").is_none());
         assert!(metric("nonsense").is_none());
+    }
+    #[test]
+    fn ipv6_figures_sort_beside_their_ipv4_twins() {
+        for name in ["tcp_1", "cpu_per_gbit", "rr_p50", "rr_p99", "prog_ns"] {
+            let v6 = format!("{name}_v6");
+            assert_eq!(metric_order(&v6).0, metric_order(name).0 + 1, "{v6}");
+            let (a, b) = (metric(name).unwrap(), metric(&v6).unwrap());
+            assert_eq!((a.unit, a.higher_is_better), (b.unit, b.higher_is_better));
+            assert!(b.title.contains("IPv6"), "{}", b.title);
+        }
+        let m = metric("scale85_reachable_v6").unwrap();
+        assert_eq!((m.unit, m.higher_is_better), ("%", true));
+        assert_eq!(m.title, "85 LPARs: all-pairs reachability, IPv6");
+        let m = metric("scale85_neigh_permanent").unwrap();
+        assert_eq!((m.unit, m.higher_is_better), ("entries", false));
+        assert!(metric("scale85_tcp_v6").is_some());
+        // Scale metrics sort by N, then reachability first, each family's beside the other.
+        assert!(metric_order("scale85_reachable") < metric_order("scale85_reachable_v6"));
+        assert!(metric_order("scale85_reachable_v6") < metric_order("scale85_neigh_permanent"));
+        assert!(metric_order("scale85_neigh_permanent") < metric_order("scale85_tcp"));
+        assert!(metric_order("scale2_up") < metric_order("scale85_reachable"));
+    }
+
+    #[test]
+    fn permanent_neighbour_counts_have_no_ratios() {
+        let mut samples = Vec::new();
+        for (system, value) in [("iqd-tc", 0.0), ("bridge", 14280.0)] {
+            samples.push(Sample {
+                system: system.into(),
+                mtu: 8192,
+                metric: "scale85_neigh_permanent".into(),
+                round: 0,
+                value,
+                unit: "entries".into(),
+            });
+        }
+        let rows = summarize(&samples, &["iqd-tc".into(), "bridge".into()]);
+        assert_eq!(rows.len(), 2);
+        assert!(rows
+            .iter()
+            .all(|r| r.vs_bridge.is_none() && r.vs_veth.is_none()));
+        assert!(has_ratios("scale85_reachable_v6"));
+    }
+
+    #[test]
+    fn family_rows_pair_ipv6_with_ipv4_within_rounds() {
+        let mut samples = Vec::new();
+        let mut push = |system: &str, metric: &str, round: u32, value: f64| {
+            samples.push(Sample {
+                system: system.into(),
+                mtu: 1500,
+                metric: metric.into(),
+                round,
+                value,
+                unit: "ns".into(),
+            })
+        };
+        for round in 0..3 {
+            let r = f64::from(round);
+            push("iqd-tc", "prog_ns", round, 200.0 + 10.0 * r);
+            push("iqd-tc", "prog_ns_v6", round, 220.0 + 11.0 * r);
+            push("bridge", "tcp_1", round, 20.0);
+            push("bridge", "tcp_1_v6", round, 19.0);
+            push("bridge", "rr_p50", round, 60.0);
+            push("bridge", "rr_p50_v6", round, 50.0);
+        }
+        // A round in which IPv6 failed pairs nothing.
+        push("iqd-tc", "prog_ns", 3, 1000.0);
+        let systems = vec!["iqd-tc".to_string(), "bridge".into()];
+        let rows = family_rows(&samples, &systems);
+        // No round-trip row: the two families' round trips come from different tools.
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            (rows[0].metric.as_str(), rows[0].system.as_str()),
+            ("tcp_1", "bridge")
+        );
+        assert!((rows[0].v6_vs_v4.unwrap() - 0.95).abs() < 1e-9);
+        let cost = &rows[1];
+        assert_eq!(
+            (cost.metric.as_str(), cost.unit.as_str()),
+            ("prog_ns", "ns")
+        );
+        assert_eq!((cost.v4, cost.v6), (Some(215.0), Some(231.0)));
+        assert!((cost.v6_vs_v4.unwrap() - 1.1).abs() < 1e-9);
+        // IPv4's cost alone: a row with IPv6 missing. Other IPv4 figures alone: none.
+        let v4_only = family_rows(&samples[..1], &systems);
+        assert_eq!(v4_only.len(), 1);
+        assert_eq!((v4_only[0].v4, v4_only[0].v6), (Some(200.0), None));
+        assert!(family_rows(&samples[2..3], &systems).is_empty());
     }
 }
