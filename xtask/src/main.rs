@@ -65,12 +65,14 @@ enum Command {
     /// Builds every system in namespaces of its own at each MTU (1500, 8192, 57344) and measures,
     /// interleaved round-robin: TCP throughput (iperf3, 1 and 4 streams), UDP packet rate and
     /// loss (iperf3 -b 0, 64- and 1400-byte payloads), TCP request/response round trip p50/p99
-    /// (sockperf ping-pong), CPU seconds per gigabit (/proc/stat), and a scale test with N LPARs
-    /// on one CHPID (time to bring up, all-pairs reachability with fping, aggregate TCP of N/2
-    /// pairs). Prints medians with min-max and ratios to the bridge and to the veth pair, paired
-    /// within each round; writes every raw sample to JSON; a full default run regenerates
-    /// docs/performance.md with SVG charts. The full run takes about 15 minutes on 2 cores,
-    /// --quick about 2.
+    /// (sockperf ping-pong), CPU seconds per gigabit (/proc/stat), IPv6 TCP throughput and round
+    /// trip, the per-packet cost of iqd's tc program over IPv4 and IPv6 (BPF statistics), and a
+    /// scale test with N LPARs on one CHPID (time to bring up, all-pairs reachability over IPv4
+    /// and IPv6 with fping, permanent neighbour entries, aggregate TCP of N/2 pairs). Prints
+    /// medians with min-max and ratios to the bridge and to the veth pair, paired within each
+    /// round; writes every raw sample to JSON; a full default run regenerates
+    /// docs/performance.md with SVG charts. The full run takes about 31 minutes on 2 cores,
+    /// --quick about 4.
     Bench(bench::Options),
 }
 
