@@ -111,6 +111,28 @@ fn members(fabric: &Fabric, group: &str) -> Vec<Ipv6Addr> {
     addrs
 }
 
+/// The fewest address blocks that hold exactly `addrs` (sorted, distinct): two sibling blocks
+/// (`x/n` and `x + 2^(128-n)/n`, the first aligned to `n - 1`) merge into one, repeatedly.
+fn aggregate(addrs: Vec<Ipv6Addr>) -> Vec<Prefix> {
+    let mut blocks: Vec<(u128, u8)> = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        blocks.push((u128::from(addr), 128));
+        while let [.., (a, n), (b, m)] = blocks[..] {
+            let size = 1u128 << (128 - u32::from(n));
+            let aligned = n > 0 && a & ((size << 1) - 1) == 0;
+            if n != m || !aligned || a.checked_add(size) != Some(b) {
+                break;
+            }
+            blocks.truncate(blocks.len() - 2);
+            blocks.push((a, n - 1));
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(a, n)| (Ipv6Addr::from(a), n))
+        .collect()
+}
+
 /// Sorts and merges overlapping or adjacent ranges.
 pub fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
     ranges.sort();
@@ -209,10 +231,9 @@ impl RuleTable {
                 // `::/0`: every address of both families.
                 Remote::Any => vec![(Ipv6Addr::UNSPECIFIED, 0)],
                 Remote::Cidr(cidr) => vec![cidr.mapped()],
-                Remote::Group(group) => members(fabric, group)
-                    .into_iter()
-                    .map(|a| (a, 128))
-                    .collect(),
+                // The members as the fewest blocks that hold exactly them: a group of N NICs
+                // with consecutive addresses costs a few entries, not N.
+                Remote::Group(group) => aggregate(members(fabric, group)),
             };
             let range = rule_range(rule);
             for &class in classes(rule.protocol) {
@@ -421,6 +442,25 @@ ipv4 = ["10.0.0.3/24"]
 
     fn ip(last: u8) -> std::net::Ipv4Addr {
         std::net::Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    #[test]
+    fn members_aggregate_into_the_fewest_blocks_holding_exactly_them() {
+        let v4 = |n: u8| std::net::Ipv4Addr::new(10, 0, 0, n).to_ipv6_mapped();
+        let blocks = |ns: &[u8]| aggregate(ns.iter().map(|n| v4(*n)).collect());
+        assert_eq!(blocks(&[1]), [(v4(1), 128)]);
+        assert_eq!(blocks(&[1, 2, 3]), [(v4(1), 128), (v4(2), 127)]);
+        assert_eq!(blocks(&[0, 1, 2, 3]), [(v4(0), 126)]);
+        // 1..=85: nine blocks instead of 85 entries.
+        let all: Vec<u8> = (1..=85).collect();
+        let got = blocks(&all);
+        assert_eq!(got.len(), 9);
+        for n in 0..=255u8 {
+            let held = got.iter().any(|b| holds(*b, v4(n)));
+            assert_eq!(held, (1..=85).contains(&n), "10.0.0.{n}");
+        }
+        // Not aligned: 1 and 2 are not siblings.
+        assert_eq!(blocks(&[1, 2]), [(v4(1), 128), (v4(2), 128)]);
     }
 
     #[test]
