@@ -167,32 +167,6 @@ impl Netlink {
             .map_err(self.err(format!("set link {index} arp {what}")))
     }
 
-    /// The IPv4 addresses on link `index`, with their prefix lengths.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv4Addr, u8)>> {
-        Ok(self
-            .addresses(index)
-            .await?
-            .into_iter()
-            .filter_map(|(a, p)| match a {
-                IpAddr::V4(a) => Some((a, p)),
-                IpAddr::V6(_) => None,
-            })
-            .collect())
-    }
-
-    /// The IPv6 addresses on link `index` with their prefix lengths, link-local ones included.
-    pub async fn ipv6_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv6Addr, u8)>> {
-        Ok(self
-            .addresses(index)
-            .await?
-            .into_iter()
-            .filter_map(|(a, p)| match a {
-                IpAddr::V6(a) => Some((a, p)),
-                IpAddr::V4(_) => None,
-            })
-            .collect())
-    }
-
     /// Every address on link `index`, with its prefix length.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let mut stream = self
