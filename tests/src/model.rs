@@ -128,10 +128,7 @@ impl L4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => Some((sport, dport)),
             L4::Icmp {
                 v6, icmp_type, id, ..
-            } if is_echo(v6, icmp_type) =>
-            {
-                Some((id, id))
-            }
+            } if is_echo(v6, icmp_type) => Some((id, id)),
             L4::Icmp { .. } | L4::LaterFragment { .. } => None,
             L4::Other { .. } => Some((0, 0)),
         }

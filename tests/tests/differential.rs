@@ -901,7 +901,9 @@ impl Generator {
             match self.rng.below(5) {
                 0 => {
                     for _ in 0..self.rng.between(1, 3) {
-                        let kind = self.rng.pick(&[IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_ROUTING]);
+                        let kind =
+                            self.rng
+                                .pick(&[IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_ROUTING]);
                         let units = self.rng.between(0, 2) as usize;
                         let mut ext = vec![0u8; (units + 1) * 8];
                         ext[1] = units as u8;
@@ -915,7 +917,10 @@ impl Generator {
                 }
                 2 => {
                     let offset = self.rng.between(1, 0x1fff) as u16;
-                    exts.push((IPPROTO_FRAGMENT, fragment_header(offset, self.rng.percent(50))));
+                    exts.push((
+                        IPPROTO_FRAGMENT,
+                        fragment_header(offset, self.rng.percent(50)),
+                    ));
                     follow = false;
                     note += ", later fragment";
                 }
@@ -997,10 +1002,10 @@ impl Generator {
             }
         }
         if cut.is_some() {
-            let at = self
-                .rng
-                .between(ETH_HLEN as u64, (frame.len() - 1).min(ETH_HLEN + IPV6_HLEN + 28) as u64)
-                as usize;
+            let at = self.rng.between(
+                ETH_HLEN as u64,
+                (frame.len() - 1).min(ETH_HLEN + IPV6_HLEN + 28) as u64,
+            ) as usize;
             frame.truncate(at);
             note += &format!(", cut to {at} bytes");
         }
