@@ -202,7 +202,6 @@ async fn apply(
         upgrade: None,
         routes: Vec::new(),
         ports: std::collections::HashMap::new(),
-        built: Vec::new(),
         undo,
     };
     for step in &steps {
@@ -212,7 +211,6 @@ async fn apply(
             source: Box::new(source),
         })?;
     }
-    exec.state.nics = std::mem::take(&mut exec.built);
     exec.state.applied = Some(AppliedFile {
         path: config.to_path_buf(),
         text: text.to_string(),
@@ -253,8 +251,6 @@ struct Executor<'a> {
     routes: Vec<(RouteKey, RouteTarget)>,
     /// Port ifindex by devno (unique in a fabric) of the NICs configured so far.
     ports: std::collections::HashMap<u16, u32>,
-    /// Records of the NICs configured so far: the state file's NICs once `up` completes.
-    built: Vec<NicRecord>,
     undo: &'a mut Undo,
 }
 
@@ -340,7 +336,7 @@ impl Executor<'_> {
                 .report
                 .kept_nics
                 .push(format!("{}/{}", record.lpar, record.nic)),
-            Step::ConfigureNic { nic: record, .. } => {
+            Step::ConfigureNic(record) => {
                 self.configure_nic(record).await?;
                 // The record now says what the NIC has (its addresses included).
                 self.record_nic(record)?;
@@ -376,9 +372,6 @@ impl Executor<'_> {
             // the file lists them. Until it runs, and whenever it does not, `iqd_xsk` delivers
             // in the kernel.
             Step::Switch { run: true } => {
-                let mut state = self.state.clone();
-                state.nics = self.built.clone();
-                state.save()?;
                 self.report.switch_pid = Some(switch::start(&fabric.name, self.config)?);
             }
             Step::Switch { run: false } => {
@@ -452,7 +445,6 @@ impl Executor<'_> {
         // Devnos are unique in a fabric: they name the NIC.
         self.ports.insert(nic.devno, port.index);
         self.routes.extend(nic_routes(nic, port.index));
-        self.built.push(record.clone());
         Ok(())
     }
 }

@@ -67,12 +67,8 @@ pub enum Step {
     CreateNic(NicRecord),
     /// A NIC that stays: its veth pair is kept (frames keep flowing).
     KeepNic(NicRecord),
-    /// A NIC's port description, program and LPAR side (addresses, offloads), created or kept;
-    /// `old` is what the state file recorded of it if it was kept.
-    ConfigureNic {
-        nic: NicRecord,
-        old: Option<NicRecord>,
-    },
+    /// A NIC's port description, program and LPAR side (addresses, offloads), created or kept.
+    ConfigureNic(NicRecord),
     /// The address maps hold exactly the NICs' addresses.
     SyncRoutes,
     /// The rule table holds the compiled security groups; connections they no longer allow go.
@@ -103,7 +99,7 @@ impl std::fmt::Display for Step {
                 r.lpar, r.nic, r.port, r.nic, r.netns
             ),
             Step::KeepNic(r) => write!(f, "keep NIC {}/{}", r.lpar, r.nic),
-            Step::ConfigureNic { nic, .. } => write!(
+            Step::ConfigureNic(nic) => write!(
                 f,
                 "configure NIC {}/{} (port {}, {} in namespace {})",
                 nic.lpar, nic.nic, nic.port, nic.nic, nic.netns
@@ -186,12 +182,9 @@ pub fn plan(
     let mut refusals = Vec::new();
     for nic in &wanted {
         match kept(nic) {
-            Some(old) => {
+            Some(_) => {
                 steps.push(Step::KeepNic(nic.clone()));
-                steps.push(Step::ConfigureNic {
-                    nic: nic.clone(),
-                    old: Some(old.clone()),
-                });
+                steps.push(Step::ConfigureNic(nic.clone()));
             }
             None => {
                 // The LPAR-side name is free unless something holds it that iqd will not
@@ -212,10 +205,7 @@ pub fn plan(
                     });
                 }
                 steps.push(Step::CreateNic(nic.clone()));
-                steps.push(Step::ConfigureNic {
-                    nic: nic.clone(),
-                    old: None,
-                });
+                steps.push(Step::ConfigureNic(nic.clone()));
             }
         }
     }

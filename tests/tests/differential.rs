@@ -31,18 +31,17 @@ use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
 use iqd_common::{
     drop_reason, port_flags,
     wire::{
-        ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
-        IPV4_MAX_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_PSH,
-        TCP_RST, TCP_SYN, VLAN_HLEN,
+        ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV4_MAX_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_SOLICIT, TCP_ACK, TCP_FIN,
+        TCP_HLEN, TCP_PSH, TCP_RST, TCP_SYN, VLAN_HLEN,
     },
     NicCounters, PortInfo, RouteKey, RouteTarget,
 };
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
     frames::{
-        ethernet, ArpFrame, Ipv4Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
-        ETH_P_LOCAL_EXP, L4,
+        ethernet, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP,
+        ETH_P_IPV6, ETH_P_LOCAL_EXP, L4,
     },
     model::{Model, NicId, Verdict},
     prog_test::{action_name, ifindex, Hook, ProgBench, XDP_DROP, XDP_REDIRECT, XDP_TX},
@@ -891,117 +890,89 @@ impl Generator {
         mut note: String,
     ) -> Generated {
         let nic = model.nic(flow.from);
-        let (proto, mut payload) = l4_bytes6(&l4);
-        // Extension headers as (their protocol number, their bytes with the next header
-        // left to fill in).
-        let mut exts: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut packet = Ipv6Frame::new(src_mac, dst_mac, src, dst, icmpv6(l4));
         let mut follow = true;
-        let mut pad_to = None;
         if self.rng.percent(25) {
             match self.rng.below(5) {
                 0 => {
                     for _ in 0..self.rng.between(1, 3) {
-                        let kind =
-                            self.rng
-                                .pick(&[IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_ROUTING]);
-                        let units = self.rng.between(0, 2) as usize;
-                        let mut ext = vec![0u8; (units + 1) * 8];
-                        ext[1] = units as u8;
-                        exts.push((kind, ext));
+                        let len = self.rng.between(0, 2) as u8;
+                        packet = packet.with_ext(match self.rng.below(3) {
+                            0 => ExtHeader::HopByHop { len },
+                            1 => ExtHeader::DestOpts { len },
+                            _ => ExtHeader::Routing { len },
+                        });
                     }
                     note += ", extension headers";
                 }
                 1 => {
-                    exts.push((IPPROTO_FRAGMENT, fragment_header(0, true)));
+                    packet = packet.with_ext(ExtHeader::Fragment {
+                        offset: 0,
+                        more: true,
+                    });
                     note += ", first fragment";
                 }
                 2 => {
-                    let offset = self.rng.between(1, 0x1fff) as u16;
-                    exts.push((
-                        IPPROTO_FRAGMENT,
-                        fragment_header(offset, self.rng.percent(50)),
-                    ));
+                    packet = packet.with_ext(ExtHeader::Fragment {
+                        offset: self.rng.between(1, 0x1fff) as u16,
+                        more: self.rng.percent(50),
+                    });
                     follow = false;
                     note += ", later fragment";
                 }
                 3 => {
-                    pad_to = Some(self.rng.between(60, 200) as usize);
+                    packet.pad_to = Some(self.rng.between(60, 200) as usize);
                     note += ", padded";
                 }
                 _ => {
-                    let headers = ETH_HLEN + IPV6_HLEN + payload.len();
+                    let headers = packet.build().len();
                     let limit = nic.mtu as usize + ETH_HLEN;
                     if headers < limit {
                         let len = self.rng.between(headers as u64, limit as u64) as usize;
-                        payload.resize(payload.len() + len - headers, 0);
+                        packet = packet.with_frame_len(len);
                         note += ", large";
                     }
                 }
             }
         }
-        let mut version = 6u8;
-        let mut payload_len_delta: i64 = 0;
-        let mut cut = None;
-        let mut above_mfs = false;
+        let mut cut = false;
         if self.rng.percent(12) {
             follow = false;
+            let true_len = (packet.packet().len() - IPV6_HLEN) as i64;
             match self.rng.below(7) {
-                0 => cut = Some(()),
+                0 => cut = true,
                 1 => {
-                    payload_len_delta = self.rng.between(1, 64) as i64;
+                    let beyond = true_len + self.rng.between(1, 64) as i64;
+                    packet.payload_len = Some(beyond.min(0xffff) as u16);
                     note += ", payload length beyond the frame";
                 }
                 2 => {
-                    version = self.rng.pick(&[0, 4, 5, 15]);
+                    packet.version = self.rng.pick(&[0, 4, 5, 15]);
                     note += ", IP version not 6";
                 }
                 3 => {
-                    exts = (0..=MAX_IPV6_EXT_HEADERS)
-                        .map(|_| (IPPROTO_DSTOPTS, vec![0u8; 8]))
-                        .collect();
+                    packet.ext = vec![ExtHeader::DestOpts { len: 0 }; MAX_IPV6_EXT_HEADERS + 1];
                     note += ", too many extension headers";
                 }
                 4 => {
-                    let mut ext = vec![0u8; 8];
-                    ext[1] = 255;
-                    exts.push((IPPROTO_HOPOPTS, ext));
+                    packet = packet.with_ext(ExtHeader::HopByHop { len: 255 });
                     note += ", extension header beyond the packet";
                 }
                 5 => {
                     // The packet ends inside the transport header; the rest is padding.
-                    payload_len_delta = -(self.rng.between(1, payload.len().max(1) as u64) as i64);
+                    let shorter = self.rng.between(1, true_len.max(1) as u64) as i64;
+                    packet.payload_len = Some((true_len - shorter).max(0) as u16);
                     note += ", payload length ends inside the transport header";
                 }
-                _ => above_mfs = true,
+                _ => {
+                    let len = nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize;
+                    packet = packet.with_frame_len(len);
+                    note += ", above the MFS";
+                }
             }
         }
-        // Chain the next-header fields: the fixed header names the first extension header.
-        let mut next = proto;
-        for (kind, ext) in exts.iter_mut().rev() {
-            ext[0] = next;
-            next = *kind;
-        }
-        let mut body: Vec<u8> = exts.into_iter().flat_map(|(_, ext)| ext).collect();
-        body.extend_from_slice(&payload);
-        if above_mfs {
-            let len = nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize;
-            body.resize(len - ETH_HLEN - IPV6_HLEN, 0);
-            note += ", above the MFS";
-        }
-        let payload_len = (body.len() as i64 + payload_len_delta).clamp(0, 0xffff) as u16;
-        let mut ip = vec![version << 4, 0, 0, 0];
-        ip.extend_from_slice(&payload_len.to_be_bytes());
-        ip.extend_from_slice(&[next, 64]);
-        ip.extend_from_slice(&src.octets());
-        ip.extend_from_slice(&dst.octets());
-        ip.extend_from_slice(&body);
-        let mut frame = ethernet(dst_mac, src_mac, ETH_P_IPV6, &ip);
-        if let Some(len) = pad_to {
-            if frame.len() < len {
-                frame.resize(len, 0);
-            }
-        }
-        if cut.is_some() {
+        let mut frame = packet.build();
+        if cut {
             let at = self.rng.between(
                 ETH_HLEN as u64,
                 (frame.len() - 1).min(ETH_HLEN + IPV6_HLEN + 28) as u64,
@@ -1042,64 +1013,44 @@ impl Generator {
             5 => self.rng.pick(&own),
             _ => self.rng.pick(&anywhere),
         };
+        let mut packet = Ipv6Frame::neighbor_solicitation(nic.mac, src, target);
         let icmp_type = if self.rng.percent(80) {
-            135
+            ND_NEIGHBOR_SOLICIT
         } else {
             self.rng.pick(&[133u8, 134, 136, 137])
         };
-        let mut note = format!("ND type {icmp_type} for {target}");
-        let mut icmp = vec![icmp_type, 0, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&target.octets());
-        if icmp_type == 135 && !src.is_unspecified() && self.rng.percent(50) {
-            icmp.extend_from_slice(&[1, 1]);
-            icmp.extend_from_slice(&nic.mac);
+        if let L4::Icmp {
+            icmp_type: t, data, ..
+        } = &mut packet.l4
+        {
+            *t = icmp_type;
+            // The source link-layer option (present unless the source is `::`) half the time.
+            if self.rng.percent(50) {
+                data.truncate(16);
+            }
         }
-        let mut src_mac = nic.mac;
-        let mut exts = Vec::new();
+        let mut note = format!("ND type {icmp_type} for {target}");
         match self.rng.below(20) {
             0 => {
-                let len = self.rng.between(8, 23) as usize;
-                icmp.truncate(len);
+                // The message (8-byte header and target) cut to 8..23 bytes.
+                if let L4::Icmp { data, .. } = &mut packet.l4 {
+                    data.truncate(self.rng.between(0, 15) as usize);
+                }
                 note += ", message cut short";
             }
             1 => {
-                src_mac = MAC_STRANGER;
+                packet.src_mac = MAC_STRANGER;
                 note += ", foreign Ethernet source";
             }
             2 => {
-                exts = vec![IPPROTO_ICMPV6, 0, 0, 0, 0, 0, 0, 0];
+                packet = packet.with_ext(ExtHeader::HopByHop { len: 0 });
                 note += ", after a hop-by-hop header";
             }
             _ => {}
         }
-        let t = target.octets();
-        let group = Ipv6Addr::new(
-            0xff02,
-            0,
-            0,
-            0,
-            0,
-            1,
-            0xff00 | u16::from(t[13]),
-            u16::from_be_bytes([t[14], t[15]]),
-        );
-        let dst_mac = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
-        let next = if exts.is_empty() {
-            IPPROTO_ICMPV6
-        } else {
-            IPPROTO_HOPOPTS
-        };
-        let mut body = exts;
-        body.extend_from_slice(&icmp);
-        let mut ip = vec![0x60, 0, 0, 0];
-        ip.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        ip.extend_from_slice(&[next, 255]);
-        ip.extend_from_slice(&src.octets());
-        ip.extend_from_slice(&group.octets());
-        ip.extend_from_slice(&body);
         Generated {
             ingress: from,
-            frame: ethernet(dst_mac, src_mac, ETH_P_IPV6, &ip),
+            frame: packet.build(),
             note,
             flow: None,
         }
@@ -1145,78 +1096,20 @@ fn v6(addr: IpAddr) -> Option<Ipv6Addr> {
     }
 }
 
-/// An IPv6 fragment header (next header filled in later) at fragment `offset` (8-byte units).
-fn fragment_header(offset: u16, more: bool) -> Vec<u8> {
-    let field = (offset << 3) | u16::from(more);
-    let mut h = vec![0, 0];
-    h.extend_from_slice(&field.to_be_bytes());
-    h.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    h
-}
-
-/// The transport part of an IPv6 packet made from the IPv4 generator's `l4`: its protocol and
-/// bytes (checksums left zero: the fabric does not read them). ICMP becomes ICMPv6 (echo types
-/// 128 and 129; errors their ICMPv6 counterparts).
-fn l4_bytes6(l4: &L4) -> (u8, Vec<u8>) {
-    match l4 {
-        L4::Tcp {
-            src_port,
-            dst_port,
-            seq,
-            ack,
-            flags,
-            data,
-        } => {
-            let mut seg = Vec::new();
-            seg.extend_from_slice(&src_port.to_be_bytes());
-            seg.extend_from_slice(&dst_port.to_be_bytes());
-            seg.extend_from_slice(&seq.to_be_bytes());
-            seg.extend_from_slice(&ack.to_be_bytes());
-            seg.extend_from_slice(&[(TCP_HLEN as u8 / 4) << 4, *flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-            seg.extend_from_slice(data);
-            (IPPROTO_TCP, seg)
-        }
-        L4::Udp {
-            src_port,
-            dst_port,
-            data,
-        } => {
-            let mut seg = Vec::new();
-            seg.extend_from_slice(&src_port.to_be_bytes());
-            seg.extend_from_slice(&dst_port.to_be_bytes());
-            seg.extend_from_slice(&(8 + data.len() as u16).to_be_bytes());
-            seg.extend_from_slice(&[0, 0]);
-            seg.extend_from_slice(data);
-            (IPPROTO_UDP, seg)
-        }
-        L4::Icmp {
-            icmp_type,
-            code,
-            rest,
-            data,
-        } => {
-            let icmp_type = match *icmp_type {
-                8 => 128,
-                0 => 129,
-                3 => 1,
-                11 => 3,
-                13 => 200,
-                other => other,
-            };
-            let mut msg = vec![icmp_type, *code, 0, 0];
-            msg.extend_from_slice(rest);
-            msg.extend_from_slice(data);
-            (IPPROTO_ICMPV6, msg)
-        }
-        L4::IcmpEcho { id, seq, data } => {
-            let mut msg = vec![128, 0, 0, 0];
-            msg.extend_from_slice(&id.to_be_bytes());
-            msg.extend_from_slice(&seq.to_be_bytes());
-            msg.extend_from_slice(data);
-            (IPPROTO_ICMPV6, msg)
-        }
-        L4::Raw { protocol, data } => (*protocol, data.clone()),
+/// The generator's `l4` as carried over IPv6: ICMP becomes ICMPv6 (echo types 128 and 129,
+/// errors their ICMPv6 counterparts).
+fn icmpv6(mut l4: L4) -> L4 {
+    if let L4::Icmp { icmp_type, .. } = &mut l4 {
+        *icmp_type = match *icmp_type {
+            8 => 128,
+            0 => 129,
+            3 => 1,
+            11 => 3,
+            13 => 200,
+            other => other,
+        };
     }
+    l4
 }
 
 // ---------------------------------------------------------------------------------------------
