@@ -41,8 +41,18 @@ pub mod map_names {
     /// last brought the fabric up, at index 0 of a one-entry array. Never touched by a program.
     /// Pins from before it existed count as layout 1.
     pub const LAYOUT: &str = "IQD_LAYOUT";
+    /// The routes of stopped LPARs' NICs, keyed and valued like [`ROUTES`] (out of it while
+    /// the LPAR is stopped): a frame to one is dropped as `lpar_stopped`, not
+    /// `no_destination`. Consulted only when [`ROUTES`] has no entry.
+    pub const STOPPED: &str = "IQD_STOPPED";
+    /// The bandwidth bucket slot of a port whose LPAR has a bandwidth, keyed by the port's
+    /// ifindex: its LPAR's two [`crate::Bucket`]s are at `2 * slot` (send) and
+    /// `2 * slot + 1` (receive) of [`BUCKETS`].
+    pub const BW_PORTS: &str = "IQD_BW_PORTS";
+    /// [`crate::Bucket`] per LPAR with a bandwidth and direction (see [`BW_PORTS`]), an array.
+    pub const BUCKETS: &str = "IQD_BUCKETS";
 
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         PORTS,
         ROUTES,
         ADDRESSES,
@@ -56,6 +66,9 @@ pub mod map_names {
         XSK_STATS,
         SWITCH_COUNTERS,
         LAYOUT,
+        STOPPED,
+        BW_PORTS,
+        BUCKETS,
     ];
 }
 
@@ -69,8 +82,9 @@ const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
 /// changes, so that `iqd up` knows it upgrades a fabric in place. Layout 1: the pins of iqd
 /// before versioning.
 /// Layout 2: connections keyed by segment (20-byte key). Layout 3: every address in a key is
-/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]).
-pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 3 };
+/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]). Layout 4: drop reasons `lpar_stopped` and
+/// `bandwidth_exceeded` (longer [`NicCounters`]), the lifecycle and bandwidth maps.
+pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 4 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -222,6 +236,8 @@ pub struct PortInfo {
 pub mod port_flags {
     /// The NIC may send from addresses it did not register (`allow_ip_spoofing`).
     pub const ALLOW_IP_SPOOFING: u8 = 1;
+    /// The NIC's LPAR has a bandwidth: what it sends is metered (see [`crate::Bucket`]).
+    pub const BANDWIDTH: u8 = 2;
 }
 
 impl PortInfo {
@@ -297,7 +313,15 @@ pub struct RouteTarget {
     pub ifindex: u32,
     /// The NIC's MAC, written as destination into forwarded frames and ARP replies.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`route_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`RouteTarget::flags`].
+pub mod route_flags {
+    /// The NIC's LPAR has a bandwidth: what it receives is metered (see [`crate::Bucket`]).
+    pub const BANDWIDTH: u8 = 1;
 }
 
 impl RouteTarget {
@@ -305,10 +329,43 @@ impl RouteTarget {
         RouteTarget {
             ifindex,
             mac,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         }
     }
+
+    pub const fn with_flags(mut self, flags: u8) -> Self {
+        self.flags = flags;
+        self
+    }
 }
+
+/// An LPAR's bandwidth in one direction, shared by all its NICs: a meter in virtual time
+/// (GCRA). Each admitted frame moves `next_ns` on by its transmission time at `rate`; a frame
+/// that would move it more than `burst_ns` past now exceeds the bandwidth and is dropped
+/// (`bandwidth_exceeded`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Bytes per second; 0: not metered.
+    pub rate: u64,
+    /// How far ahead of now the admitted bytes may reach, in ns of `rate`: the burst.
+    pub burst_ns: u64,
+    /// `bpf_ktime_get_ns` at which the admitted bytes have drained.
+    pub next_ns: u64,
+    /// Frames and bytes dropped for exceeding the bandwidth.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+/// Send and receive buckets of one LPAR in [`map_names::BUCKETS`].
+pub mod bw_direction {
+    pub const SEND: u32 = 0;
+    pub const RECEIVE: u32 = 1;
+}
+
+/// Capacity of [`map_names::BUCKETS`]: two per LPAR.
+pub const MAX_BUCKETS: u32 = 2 * MAX_PORTS;
 
 /// Why the fabric dropped a frame. The index into [`NicCounters::drops`].
 pub mod drop_reason {
@@ -341,9 +398,14 @@ pub mod drop_reason {
     /// advertisements, neighbour advertisements, redirects): the fabric answers neighbour
     /// solicitations itself.
     pub const ND_IGNORED: u32 = 11;
+    // 12 is `vlan_tagged` (VLANs).
+    /// The destination NIC's LPAR is stopped (`iqd lpar stop`). Counted on the sender.
+    pub const LPAR_STOPPED: u32 = 13;
+    /// The sending or the receiving LPAR's bandwidth is exceeded. Counted on the sender.
+    pub const BANDWIDTH_EXCEEDED: u32 = 14;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 15;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -358,6 +420,9 @@ pub mod drop_reason {
         "sg_denied_inbound",
         "target_busy",
         "nd_ignored",
+        "vlan_tagged",
+        "lpar_stopped",
+        "bandwidth_exceeded",
     ];
 }
 
@@ -560,6 +625,7 @@ mod pod {
     unsafe impl aya::Pod for super::SgRanges {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::Bucket {}
 }
 
 #[cfg(test)]
@@ -585,6 +651,7 @@ mod tests {
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
         assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtEntry>(), 48);
+        assert_eq!(size_of::<Bucket>(), 40);
     }
 
     #[test]
@@ -639,6 +706,8 @@ mod tests {
             (SG_DENIED_INBOUND, "sg_denied_inbound"),
             (TARGET_BUSY, "target_busy"),
             (ND_IGNORED, "nd_ignored"),
+            (LPAR_STOPPED, "lpar_stopped"),
+            (BANDWIDTH_EXCEEDED, "bandwidth_exceeded"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }

@@ -20,6 +20,7 @@
 #![no_main]
 
 mod arp;
+mod bandwidth;
 mod conntrack;
 mod counters;
 mod forward;

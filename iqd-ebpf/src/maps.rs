@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
 };
 use iqd_common::{
-    ct_stat, xsk_stat, Addr, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
-    SgRanges, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES, XSK_MAX_QUEUES,
+    ct_stat, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget,
+    SgKey, SgRanges, MAX_BUCKETS, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES,
+    XSK_MAX_QUEUES,
 };
 
 #[map(name = "IQD_PORTS")]
@@ -54,6 +55,15 @@ pub static IQD_SWITCH_COUNTERS: Array<NicCounters> = Array::pinned(MAX_PORTS, BP
 #[map(name = "IQD_LAYOUT")]
 pub static IQD_LAYOUT: Array<u32> = Array::pinned(1, 0);
 
+#[map(name = "IQD_STOPPED")]
+pub static IQD_STOPPED: HashMap<RouteKey, RouteTarget> = HashMap::pinned(MAX_ROUTES, 0);
+
+#[map(name = "IQD_BW_PORTS")]
+pub static IQD_BW_PORTS: HashMap<u32, u32> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_BUCKETS")]
+pub static IQD_BUCKETS: Array<Bucket> = Array::pinned(MAX_BUCKETS, 0);
+
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {
     // SAFETY: entries are plain data; a concurrent update can only yield another valid entry.
@@ -65,6 +75,13 @@ pub fn route(chpid: u32, addr: &Addr) -> Option<RouteTarget> {
     let key = RouteKey { chpid, addr: *addr };
     // SAFETY: as in `port`.
     unsafe { IQD_ROUTES.get(key).copied() }
+}
+
+/// Whether a stopped LPAR's NIC registers `addr` on CHPID `chpid`.
+#[inline(always)]
+pub fn stopped(chpid: u32, addr: &Addr) -> bool {
+    let key = RouteKey { chpid, addr: *addr };
+    IQD_STOPPED.get_ptr(key).is_some()
 }
 
 /// Whether any CHPID registers `addr` (tells `not_member` from `no_destination`).

@@ -17,9 +17,9 @@ use toml::Spanned;
 
 use crate::domain::fabric_netns;
 pub use crate::domain::{
-    chpid_label, format_mac, implicit_default, prefix_mask, Chpid, CidrError, Datapath, Direction,
-    Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
-    DEFAULT_GROUP,
+    chpid_label, format_mac, implicit_default, prefix_mask, Bandwidth, Chpid, CidrError, Datapath,
+    Direction, Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Profile, Protocol, Remote, RemoteCidr,
+    Rule, SecurityGroup, DEFAULT_GROUP, PROFILES,
 };
 
 pub mod keys;
@@ -137,6 +137,8 @@ struct RawChpid {
 struct RawLpar {
     name: Spanned<String>,
     netns: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    bandwidth: Option<Spanned<String>>,
     #[serde(default)]
     nic: Vec<Spanned<RawNic>>,
 }
@@ -169,6 +171,8 @@ struct CheckedLpar {
     netns: String,
     /// Where `netns` was set; `None` when it defaults to the LPAR name.
     netns_pos: Option<usize>,
+    profile: Option<Profile>,
+    bandwidth: Option<Bandwidth>,
     nics: Vec<CheckedNic>,
 }
 
@@ -365,6 +369,8 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             name: lpar.name,
             netns: lpar.netns,
             nics,
+            profile: lpar.profile,
+            bandwidth: lpar.bandwidth,
         });
     }
     let fabric = Fabric {
@@ -525,6 +531,16 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         }
         None => Some(name.clone()),
     };
+    let profile = match &raw.profile {
+        Some(p) => Some(problems.check(check_profile(p))?),
+        None => None,
+    };
+    let bandwidth = match &raw.bandwidth {
+        Some(b) => Some(
+            problems.check(Bandwidth::parse(b.get_ref()).map_err(|m| (b.span().start, m)))?,
+        ),
+        None => None,
+    };
     let nics: Vec<CheckedNic> = raw
         .nic
         .iter()
@@ -540,7 +556,23 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         name_pos,
         netns,
         netns_pos: raw.netns.as_ref().map(|ns| ns.span().start),
+        profile,
+        bandwidth,
         nics,
+    })
+}
+
+fn check_profile(profile: &Spanned<String>) -> Checked<Profile> {
+    Profile::find(profile.get_ref()).ok_or_else(|| {
+        let all: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
+        (
+            profile.span().start,
+            format!(
+                "unknown profile {:?}: must be one of {} (`iqd profiles` lists them)",
+                profile.get_ref(),
+                all.join(", ")
+            ),
+        )
     })
 }
 
@@ -868,11 +900,24 @@ fn check_nics(
 ) {
     let defined: HashSet<u8> = chpids.iter().map(|c| c.id).collect();
     for l in lpars {
+        // A profile's interface count replaces the fabric's limit for its LPARs.
+        let (max_nics, limit) = match l.profile {
+            Some(p) => (
+                p.interfaces,
+                format!(
+                    "profile {} allows ({} interface{})",
+                    p.name,
+                    p.interfaces,
+                    if p.interfaces == 1 { "" } else { "s" }
+                ),
+            ),
+            None => (max_nics, format!("max_nics_per_lpar = {max_nics}")),
+        };
         if let Some(extra) = l.nics.get(max_nics) {
             problems.add(
                 extra.pos,
                 format!(
-                    "LPAR {} has {} NICs, more than max_nics_per_lpar = {max_nics}",
+                    "LPAR {} has {} NICs, more than {limit}",
                     l.name,
                     l.nics.len()
                 ),
@@ -1544,6 +1589,113 @@ ipv4 = ["10.0.0.1/24"]
         assert!(
             e.to_string().contains("more than max_nics_per_lpar = 1"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn profiles_set_the_nic_limit_and_the_bandwidth() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+profile = "mz2d-metal-16x512"
+bandwidth = "4Gbps"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+[[lpar]]
+name = "LP03"
+"#,
+        );
+        let fabric = parse_ok(&text);
+        let (lp01, lp02, lp03) = (&fabric.lpars[0], &fabric.lpars[1], &fabric.lpars[2]);
+        assert_eq!(lp01.profile.map(|p| p.name), Some("mz2d-metal-2x64"));
+        assert_eq!(lp01.effective_bandwidth(), Some(Bandwidth::gbps(2)));
+        assert_eq!(lp02.profile.map(|p| p.interfaces), Some(2));
+        assert_eq!(lp02.bandwidth, Some(Bandwidth::gbps(4)));
+        assert_eq!(lp02.effective_bandwidth(), Some(Bandwidth::gbps(4)));
+        assert_eq!((lp03.profile, lp03.effective_bandwidth()), (None, None));
+        // A bandwidth without a profile limits too.
+        let own = text.replace("[[lpar]]\nname = \"LP03\"", "[[lpar]]\nname = \"LP03\"\nbandwidth = \"500Mbps\"");
+        assert_eq!(
+            parse_ok(&own).lpars[2].effective_bandwidth(),
+            Some(Bandwidth(500_000_000))
+        );
+    }
+
+    #[test]
+    fn a_profile_s_interface_count_replaces_max_nics_per_lpar() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]] # <-
+chpid = "F1"
+ipv4 = ["10.0.0.1/24"]
+"#,
+        );
+        refused(
+            &text,
+            "LPAR LP01 has 2 NICs, more than profile mz2d-metal-2x64 allows (1 interface)",
+        );
+        // A larger profile allows two, whatever max_nics_per_lpar says.
+        let larger = text
+            .replace("mz2d-metal-2x64", "mz2d-metal-32x1024")
+            .replace("name = \"demo\"", "name = \"demo\"\nmax_nics_per_lpar = 1");
+        assert_eq!(parse_ok(&larger).lpars[0].nics.len(), 2);
+    }
+
+    #[test]
+    fn unknown_profiles_are_refused_where_they_are_named() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-64x2048" # <-
+"#,
+            ),
+            "unknown profile \"mz2d-metal-64x2048\": must be one of mz2d-metal-2x64, \
+             mz2d-metal-16x512, mz2d-metal-32x1024",
+        );
+    }
+
+    #[test]
+    fn malformed_bandwidths_are_refused_where_they_are_written() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+bandwidth = "4 GB" # <-
+"#,
+            ),
+            "invalid bandwidth \"4 GB\": must be a number and a unit",
+        );
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+bandwidth = "0Mbps" # <-
+"#,
+            ),
+            "bandwidth \"0Mbps\" is out of range",
+        );
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+bandwidth = 4 # <-
+"#,
+            ),
+            "invalid type: integer `4`, expected a string",
         );
     }
 

@@ -267,11 +267,7 @@ impl Bench {
                         chpid: spec.chpid,
                         addr,
                     },
-                    RouteTarget {
-                        ifindex: port.ifindex,
-                        mac: spec.mac,
-                        _pad: [0; 2],
-                    },
+                    RouteTarget::new(port.ifindex, spec.mac),
                 ));
             }
         }
