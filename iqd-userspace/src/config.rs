@@ -90,9 +90,33 @@ impl Fabric {
         Fabric::parse(&text, path)
     }
 
+    /// [`Fabric::load`] keeping the devnos `kept` (see [`Fabric::parse_keeping`]).
+    pub fn load_keeping(path: &Path, kept: &KeptDevnos) -> Result<Fabric, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Fabric::parse_keeping(&text, path, kept)
+    }
+
     /// Validates fabric file text; `origin` is the file name used in error messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Fabric, ConfigError> {
-        let src = Source { path: origin, text };
+        Fabric::parse_keeping(text, origin, &KeptDevnos::new())
+    }
+
+    /// [`Fabric::parse`], where a NIC that sets no devno keeps the one it was built with
+    /// (`kept`, by LPAR, NIC name and CHPID) if that is free: adding a NIC to one LPAR then
+    /// does not move the NICs after it in the file to other devnos (new veth pairs).
+    pub fn parse_keeping(
+        text: &str,
+        origin: &Path,
+        kept: &KeptDevnos,
+    ) -> Result<Fabric, ConfigError> {
+        let src = Source {
+            path: origin,
+            text,
+            kept,
+        };
         let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
             Some(span) => src.error_at(span.start, e.message().to_string()),
             None => src.error(e.message().to_string()),
@@ -194,10 +218,15 @@ struct CheckedNic {
     allow_ip_spoofing: bool,
 }
 
+/// Devnos NICs were built with, by (LPAR, NIC name, CHPID): see [`Fabric::parse_keeping`].
+pub type KeptDevnos = HashMap<(String, String, u8), u16>;
+
 /// The text being validated, for turning byte offsets into positions.
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Devnos to keep for NICs that set none.
+    kept: &'a KeptDevnos,
 }
 
 impl Source<'_> {
@@ -1044,12 +1073,33 @@ fn assign_devnos(
         }
         reserved.push((devno, &nic.label, pos));
     }
+    // Then the devnos NICs that set none were built with, where still free.
+    let mut kept: Vec<Option<u16>> = Vec::new();
+    for l in lpars {
+        for nic in &l.nics {
+            let key = (l.name.clone(), nic.name.clone(), nic.chpid);
+            let keep = src.kept.get(&key).copied().filter(|&devno| {
+                nic.devno.is_none()
+                    && (FIRST_DEFAULT_DEVNO..=MAX_DEVNO).contains(&devno)
+                    && !reserved.iter().any(|(r, _, _)| triples_overlap(devno, *r))
+            });
+            if let Some(devno) = keep {
+                reserved.push((devno, &nic.label, nic.pos));
+            }
+            kept.push(keep);
+        }
+    }
+    let mut kept = kept.into_iter();
     // Candidates only grow, and allocated triples are 3 apart, so each allocation only needs
     // checking against the reserved ones.
     let mut next = u32::from(FIRST_DEFAULT_DEVNO);
     nics()
         .map(|nic| {
+            let keep = kept.next().flatten();
             if let Some((devno, _)) = nic.devno {
+                return Some(devno);
+            }
+            if let Some(devno) = keep {
                 return Some(devno);
             }
             while next <= u32::from(MAX_DEVNO) {
@@ -2212,10 +2262,47 @@ id = "F0"
     }
 
     #[test]
+    fn nics_keep_the_devno_they_were_built_with_when_one_is_added_before_them() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+"#,
+        );
+        let before = parse_ok(&text);
+        assert_eq!(before.lpars[1].nics[0].devno, 0x7003);
+        let kept: KeptDevnos = before
+            .lpars
+            .iter()
+            .flat_map(|l| l.nics.iter().map(|n| ((l.name.clone(), n.name.clone(), n.chpid), n.devno)))
+            .collect();
+        let added = text.replacen(
+            "ipv4 = [\"10.0.0.1/24\"]\n",
+            "ipv4 = [\"10.0.0.1/24\"]\n[[lpar.nic]]\nchpid = \"F1\"\nipv4 = [\"10.1.0.1/24\"]\n",
+            1,
+        );
+        // Without what was built, the new NIC would take LP02's devno.
+        assert_eq!(parse_ok(&added).lpars[1].nics[0].devno, 0x7006);
+        let after = Fabric::parse_keeping(&added, Path::new(FILE), &kept).unwrap();
+        assert_eq!(after.lpars[0].nics[0].devno, 0x7000);
+        assert_eq!(after.lpars[0].nics[1].devno, 0x7006);
+        assert_eq!(after.lpars[1].nics[0].devno, 0x7003);
+        assert_eq!(after.lpars[1].nics[0].mac, before.lpars[1].nics[0].mac);
+    }
+
+    #[test]
     fn line_col_counts_characters() {
         let src = Source {
             path: Path::new(FILE),
             text: "ab\nä = 1\n",
+            kept: &KeptDevnos::new(),
         };
         assert_eq!(src.line_col(0), (1, 1));
         assert_eq!(src.line_col(3), (2, 1));

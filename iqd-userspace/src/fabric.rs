@@ -6,7 +6,7 @@
 //! `afxdp` adds a process, the AF_XDP switch, which `up` (re)starts and `down` stops.
 use std::{net::IpAddr, path::Path};
 
-use iqd_common::{port_flags, PortInfo, RouteKey, RouteTarget};
+use iqd_common::{bw_direction, port_flags, route_flags, PortInfo, RouteKey, RouteTarget};
 
 use crate::{
     config::{Datapath, Fabric, Nic},
@@ -19,7 +19,7 @@ use crate::{
     netns::{self, NetnsGuard},
     reconcile::{self, Observed, Step},
     secgroup::{self, RuleTable},
-    state::{self, AppliedFile, NicRecord, State},
+    state::{self, AppliedFile, LparState, NicRecord, State},
     switch,
 };
 
@@ -89,6 +89,122 @@ pub async fn up(fabric: &Fabric, config: &Path, wait: Wait) -> Result<UpReport> 
     })
 }
 
+/// Stops or starts the LPAR named `lpar` of the running fabric `fabric` (read from `config`),
+/// holding the fabric's lock; `None` if it already was in state `to`.
+///
+/// The change goes through the same plan and executor as `up`, applying the configuration
+/// that runs now (recorded by the last `up`) with the LPAR's new state, so that nothing else
+/// changes, whatever the file says meanwhile. Stopping takes its ports down (no carrier in the
+/// LPAR), moves its addresses out of the routes (frames to them: `lpar_stopped`) and cuts its
+/// tracked connections; starting undoes that. If a step fails, the LPAR returns to its old
+/// state.
+pub async fn set_lpar_state(
+    fabric: &Fabric,
+    config: &Path,
+    lpar: &str,
+    to: LparState,
+    wait: Wait,
+) -> Result<Option<UpReport>> {
+    let verb = match to {
+        LparState::Running => "lpar start",
+        LparState::Stopped => "lpar stop",
+    };
+    let _lock = FabricLock::acquire(&fabric.name, verb, wait)?;
+    let not_up = || Error::NotUp {
+        fabric: fabric.name.clone(),
+        pin_dir: dataplane::pin_dir(&fabric.name),
+    };
+    let state = State::load(&fabric.name)?.ok_or_else(not_up)?;
+    if !state.has_lpar(lpar) {
+        let mut known: Vec<&str> = state.lpars.keys().map(String::as_str).collect();
+        known.extend(state.nics.iter().map(|n| n.lpar.as_str()));
+        known.sort_unstable();
+        known.dedup();
+        return Err(Error::UnknownLpar {
+            fabric: fabric.name.clone(),
+            lpar: lpar.to_string(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    }
+    if state.lpars.get(lpar).copied().unwrap_or_default() == to {
+        return Ok(None);
+    }
+    // The configuration that runs now; the switch (afxdp) reads it from a copy of its own.
+    let applied = match &state.applied {
+        Some(applied) => applied.clone(),
+        None => AppliedFile {
+            path: config.to_path_buf(),
+            text: std::fs::read_to_string(config).map_err(|e| Error::io("read", config, e))?,
+        },
+    };
+    let running = Fabric::parse_keeping(&applied.text, &applied.path, &state.kept_devnos())?;
+    let copy = state::dir(&fabric.name).join("lifecycle.toml");
+    state::write_atomically(&copy, applied.text.as_bytes())?;
+    let mut changed = state.clone();
+    changed.lpars.insert(lpar.to_string(), to);
+    changed.save()?;
+    let mut undo = Undo::default();
+    let result = apply(&running, &copy, &applied.text, Some(changed), &mut undo).await;
+    let failure = match result {
+        Ok(report) => {
+            // `up` and rollbacks return to the file as the user keeps it.
+            if let Some(mut now) = State::load(&fabric.name)? {
+                now.applied = Some(applied);
+                now.save()?;
+            }
+            return Ok(Some(report));
+        }
+        Err(failure) => failure,
+    };
+    if matches!(failure, Error::Refused { .. }) {
+        state.save()?;
+        return Err(failure);
+    }
+    // Back to the state it had, as the failed step left the rest.
+    let rollback = async {
+        let mut recorded = State::load(&fabric.name)?.unwrap_or_else(|| state.clone());
+        recorded.lpars.insert(
+            lpar.to_string(),
+            state.lpars.get(lpar).copied().unwrap_or_default(),
+        );
+        recorded.save()?;
+        let mut undo = Undo::default();
+        apply(&running, &copy, &applied.text, Some(recorded), &mut undo).await?;
+        if let Some(mut now) = State::load(&fabric.name)? {
+            now.applied = Some(applied.clone());
+            now.save()?;
+        }
+        Ok::<_, Error>("returned the LPAR to its state before")
+    }
+    .await;
+    Err(match rollback {
+        Ok(outcome) => Error::RolledBack {
+            source: Box::new(failure),
+            outcome,
+        },
+        Err(second) => Error::RollbackFailed {
+            source: Box::new(failure),
+            rollback: Box::new(second),
+        },
+    })
+}
+
+/// Reads the fabric file `path` as `up` applies it: a NIC that sets no devno keeps the one it
+/// was built with (see [`Fabric::parse_keeping`]).
+pub fn load(path: &Path) -> Result<Fabric> {
+    let fabric = Fabric::load(path)?;
+    match State::load(&fabric.name) {
+        Ok(Some(state)) if !state.nics.is_empty() => {
+            Ok(Fabric::load_keeping(path, &state.kept_devnos())?)
+        }
+        _ => Ok(fabric),
+    }
+}
+
 /// What a failed `up` created, for a fabric with no earlier configuration to return to.
 #[derive(Debug, Default)]
 struct Undo {
@@ -98,7 +214,8 @@ struct Undo {
 
 /// Brings the fabric back to the configuration a successful `up` recorded.
 async fn roll_back_to(applied: &AppliedFile, name: &str) -> Result<&'static str> {
-    let previous = Fabric::parse(&applied.text, &applied.path)?;
+    let kept = State::load(name)?.map(|s| s.kept_devnos()).unwrap_or_default();
+    let previous = Fabric::parse_keeping(&applied.text, &applied.path, &kept)?;
     // The switch reads its fabric file: give it the recorded text, not the file as edited.
     let path = state::dir(name).join("rollback.toml");
     state::write_atomically(&path, applied.text.as_bytes())?;
@@ -186,7 +303,7 @@ async fn apply(
         ..Default::default()
     });
     let observed = observe(fabric).await?;
-    let steps = reconcile::plan(fabric, &recorded, &observed)
+    let steps = reconcile::plan(fabric, &recorded, &observed, config)
         .map_err(|refusals| Error::Refused { refusals })?;
     let mut exec = Executor {
         fabric,
@@ -201,6 +318,9 @@ async fn apply(
         plane: None,
         upgrade: None,
         routes: Vec::new(),
+        stopped_routes: Vec::new(),
+        bw_ports: Vec::new(),
+        stopped_ports: std::collections::HashSet::new(),
         ports: std::collections::HashMap::new(),
         undo,
     };
@@ -215,6 +335,13 @@ async fn apply(
         path: config.to_path_buf(),
         text: text.to_string(),
     });
+    // Every LPAR of the file has a state: new ones run; those gone from the file have none.
+    exec.state
+        .lpars
+        .retain(|name, _| fabric.lpars.iter().any(|l| &l.name == name));
+    for lpar in &fabric.lpars {
+        exec.state.lpars.entry(lpar.name.clone()).or_default();
+    }
     exec.state.save()?;
     Ok(exec.report)
 }
@@ -247,8 +374,14 @@ struct Executor<'a> {
     /// The pins were another layout's: the upgrade `LoadPrograms` began, which `CommitLayout`
     /// finishes.
     upgrade: Option<Upgrade>,
-    /// ROUTES entries of the NICs configured so far.
+    /// ROUTES entries of the NICs configured so far (of running LPARs).
     routes: Vec<(RouteKey, RouteTarget)>,
+    /// STOPPED entries: the routes of stopped LPARs' NICs configured so far.
+    stopped_routes: Vec<(RouteKey, RouteTarget)>,
+    /// (port ifindex, bandwidth slot) of the NICs of LPARs with a bandwidth.
+    bw_ports: Vec<(u32, u32)>,
+    /// Ports of stopped LPARs' NICs: their connections go.
+    stopped_ports: std::collections::HashSet<u32>,
     /// Port ifindex by devno (unique in a fabric) of the NICs configured so far.
     ports: std::collections::HashMap<u16, u32>,
     undo: &'a mut Undo,
@@ -343,16 +476,23 @@ impl Executor<'_> {
             }
             Step::SyncRoutes => {
                 let routes = std::mem::take(&mut self.routes);
+                let stopped = std::mem::take(&mut self.stopped_routes);
                 let (_, maps) = self.plane()?;
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
-                maps.sync_routes(&routes)?;
+                maps.sync_all_routes(&routes, &stopped)?;
+            }
+            Step::SyncBandwidth => {
+                let ports = std::mem::take(&mut self.bw_ports);
+                let (_, maps) = self.plane()?;
+                maps.sync_bandwidth(&ports, &buckets(fabric))?;
             }
             Step::ApplySecurityGroups => {
                 let ports = self.ports.clone();
+                let stopped = self.stopped_ports.clone();
                 let mut report = std::mem::take(&mut self.report);
                 let result = {
                     let (_, maps) = self.plane()?;
-                    apply_security_groups(fabric, &ports, maps, &mut report)
+                    apply_security_groups(fabric, &ports, &stopped, maps, &mut report)
                 };
                 self.report = report;
                 result?;
@@ -409,12 +549,23 @@ impl Executor<'_> {
         let fabric = self.fabric;
         let fabric_ns = fabric.netns_name();
         let nic = find_nic(fabric, record)?;
+        let (slot, lpar) = fabric
+            .lpars
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.name == record.lpar)
+            .ok_or(Error::StepOrder("LPAR of the file"))?;
+        let stopped = self.state.is_stopped(&record.lpar);
+        let limited = lpar.effective_bandwidth().is_some();
         let port = self.fabric_nl()?.require_link(&record.port).await?;
-        let flags = if nic.allow_ip_spoofing {
+        let mut flags = if nic.allow_ip_spoofing {
             port_flags::ALLOW_IP_SPOOFING
         } else {
             0
         };
+        if limited {
+            flags |= port_flags::BANDWIDTH;
+        }
         let info = PortInfo::new(nic.chpid, record.mtu, nic.mac).with_flags(flags);
         let pin_dir = self.pin_dir.clone();
         {
@@ -430,7 +581,12 @@ impl Executor<'_> {
                 dataplane::detach_side(&pin_dir, off, &record.port)?;
             }
         }
-        self.fabric_nl()?.set_up(port.index).await?;
+        // A stopped LPAR's port is down: its NIC has no carrier, as a stopped server's.
+        if stopped {
+            self.fabric_nl()?.set_down(port.index).await?;
+        } else {
+            self.fabric_nl()?.set_up(port.index).await?;
+        }
         let lpar_nl = Netlink::open(&record.netns)?;
         let (plane, _) = self.plane()?;
         configure_lpar_side(
@@ -444,7 +600,19 @@ impl Executor<'_> {
         .await?;
         // Devnos are unique in a fabric: they name the NIC.
         self.ports.insert(nic.devno, port.index);
-        self.routes.extend(nic_routes(nic, port.index));
+        let routes = nic_routes(nic, port.index).map(|(key, target)| {
+            let flags = if limited { route_flags::BANDWIDTH } else { 0 };
+            (key, target.with_flags(flags))
+        });
+        if stopped {
+            self.stopped_ports.insert(port.index);
+            self.stopped_routes.extend(routes);
+        } else {
+            self.routes.extend(routes);
+        }
+        if limited {
+            self.bw_ports.push((port.index, slot as u32));
+        }
         Ok(())
     }
 }
@@ -469,11 +637,40 @@ fn port_side(datapath: Datapath) -> Side {
     }
 }
 
+/// How long a burst a bandwidth meter lets through at once: long enough that TCP's bursts
+/// (a GSO packet is up to 64 KiB) pass whole, short enough that no one-second interval carries
+/// much more than the bandwidth (docs/architecture.md has the measurements).
+pub const BANDWIDTH_BURST_NS: u64 = 4_000_000;
+
+/// The burst of a meter of `rate` bytes per second: [`BANDWIDTH_BURST_NS`], or at least three
+/// 64 KiB packets.
+pub fn burst_ns(rate: u64) -> u64 {
+    BANDWIDTH_BURST_NS.max(3 * 65536 * 1_000_000_000 / rate.max(1))
+}
+
+/// The meters of the LPARs with a bandwidth: (index, bytes per second, burst in ns), the LPAR
+/// at position `slot` of the file having its send meter at `2 * slot` and its receive meter
+/// after it.
+fn buckets(fabric: &Fabric) -> Vec<(u32, u64, u64)> {
+    fabric
+        .lpars
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, l)| Some((slot as u32, l.effective_bandwidth()?.bytes_per_second())))
+        .flat_map(|(slot, rate)| {
+            [bw_direction::SEND, bw_direction::RECEIVE]
+                .map(|direction| (2 * slot + direction, rate, burst_ns(rate)))
+        })
+        .collect()
+}
+
 /// Compiles every NIC's security groups into the rule table, then cuts the tracked connections
-/// the rules no longer allow (revoking access takes effect at once).
+/// the rules no longer allow (revoking access takes effect at once), and those of stopped
+/// LPARs' NICs (`stopped`, their ports).
 fn apply_security_groups(
     fabric: &Fabric,
     ports: &std::collections::HashMap<u16, u32>,
+    stopped: &std::collections::HashSet<u32>,
     maps: &mut FabricMaps,
     report: &mut UpReport,
 ) -> Result<()> {
@@ -481,11 +678,13 @@ fn apply_security_groups(
         .map_err(|e| Error::Rules(e.to_string()))?;
     maps.sync_rules(&table.encoded())?;
     // Each live port's segment: a connection stays only between two live ports of its own.
+    // A stopped LPAR's ports are not live.
     let segments: std::collections::HashMap<u32, u32> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
         .filter_map(|nic| Some((*ports.get(&nic.devno)?, segment(nic))))
+        .filter(|(port, _)| !stopped.contains(port))
         .collect();
     let in_segment = |ifindex: u32, segment: u32| segments.get(&ifindex) == Some(&segment);
     report.revoked_connections = maps.revoke(|key, entry| {

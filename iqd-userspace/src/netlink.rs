@@ -140,6 +140,17 @@ impl Netlink {
             .map_err(self.err(format!("set link {index} up")))
     }
 
+    /// Takes a link down: a veth's peer then has no carrier.
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set link {index} down")))
+    }
+
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         let message = rtnetlink::LinkUnspec::new_with_index(index)
             .mtu(mtu)

@@ -2,6 +2,8 @@
 mod check;
 mod conntrack;
 mod down;
+mod lpar;
+mod profiles;
 mod stats;
 mod status;
 mod switch;
@@ -34,6 +36,8 @@ pub enum Command {
     Status(status::Status),
     Stats(stats::Stats),
     Conntrack(conntrack::Conntrack),
+    Lpar(lpar::Lpar),
+    Profiles(profiles::Profiles),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -67,7 +71,8 @@ impl WaitArg {
 
 impl ConfigArg {
     fn load(&self) -> anyhow::Result<iqd::config::Fabric> {
-        Ok(iqd::config::Fabric::load(&self.config)?)
+        // As `up` builds it: NICs keep the devnos they were built with.
+        Ok(iqd::fabric::load(&self.config)?)
     }
 }
 
@@ -79,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run().await,
         Command::Stats(cmd) => cmd.run().await,
         Command::Conntrack(cmd) => cmd.run().await,
+        Command::Lpar(cmd) => cmd.run().await,
+        Command::Profiles(cmd) => cmd.run(),
         Command::Switch(cmd) => cmd.run().await,
     }
 }

@@ -9,8 +9,10 @@ use super::ConfigArg;
 /// spoofed_source, not_member (destination only on another CHPID), no_destination,
 /// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored,
 /// sg_denied_outbound (its own security groups refused), target_busy (data path afxdp: a full
-/// AF_XDP ring); except sg_denied_inbound, counted on the receiving NIC whose security groups
-/// refused. A line shows the connection table; for data path afxdp, a last line shows how many
+/// AF_XDP ring), lpar_stopped (the destination's LPAR is stopped), bandwidth_exceeded (the
+/// sender's or the receiver's LPAR bandwidth); except sg_denied_inbound, counted on the
+/// receiving NIC whose security groups refused. Per LPAR with a bandwidth, a line shows what
+/// its meters dropped, sending and receiving (the fabric delays nothing: it drops). A line shows the connection table; for data path afxdp, a last line shows how many
 /// frames went through the switch and how many the kernel delivered itself (fallback).
 #[derive(Args, Debug)]
 pub struct Stats {
@@ -57,6 +59,18 @@ impl Stats {
                 } else {
                     drops.join(" ")
                 }
+            );
+        }
+        for b in &stats.bandwidth {
+            println!(
+                "bandwidth {} {}: dropped sending {} frames ({} bytes), receiving {} frames \
+                 ({} bytes); nothing delayed",
+                b.lpar,
+                b.bandwidth,
+                b.send_dropped_packets,
+                b.send_dropped_bytes,
+                b.receive_dropped_packets,
+                b.receive_dropped_bytes
             );
         }
         let ct = &stats.conntrack;
