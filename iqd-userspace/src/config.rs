@@ -565,9 +565,9 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         None => None,
     };
     let bandwidth = match &raw.bandwidth {
-        Some(b) => Some(
-            problems.check(Bandwidth::parse(b.get_ref()).map_err(|m| (b.span().start, m)))?,
-        ),
+        Some(b) => {
+            Some(problems.check(Bandwidth::parse(b.get_ref()).map_err(|m| (b.span().start, m)))?)
+        }
         None => None,
     };
     let nics: Vec<CheckedNic> = raw
@@ -1671,7 +1671,10 @@ name = "LP03"
         assert_eq!(lp02.effective_bandwidth(), Some(Bandwidth::gbps(4)));
         assert_eq!((lp03.profile, lp03.effective_bandwidth()), (None, None));
         // A bandwidth without a profile limits too.
-        let own = text.replace("[[lpar]]\nname = \"LP03\"", "[[lpar]]\nname = \"LP03\"\nbandwidth = \"500Mbps\"");
+        let own = text.replace(
+            "[[lpar]]\nname = \"LP03\"",
+            "[[lpar]]\nname = \"LP03\"\nbandwidth = \"500Mbps\"",
+        );
         assert_eq!(
             parse_ok(&own).lpars[2].effective_bandwidth(),
             Some(Bandwidth(500_000_000))
@@ -2281,7 +2284,11 @@ ipv4 = ["10.0.0.2/24"]
         let kept: KeptDevnos = before
             .lpars
             .iter()
-            .flat_map(|l| l.nics.iter().map(|n| ((l.name.clone(), n.name.clone(), n.chpid), n.devno)))
+            .flat_map(|l| {
+                l.nics
+                    .iter()
+                    .map(|n| ((l.name.clone(), n.name.clone(), n.chpid), n.devno))
+            })
             .collect();
         let added = text.replacen(
             "ipv4 = [\"10.0.0.1/24\"]\n",

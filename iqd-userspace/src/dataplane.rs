@@ -26,8 +26,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, map_names, program_names, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters, PortInfo,
-    RouteKey, RouteTarget, SgKey, SgRanges,
+    ct_stat, map_names, program_names, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters,
+    PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
 };
 
 use crate::{
@@ -659,27 +659,49 @@ impl FabricMaps {
     /// Makes the bandwidth maps hold exactly `ports` (port ifindex, LPAR slot) and `buckets`
     /// (index, bytes per second, burst in ns). A bucket whose rate and burst stay keeps its
     /// meter and its counts; every other index is cleared (not metered).
-    pub fn sync_bandwidth(&mut self, ports: &[(u32, u32)], buckets: &[(u32, u64, u64)]) -> Result<()> {
-        let wanted: std::collections::HashMap<u32, (u64, u64)> =
-            buckets.iter().map(|&(i, rate, burst)| (i, (rate, burst))).collect();
-        let mut in_use: HashSet<u32> = self.bw_ports.iter().filter_map(|e| e.ok()).map(|(_, s)| s).collect();
+    pub fn sync_bandwidth(
+        &mut self,
+        ports: &[(u32, u32)],
+        buckets: &[(u32, u64, u64)],
+    ) -> Result<()> {
+        let wanted: std::collections::HashMap<u32, (u64, u64)> = buckets
+            .iter()
+            .map(|&(i, rate, burst)| (i, (rate, burst)))
+            .collect();
+        let mut in_use: HashSet<u32> = self
+            .bw_ports
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(_, s)| s)
+            .collect();
         in_use.extend(ports.iter().map(|&(_, slot)| slot));
         let mut indices: Vec<u32> = wanted.keys().copied().collect();
         indices.extend(in_use.iter().flat_map(|s| [2 * s, 2 * s + 1]));
         indices.sort_unstable();
         indices.dedup();
         for index in indices {
-            let old = self.buckets.get(&index, 0).map_err(map_err(map_names::BUCKETS))?;
+            let old = self
+                .buckets
+                .get(&index, 0)
+                .map_err(map_err(map_names::BUCKETS))?;
             let (rate, burst_ns) = wanted.get(&index).copied().unwrap_or((0, 0));
             let new = if (old.rate, old.burst_ns) == (rate, burst_ns) {
                 continue;
             } else {
-                Bucket { rate, burst_ns, ..Default::default() }
+                Bucket {
+                    rate,
+                    burst_ns,
+                    ..Default::default()
+                }
             };
-            self.buckets.set(index, new, 0).map_err(map_err(map_names::BUCKETS))?;
+            self.buckets
+                .set(index, new, 0)
+                .map_err(map_err(map_names::BUCKETS))?;
         }
         for (ifindex, slot) in ports {
-            self.bw_ports.insert(ifindex, slot, 0).map_err(map_err(map_names::BW_PORTS))?;
+            self.bw_ports
+                .insert(ifindex, slot, 0)
+                .map_err(map_err(map_names::BW_PORTS))?;
         }
         let wanted: HashSet<u32> = ports.iter().map(|&(i, _)| i).collect();
         let gone: Vec<u32> = self
@@ -696,7 +718,9 @@ impl FabricMaps {
 
     /// The bandwidth bucket at `index` (see `iqd_common::map_names::BW_PORTS`).
     pub fn bucket(&self, index: u32) -> Result<Bucket> {
-        self.buckets.get(&index, 0).map_err(map_err(map_names::BUCKETS))
+        self.buckets
+            .get(&index, 0)
+            .map_err(map_err(map_names::BUCKETS))
     }
 
     /// Makes the rule table hold exactly `entries` (new entries first, then the stale ones

@@ -214,7 +214,9 @@ struct Undo {
 
 /// Brings the fabric back to the configuration a successful `up` recorded.
 async fn roll_back_to(applied: &AppliedFile, name: &str) -> Result<&'static str> {
-    let kept = State::load(name)?.map(|s| s.kept_devnos()).unwrap_or_default();
+    let kept = State::load(name)?
+        .map(|s| s.kept_devnos())
+        .unwrap_or_default();
     let previous = Fabric::parse_keeping(&applied.text, &applied.path, &kept)?;
     // The switch reads its fabric file: give it the recorded text, not the file as edited.
     let path = state::dir(name).join("rollback.toml");

@@ -158,7 +158,11 @@ fn nic_changes_while_running(desired: &Fabric, recorded: &State, config: &Path) 
             .filter(|r| r.lpar == lpar.name)
             .map(|r| (r.nic.as_str(), r.chpid))
             .collect();
-        let is: Vec<(&str, u8)> = lpar.nics.iter().map(|n| (n.name.as_str(), n.chpid)).collect();
+        let is: Vec<(&str, u8)> = lpar
+            .nics
+            .iter()
+            .map(|n| (n.name.as_str(), n.chpid))
+            .collect();
         let refusal = |(nic, chpid): (&str, u8), added| Refusal::NicChangeWhileRunning {
             lpar: lpar.name.clone(),
             nic: nic.to_string(),
@@ -166,8 +170,16 @@ fn nic_changes_while_running(desired: &Fabric, recorded: &State, config: &Path) 
             added,
             config: config.clone(),
         };
-        refusals.extend(was.iter().filter(|n| !is.contains(n)).map(|n| refusal(*n, false)));
-        refusals.extend(is.iter().filter(|n| !was.contains(n)).map(|n| refusal(*n, true)));
+        refusals.extend(
+            was.iter()
+                .filter(|n| !is.contains(n))
+                .map(|n| refusal(*n, false)),
+        );
+        refusals.extend(
+            is.iter()
+                .filter(|n| !was.contains(n))
+                .map(|n| refusal(*n, true)),
+        );
     }
     refusals
 }
@@ -342,7 +354,13 @@ ipv4 = ["10.0.0.2/24"]
     #[test]
     fn a_new_fabric_creates_everything_in_order() {
         let f = fabric(FILE);
-        let steps = plan(&f, &State::default(), &Observed::default(), Path::new("t.toml")).unwrap();
+        let steps = plan(
+            &f,
+            &State::default(),
+            &Observed::default(),
+            Path::new("t.toml"),
+        )
+        .unwrap();
         assert_eq!(
             names(&steps),
             [
@@ -514,7 +532,8 @@ ipv4 = ["10.0.0.2/24"]
         );
         let message = refusals[0].to_string();
         assert!(
-            message.starts_with("LPAR LP01 is running: adding NIC hsi1 (CHPID F1) needs it stopped"),
+            message
+                .starts_with("LPAR LP01 is running: adding NIC hsi1 (CHPID F1) needs it stopped"),
             "{message}"
         );
         assert!(
@@ -531,8 +550,13 @@ ipv4 = ["10.0.0.2/24"]
             &["p7000", "p7003", "p7006"],
             &[("lp01", "hsi0"), ("lp01", "hsi1"), ("lp02", "hsi0")],
         );
-        let refusals =
-            plan(&fabric(FILE), &recorded(&before), &seen, Path::new("t.toml")).unwrap_err();
+        let refusals = plan(
+            &fabric(FILE),
+            &recorded(&before),
+            &seen,
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
         assert_eq!(refusals.len(), 1, "{refusals:?}");
         assert!(refusals[0]
             .to_string()
@@ -544,15 +568,24 @@ ipv4 = ["10.0.0.2/24"]
         let before = fabric(FILE);
         let moved = fabric(
             &FILE
-                .replace("[[chpid]]\nid = \"F0\"\n", "[[chpid]]\nid = \"F0\"\n\n[[chpid]]\nid = \"F1\"\n")
+                .replace(
+                    "[[chpid]]\nid = \"F0\"\n",
+                    "[[chpid]]\nid = \"F0\"\n\n[[chpid]]\nid = \"F1\"\n",
+                )
                 .replacen("chpid = \"F0\"", "chpid = \"F1\"", 1),
         );
         let refusals =
             plan(&moved, &recorded(&before), &up_seen(), Path::new("t.toml")).unwrap_err();
         let messages: Vec<String> = refusals.iter().map(|r| r.to_string()).collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert!(messages[0].contains("removing NIC hsi0 (CHPID F0)"), "{messages:?}");
-        assert!(messages[1].contains("adding NIC hsi0 (CHPID F1)"), "{messages:?}");
+        assert!(
+            messages[0].contains("removing NIC hsi0 (CHPID F0)"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("adding NIC hsi0 (CHPID F1)"),
+            "{messages:?}"
+        );
     }
 
     #[test]
@@ -571,16 +604,33 @@ ipv4 = ["10.0.0.2/24"]
             .iter()
             .any(|s| matches!(s, Step::KeepNic(r) if r.lpar == "LP02")));
         // An LPAR the fabric does not have yet comes with its NICs.
-        let steps = plan(&before, &State::default(), &Observed::default(), Path::new("t.toml"));
+        let steps = plan(
+            &before,
+            &State::default(),
+            &Observed::default(),
+            Path::new("t.toml"),
+        );
         assert!(steps.is_ok());
         // Addresses of a running LPAR's NIC may change.
         let readdressed = fabric(&FILE.replace("10.0.0.1/24", "10.0.0.9/24"));
-        assert!(plan(&readdressed, &recorded(&before), &up_seen(), Path::new("t.toml")).is_ok());
+        assert!(plan(
+            &readdressed,
+            &recorded(&before),
+            &up_seen(),
+            Path::new("t.toml")
+        )
+        .is_ok());
         // An LPAR may leave the file as a whole, running or not.
         let without_lp02 = fabric(&FILE.replace(
             "[[lpar]]\nname = \"LP02\"\nnetns = \"lp02\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.0.0.2/24\"]\n",
             "",
         ));
-        assert!(plan(&without_lp02, &recorded(&before), &up_seen(), Path::new("t.toml")).is_ok());
+        assert!(plan(
+            &without_lp02,
+            &recorded(&before),
+            &up_seen(),
+            Path::new("t.toml")
+        )
+        .is_ok());
     }
 }

@@ -45,10 +45,7 @@ impl Status {
             );
         }
         println!();
-        println!(
-            "{:<8} {:<8} {:<20} BANDWIDTH",
-            "LPAR", "STATE", "PROFILE"
-        );
+        println!("{:<8} {:<8} {:<20} BANDWIDTH", "LPAR", "STATE", "PROFILE");
         for l in &status.lpars {
             println!(
                 "{:<8} {:<8} {:<20} {}",

@@ -106,8 +106,12 @@ impl Bandwidth {
 impl fmt::Display for Bandwidth {
     /// The largest unit that writes it exactly (`2Gbps`, `2500Mbps`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (scale, unit) in [(1_000_000_000, "Gbps"), (1_000_000, "Mbps"), (1_000, "Kbps")] {
-            if self.0 % scale == 0 {
+        for (scale, unit) in [
+            (1_000_000_000, "Gbps"),
+            (1_000_000, "Mbps"),
+            (1_000, "Kbps"),
+        ] {
+            if self.0.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", self.0 / scale);
             }
         }
@@ -146,15 +150,28 @@ mod tests {
     #[test]
     fn malformed_bandwidths_are_refused_with_what_is_expected() {
         for text in [
-            "", "4", "Gbps", "4 Gbps", "4GB", "4gbps", "4Gbit", "-4Gbps", "4.Gbps", ".5Gbps",
-            "1.2.3Gbps", "4Gbps ",
+            "",
+            "4",
+            "Gbps",
+            "4 Gbps",
+            "4GB",
+            "4gbps",
+            "4Gbit",
+            "-4Gbps",
+            "4.Gbps",
+            ".5Gbps",
+            "1.2.3Gbps",
+            "4Gbps ",
         ] {
             let err = Bandwidth::parse(text).unwrap_err();
             assert!(err.contains("must be a number and a unit"), "{text}: {err}");
         }
         for text in ["0Gbps", "999Kbps", "401Gbps", "99999999999999999999Gbps"] {
             let err = Bandwidth::parse(text).unwrap_err();
-            assert!(err.contains("out of range: must be 1Mbps to 400Gbps"), "{text}: {err}");
+            assert!(
+                err.contains("out of range: must be 1Mbps to 400Gbps"),
+                "{text}: {err}"
+            );
         }
     }
 
