@@ -98,9 +98,13 @@ pub mod program_names {
     /// The XDP program on the fabric side of every NIC that hands delivered frames to the
     /// userspace switch through AF_XDP (data path `afxdp`).
     pub const XSK: &str = "iqd_xsk";
+    /// The tc program that moves frames on through an LPAR's bandwidth shapers: on the out
+    /// end of every shaper, and (data paths `xdp`, `afxdp`) on every port, for the frames its
+    /// XDP program passes up to be shaped.
+    pub const SHAPED: &str = "iqd_shaped";
 
     /// Every program of the eBPF object (docs/architecture.md lists them; a test compares).
-    pub const ALL: [&str; 4] = [PORT, NIC, TC, XSK];
+    pub const ALL: [&str; 5] = [PORT, NIC, TC, XSK, SHAPED];
 }
 
 /// What frames on the fabric look like: header lengths, offsets and protocol numbers, defined
@@ -340,22 +344,42 @@ impl RouteTarget {
     }
 }
 
-/// An LPAR's bandwidth in one direction, shared by all its NICs: a meter in virtual time
-/// (GCRA). Each admitted frame moves `next_ns` on by its transmission time at `rate`; a frame
-/// that would move it more than `burst_ns` past now exceeds the bandwidth and is dropped
-/// (`bandwidth_exceeded`).
+/// An LPAR's bandwidth in one direction, shared by all its NICs. Its frames are delayed by the
+/// LPAR's shaper for that direction (a veth pair in the fabric namespace with a TBF qdisc on
+/// `shaper`, the in end), and metered on the way in: the meter models the shaper's queue in
+/// virtual time (GCRA). Each admitted frame moves `next_ns` on by its transmission time at
+/// `rate`; a frame that would move it more than `burst_ns` past now (a queue that long) exceeds
+/// the bandwidth and is dropped (`bandwidth_exceeded`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket {
     /// Bytes per second; 0: not metered.
     pub rate: u64,
-    /// How far ahead of now the admitted bytes may reach, in ns of `rate`: the burst.
+    /// The longest queue the meter admits, in ns at `rate`.
     pub burst_ns: u64,
     /// `bpf_ktime_get_ns` at which the admitted bytes have drained.
     pub next_ns: u64,
+    /// Frames and bytes sent through the shaper (delayed as far as the bandwidth needs).
+    pub shaped_packets: u64,
+    pub shaped_bytes: u64,
     /// Frames and bytes dropped for exceeding the bandwidth.
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
+    /// Ifindex (in the fabric namespace) of the shaper's in end; 0: none yet.
+    pub shaper: u32,
+    pub _pad: u32,
+}
+
+/// The `skb->mark` of a frame on its way through a shaper: the target port's ifindex and the
+/// shaper it is in. Only iqd's own programs put frames into a shaper, and a mark does not
+/// cross into an LPAR's namespace.
+pub mod shaper_mark {
+    /// The frame is in its sender's send shaper.
+    pub const SEND: u32 = 1 << 30;
+    /// The frame is in its receiver's receive shaper.
+    pub const RECEIVE: u32 = 2 << 30;
+    /// The bits of the target port's ifindex.
+    pub const TARGET: u32 = (1 << 30) - 1;
 }
 
 /// Send and receive buckets of one LPAR in [`map_names::BUCKETS`].
@@ -651,7 +675,7 @@ mod tests {
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
         assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtEntry>(), 48);
-        assert_eq!(size_of::<Bucket>(), 40);
+        assert_eq!(size_of::<Bucket>(), 64);
     }
 
     #[test]

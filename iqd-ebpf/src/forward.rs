@@ -170,11 +170,12 @@ fn deliver<C: Frame, const V6: bool>(
         conntrack::open(&key, flow, ifindex, target.ifindex);
     }
     // The LPARs' bandwidths (a GSO packet's headers count once per segment).
-    bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?;
+    let shaped = bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?;
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.
     copy_mac(&mut eth.dst, &target.mac);
     Ok(Verdict::Deliver {
         ifindex: target.ifindex,
+        shaped,
     })
 }

@@ -34,12 +34,12 @@ mod xsk;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use iqd_common::{
-    drop_reason,
+    drop_reason, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -54,8 +54,9 @@ pub const COUNTED: DropReason = u32::MAX;
 
 /// What to do with a frame the fabric accepts.
 pub enum Verdict {
-    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
-    Deliver { ifindex: u32 },
+    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written);
+    /// through the LPARs' shapers first if `shaped` (bandwidth.rs).
+    Deliver { ifindex: u32, shaped: bool },
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
@@ -105,10 +106,39 @@ pub fn iqd_port(ctx: XdpContext) -> u32 {
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => redirect_in_kernel(ctx, target),
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: false,
+        } => redirect_in_kernel(ctx, target),
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: true,
+        } => pass_to_shaper(ctx, target),
         Verdict::Reply => reply(ctx, ifindex),
     }
 }
+
+/// Passes a frame that goes through a shaper up into the fabric namespace's stack, with its
+/// target port in the XDP metadata, for `iqd_shaped` on the port's tc ingress: the shapers'
+/// qdiscs are on the skb path.
+#[inline(always)]
+fn pass_to_shaper(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> {
+    maps::deliverable(target)?;
+    // SAFETY: the helper only moves the metadata start within the frame's headroom.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(SHAPED_META_LEN as i32)) } != 0 {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    let meta = ctx.metadata();
+    if meta + SHAPED_META_LEN > ctx.data() {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    unsafe { core::ptr::write_unaligned(meta as *mut u32, target) };
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Bytes of XDP metadata `pass_to_shaper` writes: the target port's ifindex.
+const SHAPED_META_LEN: usize = 4;
 
 /// Delivers through the DEVMAP to the NIC behind port `target`.
 #[inline(always)]
@@ -139,7 +169,14 @@ pub fn iqd_xsk(ctx: XdpContext) -> u32 {
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => {
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: true,
+        } => pass_to_shaper(ctx, target),
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: false,
+        } => {
             maps::deliverable(target)?;
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
@@ -173,7 +210,17 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     }
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => {
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: true,
+        } => {
+            maps::deliverable(target)?;
+            bandwidth::steer(ctx, ifindex, target, 0)
+        }
+        Verdict::Deliver {
+            ifindex: target,
+            shaped: false,
+        } => {
             maps::deliverable(target)?;
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
@@ -192,6 +239,45 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_REDIRECT)
         }
     }
+}
+
+/// Moves frames on through the LPARs' bandwidth shapers (bandwidth.rs): on the out end of a
+/// shaper, the frame's mark says its target and which shaper it leaves; on a port (data paths
+/// `xdp`, `afxdp`), the XDP program passed it up with its target in the metadata.
+#[classifier]
+pub fn iqd_shaped(ctx: TcContext) -> i32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_shaped(&ctx, ifindex) {
+        Ok(action) => action,
+        Err((port, reason)) => {
+            counters::dropped(port, reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// A drop is counted on the sending port where it is known, else on the target.
+fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
+    // SAFETY: the context is the skb's; reading its mark.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & !shaper_mark::TARGET != 0 {
+        let target = mark & shaper_mark::TARGET;
+        return bandwidth::steer(ctx, 0, target, mark & !shaper_mark::TARGET)
+            .map_err(|reason| (target, reason));
+    }
+    // SAFETY: as above; data_meta..data is the metadata XDP left.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + SHAPED_META_LEN > data {
+        return Err((ifindex, drop_reason::REDIRECT_FAILED));
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    let target = unsafe { core::ptr::read_unaligned(meta as *const u32) };
+    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
 }
 
 /// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers

@@ -118,10 +118,20 @@ pub enum Side {
     /// The fabric-side port, data path `afxdp`: hands frames to the AF_XDP switch (`iqd_xsk`,
     /// XDP).
     PortXsk,
+    /// Bandwidth shaping (`iqd_shaped`, tcx ingress): the out end of a shaper, and, on data
+    /// paths `xdp` and `afxdp`, the fabric-side port (for the frames XDP passes up to be
+    /// shaped).
+    Shaped,
 }
 
 impl Side {
-    pub const ALL: [Side; 4] = [Side::Port, Side::Nic, Side::PortTc, Side::PortXsk];
+    pub const ALL: [Side; 5] = [
+        Side::Port,
+        Side::Nic,
+        Side::PortTc,
+        Side::PortXsk,
+        Side::Shaped,
+    ];
     /// The sides that switch a port's frames, one per data path.
     pub const PORT_SIDES: [Side; 3] = [Side::Port, Side::PortTc, Side::PortXsk];
 
@@ -131,8 +141,10 @@ impl Side {
             Side::Nic => program_names::NIC,
             Side::PortTc => program_names::TC,
             Side::PortXsk => program_names::XSK,
+            Side::Shaped => program_names::SHAPED,
         }
     }
+
 
     fn link_pin(self, pin_dir: &Path, port: &str) -> PathBuf {
         match self {
@@ -140,6 +152,7 @@ impl Side {
             Side::Nic => pin_dir.join(format!("link_{port}_nic")),
             Side::PortTc => pin_dir.join(format!("link_{port}_tc")),
             Side::PortXsk => pin_dir.join(format!("link_{port}_xsk")),
+            Side::Shaped => pin_dir.join(format!("link_{port}_shaped")),
         }
     }
 
@@ -149,7 +162,7 @@ impl Side {
         match self {
             Side::Port => Some(Side::PortXsk),
             Side::PortXsk => Some(Side::Port),
-            Side::Nic | Side::PortTc => None,
+            Side::Nic | Side::PortTc | Side::Shaped => None,
         }
     }
 }
@@ -205,7 +218,7 @@ impl DataPlane {
                 .program_mut(name)
                 .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?;
             match side {
-                Side::PortTc => {
+                Side::PortTc | Side::Shaped => {
                     let tc: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
                     tc.load().map_err(prog_err(name))?;
                 }
@@ -262,9 +275,9 @@ impl DataPlane {
             .map_err(prog_err(name))
     }
 
-    /// The tc program (`Side::PortTc`).
-    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
-        let name = Side::PortTc.program();
+    /// A tc program (`Side::PortTc`, `Side::Shaped`).
+    pub fn tc_program(&mut self, side: Side) -> Result<&mut SchedClassifier> {
+        let name = side.program();
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
@@ -321,8 +334,8 @@ impl DataPlane {
                 let link = program.take_link(id).map_err(prog_err(name))?;
                 link.try_into().map_err(pin_err(&path))?
             }
-            Side::PortTc => {
-                let program = self.tc_program()?;
+            Side::PortTc | Side::Shaped => {
+                let program = self.tc_program(side)?;
                 let id = match pinned {
                     Some(fd_link) => {
                         let link =
@@ -657,16 +670,16 @@ impl FabricMaps {
     }
 
     /// Makes the bandwidth maps hold exactly `ports` (port ifindex, LPAR slot) and `buckets`
-    /// (index, bytes per second, burst in ns). A bucket whose rate and burst stay keeps its
+    /// (index, bytes per second, burst in ns, shaper in end). A bucket whose rate and burst stay keeps its
     /// meter and its counts; every other index is cleared (not metered).
     pub fn sync_bandwidth(
         &mut self,
         ports: &[(u32, u32)],
-        buckets: &[(u32, u64, u64)],
+        buckets: &[(u32, u64, u64, u32)],
     ) -> Result<()> {
-        let wanted: std::collections::HashMap<u32, (u64, u64)> = buckets
+        let wanted: std::collections::HashMap<u32, (u64, u64, u32)> = buckets
             .iter()
-            .map(|&(i, rate, burst)| (i, (rate, burst)))
+            .map(|&(i, rate, burst, shaper)| (i, (rate, burst, shaper)))
             .collect();
         let mut in_use: HashSet<u32> = self
             .bw_ports
@@ -684,13 +697,17 @@ impl FabricMaps {
                 .buckets
                 .get(&index, 0)
                 .map_err(map_err(map_names::BUCKETS))?;
-            let (rate, burst_ns) = wanted.get(&index).copied().unwrap_or((0, 0));
+            let (rate, burst_ns, shaper) = wanted.get(&index).copied().unwrap_or((0, 0, 0));
             let new = if (old.rate, old.burst_ns) == (rate, burst_ns) {
-                continue;
+                if old.shaper == shaper {
+                    continue;
+                }
+                Bucket { shaper, ..old }
             } else {
                 Bucket {
                     rate,
                     burst_ns,
+                    shaper,
                     ..Default::default()
                 }
             };

@@ -269,9 +269,9 @@ async fn observe(fabric: &Fabric) -> Result<Observed> {
     }
     if observed.netns.contains(&fabric_ns) {
         let fabric_nl = Netlink::open(&fabric_ns)?;
-        // Every link of the fabric namespace but its loopback is a port.
+        // Every link of the fabric namespace but its loopback and the shapers is a port.
         for link in fabric_nl.links().await? {
-            if link.name != "lo" {
+            if link.name != "lo" && !is_shaper(&link.name) {
                 observed.ports.insert(link.name);
             }
         }
@@ -483,11 +483,7 @@ impl Executor<'_> {
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.sync_all_routes(&routes, &stopped)?;
             }
-            Step::SyncBandwidth => {
-                let ports = std::mem::take(&mut self.bw_ports);
-                let (_, maps) = self.plane()?;
-                maps.sync_bandwidth(&ports, &buckets(fabric))?;
-            }
+            Step::SyncBandwidth => self.sync_bandwidth().await?,
             Step::ApplySecurityGroups => {
                 let ports = self.ports.clone();
                 let stopped = self.stopped_ports.clone();
@@ -518,6 +514,59 @@ impl Executor<'_> {
             }
             Step::Switch { run: false } => {
                 switch::stop(&fabric.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a shaper for each LPAR bandwidth and direction, removes those no longer wanted,
+    /// and points the meters at them.
+    async fn sync_bandwidth(&mut self) -> Result<()> {
+        let fabric = self.fabric;
+        let fabric_ns = fabric.netns_name();
+        let ports = std::mem::take(&mut self.bw_ports);
+        let pin_dir = self.pin_dir.clone();
+        let wanted = buckets(fabric);
+        let mut meters = Vec::new();
+        for &(index, rate, burst_ns) in &wanted {
+            let (into, out) = shaper_names(index);
+            let fabric_nl = self.fabric_nl()?;
+            if fabric_nl.link(&into).await?.is_none() || fabric_nl.link(&out).await?.is_none() {
+                if let Some(stale) = fabric_nl.link(&into).await? {
+                    fabric_nl.delete_link(stale.index).await?;
+                }
+                fabric_nl.add_local_veth(&into, &out, PORT_MTU).await?;
+            }
+            let (into_link, out_link) = (
+                fabric_nl.require_link(&into).await?,
+                fabric_nl.require_link(&out).await?,
+            );
+            let (burst, limit) = tbf_sizes(rate);
+            fabric_nl.set_tbf(into_link.index, rate, burst, limit).await?;
+            fabric_nl.set_up(out_link.index).await?;
+            fabric_nl.set_up(into_link.index).await?;
+            {
+                let (plane, _) = self.plane()?;
+                let _guard = NetnsGuard::enter(&fabric_ns)?;
+                plane.attach(Side::Shaped, &out, &out, out_link.index)?;
+            }
+            meters.push((index, rate, burst_ns, into_link.index));
+        }
+        let names: Vec<String> = wanted
+            .iter()
+            .flat_map(|&(index, _, _)| {
+                let (into, out) = shaper_names(index);
+                [into, out]
+            })
+            .collect();
+        let (_, maps) = self.plane()?;
+        maps.sync_bandwidth(&ports, &meters)?;
+        // Shapers no one uses any more go (after the meters no longer point at them).
+        let fabric_nl = self.fabric_nl()?;
+        for link in fabric_nl.links().await? {
+            if is_shaper(&link.name) && !names.contains(&link.name) {
+                dataplane::detach_side(&pin_dir, Side::Shaped, &link.name)?;
+                fabric_nl.delete_link(link.index).await?;
             }
         }
         Ok(())
@@ -582,6 +631,13 @@ impl Executor<'_> {
             for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
                 dataplane::detach_side(&pin_dir, off, &record.port)?;
             }
+            // XDP passes frames that go through a shaper up to the port's tc ingress.
+            match fabric.datapath {
+                Datapath::Xdp | Datapath::Afxdp => {
+                    plane.attach(Side::Shaped, &record.port, &record.port, port.index)?
+                }
+                Datapath::Tc => dataplane::detach_side(&pin_dir, Side::Shaped, &record.port)?,
+            }
         }
         // A stopped LPAR's port is down: its NIC has no carrier, as a stopped server's.
         if stopped {
@@ -639,15 +695,46 @@ fn port_side(datapath: Datapath) -> Side {
     }
 }
 
-/// How long a burst a bandwidth meter lets through at once: long enough that TCP's bursts
-/// (a GSO packet is up to 64 KiB) pass whole, short enough that no one-second interval carries
-/// much more than the bandwidth (docs/architecture.md has the measurements).
-pub const BANDWIDTH_BURST_NS: u64 = 4_000_000;
+/// The longest queue a shaper holds, in time at its rate: the meter drops what would make it
+/// longer (`bandwidth_exceeded`). TCP keeps far less in it (TCP small queues); a sender that
+/// does not slow down meets the drops.
+pub const BANDWIDTH_QUEUE_NS: u64 = 50_000_000;
 
-/// The burst of a meter of `rate` bytes per second: [`BANDWIDTH_BURST_NS`], or at least three
+/// The meter's burst for `rate` bytes per second: [`BANDWIDTH_QUEUE_NS`], or at least three
 /// 64 KiB packets.
 pub fn burst_ns(rate: u64) -> u64 {
-    BANDWIDTH_BURST_NS.max(3 * 65536 * 1_000_000_000 / rate.max(1))
+    BANDWIDTH_QUEUE_NS.max(3 * 65536 * 1_000_000_000 / rate.max(1))
+}
+
+/// The shaper of bandwidth meter `index` (2 × slot + direction): its in end (the TBF qdisc)
+/// and out end (`iqd_shaped`), in the fabric namespace: `bs<slot>i`/`bs<slot>o` for what the
+/// LPAR sends, `br<slot>i`/`br<slot>o` for what it receives.
+pub fn shaper_names(index: u32) -> (String, String) {
+    let direction = if index % 2 == bw_direction::SEND {
+        "s"
+    } else {
+        "r"
+    };
+    let base = format!("b{direction}{:x}", index / 2);
+    (format!("{base}i"), format!("{base}o"))
+}
+
+/// Whether a link of the fabric namespace is a shaper's end (not a port).
+pub fn is_shaper(name: &str) -> bool {
+    name.starts_with("bs") || name.starts_with("br")
+}
+
+/// The TBF of a shaper of `rate` bytes per second: its bucket (1 ms at the rate, at least
+/// two 64 KiB packets, so that GSO packets pass whole and no one-second interval carries more
+/// than 0.1% above the rate at 10 Gbps) and its queue (twice the meter's longest, so the meter,
+/// which counts, drops before the qdisc would).
+pub fn tbf_sizes(rate: u64) -> (u32, u32) {
+    let burst = (rate / 1000).max(2 * 65536);
+    let limit = rate * 2 * BANDWIDTH_QUEUE_NS / 1_000_000_000 + 2 * burst;
+    (
+        burst.min(u32::MAX as u64) as u32,
+        limit.min(u32::MAX as u64) as u32,
+    )
 }
 
 /// The meters of the LPARs with a bandwidth: (index, bytes per second, burst in ns), the LPAR
