@@ -145,7 +145,6 @@ impl Side {
         }
     }
 
-
     fn link_pin(self, pin_dir: &Path, port: &str) -> PathBuf {
         match self {
             Side::Port => pin_dir.join(format!("link_{port}")),

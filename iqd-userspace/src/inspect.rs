@@ -234,12 +234,17 @@ pub struct AfxdpStats {
     pub frames_moved: u64,
 }
 
-/// What an LPAR's bandwidth cost: frames its meters dropped, per direction (the fabric
-/// delays nothing; the senders count these drops as `bandwidth_exceeded`).
+/// What an LPAR's bandwidth did, per direction: frames its shaper carried (delayed as far as
+/// the bandwidth needs), and frames its meter dropped (the senders count these drops as
+/// `bandwidth_exceeded`).
 #[derive(Debug, Serialize)]
 pub struct BandwidthStats {
     pub lpar: String,
     pub bandwidth: String,
+    pub send_shaped_packets: u64,
+    pub send_shaped_bytes: u64,
+    pub receive_shaped_packets: u64,
+    pub receive_shaped_bytes: u64,
     pub send_dropped_packets: u64,
     pub send_dropped_bytes: u64,
     pub receive_dropped_packets: u64,
@@ -296,6 +301,10 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
             bandwidth.push(BandwidthStats {
                 lpar: lpar.name.clone(),
                 bandwidth: limit.to_string(),
+                send_shaped_packets: send.shaped_packets,
+                send_shaped_bytes: send.shaped_bytes,
+                receive_shaped_packets: receive.shaped_packets,
+                receive_shaped_bytes: receive.shaped_bytes,
                 send_dropped_packets: send.dropped_packets,
                 send_dropped_bytes: send.dropped_bytes,
                 receive_dropped_packets: receive.dropped_packets,

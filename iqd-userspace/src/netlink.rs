@@ -148,8 +148,8 @@ impl Netlink {
         use futures::StreamExt as _;
         use rtnetlink::{
             packet_core::{
-                DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
-                NLM_F_REPLACE, NLM_F_REQUEST,
+                DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+                NLM_F_REQUEST,
             },
             packet_route::{
                 tc::{TcAttribute, TcHandle, TcMessage, TcOption},
@@ -173,14 +173,15 @@ impl Netlink {
         let mut message = TcMessage::with_index(index as i32);
         message.header.parent = TcHandle::ROOT;
         message.header.handle = TcHandle { major: 1, minor: 0 };
-        message.attributes.push(TcAttribute::Kind("tbf".to_string()));
+        message
+            .attributes
+            .push(TcAttribute::Kind("tbf".to_string()));
         message.attributes.push(TcAttribute::Options(vec![
             TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, qopt)),
             TcOption::Other(DefaultNla::new(TCA_TBF_RATE64, rate.to_ne_bytes().to_vec())),
             TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
         ]));
-        let mut request =
-            NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
         request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         let op = format!("set tbf qdisc on link {index}");
         let mut response = self

@@ -361,7 +361,11 @@ impl ProgBench {
             ..TestRunOptions::new()
         };
         let result = match self.hook {
-            Hook::Tc => self.plane.tc_program(Side::PortTc).expect("tc program").test_run(opts),
+            Hook::Tc => self
+                .plane
+                .tc_program(Side::PortTc)
+                .expect("tc program")
+                .test_run(opts),
             Hook::Xdp => self
                 .plane
                 .program(Side::Port)

@@ -420,3 +420,187 @@ fn profiles_limit_the_nics_of_an_lpar() {
     assert_eq!(profiles[0]["interfaces"], 1);
     assert_eq!(profiles[0]["bandwidth"], "2Gbps");
 }
+
+/// Throughput tests take turns: two at once on a small machine would measure its CPUs, not
+/// the shapers.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    MEASURING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs an iperf3 TCP client in `netns` against `server` for `seconds` (`reverse`: the server
+/// sends); returns the rate of each one-second interval and of the whole run as the receiver
+/// counted it, in bits per second.
+fn iperf3_rates(netns: &str, server: &str, seconds: u32, reverse: bool) -> (Vec<f64>, f64) {
+    let seconds = seconds.to_string();
+    let mut args = vec!["-c", server, "-t", seconds.as_str(), "-i", "1", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = in_netns(netns, "iperf3", &args);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("iperf3 output is not JSON: {}", text(&out)));
+    assert!(out.status.success(), "iperf3 failed: {}", json["error"]);
+    let intervals = json["intervals"]
+        .as_array()
+        .expect("intervals")
+        .iter()
+        .map(|i| {
+            i["sum"]["bits_per_second"]
+                .as_f64()
+                .expect("bits_per_second")
+        })
+        .collect();
+    let total = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("sum_received");
+    (intervals, total)
+}
+
+/// Asserts TCP used `bandwidth` (bits per second) as the contract says: at least 90% of it
+/// over the run, never more than 102% in any one-second interval.
+#[track_caller]
+fn assert_within(what: &str, intervals: &[f64], total: f64, bandwidth: f64) {
+    assert!(
+        total >= 0.90 * bandwidth,
+        "{what}: {:.3} Gbit/s is below 90% of {:.0} Gbit/s (intervals {intervals:?})",
+        total / 1e9,
+        bandwidth / 1e9
+    );
+    for (i, rate) in intervals.iter().enumerate() {
+        assert!(
+            *rate <= 1.02 * bandwidth,
+            "{what}: interval {i} carried {:.3} Gbit/s, above 102% of {:.0} Gbit/s \
+             ({intervals:?})",
+            rate / 1e9,
+            bandwidth / 1e9
+        );
+    }
+}
+
+#[test]
+fn a_2_gbps_lpar_sends_and_receives_tcp_at_its_bandwidth() {
+    let _turn = measuring();
+    let file = FabricFile::test()
+        .chpid("F0")
+        .lpar("LP01", "{ns}a", [Nic::new("F0", ["10.70.0.1/24"])])
+        .profile("mz2d-metal-2x64")
+        .lpar("LP02", "{ns}b", [Nic::new("F0", ["10.70.0.2/24"])]);
+    let mut fabric = TestFabric::up(file);
+    let (a, b) = (fabric.ns("a"), fabric.ns("b"));
+    fabric.iperf3_server(&a, "10.70.0.1");
+    // LP02 sends to LP01 (LP01's receive side), then LP01 sends (-R: its send side).
+    let (intervals, total) = iperf3_rates(&b, "10.70.0.1", 4, false);
+    assert_within("LP01 receiving", &intervals, total, 2e9);
+    let (intervals, total) = iperf3_rates(&b, "10.70.0.1", 4, true);
+    assert_within("LP01 sending", &intervals, total, 2e9);
+    // What went through the shapers is what `iqd stats` says was shaped.
+    let stats = fabric.stats();
+    let lp01 = stats["bandwidth"]
+        .as_array()
+        .expect("bandwidth")
+        .iter()
+        .find(|b| b["lpar"] == "LP01")
+        .cloned()
+        .unwrap_or_else(|| panic!("no bandwidth stats for LP01: {stats}"));
+    assert_eq!(lp01["bandwidth"], "2Gbps");
+    assert!(
+        lp01["send_shaped_bytes"].as_u64().unwrap_or(0) > 500_000_000,
+        "{lp01}"
+    );
+    assert!(
+        lp01["receive_shaped_bytes"].as_u64().unwrap_or(0) > 500_000_000,
+        "{lp01}"
+    );
+}
+
+#[test]
+fn two_nics_of_one_lpar_share_its_bandwidth() {
+    let _turn = measuring();
+    // LP01 with a NIC on F0 (to LP02) and one on F1 (to LP03); 2 Gbps for both together.
+    let file = FabricFile::test()
+        .chpid("F0")
+        .chpid("F1")
+        .lpar(
+            "LP01",
+            "{ns}a",
+            [
+                Nic::new("F0", ["10.70.0.1/24"]),
+                Nic::new("F1", ["10.71.0.1/24"]),
+            ],
+        )
+        .profile("mz2d-metal-16x512")
+        .bandwidth("2Gbps")
+        .lpar("LP02", "{ns}b", [Nic::new("F0", ["10.70.0.2/24"])])
+        .lpar("LP03", "{ns}c", [Nic::new("F1", ["10.71.0.3/24"])]);
+    let mut fabric = TestFabric::up(file);
+    let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
+    fabric.iperf3_server(&a, "10.70.0.1");
+    fabric.spawn(&a, "iperf3", &["-s", "-B", "10.71.0.1", "-p", "5202"]);
+    wait_until(Duration::from_secs(5), || {
+        let out = in_netns(&a, "ss", &["-H", "-l", "-t", "-n", "sport", "=", ":5202"]);
+        out.status.success() && !out.stdout.is_empty()
+    })
+    .expect("second iperf3 server listens");
+    // Both streams into LP01 at once, one per NIC.
+    let first = std::thread::spawn(move || iperf3_rates(&b, "10.70.0.1", 4, false));
+    let second = std::thread::spawn(move || {
+        let out = in_netns(
+            &c,
+            "iperf3",
+            &["-c", "10.71.0.1", "-p", "5202", "-t", "4", "-i", "1", "-J"],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let intervals: Vec<f64> = json["intervals"]
+            .as_array()
+            .expect("intervals")
+            .iter()
+            .map(|i| i["sum"]["bits_per_second"].as_f64().expect("rate"))
+            .collect();
+        let total = json["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .expect("sum_received");
+        (intervals, total)
+    });
+    let (one, one_total) = first.join().expect("first stream");
+    let (two, two_total) = second.join().expect("second stream");
+    let together: Vec<f64> = one.iter().zip(&two).map(|(x, y)| x + y).collect();
+    assert_within(
+        "LP01 receiving on two NICs",
+        &together,
+        one_total + two_total,
+        2e9,
+    );
+    // Each NIC had its share: neither stream starved.
+    assert!(one_total > 0.2e9 && two_total > 0.2e9, "{one:?} {two:?}");
+}
+
+#[test]
+fn an_lpar_without_a_bandwidth_is_not_shaped() {
+    let _turn = measuring();
+    let mut fabric = TestFabric::up(
+        FabricFile::test()
+            .chpid("F0")
+            .lpar("LP01", "{ns}a", [Nic::new("F0", ["10.70.0.1/24"])])
+            .lpar("LP02", "{ns}b", [Nic::new("F0", ["10.70.0.2/24"])])
+            .lpar("LP03", "{ns}c", [Nic::new("F0", ["10.70.0.3/24"])])
+            .bandwidth("2Gbps"),
+    );
+    let (a, b) = (fabric.ns("a"), fabric.ns("b"));
+    fabric.iperf3_server(&a, "10.70.0.1");
+    let (_, total) = iperf3_rates(&b, "10.70.0.1", 2, false);
+    // Well above any bandwidth in the file: another LPAR's limit is not this one's.
+    assert!(
+        total > 2.5e9,
+        "{:.2} Gbit/s between unlimited LPARs",
+        total / 1e9
+    );
+    let stats = fabric.stats();
+    let lp03 = &stats["bandwidth"][0];
+    assert_eq!(lp03["lpar"], "LP03", "{stats}");
+    assert_eq!(lp03["send_shaped_packets"], 0, "{stats}");
+    assert_eq!(lp03["receive_shaped_packets"], 0, "{stats}");
+}

@@ -11,8 +11,9 @@ use super::ConfigArg;
 /// sg_denied_outbound (its own security groups refused), target_busy (data path afxdp: a full
 /// AF_XDP ring), lpar_stopped (the destination's LPAR is stopped), bandwidth_exceeded (the
 /// sender's or the receiver's LPAR bandwidth); except sg_denied_inbound, counted on the
-/// receiving NIC whose security groups refused. Per LPAR with a bandwidth, a line shows what
-/// its meters dropped, sending and receiving (the fabric delays nothing: it drops). A line shows the connection table; for data path afxdp, a last line shows how many
+/// receiving NIC whose security groups refused. Per LPAR with a bandwidth, a line shows, sending
+/// and receiving, the frames that went through its shaper (delayed as far as the bandwidth
+/// needs) and those dropped because its shaper's queue was full (bandwidth_exceeded). A line shows the connection table; for data path afxdp, a last line shows how many
 /// frames went through the switch and how many the kernel delivered itself (fallback).
 #[derive(Args, Debug)]
 pub struct Stats {
@@ -63,12 +64,17 @@ impl Stats {
         }
         for b in &stats.bandwidth {
             println!(
-                "bandwidth {} {}: dropped sending {} frames ({} bytes), receiving {} frames \
-                 ({} bytes); nothing delayed",
+                "bandwidth {} {}: sent {} frames ({} bytes) through its shaper, {} dropped \
+                 ({} bytes); received {} frames ({} bytes) through its shaper, {} dropped ({} \
+                 bytes)",
                 b.lpar,
                 b.bandwidth,
+                b.send_shaped_packets,
+                b.send_shaped_bytes,
                 b.send_dropped_packets,
                 b.send_dropped_bytes,
+                b.receive_shaped_packets,
+                b.receive_shaped_bytes,
                 b.receive_dropped_packets,
                 b.receive_dropped_bytes
             );
