@@ -441,6 +441,11 @@ impl Executor<'_> {
                     .removed_nics
                     .push(format!("{}/{}", old.lpar, old.nic));
                 self.state.nics.retain(|r| r.port != old.port);
+                // An LPAR that leaves the file is gone with its NICs: a rollback that brings it
+                // back brings a new LPAR, whose NICs may come with it.
+                if !fabric.lpars.iter().any(|l| l.name == old.lpar) {
+                    self.state.lpars.remove(&old.lpar);
+                }
                 self.state.save()?;
             }
             Step::RemoveLeftoverPort(port) => self.remove_port(port).await?,
@@ -591,8 +596,10 @@ impl Executor<'_> {
         result
     }
 
-    /// Puts `record` in the state file in place of any record of its port.
+    /// Puts `record` in the state file in place of any record of its port; a new LPAR is
+    /// recorded running with its first NIC.
     fn record_nic(&mut self, record: &NicRecord) -> Result<()> {
+        self.state.lpars.entry(record.lpar.clone()).or_default();
         self.state.nics.retain(|r| r.port != record.port);
         self.state.nics.push(record.clone());
         self.state.save()
