@@ -640,12 +640,17 @@ impl Executor<'_> {
             for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
                 dataplane::detach_side(&pin_dir, off, &record.port)?;
             }
-            // XDP passes frames that go through a shaper up to the port's tc ingress.
+            // XDP passes frames that go through a shaper up to the port's tc ingress: needed
+            // on every port once any LPAR has a bandwidth (it may receive from any port).
+            let shaping = fabric
+                .lpars
+                .iter()
+                .any(|l| l.effective_bandwidth().is_some());
             match fabric.datapath {
-                Datapath::Xdp | Datapath::Afxdp => {
+                Datapath::Xdp | Datapath::Afxdp if shaping => {
                     plane.attach(Side::Shaped, &record.port, &record.port, port.index)?
                 }
-                Datapath::Tc => dataplane::detach_side(&pin_dir, Side::Shaped, &record.port)?,
+                _ => dataplane::detach_side(&pin_dir, Side::Shaped, &record.port)?,
             }
         }
         // A stopped LPAR's port is down: its NIC has no carrier, as a stopped server's.
