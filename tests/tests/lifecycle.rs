@@ -13,6 +13,14 @@ use iqd_tests::{
     in_netns, ping, tcp_listener, text, wait_until, TestFabric,
 };
 
+/// The tests of this suite take turns: a throughput test beside another test's `iqd up` (loading
+/// and verifying programs) on a small machine would measure its CPUs, not the shapers.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// LP01 (`{ns}a`, 10.70.0.1) and LP02 (`{ns}b`, 10.70.0.2) on CHPID F0; CHPID F1 is defined
 /// for NICs tests add.
 fn two_lpars() -> FabricFile {
@@ -123,6 +131,7 @@ fn snapshot(fabric: &TestFabric, suffixes: &[&str]) -> Vec<String> {
 
 #[test]
 fn stop_cuts_traffic_at_once_counts_it_and_start_restores_it() {
+    let _turn = turn();
     let mut fabric = TestFabric::up(two_lpars());
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     assert_eq!(
@@ -185,6 +194,7 @@ fn stop_cuts_traffic_at_once_counts_it_and_start_restores_it() {
 
 #[test]
 fn stopping_an_lpar_the_fabric_does_not_have_is_refused() {
+    let _turn = turn();
     let fabric = TestFabric::up(two_lpars());
     let out = iqd_tests::iqd(&["lpar", "stop", "LP09", "--config", fabric.config_arg()]);
     assert!(!out.status.success());
@@ -198,6 +208,7 @@ fn stopping_an_lpar_the_fabric_does_not_have_is_refused() {
 
 #[test]
 fn a_tracked_connection_does_not_survive_a_stop() {
+    let _turn = turn();
     // LP01 may open connections but accepts nothing unasked: its replies pass only as part
     // of a tracked connection.
     let file = FabricFile::test()
@@ -269,6 +280,7 @@ fn a_tracked_connection_does_not_survive_a_stop() {
 
 #[test]
 fn adding_a_nic_is_refused_while_the_lpar_runs_and_applied_while_it_is_stopped() {
+    let _turn = turn();
     let fabric = TestFabric::up(two_lpars());
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     // The operational state follows carrier a moment later: snapshots are of settled links.
@@ -342,6 +354,7 @@ fn adding_a_nic_is_refused_while_the_lpar_runs_and_applied_while_it_is_stopped()
 
 #[test]
 fn addresses_of_a_running_lpar_change_in_place() {
+    let _turn = turn();
     let fabric = TestFabric::up(two_lpars());
     let b = fabric.ns("b");
     fabric.rewrite(
@@ -361,6 +374,7 @@ fn addresses_of_a_running_lpar_change_in_place() {
 
 #[test]
 fn profiles_limit_the_nics_of_an_lpar() {
+    let _turn = turn();
     let too_many = FabricFile::test()
         .chpid("F0")
         .chpid("F1")
@@ -483,7 +497,7 @@ fn assert_within(what: &str, intervals: &[f64], total: f64, bandwidth: f64) {
 
 #[test]
 fn a_2_gbps_lpar_sends_and_receives_tcp_at_its_bandwidth() {
-    let _turn = measuring();
+    let _turn = turn();
     let file = FabricFile::test()
         .chpid("F0")
         .lpar("LP01", "{ns}a", [Nic::new("F0", ["10.70.0.1/24"])])
@@ -519,7 +533,7 @@ fn a_2_gbps_lpar_sends_and_receives_tcp_at_its_bandwidth() {
 
 #[test]
 fn two_nics_of_one_lpar_share_its_bandwidth() {
-    let _turn = measuring();
+    let _turn = turn();
     // LP01 with a NIC on F0 (to LP02) and one on F1 (to LP03); 2 Gbps for both together.
     let file = FabricFile::test()
         .chpid("F0")
@@ -580,7 +594,7 @@ fn two_nics_of_one_lpar_share_its_bandwidth() {
 
 #[test]
 fn an_lpar_without_a_bandwidth_is_not_shaped() {
-    let _turn = measuring();
+    let _turn = turn();
     let mut fabric = TestFabric::up(
         FabricFile::test()
             .chpid("F0")
