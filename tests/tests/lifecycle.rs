@@ -435,16 +435,6 @@ fn profiles_limit_the_nics_of_an_lpar() {
     assert_eq!(profiles[0]["bandwidth"], "2Gbps");
 }
 
-/// Throughput tests take turns: two at once on a small machine would measure its CPUs, not
-/// the shapers.
-static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn measuring() -> std::sync::MutexGuard<'static, ()> {
-    MEASURING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Runs an iperf3 TCP client in `netns` against `server` for `seconds` (`reverse`: the server
 /// sends); returns the rate of each one-second interval and of the whole run as the receiver
 /// counted it, in bits per second.
