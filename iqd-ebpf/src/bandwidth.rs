@@ -10,8 +10,9 @@
 //! `xdp` and `afxdp` pass the frame up (`XDP_PASS`) with its target in the XDP metadata, and
 //! `iqd_shaped` on the port's tc ingress takes it from there. A meter on the way in (a GCRA in
 //! virtual time, [`iqd_common::Bucket`]) models the shaper's queue and drops what would make it
-//! longer than its burst (`bandwidth_exceeded`, counted on the sender), so a sender that does
-//! not slow down (UDP) is refused at the fabric rather than queued without end.
+//! longer than its burst (`bandwidth_exceeded`, counted on the sender), so what does not slow
+//! down (many senders at once, raw frames) is refused at the fabric rather than queued without
+//! end; a socket's own send buffer usually holds its sender back first.
 use aya_ebpf::{
     bindings::TC_ACT_REDIRECT,
     helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
