@@ -84,8 +84,8 @@ fn this_iqd_refuses_to_read_a_fabric_of_another_layout() {
 
     let expected = format!(
         "iqd: fabric {} is pinned with map layout 1 (IQD_CONNTRACK: capacity {SKEWED_CAPACITY} \
-         pinned, {CAPACITY} expected); this iqd uses layout 3: run `iqd up --config {}` to \
-         upgrade it in place",
+         pinned, {CAPACITY} expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up \
+         --config {}` to upgrade it in place",
         fabric.name,
         fabric.config.display()
     );
@@ -321,7 +321,10 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     assert_eq!(out.status.code(), Some(1), "skewed status: {}", text(&out));
     let message = stderr(&out);
     for part in [
-        "is pinned with map layout 3 (IQD_CONNTRACK: capacity 262144 pinned, 131072 expected)",
+        &format!(
+            "is pinned with map layout {LAYOUT_VERSION} (IQD_CONNTRACK: capacity 262144 pinned, \
+             131072 expected)"
+        ),
         "this iqd uses layout 1",
     ] {
         assert!(message.contains(part), "{message}");
