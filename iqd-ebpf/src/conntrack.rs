@@ -24,15 +24,14 @@ use crate::{
 /// per lookup would not fit the stack.
 #[inline(always)]
 pub fn key(flow: &Flow, segment: u32) -> CtKey {
-    CtKey {
+    CtKey::new(
         segment,
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+        flow.saddr.bytes(),
+        flow.daddr.bytes(),
+        flow.sport,
+        flow.dport,
+        flow.proto,
+    )
 }
 
 /// Turns `key` the other way (the reply direction's key, or back).
