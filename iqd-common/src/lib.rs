@@ -495,7 +495,7 @@ pub struct CtEntry {
     /// Fabric-side port of the NIC that opened the connection, and of its peer.
     pub origin_ifindex: u32,
     pub reply_ifindex: u32,
-    /// `bpf_ktime_get_ns` of the first and of the latest frame.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the first and of the latest frame.
     pub created_ns: u64,
     pub last_seen_ns: u64,
     /// Frames in the opening and in the reply direction.
