@@ -542,7 +542,33 @@ pub struct CtKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields, not `[u8; 3]`: the programs zero them with two stores (a byte array of
+    // three is zeroed by a call to a byte-at-a-time memset).
+    pub _pad: u8,
+    pub _pad2: u16,
+}
+
+impl CtKey {
+    #[inline(always)]
+    pub const fn new(
+        segment: u32,
+        saddr: Addr,
+        daddr: Addr,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+    ) -> Self {
+        CtKey {
+            segment,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
 }
 
 /// The segment a port's NIC belongs to, the scope of its addresses and connections: today its
@@ -558,7 +584,7 @@ pub struct CtEntry {
     /// Fabric-side port of the NIC that opened the connection, and of its peer.
     pub origin_ifindex: u32,
     pub reply_ifindex: u32,
-    /// `bpf_ktime_get_ns` of the first and of the latest frame.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the first and of the latest frame.
     pub created_ns: u64,
     pub last_seen_ns: u64,
     /// Frames in the opening and in the reply direction.

@@ -1,7 +1,7 @@
 //! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
 //! (sent back out of the asking NIC's port). ARP never crosses the fabric.
 use iqd_common::{
-    drop_reason, ipv4_mapped,
+    drop_reason,
     wire::{ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, ETH_ALEN, ETH_P_IP, IPV4_ALEN},
     PortInfo,
 };
@@ -9,7 +9,7 @@ use iqd_common::{
 use crate::{
     frame::Frame,
     maps,
-    parse::{self, copy_mac, ArpHdr, EthHdr},
+    parse::{self, copy_mac, ArpHdr, EthHdr, FlowAddr},
     policy, DropReason, Verdict,
 };
 
@@ -40,15 +40,19 @@ pub fn answer<C: Frame>(
     policy::check_source_mac(port, &arp.sha)?;
     // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
     if u32::from_ne_bytes(arp.spa) != 0 {
-        policy::check_source_ip(ifindex, port, &ipv4_mapped(arp.spa))?;
+        policy::check_source_ip(ifindex, port, &FlowAddr::ipv4_mapped(arp.spa).bytes())?;
     }
 
     let tpa = arp.tpa;
-    let target = match maps::route(port.chpid, &ipv4_mapped(tpa)) {
+    let target = match maps::route(port.chpid, &FlowAddr::ipv4_mapped(tpa).bytes()) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
-        None => return Err(policy::unreachable_reason(&ipv4_mapped(tpa))),
+        None => {
+            return Err(policy::unreachable_reason(
+                &FlowAddr::ipv4_mapped(tpa).bytes(),
+            ))
+        }
     };
 
     // Turn the request into the reply in place.

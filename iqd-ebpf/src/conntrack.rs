@@ -6,7 +6,7 @@
 //! and a frame of one must never find, refresh or replace a connection of the other.
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
 };
 use iqd_common::{
     ct_flags, ct_stat, ct_timeout,
@@ -24,15 +24,14 @@ use crate::{
 /// per lookup would not fit the stack.
 #[inline(always)]
 pub fn key(flow: &Flow, segment: u32) -> CtKey {
-    CtKey {
+    CtKey::new(
         segment,
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+        flow.saddr.bytes(),
+        flow.daddr.bytes(),
+        flow.sport,
+        flow.dport,
+        flow.proto,
+    )
 }
 
 /// Turns `key` the other way (the reply direction's key, or back).
@@ -65,8 +64,9 @@ pub fn track(key: &mut CtKey, flow: &Flow, from: u32, to: u32) -> bool {
     if !flow.tracked {
         return false;
     }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the helper has no preconditions. The coarse clock (a tick's resolution, no
+    // clock source read) is plenty for timeouts of seconds, and cheaper per frame.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(entry) = IQD_CONNTRACK.get_ptr_mut(&*key) {
         // SAFETY: map values stay valid while the program runs; races only lose counts.
         let entry = unsafe { &mut *entry };
@@ -111,8 +111,8 @@ pub fn open(key: &CtKey, flow: &Flow, from: u32, to: u32) {
     if !flow.opens {
         return;
     }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the helper has no preconditions; the clock of `track`.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let entry = CtEntry {
         origin_ifindex: from,
         reply_ifindex: to,

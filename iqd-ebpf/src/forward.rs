@@ -121,7 +121,7 @@ fn deliver<C: Frame, const V6: bool>(
     l3_offset: usize,
     l4_offset: usize,
 ) -> Result<Verdict, DropReason> {
-    let (saddr, daddr) = (&flow.saddr, &flow.daddr);
+    let (saddr, daddr) = (&flow.saddr.bytes(), &flow.daddr.bytes());
     // A GSO packet (tc only) stands for segments of `gso_size` payload each: the frame size
     // holds for every segment on the wire.
     let gso_size = ctx.gso_size();
@@ -134,14 +134,14 @@ fn deliver<C: Frame, const V6: bool>(
     policy::check_source_mac(port, &eth.src)?;
     // An IPv4-mapped IPv6 source is nobody's, even with `allow_ip_spoofing`: it would pass
     // for the IPv4 address in every map.
-    if V6 && policy::is_ipv4_mapped(saddr) {
+    if V6 && flow.saddr.is_ipv4_mapped() {
         return Err(drop_reason::SPOOFED_SOURCE);
     }
     policy::check_source_ip(ifindex, port, saddr)?;
 
     // IPv6 multicast (ff00::/8) is not delivered yet; IPv4's finds no route. An IPv4-mapped
     // destination is no IPv6 NIC's.
-    if V6 && (daddr[0] == 0xff || policy::is_ipv4_mapped(daddr)) {
+    if V6 && (flow.daddr.is_multicast() || flow.daddr.is_ipv4_mapped()) {
         return Err(drop_reason::NO_DESTINATION);
     }
     let target = match maps::route(port.chpid, daddr) {

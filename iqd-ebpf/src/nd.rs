@@ -16,7 +16,7 @@ use iqd_common::{
 use crate::{
     frame::Frame,
     maps,
-    parse::{self, copy_mac, EthHdr, Ipv6Hdr, NaPacket, NdMsg},
+    parse::{self, copy_mac, EthHdr, FlowAddr, Ipv6Hdr, NaPacket, NdMsg},
     policy, DropReason, Verdict,
 };
 
@@ -56,14 +56,14 @@ pub fn solicitation<C: Frame>(
     let saddr = &ip.saddr;
     // The unspecified source is duplicate address detection (RFC 4862) and claims nothing.
     let unspecified = is_unspecified(saddr);
-    if policy::is_ipv4_mapped(saddr) {
+    if FlowAddr::ipv6(saddr).is_ipv4_mapped() {
         return Err(drop_reason::SPOOFED_SOURCE);
     }
     if !unspecified {
         policy::check_source_ip(ifindex, port, saddr)?;
     }
     let target_addr = &ns.target;
-    if policy::is_ipv4_mapped(target_addr) {
+    if FlowAddr::ipv6(target_addr).is_ipv4_mapped() {
         return Err(drop_reason::NO_DESTINATION);
     }
     let target = match maps::route(port.chpid, target_addr) {

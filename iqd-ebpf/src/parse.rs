@@ -3,7 +3,7 @@
 use core::mem;
 
 use iqd_common::{
-    drop_reason, ipv4_mapped,
+    drop_reason,
     wire::{
         ARP_LEN, ETH_HLEN, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_ECHO_REPLY,
         ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
@@ -223,13 +223,60 @@ pub struct IcmpHdr {
 /// lies in no port range (ports are 1-65535) for TCP and UDP.
 pub const ICMP_NO_TYPE: u16 = 0xffff;
 
-/// What security groups and connection tracking need of an IP frame. Aligned so that the
-/// addresses are written and copied a word at a time.
-#[repr(C, align(8))]
+/// An address as the maps key it ([`Addr`]: IPv4 mapped into IPv6), held as four words: an
+/// IPv4 packet's is built with four stores and copied into a key with four more. As a byte
+/// array it would take a call to a byte-at-a-time `memset` and sixteen stores per copy (the
+/// BPF target has neither unaligned word access nor an inline `memset` for bytes).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FlowAddr([u32; 4]);
+
+/// The third word of an IPv4-mapped address (`::ffff:0:0/96`).
+const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+impl FlowAddr {
+    /// The IPv4-mapped form of an IPv4 address (`iqd_common::ipv4_mapped`).
+    #[inline(always)]
+    pub fn ipv4_mapped(octets: [u8; 4]) -> Self {
+        FlowAddr([0, 0, MAPPED_WORD, u32::from_ne_bytes(octets)])
+    }
+
+    /// An IPv6 address as it is in the packet.
+    #[inline(always)]
+    pub fn ipv6(addr: &Addr) -> Self {
+        // SAFETY: any 16 bytes are four words; the read makes no alignment assumption.
+        FlowAddr(unsafe { core::ptr::read_unaligned(addr as *const Addr as *const [u32; 4]) })
+    }
+
+    /// The address's bytes, as keys hold them.
+    #[inline(always)]
+    pub fn bytes(&self) -> Addr {
+        // SAFETY: four words are any 16 bytes, in memory order.
+        unsafe { mem::transmute::<[u32; 4], Addr>(self.0) }
+    }
+
+    /// Whether an IPv6 address is IPv4-mapped: the form the maps key IPv4 addresses by. It never
+    /// appears in an IPv6 packet on the wire (RFC 4291), and one that does must not pass for the
+    /// IPv4 address: as a source it is `spoofed_source`, as a destination (or solicitation
+    /// target) `no_destination`.
+    #[inline(always)]
+    pub fn is_ipv4_mapped(&self) -> bool {
+        self.0[0] == 0 && self.0[1] == 0 && self.0[2] == MAPPED_WORD
+    }
+
+    /// Whether an IPv6 address is multicast (`ff00::/8`).
+    #[inline(always)]
+    pub fn is_multicast(&self) -> bool {
+        self.0[0].to_ne_bytes()[0] == 0xff
+    }
+}
+
+/// What security groups and connection tracking need of an IP frame.
+#[repr(C)]
 pub struct Flow {
-    /// Source and destination address, IPv4 mapped into IPv6 (`iqd_common::Addr`).
-    pub saddr: Addr,
-    pub daddr: Addr,
+    /// Source and destination address.
+    pub saddr: FlowAddr,
+    pub daddr: FlowAddr,
     /// IP protocol number.
     pub proto: u8,
     /// Rule-table protocol class (`iqd_common::sg_proto`).
@@ -273,8 +320,8 @@ pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize, end: usize) -> Flow 
     let later_fragment = u16::from_be_bytes(ip.frag_off) & 0x1fff != 0;
     transport::<C, false>(
         ctx,
-        ipv4_mapped(ip.saddr),
-        ipv4_mapped(ip.daddr),
+        FlowAddr::ipv4_mapped(ip.saddr),
+        FlowAddr::ipv4_mapped(ip.daddr),
         ip.protocol,
         later_fragment,
         offset,
@@ -288,8 +335,8 @@ pub fn flow<C: Frame>(ctx: &C, ip: &Ipv4Hdr, offset: usize, end: usize) -> Flow 
 pub fn flow6<C: Frame>(ctx: &C, ip: &Ipv6Hdr, l4: &Ipv6L4, end: usize) -> Flow {
     transport::<C, true>(
         ctx,
-        ip.saddr,
-        ip.daddr,
+        FlowAddr::ipv6(&ip.saddr),
+        FlowAddr::ipv6(&ip.daddr),
         l4.proto,
         l4.later_fragment,
         l4.offset,
@@ -305,8 +352,8 @@ pub fn flow6<C: Frame>(ctx: &C, ip: &Ipv6Hdr, l4: &Ipv6L4, end: usize) -> Flow {
 #[inline(always)]
 fn transport<C: Frame, const V6: bool>(
     ctx: &C,
-    saddr: Addr,
-    daddr: Addr,
+    saddr: FlowAddr,
+    daddr: FlowAddr,
     proto: u8,
     later_fragment: bool,
     offset: usize,

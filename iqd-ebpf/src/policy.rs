@@ -39,19 +39,6 @@ pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: &Addr) -> Result<()
     }
 }
 
-/// Whether an address from an IPv6 header is IPv4-mapped (`::ffff:0:0/96`): the form the maps
-/// key IPv4 addresses by. It never appears in an IPv6 packet on the wire (RFC 4291), and one
-/// that does must not pass for the IPv4 address: as a source it is `spoofed_source`, as a
-/// destination (or solicitation target) `no_destination`.
-#[inline(always)]
-pub fn is_ipv4_mapped(addr: &Addr) -> bool {
-    let mut zero = 0u8;
-    for byte in &addr[..10] {
-        zero |= byte;
-    }
-    zero == 0 && addr[10] == 0xff && addr[11] == 0xff
-}
-
 /// Why a destination that no NIC on this CHPID registered cannot be reached.
 #[inline(always)]
 pub fn unreachable_reason(daddr: &Addr) -> DropReason {

@@ -18,14 +18,14 @@ const SEARCH_STEPS: usize = 11;
 pub fn allows(from: u32, to: u32, flow: &Flow) -> Result<(), u8> {
     let mut key = Key::new(
         SG_KEY_FIXED_BITS + 128,
-        SgKey::new(from, sg_direction::OUTBOUND, flow.class, flow.daddr),
+        SgKey::new(from, sg_direction::OUTBOUND, flow.class, flow.daddr.bytes()),
     );
     if !lookup(&key, flow) {
         return Err(sg_direction::OUTBOUND);
     }
     key.data.ifindex_be = to.to_be_bytes();
     key.data.direction = sg_direction::INBOUND;
-    key.data.remote = flow.saddr;
+    key.data.remote = flow.saddr.bytes();
     if !lookup(&key, flow) {
         return Err(sg_direction::INBOUND);
     }

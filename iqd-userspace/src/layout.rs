@@ -889,15 +889,14 @@ unsafe impl aya::Pod for CtKeyV2 {}
 /// connection, its IPv4 addresses mapped into IPv6 (`::ffff:a.b.c.d`) as the programs now key
 /// them.
 pub fn convert_v2(old: &CtKeyV2) -> CtKey {
-    CtKey {
-        segment: old.segment,
-        saddr: ipv4_mapped(old.saddr),
-        daddr: ipv4_mapped(old.daddr),
-        sport: old.sport,
-        dport: old.dport,
-        proto: old.proto,
-        _pad: [0; 3],
-    }
+    CtKey::new(
+        old.segment,
+        ipv4_mapped(old.saddr),
+        ipv4_mapped(old.daddr),
+        old.sport,
+        old.dport,
+        old.proto,
+    )
 }
 
 #[cfg(test)]
@@ -1107,15 +1106,14 @@ mod tests {
         let new = convert_v2(&old);
         assert_eq!(
             new,
-            CtKey {
-                segment: 0xf0,
-                saddr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
-                daddr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2],
-                sport: 40000,
-                dport: 5201,
-                proto: 6,
-                _pad: [0; 3],
-            }
+            CtKey::new(
+                0xf0,
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2],
+                40000,
+                5201,
+                6,
+            )
         );
         assert_eq!(
             iqd_common::ip_of(new.saddr),
@@ -1226,15 +1224,14 @@ mod tests {
         };
         assert_eq!(
             convert_v1(&old, &entry(3, 4), chpid),
-            Some(CtKey {
-                segment: 0xf0,
-                saddr: ipv4_mapped([10, 0, 0, 1]),
-                daddr: ipv4_mapped([10, 0, 0, 2]),
-                sport: 40000,
-                dport: 5201,
-                proto: 6,
-                _pad: [0; 3],
-            })
+            Some(CtKey::new(
+                0xf0,
+                ipv4_mapped([10, 0, 0, 1]),
+                ipv4_mapped([10, 0, 0, 2]),
+                40000,
+                5201,
+                6,
+            ))
         );
         // The origin port is gone: nothing to key it by.
         assert_eq!(convert_v1(&old, &entry(9, 4), chpid), None);

@@ -589,15 +589,14 @@ rules = [{ direction = "inbound", protocol = "tcp", port_min = 22, port_max = 22
             r#"["default"]"#,
             r#"["srv"]"#,
         );
-        let key = CtKey {
-            segment: 0xf0,
-            saddr: iqd_common::ipv4_mapped([10, 0, 0, 1]),
-            daddr: iqd_common::ipv4_mapped([10, 0, 0, 2]),
-            sport: 40000,
-            dport: 5201,
-            proto: 6,
-            _pad: [0; 3],
-        };
+        let key = CtKey::new(
+            0xf0,
+            iqd_common::ipv4_mapped([10, 0, 0, 1]),
+            iqd_common::ipv4_mapped([10, 0, 0, 2]),
+            40000,
+            5201,
+            6,
+        );
         let entry = CtEntry {
             origin_ifindex: 1,
             reply_ifindex: 2,
@@ -727,15 +726,14 @@ name = "srv"
 rules = [{{ direction = "inbound", protocol = "{proto}" }}]"#
             )
         };
-        let key = CtKey {
-            segment: 0xf0,
-            saddr: v6("fd00:f0::1").octets(),
-            daddr: v6("fd00:f0::2").octets(),
-            sport: 7,
-            dport: 7,
-            proto: IPPROTO_ICMPV6,
-            _pad: [0; 3],
-        };
+        let key = CtKey::new(
+            0xf0,
+            v6("fd00:f0::1").octets(),
+            v6("fd00:f0::2").octets(),
+            7,
+            7,
+            IPPROTO_ICMPV6,
+        );
         let entry = CtEntry {
             origin_ifindex: 1,
             reply_ifindex: 2,

@@ -73,6 +73,38 @@ pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run ip netns exec {netns} {program}: {e}"))
 }
 
+/// A TCP transfer (iperf3) from a namespace to `dest` that a test means to cut while it runs:
+/// it lasts long enough to be cut even when `iqd up` takes seconds on a busy machine, and
+/// `--snd-timeout` ends it 3 s after its data stops being acknowledged (a cut connection would
+/// otherwise retransmit for minutes), `timeout` in any case. See [`transfer_was_cut`].
+pub fn transfer_to_cut(netns: &str, dest: &str) -> thread::JoinHandle<Output> {
+    let netns = netns.to_string();
+    let dest = dest.to_string();
+    thread::spawn(move || {
+        in_netns(
+            &netns,
+            "timeout",
+            &[
+                "40",
+                "iperf3",
+                "-c",
+                &dest,
+                "-t",
+                "30",
+                "--snd-timeout",
+                "3000",
+                "-J",
+            ],
+        )
+    })
+}
+
+/// Whether a [`transfer_to_cut`] failed: killed by `timeout`, or ended by `--snd-timeout`
+/// with an error in its report (iperf3 -J then exits 0).
+pub fn transfer_was_cut(result: &Output) -> bool {
+    !result.status.success() || String::from_utf8_lossy(&result.stdout).contains("\"error\"")
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",

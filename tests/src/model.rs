@@ -334,7 +334,7 @@ impl Model {
     }
 
     /// What the data plane does with `frame`, sent by NIC `ingress` at monotonic time `now_ns`
-    /// (what `bpf_ktime_get_ns` would say). Updates the connection table as the program does.
+    /// (what `bpf_ktime_get_coarse_ns` would say). Updates the connection table as the program does.
     pub fn handle(&mut self, ingress: NicId, frame: &[u8], now_ns: u64) -> Outcome {
         let (verdict, tracked) = self
             .decide(ingress, frame, now_ns)

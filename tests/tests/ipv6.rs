@@ -8,8 +8,8 @@ use std::{
 
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
-    in_netns, in_netns_thread, iperf3_tcp, ping, tcp_connects, tcp_listener, text, udp_delivered,
-    TestFabric,
+    in_netns, in_netns_thread, iperf3_tcp, ping, tcp_connects, tcp_listener, text, transfer_to_cut,
+    transfer_was_cut, udp_delivered, wait_until, TestFabric,
 };
 
 const A6: &str = "fd00:f0::1";
@@ -350,10 +350,7 @@ fn tracked_ipv6_replies_and_a_live_cut() {
     assert!(listing.contains(&format!("[{B6}]:5201")), "{listing}");
 
     // A live cut: a running transfer stops when the rule goes.
-    let a2 = a.clone();
-    let run = std::thread::spawn(move || {
-        in_netns(&a2, "timeout", &["12", "iperf3", "-c", B6, "-t", "6", "-J"])
-    });
+    let run = transfer_to_cut(&a, B6);
     std::thread::sleep(Duration::from_millis(1500));
     fabric.rewrite(three_v6(
         [client, server(22)],
@@ -363,15 +360,17 @@ fn tracked_ipv6_replies_and_a_live_cut() {
     ));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("connections cut:"), "{out}");
+    // The frames in flight are dropped at once; after them, the sender's retransmissions come
+    // at its backed-off timeouts (0.2 s, 0.4 s, ...): wait for one.
     let before = fabric.drops("B", "hsi0", "sg_denied_inbound");
-    std::thread::sleep(Duration::from_millis(500));
+    let dropped = || fabric.drops("B", "hsi0", "sg_denied_inbound") > before;
     assert!(
-        fabric.drops("B", "hsi0", "sg_denied_inbound") > before,
+        wait_until(Duration::from_secs(2), dropped).is_ok(),
         "frames of the cut IPv6 connection still pass"
     );
     let result = run.join().expect("client thread");
     assert!(
-        !result.status.success(),
+        transfer_was_cut(&result),
         "iperf3 finished although its connection was cut: {}",
         text(&result)
     );

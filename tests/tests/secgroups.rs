@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
-    in_netns, iperf3_tcp, ping, tcp_connects, tcp_listener, text, udp_delivered, TestFabric,
+    in_netns, iperf3_tcp, ping, tcp_connects, tcp_listener, text, transfer_to_cut,
+    transfer_was_cut, udp_delivered, wait_until, TestFabric,
 };
 
 const A: &str = "10.8.0.1";
@@ -193,23 +194,22 @@ fn a_rule_change_cuts_a_running_transfer() {
     let mut fabric = TestFabric::up(file([open], &[], &["server"], &[]));
     let (a, b) = (fabric.ns("a"), fabric.ns("b"));
     fabric.iperf3_server(&b, B);
-    let client = std::thread::spawn(move || {
-        // `timeout`: a cut connection would otherwise retransmit for minutes.
-        in_netns(&a, "timeout", &["12", "iperf3", "-c", B, "-t", "6", "-J"])
-    });
+    let client = transfer_to_cut(&a, B);
     std::thread::sleep(Duration::from_millis(1500));
     fabric.rewrite(file([shut], &[], &["server"], &[]));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("connections cut:"), "{out}");
+    // The frames in flight are dropped at once; after them, the sender's retransmissions come
+    // at its backed-off timeouts (0.2 s, 0.4 s, ...): wait for one.
     let before = fabric.drops("B", "hsi0", "sg_denied_inbound");
-    std::thread::sleep(Duration::from_millis(500));
+    let dropped = || fabric.drops("B", "hsi0", "sg_denied_inbound") > before;
     assert!(
-        fabric.drops("B", "hsi0", "sg_denied_inbound") > before,
+        wait_until(Duration::from_secs(2), dropped).is_ok(),
         "frames of the cut connection still pass"
     );
     let result = client.join().expect("client thread");
     assert!(
-        !result.status.success(),
+        transfer_was_cut(&result),
         "iperf3 finished although its connection was cut: {}",
         text(&result)
     );

@@ -73,7 +73,7 @@ enum Command {
     /// round; writes every raw sample to JSON; a full default run regenerates
     /// docs/performance.md with SVG charts. The full run takes about 31 minutes on 2 cores,
     /// --quick about 4.
-    Bench(bench::Options),
+    Bench(Box<bench::Options>),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Command::Build(options) => build::run(options),
         Command::Test(options) => test::run(options),
         Command::Run(options) => run::run(options),
-        Command::Bench(options) => bench::run(options),
+        Command::Bench(options) => bench::run(*options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

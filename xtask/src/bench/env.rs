@@ -35,6 +35,9 @@ pub enum Kind {
     IqdSg(usize),
     /// iqd with its tc data path (`bpf_redirect_peer`, GSO kept).
     IqdTc,
+    /// `IqdTc` built by another iqd binary (`--baseline-iqd`), for the per-packet cost only:
+    /// what a change did to it, measured side by side.
+    IqdTcBaseline,
     /// iqd with its AF_XDP data path (`datapath = "afxdp"`): the same fabric file as `IqdXdp`.
     IqdAfxdp,
     /// `bridge` with a stateful nftables rule set equivalent to `IqdSg`'s in every endpoint
@@ -43,9 +46,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::IqdXdp,
         Kind::IqdTc,
+        Kind::IqdTcBaseline,
         Kind::IqdAfxdp,
         Kind::Bridge,
         Kind::Macvlan,
@@ -61,7 +65,7 @@ impl Kind {
     /// Whether a run measures the system only when `--system` names it: `iqd-afxdp` would take
     /// the full run past its 30 minutes.
     pub fn on_request(self) -> bool {
-        matches!(self, Kind::IqdAfxdp)
+        matches!(self, Kind::IqdAfxdp | Kind::IqdTcBaseline)
     }
 
     pub fn name(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Kind {
             Kind::IqdSg(250) => "iqd-sg250",
             Kind::IqdSg(_) => "iqd-sg",
             Kind::IqdTc => "iqd-tc",
+            Kind::IqdTcBaseline => "iqd-tc-baseline",
             Kind::IqdAfxdp => "iqd-afxdp",
             Kind::BridgeNft(0) => "bridge-nft0",
             Kind::BridgeNft(50) => "bridge-nft50",
@@ -92,6 +97,7 @@ impl Kind {
             Kind::Veth => "v",
             Kind::IqdSg(_) => "s",
             Kind::IqdTc => "t",
+            Kind::IqdTcBaseline => "o",
             Kind::IqdAfxdp => "a",
             Kind::BridgeNft(_) => "n",
         }
@@ -124,7 +130,7 @@ impl Kind {
     pub fn datapath(self) -> Option<&'static str> {
         match self {
             Kind::IqdXdp => Some("xdp"),
-            Kind::IqdTc => Some("tc"),
+            Kind::IqdTc | Kind::IqdTcBaseline => Some("tc"),
             Kind::IqdSg(_) => Some(secgroups::DATAPATH),
             Kind::IqdAfxdp => Some("afxdp"),
             _ => None,
@@ -244,10 +250,13 @@ pub struct Builder {
     /// Unique per run: `ib<pid in hex>`.
     pub tag: String,
     pub iqd: Option<PathBuf>,
+    /// The binary of `iqd-tc-baseline` (`--baseline-iqd`).
+    pub baseline: Option<PathBuf>,
     pub work_dir: PathBuf,
     serial: u32,
-    /// Whether the iqd binary accepts `ipv6` on a NIC; asked once, see [`Builder::iqd_has_ipv6`].
-    iqd_ipv6: Option<bool>,
+    /// Whether each iqd binary accepts `ipv6` on a NIC; asked once, see
+    /// [`Builder::iqd_has_ipv6`].
+    iqd_ipv6: std::collections::HashMap<PathBuf, bool>,
 }
 
 impl Builder {
@@ -255,22 +264,32 @@ impl Builder {
         Builder {
             tag: format!("ib{:x}", std::process::id() & 0xffff),
             iqd,
+            baseline: None,
             work_dir,
             serial: 0,
-            iqd_ipv6: None,
+            iqd_ipv6: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The iqd binary that builds `kind`.
+    fn iqd_for(&self, kind: Kind) -> Option<&PathBuf> {
+        if kind == Kind::IqdTcBaseline {
+            self.baseline.as_ref()
+        } else {
+            self.iqd.as_ref()
         }
     }
 
     /// Whether the iqd binary accepts `ipv6 = [...]` on a NIC (`iqd check` of a fabric file
     /// that has one). An iqd from before IPv6 refuses the key; its systems are then built
     /// without IPv6 and their IPv6 figures are reported as failed, not the whole run.
-    pub fn iqd_has_ipv6(&mut self) -> Result<bool> {
-        if let Some(known) = self.iqd_ipv6 {
-            return Ok(known);
-        }
-        let Some(iqd) = &self.iqd else {
+    pub fn iqd_has_ipv6(&mut self, kind: Kind) -> Result<bool> {
+        let Some(iqd) = self.iqd_for(kind).cloned() else {
             return Ok(false);
         };
+        if let Some(known) = self.iqd_ipv6.get(&iqd) {
+            return Ok(*known);
+        }
         let probe = self.work_dir.join(format!("{}-ipv6-probe.toml", self.tag));
         let toml = secgroups::fabric_file_with(
             &format!("{}p", self.tag),
@@ -282,7 +301,7 @@ impl Builder {
         );
         std::fs::write(&probe, toml)
             .with_context(|| format!("could not write {}", probe.display()))?;
-        let output = Cmd::new(iqd)
+        let output = Cmd::new(&iqd)
             .arg("check")
             .arg("--config")
             .arg(&probe)
@@ -290,14 +309,14 @@ impl Builder {
             .output();
         let _ = std::fs::remove_file(&probe);
         let known = output?.status.success();
-        self.iqd_ipv6 = Some(known);
+        self.iqd_ipv6.insert(iqd, known);
         Ok(known)
     }
 
     /// Builds `kind` with `n` endpoints at `mtu`, with IPv6 addresses when `v6` (for iqd, only
     /// if the binary has IPv6: see [`Builder::iqd_has_ipv6`] and [`Env::v6`]).
     pub fn build(&mut self, kind: Kind, mtu: u32, n: usize, v6: bool) -> Result<Env> {
-        let v6 = v6 && (!kind.is_iqd() || self.iqd_has_ipv6()?);
+        let v6 = v6 && (!kind.is_iqd() || self.iqd_has_ipv6(kind)?);
         if n < 2 || n > kind.max_endpoints() {
             bail!(
                 "{} supports 2 to {} endpoints, not {n}",
@@ -326,7 +345,7 @@ impl Builder {
         };
         let started = Instant::now();
         match kind {
-            Kind::IqdXdp | Kind::IqdSg(_) | Kind::IqdTc | Kind::IqdAfxdp => {
+            Kind::IqdXdp | Kind::IqdSg(_) | Kind::IqdTc | Kind::IqdTcBaseline | Kind::IqdAfxdp => {
                 self.build_iqd(&mut env, &id)?
             }
             Kind::Bridge => build_bridge(&mut env, &id)?,
@@ -342,7 +361,7 @@ impl Builder {
     }
 
     fn build_iqd(&self, env: &mut Env, id: &str) -> Result<()> {
-        let Some(iqd) = &self.iqd else {
+        let Some(iqd) = self.iqd_for(env.kind) else {
             bail!("no iqd binary to benchmark");
         };
         let mfs = mfs_for(env.mtu)?;

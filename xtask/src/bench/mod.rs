@@ -61,7 +61,8 @@ pub struct Options {
 
     /// Systems to measure, comma-separated: iqd-xdp, iqd-tc, bridge, macvlan, veth, iqd-sg0,
     /// iqd-sg50, iqd-sg250 (iqd-tc with security groups), bridge-nft0, bridge-nft50,
-    /// bridge-nft250, and (only when named) iqd-afxdp [default: all but iqd-afxdp].
+    /// bridge-nft250, and (only when named) iqd-afxdp and iqd-tc-baseline (with --baseline-iqd)
+    /// [default: all but those two].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
@@ -117,8 +118,15 @@ pub struct Options {
 
     /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
     /// render its report again.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "system", "mtu", "rounds", "duration", "scale", "family", "json", "iqd"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "system", "mtu", "rounds", "duration", "scale", "family", "json", "iqd", "baseline_iqd"])]
     from_json: Option<PathBuf>,
+
+    /// Also measure the per-packet cost of iqd's tc program with this other iqd binary (an
+    /// older build, say), as the system iqd-tc-baseline, interleaved with iqd-tc in every round
+    /// and compared as paired ratios: what a change did to the data path's cost. Needs iqd-tc
+    /// in the run.
+    #[arg(long, value_name = "PATH")]
+    baseline_iqd: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
@@ -137,7 +145,12 @@ fn render_saved(path: &Path, docs: Option<&Path>) -> Result<()> {
     let rows = stats::summarize(&saved.samples, &saved.run.systems);
     let secgroup_rows = stats::secgroup_rows(&saved.samples);
     let family_rows = stats::family_rows(&saved.samples, &saved.run.systems);
-    print_results(&rows, &secgroup_rows, &family_rows);
+    print_results(
+        &rows,
+        &stats::baseline_rows(&saved.samples),
+        &secgroup_rows,
+        &family_rows,
+    );
     if let Some(docs) = docs {
         write_docs(
             docs,
@@ -202,6 +215,21 @@ impl Plan {
             }
             kinds
         };
+        let mut kinds = kinds;
+        match (
+            o.baseline_iqd.is_some(),
+            kinds.contains(&Kind::IqdTcBaseline),
+        ) {
+            (false, true) => bail!("--system: iqd-tc-baseline needs --baseline-iqd PATH"),
+            (true, _) if !kinds.contains(&Kind::IqdTc) => {
+                bail!("--baseline-iqd: the run has no iqd-tc to compare the baseline with")
+            }
+            (true, false) => {
+                let at = kinds.iter().position(|k| *k == Kind::IqdTc).unwrap_or(0);
+                kinds.insert(at + 1, Kind::IqdTcBaseline);
+            }
+            _ => {}
+        }
         let mtus = if !o.mtu.is_empty() {
             o.mtu.clone()
         } else if o.quick {
@@ -246,7 +274,10 @@ impl Plan {
             secgroup_mtus = mtus.clone();
         }
         // Only systems of more than two endpoints take part in the scale test.
-        let scale = if kinds.iter().any(|k| k.max_endpoints() > 2) {
+        let scale = if kinds
+            .iter()
+            .any(|k| k.max_endpoints() > 2 && *k != Kind::IqdTcBaseline)
+        {
             scale
         } else {
             Vec::new()
@@ -329,6 +360,9 @@ impl Plan {
 
     /// Whether `kind` is built at `mtu`.
     fn builds(&self, kind: Kind, mtu: u32) -> bool {
+        if kind == Kind::IqdTcBaseline {
+            return self.cost_mtu == Some(mtu);
+        }
         kind.secgroup_rules().is_none() || self.secgroup_mtus.contains(&mtu)
     }
 
@@ -338,6 +372,10 @@ impl Plan {
     fn measures(&self, kind: Kind, figure: Figure, mtu: u32) -> bool {
         if !self.builds(kind, mtu) {
             return false;
+        }
+        // The baseline is there for the per-packet cost alone.
+        if kind == Kind::IqdTcBaseline {
+            return figure == Figure::ProgCost;
         }
         let v4 = self.has(Family::V4);
         match figure {
@@ -358,7 +396,7 @@ impl Plan {
     fn scale_kinds(&self) -> Vec<Kind> {
         self.kinds()
             .into_iter()
-            .filter(|k| k.max_endpoints() > 2)
+            .filter(|k| k.max_endpoints() > 2 && *k != Kind::IqdTcBaseline)
             .collect()
     }
 
@@ -482,10 +520,15 @@ struct Output<'a> {
 /// stdout.
 fn print_results(
     rows: &[stats::Summary],
+    baseline: &[stats::BaselineRow],
     secgroup_rows: &[stats::SecgroupRow],
     family_rows: &[stats::FamilyRow],
 ) {
     print!("{}", report::table(rows));
+    if !baseline.is_empty() {
+        println!("\niqd-tc against iqd-tc-baseline (--baseline-iqd), per packet (paired ratios)");
+        print!("{}", report::baseline_table(baseline));
+    }
     if !family_rows.is_empty() {
         println!("\nIPv6 against IPv4 (paired ratios)");
         print!("{}", report::family_table(family_rows));
@@ -641,6 +684,12 @@ pub fn run(options: Options) -> Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("could not create {}", work_dir.display()))?;
     let mut builder = Builder::new(iqd, work_dir.clone());
+    if let Some(path) = &options.baseline_iqd {
+        if !path.is_file() {
+            bail!("--baseline-iqd: {} is not a file", path.display());
+        }
+        builder.baseline = Some(std::fs::canonicalize(path)?);
+    }
     let mut recorder = Recorder {
         samples: Vec::new(),
         failures: Vec::new(),
@@ -710,7 +759,12 @@ pub fn run(options: Options) -> Result<()> {
     };
     let secgroup_rows = stats::secgroup_rows(&recorder.samples);
     let family_rows = stats::family_rows(&recorder.samples, &plan.systems);
-    print_results(&rows, &secgroup_rows, &family_rows);
+    print_results(
+        &rows,
+        &stats::baseline_rows(&recorder.samples),
+        &secgroup_rows,
+        &family_rows,
+    );
     if !bandwidth_samples.is_empty() {
         println!("\nShared bandwidth (iqd-tc, MTU 57344)");
         print!("{}", bandwidth::table(&bandwidth_samples));
@@ -802,7 +856,12 @@ fn measure_all(plan: &Plan, builder: &mut Builder, rec: &mut Recorder) -> Result
             let mut env = builder
                 .build(kind, mtu, 2, v6)
                 .with_context(|| format!("could not build {} at MTU {mtu}", kind.name()))?;
-            if v6 && !env.v6 {
+            if v6 && !env.v6 && kind == Kind::IqdTcBaseline {
+                eprintln!(
+                    "bench: note: the baseline iqd does not accept `ipv6` on a NIC: it is \
+                     compared over IPv4 only"
+                );
+            } else if v6 && !env.v6 {
                 eprintln!(
                     "bench: warning: this iqd does not accept `ipv6` on a NIC: {} is built \
                      without IPv6, and its IPv6 figures fail",
@@ -953,6 +1012,10 @@ fn prog_cost_step(plan: &Plan, env: &Env, round: u32, rec: &mut Recorder) {
         }
     };
     for family in plan.families() {
+        // A baseline from before IPv6 is compared over IPv4 only (its build said so).
+        if family == Family::V6 && env.kind == Kind::IqdTcBaseline && !env.v6 {
+            continue;
+        }
         let result = need_v6(env, family)
             .and_then(|()| measure::prog_ns_per_run(env, family, plan.duration));
         match result {

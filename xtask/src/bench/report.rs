@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::env::Kind;
 use super::secgroups;
-use super::stats::{metric, FamilyRow, SecgroupRow, Summary, BASELINE, LIMIT};
+use super::stats::{metric, BaselineRow, FamilyRow, SecgroupRow, Summary, BASELINE, LIMIT};
 
 /// The machine a run measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -486,6 +486,27 @@ pub fn family_table(rows: &[FamilyRow]) -> String {
             value(r.v4),
             value(r.v6),
             format_ratio(r.v6_vs_v4)
+        );
+    }
+    md
+}
+
+/// The `--baseline-iqd` comparison: iqd-tc against the same fabric built by another iqd.
+pub fn baseline_table(rows: &[BaselineRow]) -> String {
+    let mut md = String::from(
+        "| Figure | MTU | iqd-tc | iqd-tc-baseline | iqd-tc / baseline |\n|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let value = |v: f64| with_unit(&format_value(v, &r.unit), &r.unit);
+        let title = metric(&r.metric).map_or_else(|| r.metric.clone(), |m| m.title);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            cell(&title),
+            r.mtu,
+            value(r.iqd),
+            value(r.baseline),
+            format_ratio(r.ratio)
         );
     }
     md

@@ -269,6 +269,56 @@ pub fn summarize(samples: &[Sample], systems: &[String]) -> Vec<Summary> {
     out
 }
 
+/// The system `--baseline-iqd` builds: iqd-tc with another iqd binary.
+pub const BASELINE_IQD: &str = "iqd-tc-baseline";
+
+/// One line of the baseline comparison: iqd-tc's per-packet cost against the same fabric built
+/// by the baseline iqd (`--baseline-iqd`), at a metric and MTU.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BaselineRow {
+    pub metric: String,
+    pub unit: String,
+    pub mtu: u32,
+    /// Median of iqd-tc.
+    pub iqd: f64,
+    /// Median of iqd-tc-baseline.
+    pub baseline: f64,
+    /// Paired within rounds: iqd-tc / iqd-tc-baseline.
+    pub ratio: Option<f64>,
+}
+
+/// The baseline comparison, for every metric both iqd-tc and iqd-tc-baseline have.
+pub fn baseline_rows(samples: &[Sample]) -> Vec<BaselineRow> {
+    // (metric, mtu) -> (iqd-tc's rounds, the baseline's rounds)
+    type Rounds = BTreeMap<u32, f64>;
+    let mut groups: BTreeMap<(String, u32), (Rounds, Rounds)> = BTreeMap::new();
+    let mut units: BTreeMap<String, String> = BTreeMap::new();
+    for s in samples {
+        let entry = groups.entry((s.metric.clone(), s.mtu)).or_default();
+        match s.system.as_str() {
+            "iqd-tc" => entry.0.insert(s.round, s.value),
+            BASELINE_IQD => entry.1.insert(s.round, s.value),
+            _ => continue,
+        };
+        units.insert(s.metric.clone(), s.unit.clone());
+    }
+    groups
+        .into_iter()
+        .filter_map(|((metric, mtu), (iqd, baseline))| {
+            let iqd_median = median(&iqd.values().copied().collect::<Vec<_>>())?;
+            let baseline_median = median(&baseline.values().copied().collect::<Vec<_>>())?;
+            Some(BaselineRow {
+                unit: units[&metric].clone(),
+                ratio: paired_ratio(&iqd, Some(&baseline)),
+                metric,
+                mtu,
+                iqd: iqd_median,
+                baseline: baseline_median,
+            })
+        })
+        .collect()
+}
+
 /// The metrics the security-group systems measure.
 pub const SECGROUP_METRICS: [&str; 4] = ["tcp_1", "rr_p50", "rr_p99", "tcp_crr"];
 
@@ -599,5 +649,33 @@ mod tests {
         assert_eq!(v4_only.len(), 1);
         assert_eq!((v4_only[0].v4, v4_only[0].v6), (Some(200.0), None));
         assert!(family_rows(&samples[2..3], &systems).is_empty());
+    }
+
+    #[test]
+    fn the_baseline_is_compared_round_by_round() {
+        let sample = |system: &str, round: u32, value: f64| Sample {
+            system: system.into(),
+            mtu: 1500,
+            metric: "prog_ns".into(),
+            round,
+            value,
+            unit: "ns".into(),
+        };
+        let samples = vec![
+            sample("iqd-tc", 0, 400.0),
+            sample(BASELINE_IQD, 0, 380.0),
+            sample("iqd-tc", 1, 500.0),
+            sample(BASELINE_IQD, 1, 500.0),
+            sample("iqd-tc", 2, 390.0),
+            sample(BASELINE_IQD, 2, 400.0),
+            sample("bridge", 0, 1.0),
+        ];
+        let rows = baseline_rows(&samples);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].iqd, 400.0);
+        assert_eq!(rows[0].baseline, 400.0);
+        // Ratios 400/380, 500/500, 390/400: the median is 1.0.
+        assert_eq!(rows[0].ratio, Some(1.0));
+        assert!(baseline_rows(&samples[..1]).is_empty());
     }
 }
