@@ -40,13 +40,23 @@ impl Conntrack {
             return Ok(());
         }
         println!(
-            "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
-            "CHPID", "ORIGIN", "REPLY", "PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE"
+            "{:<5} {:<4} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
+            "CHPID",
+            "VLAN",
+            "ORIGIN",
+            "REPLY",
+            "PROTO",
+            "SOURCE",
+            "DESTINATION",
+            "STATE",
+            "AGE",
+            "IDLE"
         );
         for c in &table.connections {
             println!(
-                "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
+                "{:<5} {:<4} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
                 c.chpid,
+                c.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 c.origin,
                 c.reply,
                 c.protocol,

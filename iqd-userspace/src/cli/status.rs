@@ -53,18 +53,21 @@ impl Status {
             .unwrap_or(0)
             .max(8);
         println!(
-            "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
-            "LPAR", "NETNS", "NIC", "CHPID", "DEVICES", "MAC", "MTU", "STATE"
+            "{:<8} {:<ns_width$} {:<6} {:<5} {:<4} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
+            "LPAR", "NETNS", "NIC", "CHPID", "VLAN", "DEVICES", "MAC", "MTU", "STATE"
         );
         for l in &status.lpars {
             for n in &l.nics {
                 let mtu = n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+                // "-": the CHPID's untagged segment.
+                let vlan = n.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} {}",
+                    "{:<8} {:<ns_width$} {:<6} {:<5} {:<4} {:<26} {:<17} {:>6} {:<8} {}",
                     l.lpar,
                     l.netns,
                     n.nic,
                     n.chpid,
+                    vlan,
                     n.devices,
                     n.mac,
                     mtu,
