@@ -60,8 +60,8 @@ pub struct Options {
 
     /// Systems to measure, comma-separated: iqd-xdp, iqd-tc, bridge, macvlan, veth, iqd-sg0,
     /// iqd-sg50, iqd-sg250 (iqd-tc with security groups), bridge-nft0, bridge-nft50,
-    /// bridge-nft250, and (only when named) iqd-afxdp and iqd-tc-baseline (with --baseline-iqd)
-    /// [default: all but those two].
+    /// bridge-nft250, and (only when named) iqd-afxdp, iqd-tc-baseline (with --baseline-iqd)
+    /// and iqd-vlan (iqd-tc with both NICs in a VLAN) [default: all but those three].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
