@@ -2234,5 +2234,10 @@ fn per_frame_cost_of_ipv4_and_ipv6_is_printed() {
             let (verdict, per_run) = bench.prog.time_run(a, &frame, REPEAT);
             eprintln!("cost {hook:?} {what}: {per_run:?} per frame (verdict {verdict})");
         }
+        // The same TCP segment between two NICs in VLAN 100 of F0: only the segment differs.
+        let v = bench.ifindex("v");
+        let frame = tcp(MAC_V, MAC_W, IP_A, IP_W).build();
+        let (verdict, per_run) = bench.prog.time_run(v, &frame, REPEAT);
+        eprintln!("cost {hook:?} IPv4 TCP in a VLAN: {per_run:?} per frame (verdict {verdict})");
     }
 }
