@@ -306,10 +306,11 @@ impl Plan {
         .into_iter()
         .filter(|m| *m >= V6_MIN_MTU)
         .collect();
-        let cost_mtu =
-            kinds
-                .contains(&Kind::IqdTc)
-                .then(|| if mtus.contains(&1500) { 1500 } else { mtus[0] });
+        // iqd-vlan runs the same program: its cost is measured beside iqd-tc's.
+        let cost_mtu = kinds
+            .iter()
+            .any(|k| matches!(k, Kind::IqdTc | Kind::IqdVlan))
+            .then(|| if mtus.contains(&1500) { 1500 } else { mtus[0] });
         Ok(Plan {
             systems: kinds.iter().map(|k| k.name().to_string()).collect(),
             mtus,
@@ -377,7 +378,9 @@ impl Plan {
             Figure::Tcp1V6 | Figure::LatencyV6 => {
                 self.measures_v6(kind) && self.v6_mtus.contains(&mtu)
             }
-            Figure::ProgCost => kind == Kind::IqdTc && self.cost_mtu == Some(mtu),
+            Figure::ProgCost => {
+                matches!(kind, Kind::IqdTc | Kind::IqdVlan) && self.cost_mtu == Some(mtu)
+            }
         }
     }
 
