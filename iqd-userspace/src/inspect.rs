@@ -214,6 +214,8 @@ pub struct NicStats {
     pub lpar: String,
     pub nic: String,
     pub chpid: String,
+    /// The NIC's VLAN in its CHPID; `null`: untagged.
+    pub vlan: Option<u16>,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -236,6 +238,7 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
                 lpar: lpar.name.clone(),
                 nic: nic.name.clone(),
                 chpid: config::chpid_label(nic.chpid),
+                vlan: nic.vlan,
                 tx_packets: counters.tx_packets,
                 tx_bytes: counters.tx_bytes,
                 rx_packets: counters.rx_packets,

@@ -107,6 +107,7 @@ fn each_vlan_of_a_chpid_is_a_lan_of_its_own() {
     );
     assert_eq!(nic_status(&st, "M", "hsi0")["vlan"], 100);
     assert_eq!(nic_status(&st, "M", "hsi1")["vlan"], 200);
+    assert_eq!(fabric.nic_stats("M", "hsi1")["vlan"], 200);
     let table = fabric.iqd_ok("status");
     assert!(table.contains(" VLAN "), "{table}");
     let links = text(&in_netns(&a, "ip", &["-d", "link", "show", "hsi0"]));

@@ -6,8 +6,8 @@ use super::ConfigArg;
 ///
 /// Once a connection's first frame is allowed (the sender's outbound and the receiver's inbound
 /// rules), frames of both directions pass without a rule lookup until it goes idle (TCP 1 h,
-/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per CHPID (CHPIDs may
-/// reuse one address plan). Shows each connection's CHPID, NICs, 5-tuple
+/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per segment (CHPIDs
+/// and VLANs may reuse one address plan). Shows each connection's CHPID and VLAN, NICs, 5-tuple
 /// (ICMP and ICMPv6 echo: the identifier as both ports; IPv6 as `[addr]:port`), state, age and idle time, and the table's
 /// pressure: entries, capacity, connections created, revoked by rule changes, and evicted when
 /// the table was full.

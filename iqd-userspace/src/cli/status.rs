@@ -4,10 +4,11 @@ use super::ConfigArg;
 
 /// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their NICs.
 ///
-/// For every NIC: name, CHPID, device triple (read,write,data devices), MAC, addresses, the MTU
-/// the LPAR has set and the state (online, offline, absent). Like lsqeth and znetconf. For data
-/// path afxdp, also the AF_XDP switch: pid, uptime, frames moved, and where each of its UMEM
-/// frames is (free, fill ring, held, TX ring), with the ledger's violations and audit.
+/// For every NIC: name, CHPID, VLAN (- for the untagged segment), device triple (read,write,data
+/// devices), MAC, addresses, the MTU the LPAR has set and the state (online, offline, absent).
+/// Like lsqeth and znetconf. For data path afxdp, also the AF_XDP switch: pid, uptime, frames
+/// moved, and where each of its UMEM frames is (free, fill ring, held, TX ring), with the
+/// ledger's violations and audit.
 #[derive(Args, Debug)]
 pub struct Status {
     #[command(flatten)]
