@@ -22,7 +22,8 @@
 //! connection table's entries are copied when only its capacity changed, or converted from
 //! layout 1's and layout 2's keys (else the connections are reset and counted); the per-NIC
 //! counters carry over in a map that stays compatible, and are added into the new one when
-//! only drop reasons were added (layouts 1-3 to 4); other counters start from zero.
+//! only drop reasons were added (layouts 1-3, and layout 4 before the lifecycle reasons, to this
+//! one); other counters start from zero.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
@@ -642,22 +643,40 @@ pub fn finish(
     }))
 }
 
-/// Per-NIC counters of layouts 1 to 3: twelve drop reasons (later layouts have more, at the
-/// end, so the earlier ones keep their indices).
+/// Per-NIC counters with `N` drop reasons: twelve in layouts 1 to 3, thirteen in layout 4
+/// before the lifecycle reasons. Reasons are only ever added at the end, so the earlier ones
+/// keep their indices.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NicCountersV3 {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicCountersOld<const N: usize> {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    pub drops: [u64; 12],
+    pub drops: [u64; N],
 }
 
-// SAFETY: #[repr(C)] plain integers.
-unsafe impl aya::Pod for NicCountersV3 {}
+/// Counters of layouts 1 to 3.
+pub type NicCountersV3 = NicCountersOld<12>;
 
-impl NicCountersV3 {
+// SAFETY: #[repr(C)] plain integers.
+unsafe impl aya::Pod for NicCountersOld<12> {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NicCountersOld<13> {}
+
+impl<const N: usize> Default for NicCountersOld<N> {
+    fn default() -> Self {
+        NicCountersOld {
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            drops: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> NicCountersOld<N> {
     /// The same counts in this layout's counters (the reasons it adds at zero).
     pub fn upgraded(&self) -> iqd_common::NicCounters {
         let mut counters = iqd_common::NicCounters {
@@ -674,10 +693,18 @@ impl NicCountersV3 {
     }
 }
 
-/// Adds the per-NIC counters of the old pin at `old_path` (of layouts 1 to 3, whose counters
-/// have twelve drop reasons) to the new map's, so that an upgrade loses no count. A pin of
-/// another shape is left alone: its counts start from zero, as before.
+/// Adds the per-NIC counters of the old pin at `old_path` (with fewer drop reasons: see
+/// [`NicCountersOld`]) to the new map's, so that an upgrade loses no count. A pin of another
+/// shape is left alone: its counts start from zero, as before.
 fn carry_counters(old_path: &Path, maps: &mut FabricMaps) -> Result<()> {
+    carry_counters_of::<12>(old_path, maps)?;
+    carry_counters_of::<13>(old_path, maps)
+}
+
+fn carry_counters_of<const N: usize>(old_path: &Path, maps: &mut FabricMaps) -> Result<()>
+where
+    NicCountersOld<N>: aya::Pod,
+{
     use aya::maps::{PerCpuHashMap, PerCpuValues};
     let Ok(data) = MapData::from_pin(old_path) else {
         return Ok(());
@@ -685,7 +712,8 @@ fn carry_counters(old_path: &Path, maps: &mut FabricMaps) -> Result<()> {
     let Ok(map) = Map::from_map_data(data) else {
         return Ok(());
     };
-    let Ok(old) = PerCpuHashMap::<MapData, u32, NicCountersV3>::try_from(map) else {
+    // Another value size: not this shape.
+    let Ok(old) = PerCpuHashMap::<MapData, u32, NicCountersOld<N>>::try_from(map) else {
         return Ok(());
     };
     for (ifindex, values) in old.iter().filter_map(|e| e.ok()) {

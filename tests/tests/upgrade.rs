@@ -84,8 +84,8 @@ fn this_iqd_refuses_to_read_a_fabric_of_another_layout() {
 
     let expected = format!(
         "iqd: fabric {} is pinned with map layout 1 (IQD_CONNTRACK: capacity {SKEWED_CAPACITY} \
-         pinned, {CAPACITY} expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up \
-         --config {}` to upgrade it in place",
+         pinned, {CAPACITY} expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up --config {}` to \
+         upgrade it in place",
         fabric.name,
         fabric.config.display()
     );
@@ -321,13 +321,13 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     assert_eq!(out.status.code(), Some(1), "skewed status: {}", text(&out));
     let message = stderr(&out);
     for part in [
-        &format!(
+        format!(
             "is pinned with map layout {LAYOUT_VERSION} (IQD_CONNTRACK: capacity 262144 pinned, \
              131072 expected)"
         ),
-        "this iqd uses layout 1",
+        "this iqd uses layout 1".to_string(),
     ] {
-        assert!(message.contains(part), "{message}");
+        assert!(message.contains(&part), "{message}");
     }
     assert!(
         !pins(&fabric).join("upgrade").exists(),
@@ -572,7 +572,7 @@ fn up_converts_a_layout_1_connection_table_adding_the_segment() {
     assert!(
         up.contains(&format!(
             "  upgraded pins:      layout 1 -> {LAYOUT_VERSION} (IQD_CONNTRACK replaced; \
-                 IQD_LAYOUT created)\n"
+             IQD_LAYOUT created)\n"
         )),
         "{up}"
     );
