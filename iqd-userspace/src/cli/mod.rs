@@ -2,8 +2,10 @@
 mod check;
 mod conntrack;
 mod down;
+mod export;
 mod lpar;
 mod profiles;
+mod serve;
 mod stats;
 mod status;
 mod switch;
@@ -38,6 +40,8 @@ pub enum Command {
     Conntrack(conntrack::Conntrack),
     Lpar(lpar::Lpar),
     Profiles(profiles::Profiles),
+    Serve(serve::Serve),
+    Export(export::Export),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -86,6 +90,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conntrack(cmd) => cmd.run().await,
         Command::Lpar(cmd) => cmd.run().await,
         Command::Profiles(cmd) => cmd.run(),
+        Command::Serve(cmd) => cmd.run().await,
+        Command::Export(cmd) => cmd.run(),
         Command::Switch(cmd) => cmd.run().await,
     }
 }
