@@ -940,7 +940,10 @@ fn parse_rule(d: &Doc, o: &Map<String, Value>) -> Result<Rule, ApiError> {
             return Err(bad_rule(format!("ip_version {v:?}: ipv4")));
         }
     }
-    let protocol = s("protocol")?.unwrap_or_else(|| "all".into());
+    let protocol = match s("protocol")?.as_deref() {
+        None | Some("any") | Some("icmp_tcp_udp") => "all".to_string(),
+        Some(p) => p.to_string(),
+    };
     let int = |k: &str, max: u64| -> Result<Option<u64>, ApiError> {
         match o.get(k) {
             None | Some(Value::Null) => Ok(None),
