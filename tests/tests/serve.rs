@@ -279,3 +279,82 @@ fn concurrent_rule_creations_are_all_kept_and_enforced() {
     }
     drop(listeners);
 }
+
+/// Percentile `p` (0-100) of sorted `v`.
+fn percentile(v: &[Duration], p: usize) -> Duration {
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+/// The figures of docs/vpc-api.md: a rule change through the API until the data path enforces
+/// it (p50, p99 over 200 changes), and read requests per second. Run on a release build:
+/// `cargo build --release -p iqd-userspace && IQD_BIN=$PWD/target/release/iqd cargo test -p
+/// iqd-tests --test serve -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "a measurement, run on request"]
+fn measure_rule_latency_and_reads() {
+    let served = Served::start();
+    let set = setup(&served);
+    let [_, s2, s3] = &set.servers[..] else {
+        panic!("three servers")
+    };
+    let web = s(&set.raw["web"]).to_string();
+    let token = served.token();
+    const N: u16 = 200;
+    const BASE: u16 = 30000;
+    let _listeners: Vec<_> = (BASE..BASE + N)
+        .map(|p| tcp_listener(&s3.netns, &s3.addr, p))
+        .collect();
+    let mut latencies = Vec::new();
+    for port in BASE..BASE + N {
+        let body = format!(
+            "{{\"direction\":\"inbound\",\"protocol\":\"tcp\",\"port_min\":{port},\"port_max\":{port}}}"
+        );
+        let t0 = Instant::now();
+        let (status, reply) = served.http(
+            "POST",
+            &format!("/v1/security_groups/{web}/rules?version=2025-04-08&generation=2"),
+            Some(&token),
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{reply}");
+        while !tcp_connects(&s2.netns, &s3.addr, port) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "port {port} never opened");
+        }
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "rule change until enforced over {N} changes: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies[latencies.len() - 1]
+    );
+    // Reads: 4 clients, one connection per request, for 5 s.
+    let until = Instant::now() + Duration::from_secs(5);
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        let (status, _) = served.http(
+                            "GET",
+                            "/v1/bare_metal_servers?version=2025-04-08&generation=2",
+                            Some(&token),
+                            None,
+                        );
+                        assert_eq!(status, 200);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("reader")).collect()
+    });
+    let total: u64 = counts.iter().sum();
+    println!(
+        "reads (GET /v1/bare_metal_servers, 4 clients, a connection each): {:.0} requests/s",
+        total as f64 / 5.0
+    );
+}

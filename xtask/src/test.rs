@@ -27,6 +27,7 @@ const DATAPATH_SUITES: &[&str] = &[
     "vlan",
     "upgrade",
     "lifecycle",
+    "serve",
 ];
 
 pub fn run(options: Options) -> Result<()> {
