@@ -111,7 +111,11 @@ impl Served {
             .env("IQD_VPC_TOKEN", self.token())
             .output()
             .expect("run python");
-        assert!(out.status.success(), "vpc.py {args:?} failed: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "vpc.py {args:?} failed: {}",
+            text(&out)
+        );
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("vpc.py {args:?}: not JSON ({e}): {}", text(&out)))
     }
@@ -128,7 +132,8 @@ impl Served {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
         if let Some(t) = token {
             request += &format!("Authorization: Bearer {t}\r\n");
         }

@@ -58,39 +58,67 @@ fn the_sdk_builds_servers_whose_traffic_follows_the_api() {
 
     // The default group: s1 and s2 reach each other on any port.
     let _l = tcp_listener(&s2.netns, &s2.addr, 5001);
-    assert!(tcp_connects(&s1.netns, &s2.addr, 5001), "s1 -> s2 (default group)");
+    assert!(
+        tcp_connects(&s1.netns, &s2.addr, 5001),
+        "s1 -> s2 (default group)"
+    );
     // Subnets are CHPIDs: s1 (subnet a only) cannot reach s3 (subnet b).
     let _l8080 = tcp_listener(&s3.netns, &s3.addr, 8080);
     let _l9090 = tcp_listener(&s3.netns, &s3.addr, 9090);
-    assert!(!tcp_connects(&s1.netns, &s3.addr, 8080), "s1 -> s3 across subnets");
+    assert!(
+        !tcp_connects(&s1.netns, &s3.addr, 8080),
+        "s1 -> s3 across subnets"
+    );
     // s3 has only `web` (its target binding): 8080 is open, 9090 is not.
-    assert!(tcp_connects(&s2.netns, &s3.addr, 8080), "s2 -> s3:8080 (web)");
-    assert!(!tcp_connects(&s2.netns, &s3.addr, 9090), "s2 -> s3:9090 before the rule");
+    assert!(
+        tcp_connects(&s2.netns, &s3.addr, 8080),
+        "s2 -> s3:8080 (web)"
+    );
+    assert!(
+        !tcp_connects(&s2.netns, &s3.addr, 9090),
+        "s2 -> s3:9090 before the rule"
+    );
 
     // A rule added live opens it; the API acknowledges once it is enforced.
     let web = s(&set.raw["web"]).to_string();
     let rule = served.py(&["add-rule", &web, "9090"]);
     assert_eq!(rule["status"], 201, "{rule}");
     assert_eq!(rule["result"]["port_min"], 9090, "{rule}");
-    assert!(tcp_connects(&s2.netns, &s3.addr, 9090), "s2 -> s3:9090 after the rule");
+    assert!(
+        tcp_connects(&s2.netns, &s3.addr, 9090),
+        "s2 -> s3:9090 after the rule"
+    );
     // And deleting it closes it again.
     let rule_id = s(&rule["result"]["id"]).to_string();
     assert_eq!(served.py(&["delete-rule", &web, &rule_id])["status"], 204);
-    assert!(!tcp_connects(&s2.netns, &s3.addr, 9090), "s2 -> s3:9090 after the delete");
+    assert!(
+        !tcp_connects(&s2.netns, &s3.addr, 9090),
+        "s2 -> s3:9090 after the delete"
+    );
 
     // A stop cuts traffic; a start restores it.
     let stop = served.py(&["stop", &s3.id]);
-    assert_eq!((stop["status"].clone(), stop["server"].clone()), (204.into(), "stopped".into()), "{stop}");
+    assert_eq!(
+        (stop["status"].clone(), stop["server"].clone()),
+        (204.into(), "stopped".into()),
+        "{stop}"
+    );
     assert!(!tcp_connects(&s2.netns, &s3.addr, 8080), "s2 -> stopped s3");
     let start = served.py(&["start", &s3.id]);
     assert_eq!(start["server"], "running", "{start}");
-    assert!(tcp_connects(&s2.netns, &s3.addr, 8080), "s2 -> s3 started again");
+    assert!(
+        tcp_connects(&s2.netns, &s3.addr, 8080),
+        "s2 -> s3 started again"
+    );
 
     // An interface is added only while the server is stopped.
     let subnet_b = s(&set.raw["subnets"][1]).to_string();
     let refused = served.py(&["add-nic", &s1.id, &subnet_b]);
     assert_eq!(refused["status"], 409, "{refused}");
-    assert_eq!(refused["code"], "bare_metal_server_not_stopped", "{refused}");
+    assert_eq!(
+        refused["code"], "bare_metal_server_not_stopped",
+        "{refused}"
+    );
     assert!(s(&refused["message"]).contains("running"), "{refused}");
     assert_eq!(served.py(&["stop", &s1.id])["server"], "stopped");
     let added = served.py(&["add-nic", &s1.id, &subnet_b]);
@@ -100,19 +128,30 @@ fn the_sdk_builds_servers_whose_traffic_follows_the_api() {
     // s1's new interface on subnet b reaches s2's interface there (default group).
     let new_addr = s(&added["result"]["primary_ip"]["address"]).to_string();
     let _lb = tcp_listener(&s2.netns, &s2b, 5002);
-    assert!(tcp_connects(&s1.netns, &s2b, 5002), "s1 ({new_addr}) -> s2 on subnet b");
+    assert!(
+        tcp_connects(&s1.netns, &s2b, 5002),
+        "s1 ({new_addr}) -> s2 on subnet b"
+    );
 
     // `iqd status` shows the servers as LPARs, with their namespaces.
     let out = iqd_tests::iqd(&["status", "--config", served.config_arg()]);
     assert!(out.status.success(), "{}", text(&out));
     let status = String::from_utf8_lossy(&out.stdout);
     for server in &set.servers {
-        assert!(status.contains(&server.netns), "status lacks {}: {status}", server.netns);
+        assert!(
+            status.contains(&server.netns),
+            "status lacks {}: {status}",
+            server.netns
+        );
     }
 
     // Pagination through the SDK's pager: pages of one.
     let listed = served.py(&["list", "1"]);
-    assert_eq!(listed["names"].as_array().map(Vec::len), Some(3), "{listed}");
+    assert_eq!(
+        listed["names"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
 
     // `iqd export` prints a fabric file `check` and `up` accept, and `up` of it changes nothing.
     let exported = served.config.with_extension("exported.toml");
@@ -129,13 +168,22 @@ fn the_sdk_builds_servers_whose_traffic_follows_the_api() {
     let out = iqd_tests::iqd(&["up", "--config", exported.to_str().expect("path")]);
     assert!(out.status.success(), "up of the export: {}", text(&out));
     let up = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(up.contains("NICs created:       -"), "up of the export changed NICs: {up}");
-    assert!(tcp_connects(&s2.netns, &s3.addr, 8080), "after up of the export");
+    assert!(
+        up.contains("NICs created:       -"),
+        "up of the export changed NICs: {up}"
+    );
+    assert!(
+        tcp_connects(&s2.netns, &s3.addr, 8080),
+        "after up of the export"
+    );
     let _ = std::fs::remove_file(&exported);
 
     // The API takes everything down again.
     assert_eq!(served.py(&["teardown"])["vpcs"], 1);
-    assert!(!served.config.exists(), "the fabric file stays after the last subnet");
+    assert!(
+        !served.config.exists(),
+        "the fabric file stays after the last subnet"
+    );
 }
 
 #[test]
@@ -143,7 +191,12 @@ fn refusals_have_their_codes_and_change_nothing() {
     let served = Served::start();
     // The token: missing, wrong, right.
     for token in [None, Some("wrong-token-wrong-token-wrong-token")] {
-        let (status, body) = served.http("GET", "/v1/vpcs?version=2025-04-08&generation=2", token, None);
+        let (status, body) = served.http(
+            "GET",
+            "/v1/vpcs?version=2025-04-08&generation=2",
+            token,
+            None,
+        );
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["errors"][0]["code"], "not_authorized", "{body}");
         assert_eq!(body["status_code"], 401, "{body}");
@@ -153,7 +206,11 @@ fn refusals_have_their_codes_and_change_nothing() {
     let (status, _) = served.http("POST", "/v1/vpcs", None, Some("{\"name\":\"x\"}"));
     assert_eq!(status, 401, "a change without the token");
     let sdk = served.py(&["wrong-token"]);
-    assert_eq!((sdk["status"].clone(), sdk["code"].clone()), (401.into(), "not_authorized".into()), "{sdk}");
+    assert_eq!(
+        (sdk["status"].clone(), sdk["code"].clone()),
+        (401.into(), "not_authorized".into()),
+        "{sdk}"
+    );
     let token = served.token();
     let mode = std::fs::metadata(&served.token_file).map(|m| {
         use std::os::unix::fs::PermissionsExt as _;
@@ -161,10 +218,23 @@ fn refusals_have_their_codes_and_change_nothing() {
     });
     assert_eq!(mode.ok(), Some(0o600), "the token file is root's only");
     // Malformed JSON.
-    let (status, body) = served.http("POST", "/v1/vpcs?version=2025-04-08", Some(&token), Some("{\"name\": "));
-    assert_eq!((status, body["errors"][0]["code"].clone()), (400, "malformed_json".into()), "{body}");
+    let (status, body) = served.http(
+        "POST",
+        "/v1/vpcs?version=2025-04-08",
+        Some(&token),
+        Some("{\"name\": "),
+    );
+    assert_eq!(
+        (status, body["errors"][0]["code"].clone()),
+        (400, "malformed_json".into()),
+        "{body}"
+    );
     let (status, body) = served.http("GET", "/v1/nothing", Some(&token), None);
-    assert_eq!((status, body["errors"][0]["code"].clone()), (404, "not_found".into()), "{body}");
+    assert_eq!(
+        (status, body["errors"][0]["code"].clone()),
+        (404, "not_found".into()),
+        "{body}"
+    );
 
     let set = setup(&served);
     let [s1, s2, s3] = &set.servers[..] else {
@@ -172,7 +242,9 @@ fn refusals_have_their_codes_and_change_nothing() {
     };
     // s2 has both interfaces its profile allows: stopped, a third is refused by the profile.
     assert_eq!(served.py(&["stop", &s2.id])["server"], "stopped");
-    let before = served.http("GET", "/v1/bare_metal_servers", Some(&token), None).1;
+    let before = served
+        .http("GET", "/v1/bare_metal_servers", Some(&token), None)
+        .1;
     let e = served.py(&[
         "errors",
         s(&set.raw["vpc"]),
@@ -183,7 +255,11 @@ fn refusals_have_their_codes_and_change_nothing() {
         s(&set.raw["web"]),
     ]);
     let expect = [
-        ("unknown_profile", 400, "bare_metal_server_profile_not_found"),
+        (
+            "unknown_profile",
+            400,
+            "bare_metal_server_profile_not_found",
+        ),
         ("outside_subnet", 400, "ip_address_outside_subnet"),
         ("address_in_use", 409, "ip_address_in_use"),
         ("third_interface", 400, "network_interface_limit_exceeded"),
@@ -195,7 +271,11 @@ fn refusals_have_their_codes_and_change_nothing() {
         ("unknown_group", 404, "security_group_not_found"),
         ("unknown_rule", 404, "security_group_rule_not_found"),
         ("unknown_vpc", 404, "vpc_not_found"),
-        ("unknown_profile_get", 404, "bare_metal_server_profile_not_found"),
+        (
+            "unknown_profile_get",
+            404,
+            "bare_metal_server_profile_not_found",
+        ),
         ("subnet_in_use", 409, "subnet_in_use"),
         ("vpc_in_use", 409, "vpc_in_use"),
     ];
@@ -208,12 +288,17 @@ fn refusals_have_their_codes_and_change_nothing() {
         );
     }
     // Nothing changed: the same servers, and the fabric as it was.
-    let after = served.http("GET", "/v1/bare_metal_servers", Some(&token), None).1;
+    let after = served
+        .http("GET", "/v1/bare_metal_servers", Some(&token), None)
+        .1;
     assert_eq!(before, after, "a refusal changed the servers");
     assert_eq!(served.py(&["start", &s2.id])["server"], "running");
     let _l = tcp_listener(&s3.netns, &s3.addr, 8080);
     let s2b = s(&set.raw["servers"][1]["addresses"][1]).to_string();
-    assert!(tcp_connects(&s2.netns, &s3.addr, 8080), "s2 ({s2b}) -> s3 after the refusals");
+    assert!(
+        tcp_connects(&s2.netns, &s3.addr, 8080),
+        "s2 ({s2b}) -> s3 after the refusals"
+    );
 }
 
 #[test]
@@ -226,7 +311,14 @@ fn a_crash_and_restart_keeps_state_and_traffic() {
     let web = s(&set.raw["web"]).to_string();
     let rule = served.py(&["add-rule", &web, "7070"]);
     assert_eq!(rule["status"], 201, "{rule}");
-    let probe = TcpProbe::start(&s1.netns, &s2.netns, &s2.addr, 6001, 1024, Duration::from_millis(5));
+    let probe = TcpProbe::start(
+        &s1.netns,
+        &s2.netns,
+        &s2.addr,
+        6001,
+        1024,
+        Duration::from_millis(5),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let from = Instant::now();
     served.crash_and_restart();
@@ -241,11 +333,17 @@ fn a_crash_and_restart_keeps_state_and_traffic() {
         .filter_map(|r| r["port_min"].as_u64())
         .collect();
     assert!(ports.contains(&7070), "rule lost in the crash: {rules}");
-    assert_eq!(served.py(&["get-server", &s2.id])["result"]["status"], "running");
+    assert_eq!(
+        served.py(&["get-server", &s2.id])["result"]["status"],
+        "running"
+    );
     let report = probe.finish().expect("the stream survives the restart");
     assert_eq!(report.sent, report.received, "bytes lost");
     let (silence, _) = report.longest_silence(from, to);
-    assert!(silence < Duration::from_millis(500), "the stream stalled {silence:?} during the restart");
+    assert!(
+        silence < Duration::from_millis(500),
+        "the stream stalled {silence:?} during the restart"
+    );
     // And it still applies changes.
     assert_eq!(served.py(&["add-rule", &web, "7071"])["status"], 201);
 }
@@ -269,13 +367,25 @@ fn concurrent_rule_creations_are_all_kept_and_enforced() {
     let acked: Vec<&Value> = created.iter().filter(|c| c["status"] == 201).collect();
     assert_eq!(acked.len(), usize::from(N), "refused: {created:?}");
     let rules = served.py(&["rules", &web]);
-    let ids: Vec<&str> = rules["rules"].as_array().expect("rules").iter().map(|r| s(&r["id"])).collect();
+    let ids: Vec<&str> = rules["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| s(&r["id"]))
+        .collect();
     for c in &acked {
-        assert!(ids.contains(&s(&c["id"])), "acknowledged rule {} is missing", c["id"]);
+        assert!(
+            ids.contains(&s(&c["id"])),
+            "acknowledged rule {} is missing",
+            c["id"]
+        );
     }
     for c in &acked {
         let port = c["port"].as_u64().expect("port") as u16;
-        assert!(tcp_connects(&s2.netns, &s3.addr, port), "rule for port {port} not enforced");
+        assert!(
+            tcp_connects(&s2.netns, &s3.addr, port),
+            "rule for port {port} not enforced"
+        );
     }
     drop(listeners);
 }
@@ -318,7 +428,10 @@ fn measure_rule_latency_and_reads() {
         );
         assert_eq!(status, 201, "{reply}");
         while !tcp_connects(&s2.netns, &s3.addr, port) {
-            assert!(t0.elapsed() < Duration::from_secs(30), "port {port} never opened");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "port {port} never opened"
+            );
         }
         latencies.push(t0.elapsed());
     }
@@ -350,7 +463,10 @@ fn measure_rule_latency_and_reads() {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("reader")).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("reader"))
+            .collect()
     });
     let total: u64 = counts.iter().sum();
     println!(

@@ -36,7 +36,9 @@ impl Export {
             );
         };
         match &self.output {
-            Some(out) => std::fs::write(out, text).with_context(|| format!("write {}", out.display()))?,
+            Some(out) => {
+                std::fs::write(out, text).with_context(|| format!("write {}", out.display()))?
+            }
             None => print!("{text}"),
         }
         Ok(())

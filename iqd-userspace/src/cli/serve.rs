@@ -75,7 +75,10 @@ impl Serve {
             config.clone(),
             store,
         );
-        println!("iqd serve: VPC API on http://{addr}/v1 for fabric file {}", config.display());
+        println!(
+            "iqd serve: VPC API on http://{addr}/v1 for fabric file {}",
+            config.display()
+        );
         println!("  token:  {}", token_file.display());
         println!("  store:  {}", store_path.display());
         let router = axum::Router::new()
@@ -120,7 +123,10 @@ fn token(path: &Path) -> anyhow::Result<String> {
         }
         let token = text.trim().to_string();
         if token.len() < 16 {
-            bail!("token file {}: the token is shorter than 16 characters", path.display());
+            bail!(
+                "token file {}: the token is shorter than 16 characters",
+                path.display()
+            );
         }
         return Ok(token);
     }

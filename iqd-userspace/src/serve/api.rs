@@ -87,7 +87,10 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -113,7 +116,11 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
     // A body is parsed before anything else, so malformed JSON is always its own error.
     let json = if matches!(m, "POST" | "PATCH" | "PUT") && !body.is_empty() {
         Some(serde_json::from_slice::<Value>(body).map_err(|e| {
-            ApiError::new(400, "malformed_json", format!("the request body is not valid JSON: {e}"))
+            ApiError::new(
+                400,
+                "malformed_json",
+                format!("the request body is not valid JSON: {e}"),
+            )
         })?)
     } else {
         None
@@ -132,7 +139,12 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
     let doc = app.read();
     let b = app.base.clone();
     match (m, segs.as_slice()) {
-        ("GET", ["vpcs"]) => page(&b, "vpcs", &q, doc.vpc.iter().map(|v| vpc_view(&b, &doc, v)).collect()),
+        ("GET", ["vpcs"]) => page(
+            &b,
+            "vpcs",
+            &q,
+            doc.vpc.iter().map(|v| vpc_view(&b, &doc, v)).collect(),
+        ),
         ("POST", ["vpcs"]) => {
             let o = obj()?;
             app.change(Box::new(move |d| create_vpc(&b, d, &o))).await
@@ -142,28 +154,53 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
             let id = id.to_string();
             app.change(Box::new(move |d| delete_vpc(d, &id))).await
         }
-        ("GET", ["subnets"]) => page(&b, "subnets", &q, doc.subnets.iter().map(|s| subnet_view(&b, &doc, s)).collect()),
+        ("GET", ["subnets"]) => page(
+            &b,
+            "subnets",
+            &q,
+            doc.subnets
+                .iter()
+                .map(|s| subnet_view(&b, &doc, s))
+                .collect(),
+        ),
         ("POST", ["subnets"]) => {
             let o = obj()?;
-            app.change(Box::new(move |d| create_subnet(&b, d, &o))).await
+            app.change(Box::new(move |d| create_subnet(&b, d, &o)))
+                .await
         }
         ("GET", ["subnets", id]) => find_subnet(&doc, id).map(|s| (200, subnet_view(&b, &doc, s))),
         ("DELETE", ["subnets", id]) => {
             let id = id.to_string();
             app.change(Box::new(move |d| delete_subnet(d, &id))).await
         }
-        ("GET", ["bare_metal_server", "profiles"]) => page(&b, "profiles", &q, PROFILES.iter().map(|p| profile_view(&b, p)).collect()),
+        ("GET", ["bare_metal_server", "profiles"]) => page(
+            &b,
+            "profiles",
+            &q,
+            PROFILES.iter().map(|p| profile_view(&b, p)).collect(),
+        ),
         ("GET", ["bare_metal_server", "profiles", name]) => PROFILES
             .iter()
             .find(|p| p.name == *name)
             .map(|p| (200, profile_view(&b, p)))
             .ok_or_else(|| unknown_profile(name, 404)),
-        ("GET", ["bare_metal_servers"]) => page(&b, "bare_metal_servers", &q, doc.servers.iter().map(|s| server_view(&b, &doc, s)).collect()),
+        ("GET", ["bare_metal_servers"]) => page(
+            &b,
+            "bare_metal_servers",
+            &q,
+            doc.servers
+                .iter()
+                .map(|s| server_view(&b, &doc, s))
+                .collect(),
+        ),
         ("POST", ["bare_metal_servers"]) => {
             let o = obj()?;
-            app.change(Box::new(move |d| create_server(&b, d, &o))).await
+            app.change(Box::new(move |d| create_server(&b, d, &o)))
+                .await
         }
-        ("GET", ["bare_metal_servers", id]) => find_server(&doc, id).map(|s| (200, server_view(&b, &doc, s))),
+        ("GET", ["bare_metal_servers", id]) => {
+            find_server(&doc, id).map(|s| (200, server_view(&b, &doc, s)))
+        }
         ("PATCH", ["bare_metal_servers", id]) => {
             let (o, id) = (obj()?, id.to_string());
             app.change(Box::new(move |d| {
@@ -201,25 +238,42 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
             }
             app.change(Box::new(move |d| {
                 let s = server_mut(d, &id)?;
-                s.status = if action == "stop" { "stopped" } else { "running" }.into();
+                s.status = if action == "stop" {
+                    "stopped"
+                } else {
+                    "running"
+                }
+                .into();
                 Ok((204, Value::Null))
             }))
             .await
         }
         ("GET", ["bare_metal_servers", id, "network_interfaces"]) => {
             let s = find_server(&doc, id)?;
-            page(&b, &format!("bare_metal_servers/{id}/network_interfaces"), &q, s.interfaces.iter().map(|i| nic_view(&b, &doc, s, i)).collect())
-                .map(|(st, mut v)| {
-                    // The collection's key is `network_interfaces`.
-                    if let Some(items) = v.as_object_mut().and_then(|o| o.remove(&format!("bare_metal_servers/{id}/network_interfaces"))) {
-                        v["network_interfaces"] = items;
-                    }
-                    (st, v)
-                })
+            page(
+                &b,
+                &format!("bare_metal_servers/{id}/network_interfaces"),
+                &q,
+                s.interfaces
+                    .iter()
+                    .map(|i| nic_view(&b, &doc, s, i))
+                    .collect(),
+            )
+            .map(|(st, mut v)| {
+                // The collection's key is `network_interfaces`.
+                if let Some(items) = v
+                    .as_object_mut()
+                    .and_then(|o| o.remove(&format!("bare_metal_servers/{id}/network_interfaces")))
+                {
+                    v["network_interfaces"] = items;
+                }
+                (st, v)
+            })
         }
         ("POST", ["bare_metal_servers", id, "network_interfaces"]) => {
             let (o, id) = (obj()?, id.to_string());
-            app.change(Box::new(move |d| add_interface(&b, d, &id, &o))).await
+            app.change(Box::new(move |d| add_interface(&b, d, &id, &o)))
+                .await
         }
         ("GET", ["bare_metal_servers", id, "network_interfaces", nic]) => {
             let s = find_server(&doc, id)?;
@@ -240,10 +294,17 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
                 }
                 if let Some(v) = o.get("allow_ip_spoofing") {
                     i.allow_ip_spoofing = v.as_bool().ok_or_else(|| {
-                        ApiError::new(400, "validation_invalid_argument", "allow_ip_spoofing must be a boolean")
+                        ApiError::new(
+                            400,
+                            "validation_invalid_argument",
+                            "allow_ip_spoofing must be a boolean",
+                        )
                     })?;
                 }
-                let (s, i) = d.interface(&nic).map(|(s, i)| (s.clone(), i.clone())).expect("found above");
+                let (s, i) = d
+                    .interface(&nic)
+                    .map(|(s, i)| (s.clone(), i.clone()))
+                    .expect("found above");
                 Ok((200, nic_view(&b, d, &s, &i)))
             }))
             .await
@@ -270,12 +331,22 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
             }))
             .await
         }
-        ("GET", ["security_groups"]) => page(&b, "security_groups", &q, doc.security_groups.iter().map(|g| group_view(&b, &doc, g)).collect()),
+        ("GET", ["security_groups"]) => page(
+            &b,
+            "security_groups",
+            &q,
+            doc.security_groups
+                .iter()
+                .map(|g| group_view(&b, &doc, g))
+                .collect(),
+        ),
         ("POST", ["security_groups"]) => {
             let o = obj()?;
             app.change(Box::new(move |d| create_group(&b, d, &o))).await
         }
-        ("GET", ["security_groups", id]) => find_group(&doc, id).map(|g| (200, group_view(&b, &doc, g))),
+        ("GET", ["security_groups", id]) => {
+            find_group(&doc, id).map(|g| (200, group_view(&b, &doc, g)))
+        }
         ("PATCH", ["security_groups", id]) => {
             let (o, id) = (obj()?, id.to_string());
             app.change(Box::new(move |d| {
@@ -294,7 +365,10 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
         }
         ("GET", ["security_groups", id, "rules"]) => {
             let g = find_group(&doc, id)?;
-            Ok((200, json!({ "rules": g.rules.iter().map(|r| rule_view(&b, &doc, g, r)).collect::<Vec<_>>() })))
+            Ok((
+                200,
+                json!({ "rules": g.rules.iter().map(|r| rule_view(&b, &doc, g, r)).collect::<Vec<_>>() }),
+            ))
         }
         ("POST", ["security_groups", id, "rules"]) => {
             let (o, id) = (obj()?, id.to_string());
@@ -320,11 +394,16 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
                 let g = find_group(d, &id)?;
                 let old = find_rule(g, &rule)?.clone();
                 // The rule as it is, with the fields the patch gives.
-                let mut proto = rule_view("", d, g, &old).as_object().cloned().unwrap_or_default();
+                let mut proto = rule_view("", d, g, &old)
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
                 for (k, v) in &o {
                     proto.insert(k.clone(), v.clone());
                 }
-                if o.get("remote").is_some_and(|r| r.as_object().is_some_and(|m| m.is_empty())) {
+                if o.get("remote")
+                    .is_some_and(|r| r.as_object().is_some_and(|m| m.is_empty()))
+                {
                     proto.remove("remote");
                 }
                 let mut new = parse_rule(d, &proto)?;
@@ -354,17 +433,27 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
         }
         ("GET", ["security_groups", id, "targets"]) => {
             find_group(&doc, id)?;
-            page(&b, &format!("security_groups/{id}/targets"), &q, targets(&b, &doc, id))
-                .map(|(st, mut v)| {
-                    if let Some(items) = v.as_object_mut().and_then(|o| o.remove(&format!("security_groups/{id}/targets"))) {
-                        v["targets"] = items;
-                    }
-                    (st, v)
-                })
+            page(
+                &b,
+                &format!("security_groups/{id}/targets"),
+                &q,
+                targets(&b, &doc, id),
+            )
+            .map(|(st, mut v)| {
+                if let Some(items) = v
+                    .as_object_mut()
+                    .and_then(|o| o.remove(&format!("security_groups/{id}/targets")))
+                {
+                    v["targets"] = items;
+                }
+                (st, v)
+            })
         }
         ("GET", ["security_groups", id, "targets", target]) => {
             find_group(&doc, id)?;
-            let (s, i) = doc.interface(target).ok_or_else(|| not_found("network_interface", target))?;
+            let (s, i) = doc
+                .interface(target)
+                .ok_or_else(|| not_found("network_interface", target))?;
             if !i.security_groups.iter().any(|g| g == id) {
                 return Err(not_found("security_group_target", target));
             }
@@ -382,13 +471,19 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
                         return Err(ApiError::new(
                             400,
                             "security_group_limit_exceeded",
-                            format!("network interface {target} has {} security groups already", i.security_groups.len()),
+                            format!(
+                                "network interface {target} has {} security groups already",
+                                i.security_groups.len()
+                            ),
                         ));
                     }
                     i.security_groups.push(id.clone());
                     201
                 };
-                let (s, i) = d.interface(&target).map(|(s, i)| (s.clone(), i.clone())).expect("found above");
+                let (s, i) = d
+                    .interface(&target)
+                    .map(|(s, i)| (s.clone(), i.clone()))
+                    .expect("found above");
                 Ok((status, target_view(&b, &s, &i)))
             }))
             .await
@@ -425,7 +520,9 @@ async fn route(app: &Arc<App>, method: &Method, uri: &Uri, body: &[u8]) -> Res {
 fn known_collection(segs: &[&str]) -> bool {
     matches!(
         segs.first(),
-        Some(&("vpcs" | "subnets" | "bare_metal_servers" | "bare_metal_server" | "security_groups"))
+        Some(
+            &("vpcs" | "subnets" | "bare_metal_servers" | "bare_metal_server" | "security_groups")
+        )
     ) && segs.len() <= 4
 }
 
@@ -445,7 +542,11 @@ fn not_found(kind: &str, id: &str) -> ApiError {
         "security_group_target" => "security_group_target_not_found",
         _ => "not_found",
     };
-    ApiError::new(404, code, format!("{} {id} not found", kind.replace('_', " ")))
+    ApiError::new(
+        404,
+        code,
+        format!("{} {id} not found", kind.replace('_', " ")),
+    )
 }
 
 fn unknown_profile(name: &str, status: u16) -> ApiError {
@@ -453,33 +554,52 @@ fn unknown_profile(name: &str, status: u16) -> ApiError {
     ApiError::new(
         status,
         "bare_metal_server_profile_not_found",
-        format!("bare metal server profile {name:?} not found; profiles: {}", known.join(", ")),
+        format!(
+            "bare metal server profile {name:?} not found; profiles: {}",
+            known.join(", ")
+        ),
     )
 }
 
 fn find_vpc<'a>(d: &'a Doc, id: &str) -> Result<&'a Vpc, ApiError> {
-    d.vpc.as_ref().filter(|v| v.id == id).ok_or_else(|| not_found("vpc", id))
+    d.vpc
+        .as_ref()
+        .filter(|v| v.id == id)
+        .ok_or_else(|| not_found("vpc", id))
 }
 fn find_subnet<'a>(d: &'a Doc, id: &str) -> Result<&'a Subnet, ApiError> {
     d.subnet(id).ok_or_else(|| not_found("subnet", id))
 }
 fn find_server<'a>(d: &'a Doc, id: &str) -> Result<&'a Server, ApiError> {
-    d.server(id).ok_or_else(|| not_found("bare_metal_server", id))
+    d.server(id)
+        .ok_or_else(|| not_found("bare_metal_server", id))
 }
 fn find_group<'a>(d: &'a Doc, id: &str) -> Result<&'a Group, ApiError> {
     d.group(id).ok_or_else(|| not_found("security_group", id))
 }
 fn find_nic<'a>(s: &'a Server, id: &str) -> Result<&'a Interface, ApiError> {
-    s.interfaces.iter().find(|i| i.id == id).ok_or_else(|| not_found("network_interface", id))
+    s.interfaces
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| not_found("network_interface", id))
 }
 fn find_rule<'a>(g: &'a Group, id: &str) -> Result<&'a Rule, ApiError> {
-    g.rules.iter().find(|r| r.id == id).ok_or_else(|| not_found("security_group_rule", id))
+    g.rules
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| not_found("security_group_rule", id))
 }
 fn server_mut<'a>(d: &'a mut Doc, id: &str) -> Result<&'a mut Server, ApiError> {
-    d.servers.iter_mut().find(|s| s.id == id).ok_or_else(|| not_found("bare_metal_server", id))
+    d.servers
+        .iter_mut()
+        .find(|s| s.id == id)
+        .ok_or_else(|| not_found("bare_metal_server", id))
 }
 fn group_mut<'a>(d: &'a mut Doc, id: &str) -> Result<&'a mut Group, ApiError> {
-    d.security_groups.iter_mut().find(|g| g.id == id).ok_or_else(|| not_found("security_group", id))
+    d.security_groups
+        .iter_mut()
+        .find(|g| g.id == id)
+        .ok_or_else(|| not_found("security_group", id))
 }
 fn interface_mut<'a>(d: &'a mut Doc, id: &str) -> Result<&'a mut Interface, ApiError> {
     d.servers
@@ -519,7 +639,11 @@ fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError
 
 fn required<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a Value, ApiError> {
     o.get(key).filter(|v| !v.is_null()).ok_or_else(|| {
-        ApiError::new(400, "validation_required_field_missing", format!("{key} is required"))
+        ApiError::new(
+            400,
+            "validation_required_field_missing",
+            format!("{key} is required"),
+        )
     })
 }
 
@@ -542,7 +666,10 @@ fn name_or(o: &Map<String, Value>, default: String) -> Result<String, ApiError> 
 }
 
 fn the_vpc(d: &Doc, o: &Map<String, Value>) -> Result<Vpc, ApiError> {
-    let vpc = d.vpc.clone().ok_or_else(|| not_found("vpc", "(none created)"))?;
+    let vpc = d
+        .vpc
+        .clone()
+        .ok_or_else(|| not_found("vpc", "(none created)"))?;
     if let Some(v) = o.get("vpc") {
         let id = ident(v).unwrap_or_default();
         if id != vpc.id {
@@ -559,11 +686,19 @@ fn create_vpc(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
         return Err(ApiError::new(
             409,
             "vpc_limit_reached",
-            format!("iqd serve manages one fabric: VPC {} ({}) exists", v.name, v.id),
+            format!(
+                "iqd serve manages one fabric: VPC {} ({}) exists",
+                v.name, v.id
+            ),
         ));
     }
     let name = name_or(o, "iqd".into())?;
-    if name.is_empty() || name.len() > 12 || !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+    if name.is_empty()
+        || name.len() > 12
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
         return Err(ApiError::new(
             400,
             "validation_invalid_argument",
@@ -619,7 +754,11 @@ fn delete_vpc(d: &mut Doc, id: &str) -> Res {
         return Err(ApiError::new(
             409,
             "vpc_in_use",
-            format!("VPC {id} still has {} subnets and {} bare metal servers", d.subnets.len(), d.servers.len()),
+            format!(
+                "VPC {id} still has {} subnets and {} bare metal servers",
+                d.subnets.len(),
+                d.servers.len()
+            ),
         ));
     }
     d.vpc = None;
@@ -659,17 +798,31 @@ fn create_subnet(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
         return Err(ApiError::new(
             409,
             "subnet_cidr_conflict",
-            format!("{cidr} overlaps subnet {} ({}/{})", other.name, other.network, other.prefix),
+            format!(
+                "{cidr} overlaps subnet {} ({}/{})",
+                other.name, other.network, other.prefix
+            ),
         ));
     }
     let _ = mask;
     let chpid = match opt_str(o, "chpid")? {
         Some(c) => {
-            let id = (c.len() == 2).then(|| u8::from_str_radix(&c, 16).ok()).flatten().ok_or_else(|| {
-                ApiError::new(400, "validation_invalid_argument", format!("chpid {c:?}: two hex digits"))
-            })?;
+            let id = (c.len() == 2)
+                .then(|| u8::from_str_radix(&c, 16).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        "validation_invalid_argument",
+                        format!("chpid {c:?}: two hex digits"),
+                    )
+                })?;
             if d.subnets.iter().any(|s| s.chpid == id) {
-                return Err(ApiError::new(409, "chpid_in_use", format!("CHPID {id:02X} is another subnet's")));
+                return Err(ApiError::new(
+                    409,
+                    "chpid_in_use",
+                    format!("CHPID {id:02X} is another subnet's"),
+                ));
             }
             id
         }
@@ -680,7 +833,11 @@ fn create_subnet(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
     };
     let mfs = opt_str(o, "mfs")?.unwrap_or_else(|| "16K".into());
     let mfs = crate::domain::Mfs::from_label(&mfs).ok_or_else(|| {
-        ApiError::new(400, "validation_invalid_argument", format!("mfs {mfs:?}: 16K, 24K, 40K or 64K"))
+        ApiError::new(
+            400,
+            "validation_invalid_argument",
+            format!("mfs {mfs:?}: 16K, 24K, 40K or 64K"),
+        )
     })?;
     let id = d.new_id(0x5b);
     let subnet = Subnet {
@@ -731,7 +888,11 @@ fn create_server(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
     let mut protos = vec![required(o, "primary_network_interface")?.clone()];
     if let Some(more) = o.get("network_interfaces") {
         protos.extend(more.as_array().cloned().ok_or_else(|| {
-            ApiError::new(400, "validation_invalid_argument", "network_interfaces must be an array")
+            ApiError::new(
+                400,
+                "validation_invalid_argument",
+                "network_interfaces must be an array",
+            )
         })?);
     }
     if protos.len() > profile.interfaces {
@@ -752,7 +913,11 @@ fn create_server(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
     };
     for (k, proto) in protos.iter().enumerate() {
         let proto = proto.as_object().cloned().ok_or_else(|| {
-            ApiError::new(400, "validation_invalid_argument", "a network interface prototype is an object")
+            ApiError::new(
+                400,
+                "validation_invalid_argument",
+                "a network interface prototype is an object",
+            )
         })?;
         let i = new_interface(d, &server, &proto, k)?;
         server.interfaces.push(i);
@@ -766,7 +931,10 @@ fn limit(profile: &str, n: usize) -> ApiError {
     ApiError::new(
         400,
         "network_interface_limit_exceeded",
-        format!("profile {profile} has {n} network interface{}", if n == 1 { "" } else { "s" }),
+        format!(
+            "profile {profile} has {n} network interface{}",
+            if n == 1 { "" } else { "s" }
+        ),
     )
 }
 
@@ -788,7 +956,12 @@ fn add_interface(b: &str, d: &mut Doc, id: &str, o: &Map<String, Value>) -> Res 
 }
 
 /// A new interface of `server` from its prototype (the `k`th of the server).
-fn new_interface(d: &mut Doc, server: &Server, o: &Map<String, Value>, k: usize) -> Result<Interface, ApiError> {
+fn new_interface(
+    d: &mut Doc,
+    server: &Server,
+    o: &Map<String, Value>,
+    k: usize,
+) -> Result<Interface, ApiError> {
     if let Some(t) = opt_str(o, "interface_type")? {
         if t != "hipersocket" {
             return Err(ApiError::new(
@@ -814,18 +987,29 @@ fn new_interface(d: &mut Doc, server: &Server, o: &Map<String, Value>, k: usize)
         Some(a) => {
             let s = a.as_str().unwrap_or_default();
             let a: Ipv4Addr = s.parse().map_err(|_| {
-                ApiError::new(400, "validation_invalid_argument", format!("primary_ip.address {s:?} is not an IPv4 address"))
+                ApiError::new(
+                    400,
+                    "validation_invalid_argument",
+                    format!("primary_ip.address {s:?} is not an IPv4 address"),
+                )
             })?;
             let v = u32::from(a);
             if v & mask != net || v == net || v == broadcast {
                 return Err(ApiError::new(
                     400,
                     "ip_address_outside_subnet",
-                    format!("{a} is not a host address of subnet {} ({}/{})", subnet.name, subnet.network, subnet.prefix),
+                    format!(
+                        "{a} is not a host address of subnet {} ({}/{})",
+                        subnet.name, subnet.network, subnet.prefix
+                    ),
                 ));
             }
             if used(a) {
-                return Err(ApiError::new(409, "ip_address_in_use", format!("{a} is in use in subnet {}", subnet.name)));
+                return Err(ApiError::new(
+                    409,
+                    "ip_address_in_use",
+                    format!("{a} is in use in subnet {}", subnet.name),
+                ));
             }
             a
         }
@@ -833,9 +1017,19 @@ fn new_interface(d: &mut Doc, server: &Server, o: &Map<String, Value>, k: usize)
         None => (net + 4..broadcast)
             .map(Ipv4Addr::from)
             .find(|a| !used(*a))
-            .ok_or_else(|| ApiError::new(409, "subnet_exhausted", format!("subnet {} has no free address", subnet.name)))?,
+            .ok_or_else(|| {
+                ApiError::new(
+                    409,
+                    "subnet_exhausted",
+                    format!("subnet {} has no free address", subnet.name),
+                )
+            })?,
     };
-    let default_group = d.vpc.as_ref().map(|v| v.default_security_group.clone()).unwrap_or_default();
+    let default_group = d
+        .vpc
+        .as_ref()
+        .map(|v| v.default_security_group.clone())
+        .unwrap_or_default();
     let groups = match o.get("security_groups") {
         None | Some(Value::Null) => vec![default_group],
         Some(Value::Array(a)) => {
@@ -848,15 +1042,31 @@ fn new_interface(d: &mut Doc, server: &Server, o: &Map<String, Value>, k: usize)
                 }
             }
             if ids.is_empty() || ids.len() > crate::config::MAX_GROUPS_PER_NIC {
-                return Err(ApiError::new(400, "security_group_limit_exceeded", "a network interface has 1-5 security groups"));
+                return Err(ApiError::new(
+                    400,
+                    "security_group_limit_exceeded",
+                    "a network interface has 1-5 security groups",
+                ));
             }
             ids
         }
-        Some(_) => return Err(ApiError::new(400, "validation_invalid_argument", "security_groups must be an array")),
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                "validation_invalid_argument",
+                "security_groups must be an array",
+            ))
+        }
     };
     let allow = match o.get("allow_ip_spoofing") {
         None | Some(Value::Null) => false,
-        Some(v) => v.as_bool().ok_or_else(|| ApiError::new(400, "validation_invalid_argument", "allow_ip_spoofing must be a boolean"))?,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            ApiError::new(
+                400,
+                "validation_invalid_argument",
+                "allow_ip_spoofing must be a boolean",
+            )
+        })?,
     };
     let ifname = (0..)
         .map(|n| format!("hsi{n}"))
@@ -885,9 +1095,15 @@ fn create_group(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
         rules: Vec::new(),
     });
     if let Some(rules) = o.get("rules") {
-        let rules = rules.as_array().cloned().ok_or_else(|| bad_rule("rules must be an array".into()))?;
+        let rules = rules
+            .as_array()
+            .cloned()
+            .ok_or_else(|| bad_rule("rules must be an array".into()))?;
         for r in rules {
-            let r = r.as_object().cloned().ok_or_else(|| bad_rule("a rule is an object".into()))?;
+            let r = r
+                .as_object()
+                .cloned()
+                .ok_or_else(|| bad_rule("a rule is an object".into()))?;
             let mut rule = parse_rule(d, &r)?;
             rule.id = d.new_id(0x5e);
             group_mut(d, &id)?.rules.push(rule);
@@ -899,8 +1115,15 @@ fn create_group(b: &str, d: &mut Doc, o: &Map<String, Value>) -> Res {
 
 fn delete_group(d: &mut Doc, id: &str) -> Res {
     find_group(d, id)?;
-    if d.vpc.as_ref().is_some_and(|v| v.default_security_group == id) {
-        return Err(ApiError::new(409, "security_group_in_use", format!("security group {id} is the VPC's default group")));
+    if d.vpc
+        .as_ref()
+        .is_some_and(|v| v.default_security_group == id)
+    {
+        return Err(ApiError::new(
+            409,
+            "security_group_in_use",
+            format!("security group {id} is the VPC's default group"),
+        ));
     }
     let targets: Vec<&str> = d
         .servers
@@ -912,13 +1135,21 @@ fn delete_group(d: &mut Doc, id: &str) -> Res {
     let remotes = d
         .security_groups
         .iter()
-        .filter(|g| g.id != id && g.rules.iter().any(|r| r.remote == Remote::Group(id.to_string())))
+        .filter(|g| {
+            g.id != id
+                && g.rules
+                    .iter()
+                    .any(|r| r.remote == Remote::Group(id.to_string()))
+        })
         .count();
     if !targets.is_empty() || remotes > 0 {
         return Err(ApiError::new(
             409,
             "security_group_in_use",
-            format!("security group {id} has targets ({}) or is the remote of {remotes} groups' rules", targets.join(", ")),
+            format!(
+                "security group {id} has targets ({}) or is the remote of {remotes} groups' rules",
+                targets.join(", ")
+            ),
         ));
     }
     d.security_groups.retain(|g| g.id != id);
@@ -931,9 +1162,12 @@ fn bad_rule(message: String) -> ApiError {
 
 fn parse_rule(d: &Doc, o: &Map<String, Value>) -> Result<Rule, ApiError> {
     let s = |k: &str| opt_str(o, k).map_err(|e| bad_rule(e.message));
-    let direction = s("direction")?.ok_or_else(|| bad_rule("direction is required: inbound or outbound".into()))?;
+    let direction = s("direction")?
+        .ok_or_else(|| bad_rule("direction is required: inbound or outbound".into()))?;
     if direction != "inbound" && direction != "outbound" {
-        return Err(bad_rule(format!("direction {direction:?}: inbound or outbound")));
+        return Err(bad_rule(format!(
+            "direction {direction:?}: inbound or outbound"
+        )));
     }
     if let Some(v) = s("ip_version")? {
         if v != "ipv4" {
@@ -968,15 +1202,21 @@ fn parse_rule(d: &Doc, o: &Map<String, Value>) -> Result<Rule, ApiError> {
             if a.is_some() || z.is_some() {
                 let (a, z) = (a.unwrap_or(1), z.unwrap_or(65535));
                 if a == 0 || a > z {
-                    return Err(bad_rule(format!("ports {a}-{z}: 1-65535 and port_min <= port_max")));
+                    return Err(bad_rule(format!(
+                        "ports {a}-{z}: 1-65535 and port_min <= port_max"
+                    )));
                 }
                 if !(a == 1 && z == 65535) {
                     port_min = Some(a as u16);
                     port_max = Some(z as u16);
                 }
             }
-            if o.get("type").is_some_and(|v| !v.is_null()) || o.get("code").is_some_and(|v| !v.is_null()) {
-                return Err(bad_rule(format!("type and code do not go with protocol {protocol}")));
+            if o.get("type").is_some_and(|v| !v.is_null())
+                || o.get("code").is_some_and(|v| !v.is_null())
+            {
+                return Err(bad_rule(format!(
+                    "type and code do not go with protocol {protocol}"
+                )));
             }
         }
         "icmp" => {
@@ -985,7 +1225,9 @@ fn parse_rule(d: &Doc, o: &Map<String, Value>) -> Result<Rule, ApiError> {
             if code.is_some() && icmp_type.is_none() {
                 return Err(bad_rule("code needs a type".into()));
             }
-            if o.get("port_min").is_some_and(|v| !v.is_null()) || o.get("port_max").is_some_and(|v| !v.is_null()) {
+            if o.get("port_min").is_some_and(|v| !v.is_null())
+                || o.get("port_max").is_some_and(|v| !v.is_null())
+            {
                 return Err(bad_rule("ports do not go with protocol icmp".into()));
             }
         }
@@ -997,17 +1239,26 @@ fn parse_rule(d: &Doc, o: &Map<String, Value>) -> Result<Rule, ApiError> {
             if r.get("cidr_block").and_then(Value::as_str) == Some("0.0.0.0/0") {
                 Remote::Any
             } else if let Some(c) = r.get("cidr_block").and_then(Value::as_str) {
-                crate::config::parse_remote(c).map_err(|e| bad_rule(format!("remote.cidr_block: {e}")))?;
+                crate::config::parse_remote(c)
+                    .map_err(|e| bad_rule(format!("remote.cidr_block: {e}")))?;
                 Remote::CidrBlock(c.to_string())
             } else if let Some(a) = r.get("address").and_then(Value::as_str) {
-                let _: Ipv4Addr = a.parse().map_err(|_| bad_rule(format!("remote.address {a:?} is not an IPv4 address")))?;
+                let _: Ipv4Addr = a.parse().map_err(|_| {
+                    bad_rule(format!("remote.address {a:?} is not an IPv4 address"))
+                })?;
                 Remote::Address(a.to_string())
             } else {
                 let by_name = r.get("name").and_then(Value::as_str);
                 let g = ident(r)
                     .and_then(|id| d.group(&id))
-                    .or_else(|| by_name.and_then(|n| d.security_groups.iter().find(|g| g.name == n)))
-                    .ok_or_else(|| bad_rule(format!("remote {r}: no such security group (or give cidr_block or address)")))?;
+                    .or_else(|| {
+                        by_name.and_then(|n| d.security_groups.iter().find(|g| g.name == n))
+                    })
+                    .ok_or_else(|| {
+                        bad_rule(format!(
+                            "remote {r}: no such security group (or give cidr_block or address)"
+                        ))
+                    })?;
                 Remote::Group(g.id.clone())
             }
         }
@@ -1035,14 +1286,26 @@ fn page(b: &str, path: &str, q: &[(String, String)], items: Vec<Value>) -> Res {
     let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let limit = match get("limit") {
         None => 50,
-        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
-            ApiError::new(400, "validation_invalid_argument", format!("limit {l:?}: 1-100"))
-        })?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "validation_invalid_argument",
+                    format!("limit {l:?}: 1-100"),
+                )
+            })?,
     };
     let start = match get("start") {
         None => 0,
         Some(s) => s.parse::<usize>().map_err(|_| {
-            ApiError::new(400, "validation_invalid_argument", format!("start {s:?} is not a token this server gave"))
+            ApiError::new(
+                400,
+                "validation_invalid_argument",
+                format!("start {s:?} is not a token this server gave"),
+            )
         })?,
     };
     let total = items.len();
@@ -1053,7 +1316,8 @@ fn page(b: &str, path: &str, q: &[(String, String)], items: Vec<Value>) -> Res {
         "total_count": total,
     });
     if start + limit < total {
-        body["next"] = json!({ "href": format!("{b}/{path}?limit={limit}&start={}", start + limit) });
+        body["next"] =
+            json!({ "href": format!("{b}/{path}?limit={limit}&start={}", start + limit) });
     }
     body[path] = Value::Array(shown);
     Ok((200, body))
@@ -1175,7 +1439,11 @@ fn nic_view(b: &str, d: &Doc, s: &Server, i: &Interface) -> Value {
     view["allow_ip_spoofing"] = json!(i.allow_ip_spoofing);
     view["enable_infrastructure_nat"] = json!(true);
     view["status"] = json!("available");
-    view["type"] = json!(if s.interfaces.first().is_some_and(|p| p.id == i.id) { "primary" } else { "secondary" });
+    view["type"] = json!(if s.interfaces.first().is_some_and(|p| p.id == i.id) {
+        "primary"
+    } else {
+        "secondary"
+    });
     view["security_groups"] = Value::Array(
         i.security_groups
             .iter()
@@ -1217,7 +1485,10 @@ fn rule_view(b: &str, d: &Doc, g: &Group, r: &Rule) -> Value {
         Remote::Any => json!({ "cidr_block": "0.0.0.0/0" }),
         Remote::CidrBlock(c) => json!({ "cidr_block": c }),
         Remote::Address(a) => json!({ "address": a }),
-        Remote::Group(id) => d.group(id).map(|g| group_ref(b, g)).unwrap_or(json!({ "id": id })),
+        Remote::Group(id) => d
+            .group(id)
+            .map(|g| group_ref(b, g))
+            .unwrap_or(json!({ "id": id })),
     };
     if r.protocol == "tcp" || r.protocol == "udp" {
         view["port_min"] = json!(r.port_min.unwrap_or(1));

@@ -239,7 +239,9 @@ async fn up(config: &Path, text: &str, previous: Option<&str>) -> Result<(), Api
             }
         }
         return Err(match e {
-            crate::Error::Refused { .. } => ApiError::new(409, "fabric_change_refused", e.to_string()),
+            crate::Error::Refused { .. } => {
+                ApiError::new(409, "fabric_change_refused", e.to_string())
+            }
             crate::Error::Config(_) => invalid(e),
             e => failed(e),
         });
@@ -253,9 +255,7 @@ async fn set_states(config: &Path, text: &str, doc: &Doc) -> Result<(), ApiError
     let running = State::load(&fabric.name).map_err(failed)?;
     for server in &doc.servers {
         let stop = server.status == "stopped";
-        let is_stopped = running
-            .as_ref()
-            .is_some_and(|s| s.is_stopped(&server.lpar));
+        let is_stopped = running.as_ref().is_some_and(|s| s.is_stopped(&server.lpar));
         if stop == is_stopped {
             continue;
         }

@@ -64,7 +64,9 @@ impl Store {
     pub fn load(&self) -> Result<Doc, StoreError> {
         let text: Option<String> = self
             .conn
-            .query_row("SELECT value FROM state WHERE key = 'doc'", [], |r| r.get(0))
+            .query_row("SELECT value FROM state WHERE key = 'doc'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|source| StoreError::Sqlite {
                 path: self.path.clone(),
