@@ -206,6 +206,19 @@ pub struct AfxdpStats {
     pub frames_moved: u64,
 }
 
+/// Data path `afxdp`: the programs' figures `programs` with the switch's.
+pub fn afxdp_stats(fabric: &Fabric, programs: dataplane::XskStats) -> AfxdpStats {
+    let status = switch_status(&fabric.name);
+    AfxdpStats {
+        programs,
+        switch_running: status.running,
+        frames_moved: match (status.running, status.report) {
+            (true, Some(report)) => report.frames_moved,
+            _ => 0,
+        },
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct NicStats {
     pub lpar: String,
@@ -246,17 +259,7 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
         }
     }
     let afxdp = match fabric.datapath {
-        Datapath::Afxdp => {
-            let status = switch_status(&fabric.name);
-            Some(AfxdpStats {
-                programs: maps.xsk_stats()?,
-                switch_running: status.running,
-                frames_moved: match (status.running, status.report) {
-                    (true, Some(report)) => report.frames_moved,
-                    _ => 0,
-                },
-            })
-        }
+        Datapath::Afxdp => Some(afxdp_stats(fabric, maps.xsk_stats()?)),
         Datapath::Xdp | Datapath::Tc => None,
     };
     Ok(Stats {

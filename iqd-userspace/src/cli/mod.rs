@@ -2,6 +2,7 @@
 mod check;
 mod conntrack;
 mod down;
+mod metrics;
 mod stats;
 mod status;
 mod switch;
@@ -34,6 +35,7 @@ pub enum Command {
     Status(status::Status),
     Stats(stats::Stats),
     Conntrack(conntrack::Conntrack),
+    Metrics(metrics::Metrics),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -79,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run().await,
         Command::Stats(cmd) => cmd.run().await,
         Command::Conntrack(cmd) => cmd.run().await,
+        Command::Metrics(cmd) => cmd.run().await,
         Command::Switch(cmd) => cmd.run().await,
     }
 }
