@@ -29,6 +29,7 @@ mod nd;
 mod parse;
 mod policy;
 mod secgroup;
+mod trace;
 mod xsk;
 
 use aya_ebpf::{
@@ -36,6 +37,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use iqd_common::{
     drop_reason,
@@ -86,10 +88,17 @@ fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     }
 }
 
-/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`.
+/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`
+/// (and tracing the frame, if its port is traced with drops).
 #[inline(always)]
-fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
+fn finish<C: Frame + EbpfContext, A>(
+    ctx: &C,
+    ifindex: u32,
+    result: Result<A, DropReason>,
+    drop: A,
+) -> A {
     result.unwrap_or_else(|reason| {
+        trace::dropped(ctx, ifindex, reason);
         counters::dropped(ifindex, reason);
         drop
     })
@@ -99,12 +108,15 @@ fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
 #[xdp(frags)]
 pub fn iqd_port(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => redirect_in_kernel(ctx, target),
+        Verdict::Deliver { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            redirect_in_kernel(ctx, target)
+        }
         Verdict::Reply => reply(ctx, ifindex),
     }
 }
@@ -125,6 +137,7 @@ fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> 
 /// on.
 #[inline(always)]
 fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    trace::replied(ctx, ifindex);
     counters::delivered(ifindex, 1, Frame::len(ctx));
     Ok(xdp_action::XDP_TX)
 }
@@ -133,13 +146,15 @@ fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
 #[xdp(frags)]
 pub fn iqd_xsk(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            // Traced here, where the fabric decides, whichever way the frame then goes.
+            trace::delivered(ctx, ifindex, target);
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
                 xsk::count(xsk_stat::TO_SWITCH);
@@ -159,7 +174,7 @@ const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
+    finish(&ctx, ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
@@ -174,6 +189,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     match decide(ctx, ifindex)? {
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);
@@ -182,6 +198,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_REDIRECT)
         }
         Verdict::Reply => {
+            trace::replied(ctx, ifindex);
             // SAFETY: as above; out of the port the request came in on, to the asker.
             if unsafe { bpf_redirect(ifindex, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);

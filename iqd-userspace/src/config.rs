@@ -130,6 +130,7 @@ struct RawFabric {
 struct RawChpid {
     id: Spanned<String>,
     mfs: Option<Spanned<String>>,
+    analyzer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +138,7 @@ struct RawChpid {
 struct RawLpar {
     name: Spanned<String>,
     netns: Option<Spanned<String>>,
+    traceable: Option<bool>,
     #[serde(default)]
     nic: Vec<Spanned<RawNic>>,
 }
@@ -161,6 +163,8 @@ struct CheckedChpid {
     id: u8,
     mfs: Mfs,
     pos: usize,
+    /// The LPAR that may trace it, and where the file names it.
+    analyzer: Option<(String, usize)>,
 }
 
 struct CheckedLpar {
@@ -169,6 +173,7 @@ struct CheckedLpar {
     netns: String,
     /// Where `netns` was set; `None` when it defaults to the LPAR name.
     netns_pos: Option<usize>,
+    traceable: bool,
     nics: Vec<CheckedNic>,
 }
 
@@ -321,6 +326,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     let mut problems = Problems::default();
     check_chpid_ids(src, &mut problems, &chpids);
     check_lpar_names(src, &mut problems, &lpars);
+    check_analyzers(src, &mut problems, &chpids, &lpars);
     check_nics(src, &mut problems, &lpars, &chpids, max_nics);
     check_addresses_unique(src, &mut problems, &lpars);
     let devnos = assign_devnos(src, &mut problems, &lpars);
@@ -364,6 +370,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         out_lpars.push(Lpar {
             name: lpar.name,
             netns: lpar.netns,
+            traceable: lpar.traceable,
             nics,
         });
     }
@@ -376,6 +383,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             .map(|c| Chpid {
                 id: c.id,
                 mfs: c.mfs,
+                analyzer: c.analyzer.map(|(name, _)| name),
             })
             .collect(),
         lpars: out_lpars,
@@ -470,6 +478,10 @@ fn check_chpid(problems: &mut Problems, raw: &RawChpid) -> Option<CheckedChpid> 
         id,
         mfs,
         pos: raw.id.span().start,
+        analyzer: raw
+            .analyzer
+            .as_ref()
+            .map(|a| (a.get_ref().clone(), a.span().start)),
     })
 }
 
@@ -540,6 +552,7 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         name_pos,
         netns,
         netns_pos: raw.netns.as_ref().map(|ns| ns.span().start),
+        traceable: raw.traceable.unwrap_or(false),
         nics,
     })
 }
@@ -816,6 +829,28 @@ fn check_chpid_ids(src: &Source<'_>, problems: &mut Problems, chpids: &[CheckedC
             );
         } else {
             seen.insert(c.id, c.pos);
+        }
+    }
+}
+
+/// A CHPID's `analyzer` names an LPAR of the file.
+fn check_analyzers(
+    _src: &Source<'_>,
+    problems: &mut Problems,
+    chpids: &[CheckedChpid],
+    lpars: &[CheckedLpar],
+) {
+    for c in chpids {
+        if let Some((name, pos)) = &c.analyzer {
+            if !lpars.iter().any(|l| &l.name == name) {
+                problems.add(
+                    *pos,
+                    format!(
+                        "CHPID {}: analyzer {name:?} is not an LPAR of this file",
+                        chpid_label(c.id)
+                    ),
+                );
+            }
         }
     }
 }

@@ -80,6 +80,10 @@ pub enum Error {
     #[error("fabric {fabric} is not up (no pinned maps under {pin_dir})")]
     NotUp { fabric: String, pin_dir: PathBuf },
 
+    /// `iqd trace` refused or failed; nothing was captured when it refused.
+    #[error("iqd trace of CHPID {chpid}: {message}")]
+    Trace { chpid: String, message: String },
+
     #[error("the AF_XDP switch of fabric {fabric}: {message}")]
     Switch { fabric: String, message: String },
 

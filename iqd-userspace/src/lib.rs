@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod secgroup;
 pub mod state;
 pub mod switch;
+pub mod trace;
 
 pub use error::{Error, Result};
 

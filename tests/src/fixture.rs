@@ -16,6 +16,8 @@ pub struct FabricFile {
     datapath: Option<String>,
     /// Id and MFS (`None`: the default).
     chpids: Vec<(String, Option<String>)>,
+    /// `analyzer` of a CHPID, by id.
+    analyzers: Vec<(String, String)>,
     groups: Vec<Group>,
     lpars: Vec<Lpar>,
 }
@@ -24,6 +26,7 @@ pub struct FabricFile {
 struct Lpar {
     name: String,
     netns: String,
+    traceable: bool,
     nics: Vec<Nic>,
 }
 
@@ -65,6 +68,7 @@ impl FabricFile {
             name: name.to_string(),
             datapath: None,
             chpids: Vec::new(),
+            analyzers: Vec::new(),
             groups: Vec::new(),
             lpars: Vec::new(),
         }
@@ -104,8 +108,25 @@ impl FabricFile {
         self.lpars.push(Lpar {
             name: name.to_string(),
             netns: netns.to_string(),
+            traceable: false,
             nics: nics.into_iter().collect(),
         });
+        self
+    }
+
+    /// `analyzer = lpar` on CHPID `chpid` (added with [`Self::chpid`]).
+    pub fn analyzer(mut self, chpid: &str, lpar: &str) -> Self {
+        self.analyzers.push((chpid.to_string(), lpar.to_string()));
+        self
+    }
+
+    /// `traceable = true` on the LPARs named.
+    pub fn traceable(mut self, names: &[&str]) -> Self {
+        for lpar in &mut self.lpars {
+            if names.contains(&lpar.name.as_str()) {
+                lpar.traceable = true;
+            }
+        }
         self
     }
 
@@ -126,6 +147,9 @@ impl Display for FabricFile {
             if let Some(mfs) = mfs {
                 writeln!(f, "mfs = {}", quoted(mfs))?;
             }
+            for (_, lpar) in self.analyzers.iter().filter(|(c, _)| c == id) {
+                writeln!(f, "analyzer = {}", quoted(lpar))?;
+            }
         }
         for group in &self.groups {
             writeln!(
@@ -145,6 +169,9 @@ impl Display for FabricFile {
                 quoted(&lpar.name),
                 quoted(&lpar.netns)
             )?;
+            if lpar.traceable {
+                writeln!(f, "traceable = true")?;
+            }
             for nic in &lpar.nics {
                 writeln!(f, "[[lpar.nic]]\nchpid = {}", quoted(&nic.chpid))?;
                 // An IPv6-only NIC writes no ipv4 (an empty list is refused).

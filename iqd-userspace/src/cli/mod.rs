@@ -6,6 +6,7 @@ mod metrics;
 mod stats;
 mod status;
 mod switch;
+mod trace;
 mod up;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub enum Command {
     Stats(stats::Stats),
     Conntrack(conntrack::Conntrack),
     Metrics(metrics::Metrics),
+    Trace(trace::Trace),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -82,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(cmd) => cmd.run().await,
         Command::Conntrack(cmd) => cmd.run().await,
         Command::Metrics(cmd) => cmd.run().await,
+        Command::Trace(cmd) => cmd.run().await,
         Command::Switch(cmd) => cmd.run().await,
     }
 }
