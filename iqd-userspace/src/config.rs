@@ -1139,6 +1139,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn analyzer_and_traceable() {
+        let f = parse_ok(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP03\"\n\
+             [[chpid]]\nid = \"F1\"\n[[lpar]]\nname = \"LP01\"\ntraceable = true\n\
+             [[lpar]]\nname = \"LP03\"\n",
+        );
+        assert_eq!(f.chpids[0].analyzer.as_deref(), Some("LP03"));
+        assert_eq!(f.chpids[1].analyzer, None);
+        assert!(f.lpars[0].traceable);
+        assert!(!f.lpars[1].traceable);
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP09\" # <-\n\
+             [[lpar]]\nname = \"LP01\"\n",
+            "CHPID F0: analyzer \"LP09\" is not an LPAR of this file",
+        );
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\n[[lpar]]\nname = \"LP01\"\n\
+             traceable = \"yes\" # <-\n",
+            "expected a boolean",
+        );
+    }
+
     /// Asserts `text` is refused on the line marked `# <-` with a message containing `needle`.
     #[track_caller]
     fn refused(text: &str, needle: &str) -> String {

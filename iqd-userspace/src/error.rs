@@ -81,7 +81,7 @@ pub enum Error {
     NotUp { fabric: String, pin_dir: PathBuf },
 
     /// `iqd trace` refused or failed; nothing was captured when it refused.
-    #[error("iqd trace of CHPID {chpid}: {message}")]
+    #[error("trace of CHPID {chpid}: {message}")]
     Trace { chpid: String, message: String },
 
     #[error("the AF_XDP switch of fabric {fabric}: {message}")]
