@@ -413,5 +413,15 @@ fn trace_refusals_capture_nothing() {
     assert!(!out.status.success());
     assert!(text(&out).contains("already active"), "{}", text(&out));
     assert!(!file.exists());
-    stop_trace(trace);
+    // A trace killed outright leaves no lock or traced port behind: the next one runs.
+    drop(trace);
+    let trace = start_trace(&fabric, &["--chpid", "F0", "--as", "LP03"]);
+    assert!(ping(&fabric.ns("a"), "10.9.0.2", 1, None));
+    let (stdout, summary) = stop_trace(trace);
+    // The echo and its reply, each on both NICs.
+    assert!(
+        summary.contains(" 4 frames captured, 0 lost"),
+        "{summary} ({} bytes)",
+        stdout.len()
+    );
 }

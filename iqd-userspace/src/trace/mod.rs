@@ -137,6 +137,11 @@ fn try_lock(path: &Path) -> Result<Option<Held>> {
     }
 }
 
+/// The lock file a trace using `slot` holds.
+fn slot_path(fabric: &str, slot: u32) -> std::path::PathBuf {
+    Path::new(LOCK_DIR).join(format!("{fabric}.trace-slot{slot}.lock"))
+}
+
 fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map> {
     let path = pin_dir.join(name);
     let data =
@@ -227,8 +232,7 @@ pub async fn run<W: Write>(
     );
     let mut slot_lock = None;
     for slot in 0..TRACE_SLOTS {
-        let path = Path::new(LOCK_DIR).join(format!("{}.trace-slot{slot}.lock", fabric.name));
-        if let Some(held) = try_lock(&path)? {
+        if let Some(held) = try_lock(&slot_path(&fabric.name, slot))? {
             slot_lock = Some((slot, held));
             break;
         }
@@ -305,6 +309,14 @@ pub async fn run<W: Write>(
         _pad: 0,
     };
     maps.update(|m| {
+        // Ports a killed trace left behind: in our slot (we hold it now), or in a slot whose
+        // lock is free (a live trace holds its own).
+        let entries: Vec<(u32, TracePort)> = m.ports.iter().filter_map(|e| e.ok()).collect();
+        for (ifindex, stale) in entries {
+            if stale.slot == slot || try_lock(&slot_path(&fabric.name, stale.slot))?.is_some() {
+                let _ = m.ports.remove(&ifindex);
+            }
+        }
         for t in &traced {
             m.ports
                 .insert(t.ifindex, port, 0)
