@@ -11,7 +11,8 @@ pub mod map_names {
     pub const PORTS: &str = "IQD_PORTS";
     /// [`crate::RouteTarget`] per registered address, keyed by [`crate::RouteKey`].
     pub const ROUTES: &str = "IQD_ROUTES";
-    /// Number of CHPIDs on which an address is registered, keyed by the address ([`crate::Addr`]).
+    /// Number of segments (CHPID and VLAN) in which an address is registered, keyed by the
+    /// address ([`crate::Addr`]).
     pub const ADDRESSES: &str = "IQD_ADDRESSES";
     /// Redirect targets: fabric-side port ifindex to itself (a DEVMAP_HASH).
     pub const DEVMAP: &str = "IQD_DEVMAP";
@@ -140,8 +141,10 @@ const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
 /// changes, so that `iqd up` knows it upgrades a fabric in place. Layout 1: the pins of iqd
 /// before versioning.
 /// Layout 2: connections keyed by segment (20-byte key). Layout 3: every address in a key is
-/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]).
-pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 3 };
+/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]). Layout 4: the `vlan_tagged` drop reason (one
+/// more counter per NIC); ports carry their VLAN beside the CHPID, and route keys their
+/// segment, both in the bytes the CHPID had (an untagged NIC's are unchanged).
+pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 4 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -167,8 +170,8 @@ pub mod wire {
     /// Length of a MAC address.
     pub const ETH_ALEN: usize = 6;
     /// Length of an Ethernet header without VLAN tag: destination MAC, source MAC, EtherType.
-    /// Where the network header starts in an untagged frame; the programs learn the offset of
-    /// each frame from their parser, which is what will move it for VLAN tags.
+    /// Where the network header starts; the programs learn the offset of each frame from their
+    /// parser (a tagged frame never gets that far: the fabric drops it as `vlan_tagged`).
     pub const ETH_HLEN: usize = 14;
     /// Length of an 802.1Q or 802.1ad tag (TPID and TCI) inserted before the EtherType.
     pub const VLAN_HLEN: usize = 4;
@@ -279,7 +282,10 @@ pub mod xsk_stat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortInfo {
     /// The IQD CHPID the NIC is on.
-    pub chpid: u32,
+    pub chpid: u16,
+    /// The NIC's VLAN within its CHPID (1-4094), or [`NO_VLAN`]: the CHPID's untagged
+    /// segment. The fabric's property: frames carry no tag (see [`segment_of`]).
+    pub vlan: u16,
     /// The CHPID's MTU (its MFS minus 8K): the largest IP packet the fabric carries.
     pub mtu: u32,
     /// The NIC's own MAC, the only source MAC it may send from.
@@ -298,7 +304,8 @@ pub mod port_flags {
 impl PortInfo {
     pub const fn new(chpid: u8, mtu: u32, mac: [u8; 6]) -> Self {
         PortInfo {
-            chpid: chpid as u32,
+            chpid: chpid as u16,
+            vlan: NO_VLAN,
             mtu,
             mac,
             flags: 0,
@@ -310,7 +317,19 @@ impl PortInfo {
         self.flags = flags;
         self
     }
+
+    /// The port of a NIC in VLAN `vlan` of its CHPID ([`NO_VLAN`]: untagged).
+    pub const fn with_vlan(mut self, vlan: u16) -> Self {
+        self.vlan = vlan;
+        self
+    }
 }
+
+/// [`PortInfo::vlan`] of a NIC in no VLAN: the CHPID's untagged segment.
+pub const NO_VLAN: u16 = 0;
+/// The VLAN ids a NIC may be given (802.1Q: 0 means "no VLAN" and 4095 is reserved).
+pub const VLAN_MIN: u16 = 1;
+pub const VLAN_MAX: u16 = 4094;
 
 /// An address as every map key holds it: 16 bytes in network order, an IPv6 address as is and
 /// an IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`), so one policy code and one set of maps
@@ -342,19 +361,20 @@ pub fn ip_of(addr: Addr) -> core::net::IpAddr {
     }
 }
 
-/// Key of [`map_names::ROUTES`]: an address registered on a CHPID.
+/// Key of [`map_names::ROUTES`]: an address registered in a segment.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RouteKey {
-    pub chpid: u32,
+    /// The segment of the NIC that registered it (see [`segment_of`]).
+    pub segment: u32,
     /// The address (see [`Addr`]), in network byte order as in the frame.
     pub addr: Addr,
 }
 
 impl RouteKey {
-    pub const fn new(chpid: u8, ip: core::net::IpAddr) -> Self {
+    pub const fn new(segment: u32, ip: core::net::IpAddr) -> Self {
         RouteKey {
-            chpid: chpid as u32,
+            segment,
             addr: addr_of(ip),
         }
     }
@@ -385,11 +405,13 @@ impl RouteTarget {
 pub mod drop_reason {
     /// Truncated or inconsistent Ethernet, IPv4 or ARP header.
     pub const MALFORMED: u32 = 0;
-    /// Neither IPv4, IPv6 nor ARP (VLAN-tagged, other ethertypes): layer 3 mode carries IP.
+    /// Neither IPv4, IPv6 nor ARP (other ethertypes): layer 3 mode carries IP. VLAN-tagged
+    /// frames are [`VLAN_TAGGED`].
     pub const NON_IP: u32 = 1;
     /// Source MAC or source IPv4 address is not the sending NIC's own.
     pub const SPOOFED_SOURCE: u32 = 2;
-    /// The destination is registered, but only on another CHPID.
+    /// The destination is registered, but only in another segment (another CHPID, or another
+    /// VLAN of this one).
     pub const NOT_MEMBER: u32 = 3;
     /// No NIC registered the destination address (includes unanswered ARP requests).
     pub const NO_DESTINATION: u32 = 4;
@@ -412,9 +434,13 @@ pub mod drop_reason {
     /// advertisements, neighbour advertisements, redirects): the fabric answers neighbour
     /// solicitations itself.
     pub const ND_IGNORED: u32 = 11;
+    /// The frame carries an 802.1Q or 802.1ad VLAN tag, inline or (tc) in the packet's
+    /// metadata: a NIC's VLAN is the fabric's property, and an LPAR cannot tag its way into
+    /// another segment.
+    pub const VLAN_TAGGED: u32 = 12;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -429,6 +455,7 @@ pub mod drop_reason {
         "sg_denied_inbound",
         "target_busy",
         "nd_ignored",
+        "vlan_tagged",
     ];
 }
 
@@ -512,8 +539,8 @@ impl Default for SgRanges {
 /// A tracked connection, keyed as its first frame was: the segment it runs in, source and
 /// destination address ([`Addr`]) and port (ICMP and ICMPv6 echo: the identifier as both ports),
 /// and the IP protocol.
-/// Tenants may reuse one address plan on different CHPIDs, so the tuple alone does not name a
-/// connection: the segment does too.
+/// Tenants may reuse one address plan on different CHPIDs or VLANs, so the tuple alone does not
+/// name a connection: the segment does too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -553,10 +580,16 @@ impl CtKey {
     }
 }
 
-/// The segment a port's NIC belongs to, the scope of its addresses and connections: today its
-/// CHPID (each CHPID is one segment).
+/// The segment a port's NIC belongs to, the scope of its addresses and connections: its CHPID
+/// and VLAN, `chpid | vlan << 16`. The untagged NICs of a CHPID form a segment of their own
+/// whose number is the CHPID (as before VLANs existed).
 pub const fn segment_of(port: &PortInfo) -> u32 {
-    port.chpid
+    port.chpid as u32 | (port.vlan as u32) << 16
+}
+
+/// The CHPID and VLAN ([`NO_VLAN`]: untagged) of a segment from [`segment_of`].
+pub const fn segment_parts(segment: u32) -> (u8, u16) {
+    (segment as u8, (segment >> 16) as u16)
 }
 
 /// What the data plane remembers of a connection.
@@ -688,6 +721,7 @@ mod tests {
     #[test]
     fn route_keys_hold_the_address_in_frame_byte_order() {
         let key = RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 1).into());
+        assert_eq!(key.segment, segment_of(&PortInfo::new(0xf0, 0, [0; 6])));
         let mut expected = std::vec::Vec::new();
         expected.extend_from_slice(&0xf0u32.to_ne_bytes());
         expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]);
@@ -722,6 +756,32 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_is_the_chpid_and_the_vlan() {
+        let untagged = PortInfo::new(0xf0, 8192, [2, 0, 0, 0xf0, 0x70, 0]);
+        // Untagged: the CHPID alone, as ports, routes and connections were keyed before VLANs
+        // (the bytes of the old 32-bit CHPID field read the same on little-endian machines).
+        assert_eq!(segment_of(&untagged), 0xf0);
+        assert_eq!(&bytes_of(&untagged)[0..4], &[0xf0, 0, 0, 0]);
+        let v100 = untagged.with_vlan(100);
+        let v200 = untagged.with_vlan(200);
+        assert_ne!(segment_of(&v100), segment_of(&untagged));
+        assert_ne!(segment_of(&v100), segment_of(&v200));
+        assert_ne!(
+            segment_of(&v100),
+            segment_of(&PortInfo::new(0xf1, 0, [0; 6]).with_vlan(100))
+        );
+        assert_eq!(segment_parts(segment_of(&v100)), (0xf0, 100));
+        assert_eq!(segment_parts(segment_of(&untagged)), (0xf0, NO_VLAN));
+        assert_eq!(
+            segment_parts(segment_of(
+                &PortInfo::new(0xff, 0, [0; 6]).with_vlan(VLAN_MAX)
+            )),
+            (0xff, VLAN_MAX)
+        );
+        assert_eq!(bytes_of(&v100)[2..4], 100u16.to_ne_bytes());
+    }
+
+    #[test]
     fn drop_reason_names_are_indexed_by_reason_and_unique() {
         use drop_reason::*;
         for (reason, name) in [
@@ -737,6 +797,7 @@ mod tests {
             (SG_DENIED_INBOUND, "sg_denied_inbound"),
             (TARGET_BUSY, "target_busy"),
             (ND_IGNORED, "nd_ignored"),
+            (VLAN_TAGGED, "vlan_tagged"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }

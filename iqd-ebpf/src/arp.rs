@@ -1,7 +1,7 @@
 //! ARP in layer 3 mode: the fabric knows every registered address and answers requests itself
 //! (sent back out of the asking NIC's port). ARP never crosses the fabric.
 use iqd_common::{
-    drop_reason,
+    drop_reason, segment_of,
     wire::{ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, ETH_ALEN, ETH_P_IP, IPV4_ALEN},
     PortInfo,
 };
@@ -44,7 +44,7 @@ pub fn answer<C: Frame>(
     }
 
     let tpa = arp.tpa;
-    let target = match maps::route(port.chpid, &FlowAddr::ipv4_mapped(tpa).bytes()) {
+    let target = match maps::route(segment_of(port), &FlowAddr::ipv4_mapped(tpa).bytes()) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,

@@ -2,8 +2,9 @@
 //! both directions pass without a rule lookup until the connection goes idle. The loader removes
 //! entries that changed rules no longer allow.
 //!
-//! Connections are keyed by segment as well as by 5-tuple: two CHPIDs may use one address plan,
-//! and a frame of one must never find, refresh or replace a connection of the other.
+//! Connections are keyed by segment as well as by 5-tuple: two CHPIDs, or two VLANs of one, may
+//! use one address plan, and a frame of one must never find, refresh or replace a connection of
+//! the other.
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
     helpers::bpf_ktime_get_coarse_ns,

@@ -1,5 +1,5 @@
 //! Per-NIC counters, per CPU so the hot path never contends on a cache line.
-use iqd_common::{drop_reason, NicCounters};
+use iqd_common::NicCounters;
 
 use crate::{maps::IQD_COUNTERS, DropReason};
 
@@ -34,7 +34,15 @@ pub fn delivered(ifindex: u32, packets: u32, len: u64) {
 #[inline(always)]
 pub fn dropped(ifindex: u32, reason: DropReason) {
     let index = reason as usize;
-    if index < drop_reason::COUNT {
-        with(ifindex, |c| c.drops[index] += 1);
-    }
+    // The bound is checked right where the slot is addressed: checked before the map lookup,
+    // the compiler may check one copy of the index and address with another, which the
+    // verifier cannot follow. Read back as one 64-bit value (volatile: not rematerialised
+    // from the 32-bit reason), the check and the address use the same register.
+    with(ifindex, |c| {
+        // SAFETY: reads a local.
+        let index = unsafe { core::ptr::read_volatile(&index) };
+        if let Some(slot) = c.drops.get_mut(index) {
+            *slot += 1;
+        }
+    });
 }

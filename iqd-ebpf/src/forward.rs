@@ -1,7 +1,8 @@
-//! Layer 3 forwarding: by destination IPv4 or IPv6 address, to the NIC that registered it on
-//! the same CHPID. Decides only; the entry point of each hook moves the frame. Each family
-//! checks its own header and finds its transport header; from there on ([`deliver`]) the
-//! policy is one code for both, over 16-byte addresses (IPv4 mapped into IPv6).
+//! Layer 3 forwarding: by destination IPv4 or IPv6 address, to the NIC that registered it in
+//! the same segment (CHPID and VLAN). Decides only; the entry point of each hook moves the
+//! frame. Each family checks its own header and finds its transport header; from there on
+//! ([`deliver`]) the policy is one code for both, over 16-byte addresses (IPv4 mapped into
+//! IPv6).
 use iqd_common::{
     drop_reason, segment_of, sg_direction,
     wire::{IPPROTO_ICMPV6, IPV6_HLEN, ND_NEIGHBOR_SOLICIT},
@@ -144,7 +145,7 @@ fn deliver<C: Frame, const V6: bool>(
     if V6 && (flow.daddr.is_multicast() || flow.daddr.is_ipv4_mapped()) {
         return Err(drop_reason::NO_DESTINATION);
     }
-    let target = match maps::route(port.chpid, daddr) {
+    let target = match maps::route(segment_of(port), daddr) {
         // An LPAR's stack delivers its own addresses locally; a frame to itself is as wrong as
         // an ARP request for itself (see arp.rs), and is refused the same way.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),

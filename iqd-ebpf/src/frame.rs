@@ -22,6 +22,9 @@ pub trait Frame {
     /// Makes the frame `len` bytes long (cutting or growing its tail, new bytes zeroed or
     /// undefined); whether it could. Every pointer into the frame is invalid afterwards.
     fn resize(&self, len: u32) -> bool;
+    /// Whether the kernel holds a VLAN tag of the frame in its metadata rather than inline
+    /// (an skb's `vlan_tci`, as at tc ingress).
+    fn vlan_tag_in_metadata(&self) -> bool;
 }
 
 impl Frame for XdpContext {
@@ -62,6 +65,12 @@ impl Frame for XdpContext {
         let delta = len as i64 - Frame::len(self) as i64;
         // SAFETY: the helper checks the new length against the buffer.
         delta == 0 || unsafe { bpf_xdp_adjust_tail(self.ctx, delta as i32) } == 0
+    }
+
+    #[inline(always)]
+    fn vlan_tag_in_metadata(&self) -> bool {
+        // A veth's XDP program sees the frame as the LPAR wrote it: any tag is inline.
+        false
     }
 }
 
@@ -111,5 +120,11 @@ impl Frame for TcContext {
     fn resize(&self, len: u32) -> bool {
         // SAFETY: the helper checks the new length against the packet.
         len == TcContext::len(self) || unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) } == 0
+    }
+
+    #[inline(always)]
+    fn vlan_tag_in_metadata(&self) -> bool {
+        // SAFETY: the context pointer is valid for the program's run.
+        unsafe { (*self.skb.skb).vlan_present != 0 }
     }
 }

@@ -1,9 +1,9 @@
 //! iqd's data plane: the programs on the fabric side of every NIC.
 //!
 //! A frame an LPAR sends on its NIC arrives at its port. The program parses it once, applies the
-//! CHPID's rules (frame size, anti-spoofing, membership), answers ARP and IPv6 neighbour
-//! solicitations itself and forwards IPv4 and IPv6 by destination address to the NIC that
-//! registered it, on the same CHPID only, where both
+//! CHPID's rules (no VLAN tag, frame size, anti-spoofing, membership), answers ARP and IPv6
+//! neighbour solicitations itself and forwards IPv4 and IPv6 by destination address to the NIC
+//! that registered it, in the same segment (CHPID and VLAN) only, where both
 //! NICs' security groups (or a tracked connection) allow it. Every frame that is not delivered is
 //! dropped and counted under a reason (see `iqd_common::drop_reason`).
 //!
@@ -30,6 +30,7 @@ mod parse;
 mod policy;
 mod secgroup;
 mod trace;
+mod vlan;
 mod xsk;
 
 use aya_ebpf::{
@@ -98,8 +99,8 @@ fn finish<C: Frame + EbpfContext, A>(
     drop: A,
 ) -> A {
     result.unwrap_or_else(|reason| {
-        trace::dropped(ctx, ifindex, reason);
         counters::dropped(ifindex, reason);
+        trace::dropped(ctx, ifindex, reason);
         drop
     })
 }

@@ -84,13 +84,16 @@ pub fn port(ifindex: u32) -> Option<PortInfo> {
 }
 
 #[inline(always)]
-pub fn route(chpid: u32, addr: &Addr) -> Option<RouteTarget> {
-    let key = RouteKey { chpid, addr: *addr };
+pub fn route(segment: u32, addr: &Addr) -> Option<RouteTarget> {
+    let key = RouteKey {
+        segment,
+        addr: *addr,
+    };
     // SAFETY: as in `port`.
     unsafe { IQD_ROUTES.get(key).copied() }
 }
 
-/// Whether any CHPID registers `addr` (tells `not_member` from `no_destination`).
+/// Whether any segment registers `addr` (tells `not_member` from `no_destination`).
 #[inline(always)]
 pub fn registered_anywhere(addr: &Addr) -> bool {
     IQD_ADDRESSES.get_ptr(addr).is_some()

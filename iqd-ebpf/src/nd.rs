@@ -4,7 +4,7 @@
 //! (router solicitations and advertisements, advertisements, redirects) is dropped as
 //! `nd_ignored`.
 use iqd_common::{
-    drop_reason,
+    drop_reason, segment_of,
     wire::{
         IPPROTO_ICMPV6, IPV6_HLEN, ND_HOP_LIMIT, ND_MSG_LEN, ND_NA_FLAG_OVERRIDE,
         ND_NA_FLAG_SOLICITED, ND_NEIGHBOR_ADVERT, ND_OPT_LL_ADDR_LEN, ND_OPT_TARGET_LL_ADDR,
@@ -66,7 +66,7 @@ pub fn solicitation<C: Frame>(
     if FlowAddr::ipv6(target_addr).is_ipv4_mapped() {
         return Err(drop_reason::NO_DESTINATION);
     }
-    let target = match maps::route(port.chpid, target_addr) {
+    let target = match maps::route(segment_of(port), target_addr) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,

@@ -14,7 +14,7 @@ use iqd_common::{
     Addr,
 };
 
-use crate::{frame::Frame, DropReason};
+use crate::{frame::Frame, vlan, DropReason};
 
 #[repr(C)]
 pub struct EthHdr {
@@ -31,14 +31,15 @@ pub struct L3 {
     pub offset: usize,
 }
 
-/// The frame's Ethernet header, and what network header follows it where. Today always right
-/// after the Ethernet header; this is where VLAN tags will move it, and every later parse step
-/// takes its offsets from here.
+/// The frame's Ethernet header, and what network header follows it where: right after the
+/// Ethernet header, as a frame with a VLAN tag (inline or in the packet's metadata) is refused
+/// here (`vlan_tagged`, vlan.rs). Every later parse step takes its offsets from here.
 #[inline(always)]
 pub fn l3<C: Frame>(ctx: &C) -> Result<(*mut EthHdr, L3), DropReason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked the bounds.
     let ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    vlan::check_untagged(ctx, ether_type)?;
     Ok((
         eth,
         L3 {

@@ -1,5 +1,5 @@
 //! The CHPID's rules that apply to every frame, before it is forwarded or answered.
-use iqd_common::{drop_reason, port_flags, Addr, PortInfo};
+use iqd_common::{drop_reason, port_flags, segment_of, Addr, PortInfo};
 
 use crate::{maps, parse::mac_eq, DropReason};
 
@@ -26,20 +26,20 @@ pub fn check_source_mac(port: &PortInfo, src: &[u8; 6]) -> Result<(), DropReason
     Ok(())
 }
 
-/// A NIC may send only from an address it registered on its CHPID, unless it is allowed to
+/// A NIC may send only from an address it registered in its segment, unless it is allowed to
 /// spoof (`allow_ip_spoofing`).
 #[inline(always)]
 pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: &Addr) -> Result<(), DropReason> {
     if port.flags & port_flags::ALLOW_IP_SPOOFING != 0 {
         return Ok(());
     }
-    match maps::route(port.chpid, saddr) {
+    match maps::route(segment_of(port), saddr) {
         Some(owner) if owner.ifindex == ifindex => Ok(()),
         _ => Err(drop_reason::SPOOFED_SOURCE),
     }
 }
 
-/// Why a destination that no NIC on this CHPID registered cannot be reached.
+/// Why a destination that no NIC in this segment registered cannot be reached.
 #[inline(always)]
 pub fn unreachable_reason(daddr: &Addr) -> DropReason {
     if maps::registered_anywhere(daddr) {

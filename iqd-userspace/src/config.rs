@@ -17,9 +17,9 @@ use toml::Spanned;
 
 use crate::domain::fabric_netns;
 pub use crate::domain::{
-    chpid_label, format_mac, implicit_default, prefix_mask, Chpid, CidrError, Datapath, Direction,
-    Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr, Rule, SecurityGroup,
-    DEFAULT_GROUP,
+    chpid_label, format_mac, implicit_default, prefix_mask, segment_label, Chpid, CidrError,
+    Datapath, Direction, Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr,
+    Rule, SecurityGroup, DEFAULT_GROUP,
 };
 
 pub mod keys;
@@ -147,6 +147,8 @@ struct RawLpar {
 #[serde(deny_unknown_fields)]
 struct RawNic {
     chpid: Spanned<String>,
+    /// Any TOML value, so that a non-integer is refused with a message of our own.
+    vlan: Option<Spanned<toml::Value>>,
     name: Option<Spanned<String>>,
     devno: Option<Spanned<String>>,
     mac: Option<Spanned<String>>,
@@ -184,6 +186,8 @@ struct CheckedNic {
     pos: usize,
     chpid: u8,
     chpid_pos: usize,
+    /// The VLAN and where it was set.
+    vlan: Option<(u16, usize)>,
     name: String,
     name_pos: Option<usize>,
     devno: Option<(u16, usize)>,
@@ -355,6 +359,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             };
             nics.push(Nic {
                 chpid: nic.chpid,
+                vlan: nic.vlan.map(|(vlan, _)| vlan),
                 name: nic.name,
                 devno,
                 mac,
@@ -453,6 +458,50 @@ fn check_chpid_id(id: &Spanned<String>) -> Checked<u8> {
                 ),
             )
         })
+}
+
+/// A NIC's `vlan`: an integer 1-4094 (802.1Q: 0 means "no VLAN", 4095 is reserved).
+fn check_vlan(vlan: &Spanned<toml::Value>) -> Checked<u16> {
+    use iqd_common::{VLAN_MAX, VLAN_MIN};
+    let pos = vlan.span().start;
+    let value = match vlan.get_ref() {
+        toml::Value::Integer(value) => *value,
+        other => {
+            let shown = match other {
+                toml::Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            };
+            return Err((
+                pos,
+                format!(
+                    "invalid VLAN {shown}: must be an integer {VLAN_MIN}-{VLAN_MAX}, e.g. \
+                     vlan = 100"
+                ),
+            ));
+        }
+    };
+    match value {
+        0 => Err((
+            pos,
+            format!(
+                "VLAN 0 is not a VLAN id (802.1Q: no VLAN): must be {VLAN_MIN}-{VLAN_MAX}; \
+                 leave vlan out for the CHPID's untagged segment"
+            ),
+        )),
+        4095 => Err((
+            pos,
+            format!("VLAN 4095 is reserved (802.1Q): must be {VLAN_MIN}-{VLAN_MAX}"),
+        )),
+        value => u16::try_from(value)
+            .ok()
+            .filter(|v| (VLAN_MIN..=VLAN_MAX).contains(v))
+            .ok_or_else(|| {
+                (
+                    pos,
+                    format!("VLAN {value} is out of range: must be {VLAN_MIN}-{VLAN_MAX}"),
+                )
+            }),
+    }
 }
 
 fn check_chpid(problems: &mut Problems, raw: &RawChpid) -> Option<CheckedChpid> {
@@ -607,6 +656,12 @@ fn check_nic(
         None => format!("{lpar}/hsi{index}"),
     };
     let chpid = problems.check(check_chpid_id(&raw.chpid));
+    let vlan = match &raw.vlan {
+        Some(v) => problems
+            .check(check_vlan(v))
+            .map(|vlan| Some((vlan, v.span().start))),
+        None => Some(None),
+    };
     let devno = match &raw.devno {
         Some(d) => problems
             .check(check_devno(d))
@@ -642,12 +697,13 @@ fn check_nic(
     let (
         Some(name),
         Some(chpid),
+        Some(vlan),
         Some(devno),
         Some(mac),
         Some(ipv4),
         Some(ipv6),
         Some(security_groups),
-    ) = (name, chpid, devno, mac, ipv4, ipv6, security_groups)
+    ) = (name, chpid, vlan, devno, mac, ipv4, ipv6, security_groups)
     else {
         return None;
     };
@@ -656,6 +712,7 @@ fn check_nic(
         pos,
         chpid,
         chpid_pos: raw.chpid.span().start,
+        vlan,
         name,
         name_pos: raw.name.as_ref().map(|n| n.span().start),
         devno,
@@ -913,7 +970,8 @@ fn check_nics(
                 ),
             );
         }
-        let mut on_chpid: HashMap<u8, (&str, usize)> = HashMap::new();
+        // One NIC per segment: z/OS gives each VLAN of a CHPID its own interface.
+        let mut in_segment: HashMap<(u8, Option<u16>), (&str, usize)> = HashMap::new();
         let mut names: HashMap<&str, usize> = HashMap::new();
         for nic in &l.nics {
             if !defined.contains(&nic.chpid) {
@@ -926,19 +984,24 @@ fn check_nics(
                     ),
                 );
             }
-            if let Some(&(other, first)) = on_chpid.get(&nic.chpid) {
+            let segment = (nic.chpid, nic.vlan.map(|(vlan, _)| vlan));
+            if let Some(&(other, first)) = in_segment.get(&segment) {
+                let (pos, untagged) = match nic.vlan {
+                    Some((_, pos)) => (pos, ""),
+                    None => (nic.chpid_pos, ", both without vlan"),
+                };
                 problems.add(
-                    nic.chpid_pos,
+                    pos,
                     format!(
-                        "NIC {} is on CHPID {} like {other}, defined at line {}: an LPAR can have \
-                         only one NIC per CHPID",
+                        "NIC {} is on {} like {other}, defined at line {}{untagged}: an LPAR can \
+                         have only one NIC per segment (CHPID and VLAN); give each a different vlan",
                         nic.label,
-                        chpid_label(nic.chpid),
+                        segment_label(segment.0, segment.1),
                         src.line(first)
                     ),
                 );
             } else {
-                on_chpid.insert(nic.chpid, (&nic.label, nic.chpid_pos));
+                in_segment.insert(segment, (&nic.label, nic.chpid_pos));
             }
             let name_pos = nic.name_pos.unwrap_or(nic.pos);
             if let Some(&first) = names.get(nic.name.as_str()) {
@@ -964,14 +1027,16 @@ fn check_nics(
 }
 
 fn check_addresses_unique(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
-    // The same address on different CHPIDs is fine: each CHPID is its own LAN. Link-local
-    // addresses follow from the MACs, which are unique, so only the listed ones are checked.
-    let mut seen: HashMap<(u8, IpAddr), (&str, usize)> = HashMap::new();
+    // The same address in different segments is fine: each CHPID, and each VLAN of one, is its
+    // own LAN. Link-local addresses follow from the MACs, which are unique, so only the listed
+    // ones are checked.
+    let mut seen: HashMap<(u8, Option<u16>, IpAddr), (&str, usize)> = HashMap::new();
     for nic in lpars.iter().flat_map(|l| &l.nics) {
         let v4 = nic.ipv4.iter().map(|&(c, pos)| (IpAddr::V4(c.addr), pos));
         let v6 = nic.ipv6.iter().map(|&(c, pos)| (IpAddr::V6(c.addr), pos));
         for (addr, pos) in v4.chain(v6) {
-            let key = (nic.chpid, addr);
+            let vlan = nic.vlan.map(|(vlan, _)| vlan);
+            let key = (nic.chpid, vlan, addr);
             if let Some(&(other, first)) = seen.get(&key) {
                 let whom = if other == nic.label {
                     format!("NIC {other} lists it twice")
@@ -982,8 +1047,8 @@ fn check_addresses_unique(src: &Source<'_>, problems: &mut Problems, lpars: &[Ch
                 problems.add(
                     pos,
                     format!(
-                        "duplicate {family} address {addr} on CHPID {}: {whom} (first at line {})",
-                        chpid_label(nic.chpid),
+                        "duplicate {family} address {addr} on {}: {whom} (first at line {})",
+                        segment_label(nic.chpid, vlan),
                         src.line(first)
                     ),
                 );
@@ -1666,7 +1731,185 @@ chpid = "f0" # <-
 ipv4 = ["10.0.0.2/24"]
 "#,
             ),
-            "NIC LP01/hsi1 is on CHPID F0 like LP01/hsi0, defined at line 13",
+            "NIC LP01/hsi1 is on CHPID F0 like LP01/hsi0, defined at line 13, both without \
+             vlan: an LPAR can have only one NIC per segment",
+        );
+    }
+
+    /// LP01 with a NIC on F0 in VLAN `vlan` (written as is), for the VLAN refusals.
+    fn nic_in_vlan(vlan: &str) -> String {
+        with_head(&format!(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\nvlan = {vlan} # <-\n\
+             ipv4 = [\"10.0.0.1/24\"]\n"
+        ))
+    }
+
+    #[test]
+    fn a_nic_may_be_in_a_vlan() {
+        let f = parse_ok(&nic_in_vlan("100").replace(" # <-", ""));
+        let nic = &f.lpars[0].nics[0];
+        assert_eq!(nic.vlan, Some(100));
+        assert_eq!(nic.segment_label(), "CHPID F0 VLAN 100");
+        assert_eq!(
+            parse_ok(&nic_in_vlan("1").replace(" # <-", "")).lpars[0].nics[0].vlan,
+            Some(1)
+        );
+        assert_eq!(
+            parse_ok(&nic_in_vlan("4094").replace(" # <-", "")).lpars[0].nics[0].vlan,
+            Some(4094)
+        );
+        // Absent: the CHPID's untagged segment, whose number is the CHPID's.
+        let f = parse_ok(&with_head(
+            "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.0.0.1/24\"]\n",
+        ));
+        let untagged = &f.lpars[0].nics[0];
+        assert_eq!(untagged.vlan, None);
+        assert_eq!(untagged.segment(), 0xf0);
+        assert_eq!(untagged.segment_label(), "CHPID F0");
+        assert_ne!(nic.segment(), untagged.segment());
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["lpars"][0]["nics"][0]["vlan"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn vlan_refusals_name_the_value_and_its_position() {
+        let e = parse(&nic_in_vlan("0")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "test.toml:14:8: VLAN 0 is not a VLAN id (802.1Q: no VLAN): must be 1-4094; leave \
+             vlan out for the CHPID's untagged segment"
+        );
+        refused(
+            &nic_in_vlan("4095"),
+            "VLAN 4095 is reserved (802.1Q): must be 1-4094",
+        );
+        refused(
+            &nic_in_vlan("4096"),
+            "VLAN 4096 is out of range: must be 1-4094",
+        );
+        refused(
+            &nic_in_vlan("-1"),
+            "VLAN -1 is out of range: must be 1-4094",
+        );
+        refused(
+            &nic_in_vlan("70000"),
+            "VLAN 70000 is out of range: must be 1-4094",
+        );
+        refused(
+            &nic_in_vlan("\"100\""),
+            "invalid VLAN \"100\": must be an integer 1-4094, e.g. vlan = 100",
+        );
+        refused(
+            &nic_in_vlan("1.5"),
+            "invalid VLAN 1.5: must be an integer 1-4094",
+        );
+        refused(
+            &nic_in_vlan("true"),
+            "invalid VLAN true: must be an integer",
+        );
+        refused(
+            &nic_in_vlan("[100]"),
+            "invalid VLAN [100]: must be an integer",
+        );
+    }
+
+    #[test]
+    fn one_lpar_may_have_one_nic_per_vlan_of_a_chpid() {
+        let f = parse_ok(&with_head(
+            r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F0"
+vlan = 200
+ipv4 = ["10.0.0.1/24"]
+"#,
+        ));
+        let nics = &f.lpars[0].nics;
+        assert_eq!((nics[0].vlan, nics[1].vlan), (Some(100), Some(200)));
+        assert_ne!(nics[0].segment(), nics[1].segment());
+        // Each its own devno, hence its own MAC.
+        assert_ne!(nics[0].mac, nics[1].mac);
+        // Still within the NIC limit: a third NIC in a third VLAN is one too many.
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+[[lpar.nic]] # <-
+chpid = "F0"
+vlan = 300
+ipv4 = ["10.0.0.3/24"]
+"#,
+            ),
+            "LPAR LP01 has 3 NICs, more than max_nics_per_lpar = 2",
+        );
+    }
+
+    #[test]
+    fn two_nics_of_one_lpar_in_one_vlan() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100 # <-
+ipv4 = ["10.0.0.2/24"]
+"#,
+            ),
+            "NIC LP01/hsi1 is on CHPID F0 VLAN 100 like LP01/hsi0, defined at line 13: an LPAR \
+             can have only one NIC per segment (CHPID and VLAN); give each a different vlan",
+        );
+        // The same VLAN number on two CHPIDs is two segments.
+        parse_ok(&with_head(
+            r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]]
+chpid = "F1"
+vlan = 100
+ipv4 = ["10.0.0.2/24"]
+"#,
+        ));
+    }
+
+    #[test]
+    fn the_same_address_in_two_vlans_of_a_chpid_is_fine_but_not_twice_in_one() {
+        let two_lpars = |vlan_a: &str, vlan_b: &str| {
+            with_head(&format!(
+                "[[lpar]]\nname = \"LP01\"\n[[lpar.nic]]\nchpid = \"F0\"\n{vlan_a}\
+                 ipv4 = [\"10.0.0.1/24\"]\n[[lpar]]\nname = \"LP02\"\n[[lpar.nic]]\n\
+                 chpid = \"F0\"\n{vlan_b}ipv4 = [\"10.0.0.1/24\"] # <-\n"
+            ))
+        };
+        let marker = |t: String| t.replace(" # <-", "");
+        parse_ok(&marker(two_lpars("vlan = 100\n", "vlan = 200\n")));
+        parse_ok(&marker(two_lpars("vlan = 100\n", "")));
+        refused(
+            &two_lpars("vlan = 100\n", "vlan = 100\n"),
+            "duplicate IPv4 address 10.0.0.1 on CHPID F0 VLAN 100: NIC LP02/hsi0 and LP01/hsi0 \
+             both register it",
+        );
+        refused(
+            &two_lpars("", ""),
+            "duplicate IPv4 address 10.0.0.1 on CHPID F0: NIC LP02/hsi0",
         );
     }
 

@@ -582,7 +582,7 @@ impl FabricMaps {
         })
     }
 
-    /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' CHPID counts).
+    /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' segment counts).
     pub fn sync_routes(&mut self, routes: &[(RouteKey, RouteTarget)]) -> Result<()> {
         for (key, target) in routes {
             self.routes
@@ -724,7 +724,7 @@ fn per_cpu_total(map: &PerCpuArray<MapData, u64>, index: u32, name: &str) -> Res
     Ok(map.get(&index, 0).map_err(map_err(name))?.iter().sum())
 }
 
-/// ADDRESSES entries for a set of routes: on how many CHPIDs each address is registered. The
+/// ADDRESSES entries for a set of routes: in how many segments each address is registered. The
 /// kernel side tells `not_member` (registered elsewhere) from `no_destination` with it.
 pub fn address_counts(routes: &[(RouteKey, RouteTarget)]) -> std::collections::HashMap<Addr, u32> {
     let mut counts = std::collections::HashMap::new();
@@ -752,7 +752,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     #[test]
-    fn addresses_count_the_chpids_that_register_them() {
+    fn addresses_count_the_segments_that_register_them() {
         let shared = Ipv4Addr::new(10, 9, 0, 1);
         let routes = [
             (
@@ -763,6 +763,11 @@ mod tests {
                 RouteKey::new(0xf1, shared.into()),
                 RouteTarget::new(4, [2, 0, 0, 0xf1, 0, 1]),
             ),
+            // VLAN 100 of F0: another segment of the same CHPID.
+            (
+                RouteKey::new(0xf0 | 100 << 16, shared.into()),
+                RouteTarget::new(6, [2, 0, 0, 0xf0, 0, 3]),
+            ),
             (
                 RouteKey::new(0xf0, Ipv4Addr::new(10, 0, 0, 2).into()),
                 RouteTarget::new(5, [2, 0, 0, 0xf0, 0, 2]),
@@ -770,7 +775,7 @@ mod tests {
         ];
         let counts = address_counts(&routes);
         assert_eq!(counts.len(), 2);
-        assert_eq!(counts[&iqd_common::ipv4_mapped([10, 9, 0, 1])], 2);
+        assert_eq!(counts[&iqd_common::ipv4_mapped([10, 9, 0, 1])], 3);
         assert_eq!(counts[&iqd_common::ipv4_mapped([10, 0, 0, 2])], 1);
     }
 

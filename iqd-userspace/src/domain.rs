@@ -95,11 +95,14 @@ pub struct Lpar {
     pub nics: Vec<Nic>,
 }
 
-/// One IQD NIC of an LPAR, attached to one CHPID.
+/// One IQD NIC of an LPAR, attached to one CHPID, in one of its VLANs or in none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Nic {
     #[serde(serialize_with = "serialize_chpid")]
     pub chpid: u8,
+    /// The NIC's VLAN within its CHPID (1-4094); `None`: the CHPID's untagged segment. The
+    /// fabric's property: the LPAR sees an untagged interface.
+    pub vlan: Option<u16>,
     pub name: String,
     #[serde(serialize_with = "serialize_devno")]
     pub devno: u16,
@@ -287,7 +290,21 @@ impl Nic {
         link_local(&self.mac)
     }
 
-    /// Every address the NIC registers with its CHPID: its IPv4 and IPv6 addresses and its
+    /// The NIC's segment (CHPID and VLAN), as the data plane computes it from its port: the
+    /// scope of its addresses, connections and remote-group memberships.
+    pub fn segment(&self) -> u32 {
+        iqd_common::segment_of(
+            &iqd_common::PortInfo::new(self.chpid, 0, self.mac)
+                .with_vlan(self.vlan.unwrap_or(iqd_common::NO_VLAN)),
+        )
+    }
+
+    /// The NIC's segment in words: `CHPID F0`, or `CHPID F0 VLAN 100`.
+    pub fn segment_label(&self) -> String {
+        segment_label(self.chpid, self.vlan)
+    }
+
+    /// Every address the NIC registers in its segment: its IPv4 and IPv6 addresses and its
     /// link-local address.
     pub fn addresses(&self) -> Vec<IpAddr> {
         self.ipv4
@@ -319,6 +336,14 @@ impl Fabric {
 /// A CHPID as written in the fabric file and by the hardware tools: two upper-case hex digits.
 pub fn chpid_label(id: u8) -> String {
     format!("{id:02X}")
+}
+
+/// A segment in words: `CHPID F0` (untagged), or `CHPID F0 VLAN 100`.
+pub fn segment_label(chpid: u8, vlan: Option<u16>) -> String {
+    match vlan {
+        Some(vlan) => format!("CHPID {} VLAN {vlan}", chpid_label(chpid)),
+        None => format!("CHPID {}", chpid_label(chpid)),
+    }
 }
 
 /// A MAC address in the usual lower-case colon form.

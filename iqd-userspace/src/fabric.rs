@@ -415,7 +415,9 @@ impl Executor<'_> {
         } else {
             0
         };
-        let info = PortInfo::new(nic.chpid, record.mtu, nic.mac).with_flags(flags);
+        let info = PortInfo::new(nic.chpid, record.mtu, nic.mac)
+            .with_vlan(nic.vlan.unwrap_or(iqd_common::NO_VLAN))
+            .with_flags(flags);
         let pin_dir = self.pin_dir.clone();
         {
             let (plane, maps) = self.plane()?;
@@ -485,7 +487,7 @@ fn apply_security_groups(
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
-        .filter_map(|nic| Some((*ports.get(&nic.devno)?, segment(nic))))
+        .filter_map(|nic| Some((*ports.get(&nic.devno)?, nic.segment())))
         .collect();
     let in_segment = |ifindex: u32, segment: u32| segments.get(&ifindex) == Some(&segment);
     report.revoked_connections = maps.revoke(|key, entry| {
@@ -496,17 +498,12 @@ fn apply_security_groups(
     Ok(())
 }
 
-/// The segment of a NIC's connections, as the data plane computes it from its port.
-fn segment(nic: &Nic) -> u32 {
-    iqd_common::segment_of(&PortInfo::new(nic.chpid, 0, nic.mac))
-}
-
 /// The ROUTES entries a NIC registers: each of its addresses (IPv4, IPv6 and its link-local
-/// address) on its CHPID, pointing at its port.
+/// address) in its segment, pointing at its port.
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
     nic.addresses().into_iter().map(move |addr| {
         (
-            RouteKey::new(nic.chpid, addr),
+            RouteKey::new(nic.segment(), addr),
             RouteTarget::new(port_ifindex, nic.mac),
         )
     })
@@ -684,10 +681,18 @@ ipv6 = ["fd00:f0::1/64"]
 [[lpar.nic]]
 chpid = "F1"
 ipv4 = ["10.1.0.1/24"]
+
+[[lpar]]
+name = "LP02"
+
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
 "#;
 
     #[test]
-    fn each_address_of_a_nic_routes_to_its_port_on_its_chpid() {
+    fn each_address_of_a_nic_routes_to_its_port_in_its_segment() {
         let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
         let nic = &fabric.lpars[0].nics[0];
         let routes: Vec<_> = nic_routes(nic, 17).collect();
@@ -700,7 +705,7 @@ ipv4 = ["10.1.0.1/24"]
             "fe80::ff:fef0:7000".parse().unwrap(),
         ];
         for ((key, target), addr) in routes.iter().zip(expected) {
-            assert_eq!(key.chpid, 0xf0);
+            assert_eq!(key.segment, 0xf0);
             assert_eq!(key.addr, iqd_common::addr_of(addr));
             assert_eq!(target.ifindex, 17);
             assert_eq!(target.mac, [0x02, 0, 0, 0xf0, 0x70, 0x00]);
@@ -711,8 +716,13 @@ ipv4 = ["10.1.0.1/24"]
             "IPv4 is keyed IPv4-mapped"
         );
         let other: Vec<_> = nic_routes(&fabric.lpars[0].nics[1], 18).collect();
-        assert_eq!(other[0].0.chpid, 0xf1);
+        assert_eq!(other[0].0.segment, 0xf1);
         assert_eq!(other[0].1.ifindex, 18);
+        // The same address in VLAN 100 of F0 is another key: another LAN.
+        let tagged: Vec<_> = nic_routes(&fabric.lpars[1].nics[0], 19).collect();
+        assert_eq!(tagged[0].0.addr, routes[0].0.addr);
+        assert_eq!(tagged[0].0.segment, 0xf0 | 100 << 16);
+        assert_ne!(tagged[0].0, routes[0].0);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct LparStatus {
 pub struct NicStatus {
     pub nic: String,
     pub chpid: String,
+    /// The NIC's VLAN in its CHPID; `null`: the CHPID's untagged segment.
+    pub vlan: Option<u16>,
     pub devices: String,
     pub mac: String,
     pub ipv4: Vec<String>,
@@ -157,6 +159,7 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
             nics.push(NicStatus {
                 nic: nic.name.clone(),
                 chpid: config::chpid_label(nic.chpid),
+                vlan: nic.vlan,
                 devices: nic.device_triple(),
                 mac: config::format_mac(&nic.mac),
                 ipv4: nic.ipv4.iter().map(|a| a.to_string()).collect(),
@@ -224,6 +227,8 @@ pub struct NicStats {
     pub lpar: String,
     pub nic: String,
     pub chpid: String,
+    /// The NIC's VLAN in its CHPID; `null`: untagged.
+    pub vlan: Option<u16>,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -246,6 +251,7 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
                 lpar: lpar.name.clone(),
                 nic: nic.name.clone(),
                 chpid: config::chpid_label(nic.chpid),
+                vlan: nic.vlan,
                 tx_packets: counters.tx_packets,
                 tx_bytes: counters.tx_bytes,
                 rx_packets: counters.rx_packets,
@@ -281,8 +287,9 @@ pub struct Connection {
     /// The NIC that opened it (`LPAR/nic`) and its peer.
     pub origin: String,
     pub reply: String,
-    /// The segment (CHPID) the connection runs in, e.g. `F0`.
+    /// The segment the connection runs in: its CHPID, e.g. `F0`, and VLAN (`null`: untagged).
     pub chpid: String,
+    pub vlan: Option<u16>,
     pub protocol: String,
     pub source: String,
     pub destination: String,
@@ -339,10 +346,12 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
             } else {
                 "new"
             };
+            let (chpid, vlan) = iqd_common::segment_parts(key.segment);
             Connection {
                 origin: name(entry.origin_ifindex),
                 reply: name(entry.reply_ifindex),
-                chpid: format!("{:02X}", key.segment),
+                chpid: config::chpid_label(chpid),
+                vlan: (vlan != iqd_common::NO_VLAN).then_some(vlan),
                 protocol: if protocol == "other" {
                     format!("ip proto {}", key.proto)
                 } else {
@@ -361,8 +370,9 @@ pub async fn conntrack(fabric: &Fabric) -> Result<Conntrack> {
         })
         .collect();
     connections.sort_by(|a, b| {
-        (&a.chpid, &a.origin, &a.source, a.source_port).cmp(&(
+        (&a.chpid, a.vlan, &a.origin, &a.source, a.source_port).cmp(&(
             &b.chpid,
+            b.vlan,
             &b.origin,
             &b.source,
             b.source_port,

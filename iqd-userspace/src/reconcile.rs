@@ -23,6 +23,7 @@ pub fn record(fabric: &Fabric, lpar: &Lpar, nic: &Nic) -> NicRecord {
         nic: nic.name.clone(),
         port: port_name(nic),
         chpid: nic.chpid,
+        vlan: nic.vlan,
         devno: nic.devno,
         mac: nic.mac,
         mtu,
@@ -32,6 +33,8 @@ pub fn record(fabric: &Fabric, lpar: &Lpar, nic: &Nic) -> NicRecord {
 }
 
 /// Two records describe the same veth pair (same names, namespace, MAC and MTU): it can stay.
+/// The CHPID and VLAN are not the link's: a NIC moved to another segment keeps its veth pair,
+/// and its configuration (port description, routes) moves it.
 pub fn same_link(a: &NicRecord, b: &NicRecord) -> bool {
     a.port == b.port && a.netns == b.netns && a.nic == b.nic && a.mac == b.mac && a.mtu == b.mtu
 }
@@ -333,6 +336,40 @@ ipv4 = ["10.0.0.2/24"]
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn a_vlan_change_keeps_the_veth_pair_and_reconfigures_the_nic_into_its_new_segment() {
+        let before = fabric(FILE);
+        let after = fabric(&FILE.replacen(
+            "chpid = \"F0\"\nipv4 = [\"10.0.0.1/24\"]",
+            "chpid = \"F0\"\nvlan = 100\nipv4 = [\"10.0.0.1/24\"]",
+            1,
+        ));
+        assert_eq!(after.lpars[0].nics[0].vlan, Some(100));
+        let seen = observed(
+            &["iqd-t", "lp01", "lp02"],
+            &["p7000", "p7003"],
+            &[("lp01", "hsi0"), ("lp02", "hsi0")],
+        );
+        let steps = plan(&after, &recorded(&before), &seen).unwrap();
+        // No new veth pair: the port description, the routes and the connection table (cut by
+        // segment when the security groups are applied) move the NIC.
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::CreateNic(_) | Step::RemoveNic(_))));
+        let configured: Vec<&NicRecord> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::ConfigureNic(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(configured[0].vlan, Some(100));
+        assert_eq!(configured[1].vlan, None);
+        let at = |wanted: &Step| steps.iter().position(|s| s == wanted).unwrap();
+        assert!(at(&Step::ConfigureNic(configured[0].clone())) < at(&Step::SyncRoutes));
+        assert!(at(&Step::SyncRoutes) < at(&Step::ApplySecurityGroups));
     }
 
     #[test]

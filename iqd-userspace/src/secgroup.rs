@@ -96,13 +96,15 @@ fn direction_code(direction: Direction) -> u8 {
     }
 }
 
-/// The addresses of every NIC that is a member of `group` (IPv4, IPv6 and link-local), as the
-/// data plane keys them.
-fn members(fabric: &Fabric, group: &str) -> Vec<Ipv6Addr> {
+/// The addresses of every NIC in `segment` that is a member of `group` (IPv4, IPv6 and
+/// link-local), as the data plane keys them. Only that segment's: a NIC's traffic never leaves
+/// its segment, and another segment's member may hold an address a non-member has here.
+fn members(fabric: &Fabric, group: &str, segment: u32) -> Vec<Ipv6Addr> {
     let mut addrs: Vec<Ipv6Addr> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
+        .filter(|n| n.segment() == segment)
         .filter(|n| n.security_groups.iter().any(|g| g == group))
         .flat_map(|n| n.addresses().into_iter().map(mapped))
         .collect();
@@ -233,7 +235,7 @@ impl RuleTable {
                 Remote::Cidr(cidr) => vec![cidr.mapped()],
                 // The members as the fewest blocks that hold exactly them: a group of N NICs
                 // with consecutive addresses costs a few entries, not N.
-                Remote::Group(group) => aggregate(members(fabric, group)),
+                Remote::Group(group) => aggregate(members(fabric, group, nic.segment())),
             };
             let range = rule_range(rule);
             for &class in classes(rule.protocol) {
@@ -550,6 +552,59 @@ rules = [{ direction = "inbound", protocol = "icmp", type = 8 }]"#,
         assert!(t.allows(3, OUT, sg_proto::UDP, ip(1), 53));
         assert!(t.allows(3, IN, sg_proto::UDP, ip(3), 53));
         assert!(!t.allows(3, IN, sg_proto::UDP, ip(1), 53));
+    }
+
+    #[test]
+    fn remote_groups_hold_only_the_members_of_the_rule_owners_segment() {
+        // A (10.0.0.1, app) and B (db) in VLAN 100 of F0; D holds 10.0.0.1 too, in the
+        // untagged segment of F0, and E (10.0.0.9, app) is in VLAN 200.
+        let text = r#"[fabric]
+name = "t"
+[[security_group]]
+name = "db"
+rules = [{ direction = "inbound", protocol = "tcp", port_min = 5432, port_max = 5432, remote_group = "app" }]
+[[security_group]]
+name = "app"
+rules = [{ direction = "outbound", protocol = "all" }]
+[[chpid]]
+id = "F0"
+[[lpar]]
+name = "A"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.1/24"]
+security_groups = ["app"]
+[[lpar]]
+name = "B"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 100
+ipv4 = ["10.0.0.2/24"]
+security_groups = ["db"]
+[[lpar]]
+name = "D"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+security_groups = ["db"]
+[[lpar]]
+name = "E"
+[[lpar.nic]]
+chpid = "F0"
+vlan = 200
+ipv4 = ["10.0.0.9/24"]
+security_groups = ["app"]
+"#;
+        let f = Fabric::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let t = table(&f);
+        // B (port 2) takes 5432 from A, the app member of its segment, not from E (VLAN 200).
+        assert!(t.allows(2, IN, sg_proto::TCP, ip(1), 5432));
+        assert!(!t.allows(2, IN, sg_proto::TCP, ip(9), 5432));
+        // D (port 3, untagged) has no app member in its segment: 10.0.0.1 there is D itself,
+        // not A, and E's address is another segment's.
+        assert!(!t.allows(3, IN, sg_proto::TCP, ip(1), 5432));
+        assert!(!t.allows(3, IN, sg_proto::TCP, ip(9), 5432));
     }
 
     #[test]

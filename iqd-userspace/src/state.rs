@@ -59,6 +59,9 @@ pub struct NicRecord {
     /// Fabric-side port name, in the fabric namespace.
     pub port: String,
     pub chpid: u8,
+    /// The NIC's VLAN in its CHPID; absent: untagged (and in state files of iqd before VLANs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     pub devno: u16,
     pub mac: [u8; 6],
     pub mtu: u32,

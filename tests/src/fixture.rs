@@ -34,6 +34,8 @@ struct Lpar {
 #[derive(Clone, Debug)]
 pub struct Nic {
     chpid: String,
+    /// `vlan`, written only when set.
+    vlan: Option<u16>,
     ipv4: Vec<String>,
     /// Written only when not empty.
     ipv6: Vec<String>,
@@ -174,6 +176,9 @@ impl Display for FabricFile {
             }
             for nic in &lpar.nics {
                 writeln!(f, "[[lpar.nic]]\nchpid = {}", quoted(&nic.chpid))?;
+                if let Some(vlan) = nic.vlan {
+                    writeln!(f, "vlan = {vlan}")?;
+                }
                 // An IPv6-only NIC writes no ipv4 (an empty list is refused).
                 if !nic.ipv4.is_empty() || nic.ipv6.is_empty() {
                     writeln!(f, "ipv4 = {}", list(&nic.ipv4))?;
@@ -198,6 +203,7 @@ impl Nic {
     pub fn new<A: ToString>(chpid: &str, ipv4: impl IntoIterator<Item = A>) -> Self {
         Nic {
             chpid: chpid.to_string(),
+            vlan: None,
             ipv4: ipv4.into_iter().map(|a| a.to_string()).collect(),
             ipv6: Vec::new(),
             security_groups: None,
@@ -213,6 +219,12 @@ impl Nic {
     /// `ipv6`: IPv6 addresses besides the NIC's IPv4 ones (a dual-stack NIC).
     pub fn ipv6<A: ToString>(mut self, ipv6: impl IntoIterator<Item = A>) -> Self {
         self.ipv6.extend(ipv6.into_iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// `vlan`: the NIC is in this VLAN of its CHPID instead of the untagged segment.
+    pub fn vlan(mut self, vlan: u16) -> Self {
+        self.vlan = Some(vlan);
         self
     }
 
@@ -427,9 +439,14 @@ allow_ip_spoofing = true
                 .lpar(
                     "LP01",
                     "fx1",
-                    [Nic::new("F0", ["10.0.0.1/24"]).groups(["ping"])],
+                    [
+                        Nic::new("F0", ["10.0.0.1/24"]).groups(["ping"]),
+                        Nic::new("F0", ["10.0.0.1/24"]).vlan(100),
+                    ],
                 ),
         );
+        assert_eq!(fabric.lpars[0].nics[0].vlan, None);
+        assert_eq!(fabric.lpars[0].nics[1].vlan, Some(100));
         assert_eq!(fabric.name, "fx");
         assert_eq!(fabric.datapath.label(), "afxdp");
         assert_eq!(fabric.chpids[0].mfs.label(), "24K");

@@ -9,11 +9,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub type Mac = [u8; 6];
 
 pub use iqd_common::wire::{
-    ARPOP_REPLY, ARPOP_REQUEST, ARP_LEN, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
-    ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
-    IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
-    IPV4_HLEN, IPV6_HLEN, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT,
-    ND_ROUTER_SOLICIT, TCP_ACK, TCP_HLEN, TCP_SYN, UDP_HLEN,
+    ARPOP_REPLY, ARPOP_REQUEST, ARP_LEN, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
+    ETH_P_IPV6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP,
+    IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT,
+    ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, TCP_ACK, TCP_HLEN, TCP_SYN, UDP_HLEN, VLAN_HLEN,
 };
 
 pub const BROADCAST: Mac = [0xff; 6];
@@ -30,6 +30,18 @@ pub fn ethernet(dst: Mac, src: Mac, ether_type: u16, payload: &[u8]) -> Vec<u8> 
     frame.extend_from_slice(&ether_type.to_be_bytes());
     frame.extend_from_slice(payload);
     frame
+}
+
+/// `frame` with a VLAN tag (TPID `tpid`, 802.1Q or 802.1ad; TCI `tci`: priority, DEI and VLAN
+/// id) inserted after its MACs, as a sender writes it inline. Tagging twice makes a double
+/// tag (the outer one last).
+pub fn vlan_tagged(frame: &[u8], tpid: u16, tci: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + VLAN_HLEN);
+    out.extend_from_slice(&frame[..2 * 6]);
+    out.extend_from_slice(&tpid.to_be_bytes());
+    out.extend_from_slice(&tci.to_be_bytes());
+    out.extend_from_slice(&frame[2 * 6..]);
+    out
 }
 
 /// The first `len` bytes of `frame`.

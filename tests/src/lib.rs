@@ -390,6 +390,53 @@ pub fn in_netns_thread<T: Send + 'static>(
     .expect("netns thread panicked")
 }
 
+/// Sends `frame` as written (Ethernet header included, a VLAN tag say) out of interface
+/// `ifname` of `netns` through an AF_PACKET socket, as an LPAR writing its own frames does.
+/// The kernel puts nothing of its own in or around it.
+pub fn send_raw_frame(netns: &str, ifname: &str, frame: &[u8]) {
+    let (ifname, frame) = (ifname.to_string(), frame.to_vec());
+    in_netns_thread(netns, move || {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        let name = std::ffi::CString::new(ifname.clone()).expect("interface name");
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "no interface {ifname}");
+        // Protocol 0: a socket that only sends.
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: `frame` and `addr` are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            sent,
+            frame.len() as isize,
+            "send on {ifname}: {}",
+            std::io::Error::last_os_error()
+        );
+    })
+}
+
 /// `addr:port`, with an IPv6 address in brackets (`[fd00::1]:80`).
 pub fn sockaddr(addr: &str, port: u16) -> String {
     if addr.contains(':') {

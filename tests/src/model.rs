@@ -11,7 +11,7 @@
 //! checks they agree on every verdict.
 //!
 //! The checks come in the program's order, which decides the reason when several apply:
-//! frame size, ethertype, then for IPv4 the header, source MAC, source address (unless the NIC
+//! a VLAN tag, frame size, ethertype, then for IPv4 the header, source MAC, source address (unless the NIC
 //! has `allow_ip_spoofing`), destination, transport header, and finally connection tracking and
 //! security groups; for ARP the header, the operation, the source MAC and sender address, and
 //! the target.
@@ -22,15 +22,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use iqd_common::{
     ct_timeout, drop_reason,
     wire::{
-        ARP_LEN, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
-        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
-        IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
-        IPV4_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT,
-        ND_REDIRECT, ND_ROUTER_SOLICIT, TCP_FIN, TCP_HLEN, TCP_RST, UDP_HLEN,
+        ARP_LEN, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+        ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN,
+        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
+        IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
+        ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, TCP_FIN, TCP_HLEN,
+        TCP_RST, UDP_HLEN,
     },
 };
 
 use iqd::domain::{mapped, Direction, Fabric, Protocol, Remote, Rule};
+
+/// A segment: a CHPID and a VLAN of it (`None`: the CHPID's untagged NICs). NICs reach each
+/// other only within one.
+pub type Segment = (u8, Option<u16>);
 
 /// A NIC of the modelled fabric: its index in [`Model::nics`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +47,8 @@ pub struct ModelNic {
     pub lpar: String,
     pub name: String,
     pub chpid: u8,
+    /// The NIC's segment: its CHPID and VLAN.
+    pub segment: Segment,
     pub mac: [u8; 6],
     /// The CHPID's MTU.
     pub mtu: u32,
@@ -165,11 +172,11 @@ fn is_echo(v6: bool, icmp_type: u8) -> bool {
     }
 }
 
-/// A tracked connection as its first frame had it, in the segment (CHPID) of its NICs: two
-/// CHPIDs may use one address plan, and their connections are separate.
+/// A tracked connection as its first frame had it, in the segment of its NICs: two segments
+/// (CHPIDs, or VLANs of one) may use one address plan, and their connections are separate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
-    segment: u8,
+    segment: Segment,
     /// Addresses as the data plane keys them (IPv4 mapped into IPv6).
     saddr: Ipv6Addr,
     daddr: Ipv6Addr,
@@ -217,12 +224,13 @@ impl Conn {
 #[derive(Clone, Debug)]
 pub struct Model {
     nics: Vec<ModelNic>,
-    /// Who registered an address on a CHPID.
-    routes: HashMap<(u8, Ipv6Addr), NicId>,
-    /// Addresses registered on any CHPID.
+    /// Who registered an address in a segment.
+    routes: HashMap<(Segment, Ipv6Addr), NicId>,
+    /// Addresses registered in any segment.
     registered: HashSet<Ipv6Addr>,
-    /// The registered addresses of each group's members.
-    members: HashMap<String, HashSet<Ipv6Addr>>,
+    /// The registered addresses of each group's members, per segment: a remote group names
+    /// the members in the rule owner's segment.
+    members: HashMap<(String, Segment), HashSet<Ipv6Addr>>,
     connections: HashMap<ConnKey, Conn>,
 }
 
@@ -247,19 +255,20 @@ impl Model {
         let mut nics = Vec::new();
         let mut routes = HashMap::new();
         let mut registered = HashSet::new();
-        let mut members: HashMap<String, HashSet<Ipv6Addr>> = HashMap::new();
+        let mut members: HashMap<(String, Segment), HashSet<Ipv6Addr>> = HashMap::new();
         for lpar in &fabric.lpars {
             for nic in &lpar.nics {
                 let id = NicId(nics.len());
+                let segment = (nic.chpid, nic.vlan);
                 // IPv4 and IPv6 addresses and the link-local one, all registered alike.
                 let addrs = nic.addresses();
                 for a in &addrs {
-                    routes.insert((nic.chpid, mapped(*a)), id);
+                    routes.insert((segment, mapped(*a)), id);
                     registered.insert(mapped(*a));
                 }
                 for group in &nic.security_groups {
                     members
-                        .entry(group.clone())
+                        .entry((group.clone(), segment))
                         .or_default()
                         .extend(addrs.iter().map(|a| mapped(*a)));
                 }
@@ -273,6 +282,7 @@ impl Model {
                     lpar: lpar.name.clone(),
                     name: nic.name.clone(),
                     chpid: nic.chpid,
+                    segment,
                     mac: nic.mac,
                     mtu: fabric.chpid(nic.chpid).map(|c| c.mfs.mtu()).unwrap_or(0),
                     addrs,
@@ -307,9 +317,9 @@ impl Model {
             .map(NicId)
     }
 
-    /// The NIC that registered `addr` on `chpid`.
-    pub fn route(&self, chpid: u8, addr: impl Into<IpAddr>) -> Option<NicId> {
-        self.routes.get(&(chpid, mapped(addr.into()))).copied()
+    /// The NIC that registered `addr` in `segment`.
+    pub fn route(&self, segment: Segment, addr: impl Into<IpAddr>) -> Option<NicId> {
+        self.routes.get(&(segment, mapped(addr.into()))).copied()
     }
 
     /// Number of connections in the table (live or idle).
@@ -373,6 +383,11 @@ impl Model {
         if frame.len() < ETH_HLEN {
             return Err(drop_reason::MALFORMED);
         }
+        // A NIC's VLAN is the fabric's: a tagged frame (802.1Q, 802.1ad, double tags) is
+        // refused whatever it carries.
+        if matches!(be16(frame, 12), ETH_P_8021Q | ETH_P_8021AD) {
+            return Err(drop_reason::VLAN_TAGGED);
+        }
         // The CHPID's frame size holds for every frame, whatever it carries.
         if frame.len() as u64 > u64::from(nic.mtu) + ETH_HLEN as u64 {
             return Err(drop_reason::MFS_EXCEEDED);
@@ -385,20 +400,20 @@ impl Model {
         }
     }
 
-    /// Anti-spoofing of a sender address: registered by this very NIC on its CHPID, unless the
+    /// Anti-spoofing of a sender address: registered by this very NIC in its segment, unless the
     /// NIC may spoof.
     fn check_source(&self, ingress: NicId, saddr: Ipv6Addr) -> Result<(), u32> {
         let nic = self.nic(ingress);
-        if nic.allow_ip_spoofing || self.route(nic.chpid, saddr) == Some(ingress) {
+        if nic.allow_ip_spoofing || self.route(nic.segment, saddr) == Some(ingress) {
             Ok(())
         } else {
             Err(drop_reason::SPOOFED_SOURCE)
         }
     }
 
-    /// The NIC a destination address reaches from `ingress`: another NIC on the same CHPID.
+    /// The NIC a destination address reaches from `ingress`: another NIC in the same segment.
     fn destination(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
-        match self.route(self.nic(ingress).chpid, daddr) {
+        match self.route(self.nic(ingress).segment, daddr) {
             // A NIC's own address is no destination in the fabric.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
             Some(to) => Ok(to),
@@ -576,7 +591,7 @@ impl Model {
         if l4.opens() {
             let (sport, dport) = l4.ports().unwrap_or((0, 0));
             let key = ConnKey {
-                segment: self.nic(ingress).chpid,
+                segment: self.nic(ingress).segment,
                 saddr,
                 daddr,
                 sport,
@@ -619,7 +634,7 @@ impl Model {
         };
         let proto = l4.proto();
         let key = ConnKey {
-            segment: self.nic(from).chpid,
+            segment: self.nic(from).segment,
             saddr,
             daddr,
             sport,
@@ -641,17 +656,20 @@ impl Model {
     /// Whether any rule of the NIC's groups allows the frame in `direction`, with `remote` the
     /// address at the other end.
     fn allows(&self, id: NicId, direction: Direction, l4: &L4, remote: Ipv6Addr) -> bool {
-        self.nic(id)
-            .rules
-            .iter()
-            .any(|rule| rule.direction == direction && self.rule_matches(rule, l4, remote))
+        self.nic(id).rules.iter().any(|rule| {
+            rule.direction == direction && self.rule_matches(rule, self.nic(id).segment, l4, remote)
+        })
     }
 
-    fn rule_matches(&self, rule: &Rule, l4: &L4, remote: Ipv6Addr) -> bool {
+    /// Whether `rule`, of a NIC in `segment`, matches the frame.
+    fn rule_matches(&self, rule: &Rule, segment: Segment, l4: &L4, remote: Ipv6Addr) -> bool {
         let remote_ok = match &rule.remote {
             Remote::Any => true,
             Remote::Cidr(cidr) => cidr.contains(remote),
-            Remote::Group(group) => self.members.get(group).is_some_and(|m| m.contains(&remote)),
+            Remote::Group(group) => self
+                .members
+                .get(&(group.clone(), segment))
+                .is_some_and(|m| m.contains(&remote)),
         };
         let in_ports = |port: u16| rule.ports.is_none_or(|(lo, hi)| lo <= port && port <= hi);
         remote_ok

@@ -35,13 +35,13 @@ use iqd_common::{
         IPV4_MAX_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_SOLICIT, TCP_ACK, TCP_FIN,
         TCP_HLEN, TCP_PSH, TCP_RST, TCP_SYN, VLAN_HLEN,
     },
-    NicCounters, PortInfo, RouteKey, RouteTarget,
+    NicCounters, PortInfo, RouteKey, RouteTarget, NO_VLAN,
 };
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
     frames::{
-        ethernet, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, BROADCAST, ETH_P_8021Q, ETH_P_IP,
-        ETH_P_IPV6, ETH_P_LOCAL_EXP, L4,
+        ethernet, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, BROADCAST, ETH_P_8021AD,
+        ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_LOCAL_EXP, L4,
     },
     model::{Model, NicId, Verdict},
     prog_test::{action_name, ifindex, Hook, ProgBench, XDP_DROP, XDP_REDIRECT, XDP_TX},
@@ -192,14 +192,25 @@ fn extra_addresses6(chpids: usize) -> Vec<Ipv6Addr> {
     out
 }
 
-/// A random fabric file: 2-3 CHPIDs, 4-8 LPARs with one or two NICs, 2-5 security groups
-/// (sometimes a written `default`), random rules and group lists.
+/// A random fabric file: 2-3 segments (each its own CHPID, or half the fabrics two segments
+/// per CHPID: its untagged NICs and a VLAN), 4-8 LPARs with one or two NICs, 2-5 security
+/// groups (sometimes a written `default`), random rules and group lists.
 fn fabric_file(rng: &mut Rng) -> FabricFile {
+    // `chpids` counts segments: the generator's LANs, each with its own address plan.
     let chpids = rng.between(2, 3) as usize;
-    // Half the fabrics give every CHPID the same address plan (tenants on separate LANs).
+    let vlans = rng.percent(50);
+    // Segment `c`: CHPID F{c}, or with VLANs F{c / 2}, untagged or in VLAN 100 + c.
+    let segment = |c: usize| -> (usize, Option<u16>) {
+        if vlans {
+            (c / 2, (c % 2 == 1).then_some(100 + c as u16))
+        } else {
+            (c, None)
+        }
+    };
+    // Half the fabrics give every segment the same address plan (tenants on separate LANs).
     let one_plan = rng.percent(50);
     let mut file = FabricFile::new("diff");
-    for c in 0..chpids {
+    for c in 0..=segment(chpids - 1).0 {
         let mfs = rng.pick(&["16K", "24K", "40K", "64K"]);
         file = file.chpid_mfs(&format!("F{c}"), mfs);
     }
@@ -250,10 +261,11 @@ fn fabric_file(rng: &mut Rng) -> FabricFile {
                 }
                 list
             });
-            let mut nic = Nic::new(
-                &format!("F{chpid}"),
-                addrs.iter().map(|a| format!("{a}/24")),
-            );
+            let (on, vlan) = segment(chpid);
+            let mut nic = Nic::new(&format!("F{on}"), addrs.iter().map(|a| format!("{a}/24")));
+            if let Some(vlan) = vlan {
+                nic = nic.vlan(vlan);
+            }
             // Half the NICs are dual-stack (every NIC has its link-local address anyway).
             if rng.percent(50) {
                 let mut v6 = Vec::new();
@@ -492,7 +504,7 @@ impl Generator {
             .nics()
             .iter()
             .enumerate()
-            .filter(|(i, n)| *i != from.0 && n.chpid == nic.chpid)
+            .filter(|(i, n)| *i != from.0 && n.segment == nic.segment)
             .flat_map(|(_, n)| n.addrs.clone())
             .filter(family)
             .collect();
@@ -531,14 +543,14 @@ impl Generator {
         }
     }
 
-    /// A NIC on another CHPID than `flow`'s sender that registered its source address.
+    /// A NIC in another segment than `flow`'s sender that registered its source address.
     fn twin(&mut self, model: &Model, flow: Flow) -> Option<NicId> {
-        let own = model.nic(flow.from).chpid;
+        let own = model.nic(flow.from).segment;
         let twins: Vec<NicId> = model
             .nics()
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.chpid != own && n.addrs.contains(&flow.src))
+            .filter(|(_, n)| n.segment != own && n.addrs.contains(&flow.src))
             .map(|(i, _)| NicId(i))
             .collect();
         (!twins.is_empty()).then(|| self.rng.pick(&twins))
@@ -635,10 +647,10 @@ impl Generator {
         };
         let (flow, mut note) = match (role, earlier) {
             (Role::Reply, Some((index, f))) => {
-                // The reply comes from whoever holds the destination on the sender's CHPID.
-                let chpid = model.nic(f.from).chpid;
+                // The reply comes from whoever holds the destination in the sender's segment.
+                let segment = model.nic(f.from).segment;
                 let from = model
-                    .route(chpid, f.dst)
+                    .route(segment, f.dst)
                     .unwrap_or_else(|| self.other_nic(model, f.from));
                 let kind = match f.kind {
                     FlowKind::Tcp { sport, dport } => FlowKind::Tcp {
@@ -677,7 +689,7 @@ impl Generator {
             96..=97 => MAC_STRANGER,
             _ => model.nic(self.other_nic(model, flow.from)).mac,
         };
-        let dst_mac = match model.route(nic.chpid, flow.dst) {
+        let dst_mac = match model.route(nic.segment, flow.dst) {
             Some(to) if self.rng.percent(70) => model.nic(to).mac,
             _ => self.rng.pick(&[BROADCAST, MAC_STRANGER, nic.mac]),
         };
@@ -1000,7 +1012,7 @@ impl Generator {
             .nics()
             .iter()
             .enumerate()
-            .filter(|(i, n)| *i != from.0 && n.chpid == nic.chpid)
+            .filter(|(i, n)| *i != from.0 && n.segment == nic.segment)
             .flat_map(|(_, n)| n.addrs.iter().filter_map(|a| v6(*a)))
             .collect();
         let src = match self.rng.below(10) {
@@ -1062,16 +1074,22 @@ impl Generator {
         let mac = model.nic(from).mac;
         let len = self.rng.index(80);
         let payload = self.rng.bytes(len);
-        let (ether_type, note) = match self.rng.below(4) {
+        let (ether_type, note) = match self.rng.below(5) {
             0 => (ETH_P_IPV6, "IPv6 ethertype"),
             1 => (ETH_P_8021Q, "VLAN tag"),
-            2 => (ETH_P_LOCAL_EXP, "experimental ethertype"),
+            2 => (ETH_P_8021AD, "802.1ad VLAN tag"),
+            3 => (ETH_P_LOCAL_EXP, "experimental ethertype"),
             _ => (self.rng.between(0, 0x05dc) as u16, "802.3 length field"),
         };
         let mut frame = ethernet(BROADCAST, mac, ether_type, &payload);
-        if ether_type == ETH_P_8021Q && frame.len() >= ETH_HLEN + VLAN_HLEN {
-            // A tagged IPv4 frame: the tag hides the IPv4 ethertype.
-            frame[ETH_HLEN + 2..ETH_HLEN + VLAN_HLEN].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        if matches!(ether_type, ETH_P_8021Q | ETH_P_8021AD) && frame.len() >= ETH_HLEN + VLAN_HLEN {
+            // A tagged IPv4 frame (the tag hides the IPv4 ethertype), or double-tagged.
+            let inner = if self.rng.percent(30) {
+                ETH_P_8021Q
+            } else {
+                ETH_P_IP
+            };
+            frame[ETH_HLEN + 2..ETH_HLEN + VLAN_HLEN].copy_from_slice(&inner.to_be_bytes());
         }
         Generated {
             ingress: from,
@@ -1346,13 +1364,15 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
         } else {
             0
         };
-        let info = PortInfo::new(nic.chpid, model.nic(NicId(i)).mtu, nic.mac).with_flags(flags);
+        let info = PortInfo::new(nic.chpid, model.nic(NicId(i)).mtu, nic.mac)
+            .with_vlan(nic.vlan.unwrap_or(NO_VLAN))
+            .with_flags(flags);
         prog.maps.add_port(ifindexes[i], info).expect("add port");
         port_of.insert((nic.chpid, nic.devno), ifindexes[i]);
         // Every address the NIC registers: IPv4, IPv6 and its link-local one.
         for addr in nic.addresses() {
             routes.push((
-                RouteKey::new(nic.chpid, addr),
+                RouteKey::new(nic.segment(), addr),
                 RouteTarget::new(ifindexes[i], nic.mac),
             ));
         }

@@ -15,27 +15,31 @@ use std::{
 
 use iqd::{dataplane::Side, netns};
 use iqd_common::{
-    drop_reason, sg_direction, sg_proto, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey,
-    SgRanges, SG_KEY_FIXED_BITS,
+    drop_reason, segment_of, sg_direction, sg_proto, NicCounters, PortInfo, RouteKey, RouteTarget,
+    SgKey, SgRanges, NO_VLAN, SG_KEY_FIXED_BITS,
 };
 use iqd_tests::{
     frames::{
         ethernet, internet_checksum, ipv4_header_checksum_ok, link_local, multicast_mac, padded,
-        truncated, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, ALL_NODES, ARPOP_REQUEST,
-        ARP_LEN, BROADCAST, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_LOCAL_EXP, ETH_ZLEN,
-        IPPROTO_ICMPV6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, ND_NEIGHBOR_ADVERT, ND_REDIRECT,
-        ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, TCP_HLEN,
+        truncated, vlan_tagged, ArpFrame, ExtHeader, Ipv4Frame, Ipv6Frame, Mac, ALL_NODES,
+        ARPOP_REQUEST, ARP_LEN, BROADCAST, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
+        ETH_P_LOCAL_EXP, ETH_ZLEN, IPPROTO_ICMPV6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
+        ND_NEIGHBOR_ADVERT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, TCP_HLEN,
     },
     prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
 };
 
-const F0: u32 = 0xf0;
-const F1: u32 = 0xf1;
+const F0: u16 = 0xf0;
+const F1: u16 = 0xf1;
+/// A VLAN of F0: a segment of its own.
+const VLAN: u16 = 100;
 
 const MAC_A: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0a];
 const MAC_B: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0b];
 const MAC_C: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0c];
 const MAC_D: Mac = [0x02, 0x49, 0x51, 0x44, 0x00, 0x0d];
+const MAC_V: Mac = [0x02, 0x49, 0x51, 0x44, 0x01, 0x0a];
+const MAC_W: Mac = [0x02, 0x49, 0x51, 0x44, 0x01, 0x0b];
 /// Nobody's MAC: what a stale neighbour cache might hold.
 const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
 
@@ -48,6 +52,8 @@ const IP_D: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 4);
 const IP_SHARED: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 /// Registered by nobody.
 const IP_UNKNOWN: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 99);
+/// Registered by W in VLAN 100 of F0 only.
+const IP_W: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 5);
 
 const V6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xa);
 const V6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0xb);
@@ -62,7 +68,9 @@ const V6_UNKNOWN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xf0, 0, 0, 0, 0, 0, 0x99);
 /// A fabric-side port: one end of a veth pair in the bench's namespace, standing for a NIC.
 struct PortSpec {
     name: &'static str,
-    chpid: u32,
+    chpid: u16,
+    /// Its VLAN in the CHPID (`NO_VLAN`: untagged).
+    vlan: u16,
     mtu: u32,
     mac: Mac,
     addrs: &'static [Ipv4Addr],
@@ -72,12 +80,14 @@ struct PortSpec {
     registered: bool,
 }
 
-/// A, B (two addresses) and D on F0; C on F1; B and C share one address; U is a device the
-/// maps do not know. D has a CHPID MTU large enough for multi-buffer frames.
+/// A, B (two addresses) and D on F0; C on F1; B and C share one address; V (holding A's
+/// address) and W in VLAN 100 of F0; U is a device the maps do not know. D has a CHPID MTU
+/// large enough for multi-buffer frames.
 const PORTS: &[PortSpec] = &[
     PortSpec {
         name: "a",
         chpid: F0,
+        vlan: NO_VLAN,
         mtu: 1500,
         mac: MAC_A,
         addrs: &[IP_A],
@@ -87,6 +97,7 @@ const PORTS: &[PortSpec] = &[
     PortSpec {
         name: "b",
         chpid: F0,
+        vlan: NO_VLAN,
         mtu: 1500,
         mac: MAC_B,
         addrs: &[IP_B, IP_B2, IP_SHARED],
@@ -96,6 +107,7 @@ const PORTS: &[PortSpec] = &[
     PortSpec {
         name: "c",
         chpid: F1,
+        vlan: NO_VLAN,
         mtu: 1500,
         mac: MAC_C,
         addrs: &[IP_C, IP_SHARED],
@@ -105,6 +117,7 @@ const PORTS: &[PortSpec] = &[
     PortSpec {
         name: "d",
         chpid: F0,
+        vlan: NO_VLAN,
         mtu: 8192,
         mac: MAC_D,
         addrs: &[IP_D],
@@ -112,8 +125,29 @@ const PORTS: &[PortSpec] = &[
         registered: true,
     },
     PortSpec {
+        name: "v",
+        chpid: F0,
+        vlan: VLAN,
+        mtu: 1500,
+        mac: MAC_V,
+        addrs: &[IP_A],
+        addrs6: &[],
+        registered: true,
+    },
+    PortSpec {
+        name: "w",
+        chpid: F0,
+        vlan: VLAN,
+        mtu: 1500,
+        mac: MAC_W,
+        addrs: &[IP_W],
+        addrs6: &[],
+        registered: true,
+    },
+    PortSpec {
         name: "u",
         chpid: F0,
+        vlan: NO_VLAN,
         mtu: 1500,
         mac: [0x02, 0x49, 0x51, 0x44, 0x00, 0x0e],
         addrs: &[],
@@ -249,6 +283,7 @@ impl Bench {
             let spec = port.spec;
             let info = PortInfo {
                 chpid: spec.chpid,
+                vlan: spec.vlan,
                 mtu: spec.mtu,
                 mac: spec.mac,
                 flags: 0,
@@ -264,7 +299,7 @@ impl Bench {
             {
                 routes.push((
                     RouteKey {
-                        chpid: spec.chpid,
+                        segment: segment_of(&info),
                         addr,
                     },
                     RouteTarget {
@@ -715,18 +750,11 @@ fn malformed_frames_are_dropped() {
 #[test]
 fn non_ip_frames_are_dropped() {
     let mut bench = Bench::new();
-    let ipv4 = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
-    let mut vlan = ipv4[..12].to_vec();
-    vlan.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-    vlan.extend_from_slice(&[0x00, 0x64]);
-    vlan.extend_from_slice(&ETH_P_IP.to_be_bytes());
-    vlan.extend_from_slice(&ipv4[ETH_HLEN..]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "local experimental ethertype 0x88b5",
             ethernet(MAC_B, MAC_A, ETH_P_LOCAL_EXP, b"iqd test payload"),
         ),
-        ("VLAN-tagged IPv4", vlan),
         (
             "802.3 length field with LLC",
             ethernet(MAC_B, MAC_A, 0x0026, &[0x42; 46]),
@@ -743,6 +771,138 @@ fn non_ip_frames_are_dropped() {
     for (what, frame) in cases {
         bench.expect_drop("a", &frame, drop_reason::NON_IP, what);
     }
+}
+
+/// Frames an LPAR tags itself, inline as XDP sees them (and as BPF_PROG_TEST_RUN hands them to
+/// tc: only a live frame has its tag moved into the skb's metadata, tests/tests/vlan.rs).
+fn tagged_frames() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let ipv4 = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+    let q = |frame: &[u8], vid: u16| vlan_tagged(frame, ETH_P_8021Q, vid);
+    let ad = |frame: &[u8], vid: u16| vlan_tagged(frame, ETH_P_8021AD, vid);
+    vec![
+        (
+            "a",
+            "802.1Q-tagged IPv4 to a NIC of the segment",
+            q(&ipv4, 100),
+        ),
+        ("a", "802.1Q priority tag (VLAN 0)", q(&ipv4, 0x6000)),
+        ("a", "802.1ad-tagged IPv4", ad(&ipv4, 100)),
+        (
+            "a",
+            "double-tagged IPv4 (802.1ad outer, 802.1Q inner)",
+            ad(&q(&ipv4, 100), 200),
+        ),
+        ("a", "double 802.1Q tags", q(&q(&ipv4, 100), 100)),
+        (
+            "a",
+            "tagged ARP request",
+            q(&ArpFrame::request(MAC_A, IP_A, IP_B).build(), 100),
+        ),
+        (
+            "a",
+            "tagged IPv6",
+            q(&tcp6(MAC_A, MAC_B, V6_A, V6_B).build(), 100),
+        ),
+        (
+            "v",
+            "a NIC in VLAN 100 tagging with its own VLAN",
+            q(&tcp(MAC_V, MAC_W, IP_A, IP_W).build(), 100),
+        ),
+        (
+            "a",
+            "tagged with the VLAN of another segment's NIC, to its address",
+            q(&tcp(MAC_A, MAC_W, IP_A, IP_W).build(), 100),
+        ),
+        (
+            "a",
+            "tagged and above the CHPID's MTU: the tag is checked first",
+            q(&padded(&ipv4, 1500 + ETH_HLEN + 1), 100),
+        ),
+        (
+            "a",
+            "a bare tag header",
+            truncated(&q(&ipv4, 100), ETH_HLEN + 4),
+        ),
+    ]
+}
+
+#[test]
+fn vlan_tagged_frames_are_dropped_on_every_hook() {
+    on_every_hook(|bench, hook| {
+        for (from, what, frame) in tagged_frames() {
+            bench.expect_drop(
+                from,
+                &frame,
+                drop_reason::VLAN_TAGGED,
+                &format!("{hook:?}: {what}"),
+            );
+        }
+    });
+}
+
+#[test]
+fn vlans_of_a_chpid_are_segments_of_their_own() {
+    on_every_hook(|bench, hook| {
+        let what = |s: &str| format!("{hook:?}: {s}");
+        // Within VLAN 100: V and W reach each other; V holds A's address there.
+        bench.expect_forward(
+            "v",
+            &tcp(MAC_V, MAC_W, IP_A, IP_W).build(),
+            "w",
+            &what("TCP from V to W within VLAN 100"),
+        );
+        bench.expect_forward(
+            "w",
+            &Ipv4Frame::icmp_echo(MAC_W, MAC_V, IP_W, IP_A, b"x").build(),
+            "v",
+            &what("ping from W to 10.7.0.1: V, the holder in VLAN 100, not A"),
+        );
+        bench.expect_forward(
+            "b",
+            &tcp(MAC_B, MAC_A, IP_B, IP_A).build(),
+            "a",
+            &what("10.7.0.1 in the untagged segment is A's"),
+        );
+        // Across segments of F0: registered elsewhere, not a member.
+        bench.expect_drop(
+            "a",
+            &tcp(MAC_A, MAC_W, IP_A, IP_W).build(),
+            drop_reason::NOT_MEMBER,
+            &what("untagged A to W in VLAN 100"),
+        );
+        bench.expect_drop(
+            "v",
+            &tcp(MAC_V, MAC_B, IP_A, IP_B).build(),
+            drop_reason::NOT_MEMBER,
+            &what("V in VLAN 100 to B, untagged"),
+        );
+        bench.expect_drop(
+            "w",
+            &tcp(MAC_W, MAC_C, IP_W, IP_C).build(),
+            drop_reason::NOT_MEMBER,
+            &what("W in VLAN 100 of F0 to C on F1"),
+        );
+        // An address is the sender's own only in its own segment.
+        bench.expect_drop(
+            "w",
+            &tcp(MAC_W, MAC_V, IP_B, IP_A).build(),
+            drop_reason::SPOOFED_SOURCE,
+            &what("W sending from B's address (untagged segment)"),
+        );
+        // ARP is answered within the segment only.
+        bench.expect_arp_reply(
+            "v",
+            &ArpFrame::request(MAC_V, IP_A, IP_W).build(),
+            &ArpFrame::reply(MAC_W, IP_W, MAC_V, IP_A).build(),
+            &what("ARP for W from V"),
+        );
+        bench.expect_drop(
+            "a",
+            &ArpFrame::request(MAC_A, IP_A, IP_W).build(),
+            drop_reason::NOT_MEMBER,
+            &what("ARP for W from untagged A"),
+        );
+    });
 }
 
 #[test]
@@ -2074,5 +2234,10 @@ fn per_frame_cost_of_ipv4_and_ipv6_is_printed() {
             let (verdict, per_run) = bench.prog.time_run(a, &frame, REPEAT);
             eprintln!("cost {hook:?} {what}: {per_run:?} per frame (verdict {verdict})");
         }
+        // The same TCP segment between two NICs in VLAN 100 of F0: only the segment differs.
+        let v = bench.ifindex("v");
+        let frame = tcp(MAC_V, MAC_W, IP_A, IP_W).build();
+        let (verdict, per_run) = bench.prog.time_run(v, &frame, REPEAT);
+        eprintln!("cost {hook:?} IPv4 TCP in a VLAN: {per_run:?} per frame (verdict {verdict})");
     }
 }

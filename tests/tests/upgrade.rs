@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iqd_common::{ct_flags, CtEntry, CtKey};
+use iqd_common::{ct_flags, CtEntry, CtKey, LAYOUT_VERSION};
 
 use iqd_tests::{
     in_netns, iqd_bin, ping, skew_bin, test_datapath, text, wait_until, TcpProbe, TestFabric,
@@ -84,7 +84,7 @@ fn this_iqd_refuses_to_read_a_fabric_of_another_layout() {
 
     let expected = format!(
         "iqd: fabric {} is pinned with map layout 1 (IQD_CONNTRACK: capacity {SKEWED_CAPACITY} \
-         pinned, {CAPACITY} expected); this iqd uses layout 3: run `iqd up --config {}` to \
+         pinned, {CAPACITY} expected); this iqd uses layout {LAYOUT_VERSION}: run `iqd up --config {}` to \
          upgrade it in place",
         fabric.name,
         fabric.config.display()
@@ -145,7 +145,9 @@ fn an_interrupted_upgrade_leaves_the_old_fabric_running_and_the_next_up_complete
     // The next `up` does it all again, and completes it.
     let up = fabric.iqd_ok("up");
     assert!(
-        up.contains("  upgraded pins:      layout 1 -> 3 (IQD_CONNTRACK replaced)\n"),
+        up.contains(&format!(
+            "  upgraded pins:      layout 1 -> {LAYOUT_VERSION} (IQD_CONNTRACK replaced)\n"
+        )),
         "{up}"
     );
     assert!(
@@ -243,7 +245,9 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     );
     let up_out = String::from_utf8_lossy(&upgrade.out.stdout).into_owned();
     assert!(
-        up_out.contains("  upgraded pins:      layout 1 -> 3 (IQD_CONNTRACK replaced)\n"),
+        up_out.contains(&format!(
+            "  upgraded pins:      layout 1 -> {LAYOUT_VERSION} (IQD_CONNTRACK replaced)\n"
+        )),
         "{up_out}"
     );
     let carried: u64 = up_out
@@ -317,10 +321,13 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
     assert_eq!(out.status.code(), Some(1), "skewed status: {}", text(&out));
     let message = stderr(&out);
     for part in [
-        "is pinned with map layout 3 (IQD_CONNTRACK: capacity 262144 pinned, 131072 expected)",
-        "this iqd uses layout 1",
+        format!(
+            "is pinned with map layout {LAYOUT_VERSION} (IQD_CONNTRACK: capacity 262144 pinned, \
+             131072 expected)"
+        ),
+        "this iqd uses layout 1".to_string(),
     ] {
-        assert!(message.contains(part), "{message}");
+        assert!(message.contains(&part), "{message}");
     }
     assert!(
         !pins(&fabric).join("upgrade").exists(),
@@ -366,7 +373,7 @@ fn up_upgrades_a_fabric_of_another_layout_under_a_running_tcp_stream() {
         .unwrap_or_else(|| "-".into());
     let at = |t: Instant| (t - stream_start).as_secs_f64();
     eprintln!(
-        "\nupgrade under TCP (data path {}): `iqd up` upgrading layout 1 -> 3 took {:.0} ms \
+        "\nupgrade under TCP (data path {}): `iqd up` upgrading layout 1 -> {LAYOUT_VERSION} took {:.0} ms \
          ({:.2}-{:.2} s into the streams), a plain `iqd up` {:.0} ms ({:.2}-{:.2} s). Longest \
          silence of the paced probe (1 KiB/ms): upgrade {}, plain up {}, undisturbed \
          {:.1} ms. iperf3 receiver, 0.1 s intervals: median {:.2} Gbit/s, lowest \
@@ -563,9 +570,10 @@ fn up_converts_a_layout_1_connection_table_adding_the_segment() {
 
     let up = fabric.iqd_ok("up");
     assert!(
-        up.contains(
-            "  upgraded pins:      layout 1 -> 3 (IQD_CONNTRACK replaced; IQD_LAYOUT created)\n"
-        ),
+        up.contains(&format!(
+            "  upgraded pins:      layout 1 -> {LAYOUT_VERSION} (IQD_CONNTRACK replaced; \
+             IQD_LAYOUT created)\n"
+        )),
         "{up}"
     );
     assert!(up.contains("  connections carried over: 1\n"), "{up}");
@@ -634,7 +642,10 @@ fn up_resets_a_connection_table_of_no_known_layout_and_says_so() {
 
     let up = fabric.iqd_ok("up");
     assert!(
-        up.contains("  upgraded pins:      layout 3 -> 3 (IQD_CONNTRACK replaced)\n"),
+        up.contains(&format!(
+            "  upgraded pins:      layout {LAYOUT_VERSION} -> {LAYOUT_VERSION} (IQD_CONNTRACK \
+             replaced)\n"
+        )),
         "{up}"
     );
     assert!(

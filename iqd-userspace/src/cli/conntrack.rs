@@ -6,8 +6,8 @@ use super::ConfigArg;
 ///
 /// Once a connection's first frame is allowed (the sender's outbound and the receiver's inbound
 /// rules), frames of both directions pass without a rule lookup until it goes idle (TCP 1 h,
-/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per CHPID (CHPIDs may
-/// reuse one address plan). Shows each connection's CHPID, NICs, 5-tuple
+/// 10 s after FIN or RST; UDP 2 min; ICMP echo 30 s). Connections are kept per segment (CHPIDs
+/// and VLANs may reuse one address plan). Shows each connection's CHPID and VLAN, NICs, 5-tuple
 /// (ICMP and ICMPv6 echo: the identifier as both ports; IPv6 as `[addr]:port`), state, age and idle time, and the table's
 /// pressure: entries, capacity, connections created, revoked by rule changes, and evicted when
 /// the table was full.
@@ -40,13 +40,23 @@ impl Conntrack {
             return Ok(());
         }
         println!(
-            "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
-            "CHPID", "ORIGIN", "REPLY", "PROTO", "SOURCE", "DESTINATION", "STATE", "AGE", "IDLE"
+            "{:<5} {:<4} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>9} {:>8}",
+            "CHPID",
+            "VLAN",
+            "ORIGIN",
+            "REPLY",
+            "PROTO",
+            "SOURCE",
+            "DESTINATION",
+            "STATE",
+            "AGE",
+            "IDLE"
         );
         for c in &table.connections {
             println!(
-                "{:<5} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
+                "{:<5} {:<4} {:<12} {:<12} {:<6} {:<21} {:<21} {:<11} {:>8.1}s {:>7.1}s",
                 c.chpid,
+                c.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 c.origin,
                 c.reply,
                 c.protocol,

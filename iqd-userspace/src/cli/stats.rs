@@ -16,7 +16,8 @@ use super::ConfigArg;
 pub struct Stats {
     #[command(flatten)]
     config: ConfigArg,
-    /// Print JSON: {"nics":[{"lpar":..,"nic":..,"chpid":..,"tx_packets":..,..,"drops":{..}}]}.
+    /// Print JSON: {"nics":[{"lpar":..,"nic":..,"chpid":..,"vlan":..,"tx_packets":..,..,
+    /// "drops":{..}}]}.
     #[arg(long)]
     json: bool,
 }

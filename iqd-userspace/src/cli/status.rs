@@ -4,10 +4,11 @@ use super::ConfigArg;
 
 /// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their NICs.
 ///
-/// For every NIC: name, CHPID, device triple (read,write,data devices), MAC, addresses, the MTU
-/// the LPAR has set and the state (online, offline, absent). Like lsqeth and znetconf. For data
-/// path afxdp, also the AF_XDP switch: pid, uptime, frames moved, and where each of its UMEM
-/// frames is (free, fill ring, held, TX ring), with the ledger's violations and audit.
+/// For every NIC: name, CHPID, VLAN (- for the untagged segment), device triple (read,write,data
+/// devices), MAC, addresses, the MTU the LPAR has set and the state (online, offline, absent).
+/// Like lsqeth and znetconf. For data path afxdp, also the AF_XDP switch: pid, uptime, frames
+/// moved, and where each of its UMEM frames is (free, fill ring, held, TX ring), with the
+/// ledger's violations and audit.
 #[derive(Args, Debug)]
 pub struct Status {
     #[command(flatten)]
@@ -53,18 +54,21 @@ impl Status {
             .unwrap_or(0)
             .max(8);
         println!(
-            "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
-            "LPAR", "NETNS", "NIC", "CHPID", "DEVICES", "MAC", "MTU", "STATE"
+            "{:<8} {:<ns_width$} {:<6} {:<5} {:<4} {:<26} {:<17} {:>6} {:<8} ADDRESSES",
+            "LPAR", "NETNS", "NIC", "CHPID", "VLAN", "DEVICES", "MAC", "MTU", "STATE"
         );
         for l in &status.lpars {
             for n in &l.nics {
                 let mtu = n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+                // "-": the CHPID's untagged segment.
+                let vlan = n.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<8} {:<ns_width$} {:<6} {:<5} {:<26} {:<17} {:>6} {:<8} {}",
+                    "{:<8} {:<ns_width$} {:<6} {:<5} {:<4} {:<26} {:<17} {:>6} {:<8} {}",
                     l.lpar,
                     l.netns,
                     n.nic,
                     n.chpid,
+                    vlan,
                     n.devices,
                     n.mac,
                     mtu,

@@ -71,7 +71,8 @@ impl Up {
         }
         if report.revoked_connections > 0 {
             println!(
-                "  connections cut:    {} (the security groups no longer allow them)",
+                "  connections cut:    {} (no longer allowed by the security groups, or a NIC \
+                 left their segment)",
                 report.revoked_connections
             );
         }

@@ -43,10 +43,15 @@ pub enum Kind {
     /// `bridge` with a stateful nftables rule set equivalent to `IqdSg`'s in every endpoint
     /// namespace (two endpoints only).
     BridgeNft(usize),
+    /// `IqdTc` with every NIC in VLAN [`BENCH_VLAN`] of its CHPID: what a VLAN costs.
+    IqdVlan,
 }
 
+/// The VLAN of the `iqd-vlan` system's NICs.
+pub const BENCH_VLAN: u16 = 100;
+
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::IqdXdp,
         Kind::IqdTc,
         Kind::IqdTcBaseline,
@@ -60,12 +65,14 @@ impl Kind {
         Kind::BridgeNft(secgroups::RULE_COUNTS[0]),
         Kind::BridgeNft(secgroups::RULE_COUNTS[1]),
         Kind::BridgeNft(secgroups::RULE_COUNTS[2]),
+        Kind::IqdVlan,
     ];
 
     /// Whether a run measures the system only when `--system` names it: `iqd-afxdp` would take
-    /// the full run past its 30 minutes.
+    /// the full run past its 30 minutes; `iqd-tc-baseline` needs `--baseline-iqd`; `iqd-vlan`
+    /// is `iqd-tc` again, for a side-by-side check of what a VLAN costs.
     pub fn on_request(self) -> bool {
-        matches!(self, Kind::IqdAfxdp | Kind::IqdTcBaseline)
+        matches!(self, Kind::IqdAfxdp | Kind::IqdTcBaseline | Kind::IqdVlan)
     }
 
     pub fn name(self) -> &'static str {
@@ -85,6 +92,7 @@ impl Kind {
             Kind::BridgeNft(50) => "bridge-nft50",
             Kind::BridgeNft(250) => "bridge-nft250",
             Kind::BridgeNft(_) => "bridge-nft",
+            Kind::IqdVlan => "iqd-vlan",
         }
     }
 
@@ -100,6 +108,7 @@ impl Kind {
             Kind::IqdTcBaseline => "o",
             Kind::IqdAfxdp => "a",
             Kind::BridgeNft(_) => "n",
+            Kind::IqdVlan => "l",
         }
     }
 
@@ -130,7 +139,7 @@ impl Kind {
     pub fn datapath(self) -> Option<&'static str> {
         match self {
             Kind::IqdXdp => Some("xdp"),
-            Kind::IqdTc | Kind::IqdTcBaseline => Some("tc"),
+            Kind::IqdTc | Kind::IqdTcBaseline | Kind::IqdVlan => Some("tc"),
             Kind::IqdSg(_) => Some(secgroups::DATAPATH),
             Kind::IqdAfxdp => Some("afxdp"),
             _ => None,
@@ -345,9 +354,12 @@ impl Builder {
         };
         let started = Instant::now();
         match kind {
-            Kind::IqdXdp | Kind::IqdSg(_) | Kind::IqdTc | Kind::IqdTcBaseline | Kind::IqdAfxdp => {
-                self.build_iqd(&mut env, &id)?
-            }
+            Kind::IqdXdp
+            | Kind::IqdSg(_)
+            | Kind::IqdTc
+            | Kind::IqdTcBaseline
+            | Kind::IqdAfxdp
+            | Kind::IqdVlan => self.build_iqd(&mut env, &id)?,
             Kind::Bridge => build_bridge(&mut env, &id)?,
             Kind::BridgeNft(n) => {
                 build_bridge(&mut env, &id)?;
@@ -370,8 +382,11 @@ impl Builder {
         let netns: Vec<&str> = env.endpoints.iter().map(|e| e.netns.as_str()).collect();
         let groups = env.kind.secgroup_rules().map(secgroups::groups);
         let datapath = env.kind.datapath().unwrap_or("xdp");
-        let toml =
+        let mut toml =
             secgroups::fabric_file_with(&fabric, mfs, datapath, &netns, groups.as_deref(), env.v6);
+        if env.kind == Kind::IqdVlan {
+            toml = in_vlan(&toml, BENCH_VLAN);
+        }
         let config = self.work_dir.join(format!("{fabric}.toml"));
         std::fs::write(&config, toml)
             .with_context(|| format!("could not write {}", config.display()))?;
@@ -429,6 +444,14 @@ impl Builder {
         let _ = std::fs::remove_file(&file);
         result
     }
+}
+
+/// The benchmark's fabric file `toml` with every NIC in VLAN `vlan` of its CHPID.
+fn in_vlan(toml: &str, vlan: u16) -> String {
+    toml.replace(
+        "[[lpar.nic]]\nchpid = \"F0\"\n",
+        &format!("[[lpar.nic]]\nchpid = \"F0\"\nvlan = {vlan}\n"),
+    )
 }
 
 /// `ip -n NETNS ARGS...`, quietly; a failure is an error naming the command.
@@ -817,5 +840,17 @@ mod tests {
         assert_eq!(sg.datapath(), Kind::IqdTc.datapath());
         assert_eq!(Kind::parse("bridge-nft250"), Some(Kind::BridgeNft(250)));
         assert!(!Kind::BridgeNft(0).is_iqd());
+        // iqd-vlan: the tc path with every NIC in the VLAN, measured on request.
+        let vlan = Kind::parse("iqd-vlan").unwrap();
+        assert_eq!(vlan.datapath(), Some("tc"));
+        assert!(vlan.on_request());
+        let tagged = in_vlan(&toml, BENCH_VLAN);
+        assert_eq!(tagged.matches("vlan = 100\n").count(), netns.len());
+        assert_eq!(
+            tagged
+                .matches("[[lpar.nic]]\nchpid = \"F0\"\nvlan = 100\nipv4 = ")
+                .count(),
+            netns.len()
+        );
     }
 }

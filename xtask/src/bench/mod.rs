@@ -61,8 +61,8 @@ pub struct Options {
 
     /// Systems to measure, comma-separated: iqd-xdp, iqd-tc, bridge, macvlan, veth, iqd-sg0,
     /// iqd-sg50, iqd-sg250 (iqd-tc with security groups), bridge-nft0, bridge-nft50,
-    /// bridge-nft250, and (only when named) iqd-afxdp and iqd-tc-baseline (with --baseline-iqd)
-    /// [default: all but those two].
+    /// bridge-nft250, and (only when named) iqd-afxdp, iqd-tc-baseline (with --baseline-iqd)
+    /// and iqd-vlan (iqd-tc with both NICs in a VLAN) [default: all but those three].
     /// Ratios need `bridge` (and `veth`) in the run.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     system: Vec<String>,
@@ -314,10 +314,11 @@ impl Plan {
         .into_iter()
         .filter(|m| *m >= V6_MIN_MTU)
         .collect();
-        let cost_mtu =
-            kinds
-                .contains(&Kind::IqdTc)
-                .then(|| if mtus.contains(&1500) { 1500 } else { mtus[0] });
+        // iqd-vlan runs the same program: its cost is measured beside iqd-tc's.
+        let cost_mtu = kinds
+            .iter()
+            .any(|k| matches!(k, Kind::IqdTc | Kind::IqdVlan))
+            .then(|| if mtus.contains(&1500) { 1500 } else { mtus[0] });
         Ok(Plan {
             systems: kinds.iter().map(|k| k.name().to_string()).collect(),
             mtus,
@@ -385,7 +386,9 @@ impl Plan {
             Figure::Tcp1V6 | Figure::LatencyV6 => {
                 self.measures_v6(kind) && self.v6_mtus.contains(&mtu)
             }
-            Figure::ProgCost => kind == Kind::IqdTc && self.cost_mtu == Some(mtu),
+            Figure::ProgCost => {
+                matches!(kind, Kind::IqdTc | Kind::IqdVlan) && self.cost_mtu == Some(mtu)
+            }
         }
     }
 

@@ -661,6 +661,9 @@ fn describe_system(name: &str, secgroup_datapath: &str) -> String {
                      on either side, so GSO stays on. Security groups are enforced (every NIC \
                      has the default group: its connections are tracked)."
             .into(),
+        "iqd-vlan" => "iqd-tc with every NIC in VLAN 100 of the CHPID rather than its untagged \
+                       segment: the same programs and maps, another segment number."
+            .into(),
         "bridge" => "a Linux bridge in its own namespace, with one veth pair per endpoint.".into(),
         "macvlan" => "macvlan devices in bridge mode on a dummy parent, one per endpoint (on \
                       kernels without the dummy driver, an idle veth is the parent)."
