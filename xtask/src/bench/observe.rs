@@ -2,8 +2,9 @@
 //!
 //! - Trace: TCP throughput (iperf3, one stream) and request/response latency (sockperf
 //!   ping-pong) between two LPARs on iqd's default data path, with no trace and with a trace
-//!   of both LPARs at snaplen 128 running, interleaved round by round (order alternating), and
-//!   the frames each trace captured and lost.
+//!   of both LPARs at snaplen 128 running, interleaved round by round (order alternating), the
+//!   per-packet cost of iqd's tc program (a ping flood, BPF statistics), and the frames each
+//!   trace captured and lost.
 //! - Scrape: `iqd metrics` on a fabric of 85 LPARs with 2 NICs each (CHPIDs F0 and F1): the
 //!   time of a scrape over HTTP (GET /metrics on a running server) and of `iqd metrics --once`
 //!   (a whole process), and the scrape's size.
@@ -38,6 +39,8 @@ pub struct TraceSample {
     pub gbit_per_s: f64,
     pub rr_p50_us: f64,
     pub rr_p99_us: f64,
+    /// Nanoseconds per run of iqd's tc program (a ping flood of small frames, BPF statistics).
+    pub prog_ns: f64,
     /// With a trace: frames it wrote and frames it reported lost.
     pub captured: Option<u64>,
     pub lost: Option<u64>,
@@ -113,6 +116,7 @@ fn trace_figures(
         );
     }
     measure::start_servers(&mut env)?;
+    let _stats = measure::BpfStatsOn::new()?;
     let mut samples = Vec::new();
     for round in 0..rounds {
         for traced in [round % 2 == 1, round % 2 == 0] {
@@ -128,6 +132,7 @@ fn trace_figures(
             };
             let (tcp, _) = measure::tcp(&env, Family::V4, 1, seconds)?;
             let latency = measure::latency(&env, seconds)?;
+            let prog_ns = measure::prog_ns_per_run(&env, Family::V4, seconds)?;
             let (captured, lost) = match trace {
                 Some(trace) => {
                     let (captured, lost) = stop_trace(trace)?;
@@ -141,6 +146,7 @@ fn trace_figures(
                 gbit_per_s: tcp.gbit_per_s,
                 rr_p50_us: latency.p50_us,
                 rr_p99_us: latency.p99_us,
+                prog_ns,
                 captured,
                 lost,
             });
@@ -341,8 +347,8 @@ pub fn table(figures: &Figures) -> String {
         figures.trace.len() / 2
     ));
     out.push_str(&format!(
-        "{:<10} {:>10} {:>10} {:>10} {:>12} {:>8}\n",
-        "", "TCP Gbit/s", "rr p50 us", "rr p99 us", "captured", "lost"
+        "{:<10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}\n",
+        "", "TCP Gbit/s", "rr p50 us", "rr p99 us", "prog ns", "captured", "lost"
     ));
     for traced in [false, true] {
         let rows: Vec<&TraceSample> = figures
@@ -355,14 +361,16 @@ pub fn table(figures: &Figures) -> String {
         let gbit = col(|s| s.gbit_per_s);
         let p50 = col(|s| s.rr_p50_us);
         let p99 = col(|s| s.rr_p99_us);
+        let prog = col(|s| s.prog_ns);
         let captured: u64 = rows.iter().filter_map(|s| s.captured).sum();
         let lost: u64 = rows.iter().filter_map(|s| s.lost).sum();
         out.push_str(&format!(
-            "{:<10} {:>10.2} {:>10.1} {:>10.1} {:>12} {:>8}\n",
+            "{:<10} {:>10.2} {:>10.1} {:>10.1} {:>8.0} {:>12} {:>8}\n",
             if traced { "traced" } else { "no trace" },
             gbit,
             p50,
             p99,
+            prog,
             if traced {
                 captured.to_string()
             } else {
