@@ -29,21 +29,8 @@ fn active() -> bool {
 #[inline(always)]
 pub fn delivered<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32) {
     if active() {
-        // Only between traced ports: a frame to or from an LPAR that is not traceable is
-        // never copied, on either side.
-        if let (Some(sender), Some(receiver)) = (traced(from), traced(to)) {
-            record(ctx, &sender, from, 0, 0);
-            if to != from {
-                record(ctx, &receiver, to, trace_flags::RECEIVED, 0);
-            }
-        }
+        delivered_traced(ctx, from, to);
     }
-}
-
-#[inline(always)]
-fn traced(ifindex: u32) -> Option<TracePort> {
-    // SAFETY: plain data; a concurrent update yields another valid entry.
-    unsafe { IQD_TRACE_PORTS.get(ifindex).copied() }
 }
 
 /// The fabric answers the NIC behind `port` (an ARP reply or neighbour advertisement made
@@ -51,9 +38,7 @@ fn traced(ifindex: u32) -> Option<TracePort> {
 #[inline(always)]
 pub fn replied<C: Frame + EbpfContext>(ctx: &C, port: u32) {
     if active() {
-        if let Some(traced) = traced(port) {
-            record(ctx, &traced, port, trace_flags::RECEIVED, 0);
-        }
+        record_on(ctx, port, trace_flags::RECEIVED, 0);
     }
 }
 
@@ -67,10 +52,35 @@ pub fn dropped<C: Frame + EbpfContext>(ctx: &C, from: u32, reason: DropReason) {
         } else {
             reason
         };
-        if let Some(traced) = traced(from) {
-            record(ctx, &traced, from, trace_flags::DROPS, reason);
+        record_on(ctx, from, trace_flags::DROPS, reason);
+    }
+}
+
+// The work of a running trace is a subprogram of its own: the program's hot path keeps only
+// the gate and a call it does not take, so its registers and stack stay as without traces.
+#[inline(never)]
+fn delivered_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32) {
+    // Only between traced ports: a frame to or from an LPAR that is not traceable is never
+    // copied, on either side.
+    if let (Some(sender), Some(receiver)) = (traced(from), traced(to)) {
+        record(ctx, &sender, from, 0, 0);
+        if to != from {
+            record(ctx, &receiver, to, trace_flags::RECEIVED, 0);
         }
     }
+}
+
+#[inline(never)]
+fn record_on<C: Frame + EbpfContext>(ctx: &C, ifindex: u32, flags: u32, reason: DropReason) {
+    if let Some(port) = traced(ifindex) {
+        record(ctx, &port, ifindex, flags, reason);
+    }
+}
+
+#[inline(always)]
+fn traced(ifindex: u32) -> Option<TracePort> {
+    // SAFETY: plain data; a concurrent update yields another valid entry.
+    unsafe { IQD_TRACE_PORTS.get(ifindex).copied() }
 }
 
 #[inline(always)]
