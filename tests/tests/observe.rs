@@ -424,4 +424,16 @@ fn trace_refusals_capture_nothing() {
         "{summary} ({} bytes)",
         stdout.len()
     );
+    // `down` leaves none of the trace's lock files.
+    let prefix = format!("{}.trace", fabric.name);
+    drop(fabric);
+    let left: Vec<String> = std::fs::read_dir("/run/iqd/locks")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

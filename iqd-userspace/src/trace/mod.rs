@@ -136,6 +136,20 @@ fn try_lock(path: &Path) -> Result<Option<Held>> {
     }
 }
 
+/// Removes the trace lock files of `fabric` (`iqd down`, once the fabric is gone).
+pub fn remove_lock_files(fabric: &str) {
+    let prefix = format!("{fabric}.trace");
+    if let Ok(dir) = std::fs::read_dir(LOCK_DIR) {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".lock") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// The lock file a trace using `slot` holds.
 fn slot_path(fabric: &str, slot: u32) -> std::path::PathBuf {
     Path::new(LOCK_DIR).join(format!("{fabric}.trace-slot{slot}.lock"))
