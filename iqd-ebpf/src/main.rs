@@ -55,9 +55,12 @@ pub const COUNTED: DropReason = u32::MAX;
 
 /// What to do with a frame the fabric accepts.
 pub enum Verdict {
-    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written);
-    /// through the LPARs' shapers first if `shaped` (bandwidth.rs).
-    Deliver { ifindex: u32, shaped: bool },
+    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
+    Deliver { ifindex: u32 },
+    /// The same, through the sender's or the receiver's bandwidth shaper first (bandwidth.rs).
+    /// A variant of its own rather than a flag: the verdict stays small enough to be returned
+    /// in a register by the subprograms that decide it.
+    Shape { ifindex: u32 },
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
@@ -107,14 +110,8 @@ pub fn iqd_port(ctx: XdpContext) -> u32 {
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => redirect_in_kernel(ctx, target),
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => pass_to_shaper(ctx, target),
+        Verdict::Deliver { ifindex: target } => redirect_in_kernel(ctx, target),
+        Verdict::Shape { ifindex: target } => pass_to_shaper(ctx, target),
         Verdict::Reply => reply(ctx, ifindex),
     }
 }
@@ -170,14 +167,8 @@ pub fn iqd_xsk(ctx: XdpContext) -> u32 {
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => pass_to_shaper(ctx, target),
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => {
+        Verdict::Shape { ifindex: target } => pass_to_shaper(ctx, target),
+        Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
@@ -211,17 +202,11 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     }
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => {
+        Verdict::Shape { ifindex: target } => {
             maps::deliverable(target)?;
             bandwidth::steer(ctx, ifindex, target, 0)
         }
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => {
+        Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
