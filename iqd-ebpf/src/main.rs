@@ -20,6 +20,7 @@
 #![no_main]
 
 mod arp;
+mod bandwidth;
 mod conntrack;
 mod counters;
 mod forward;
@@ -35,13 +36,13 @@ mod xsk;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use iqd_common::{
-    drop_reason,
+    drop_reason, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -58,6 +59,10 @@ pub const COUNTED: DropReason = u32::MAX;
 pub enum Verdict {
     /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
     Deliver { ifindex: u32 },
+    /// The same, through the sender's or the receiver's bandwidth shaper first (bandwidth.rs).
+    /// A variant of its own rather than a flag: the verdict stays small enough to be returned
+    /// in a register by the subprograms that decide it.
+    Shape { ifindex: u32 },
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
@@ -118,9 +123,35 @@ fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
             trace::delivered(ctx, ifindex, target);
             redirect_in_kernel(ctx, target)
         }
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
         Verdict::Reply => reply(ctx, ifindex),
     }
 }
+
+/// Passes a frame that goes through a shaper up into the fabric namespace's stack, with its
+/// target port in the XDP metadata, for `iqd_shaped` on the port's tc ingress: the shapers'
+/// qdiscs are on the skb path.
+#[inline(always)]
+fn pass_to_shaper(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> {
+    maps::deliverable(target)?;
+    // SAFETY: the helper only moves the metadata start within the frame's headroom.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(SHAPED_META_LEN as i32)) } != 0 {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    let meta = ctx.metadata();
+    if meta + SHAPED_META_LEN > ctx.data() {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    unsafe { core::ptr::write_unaligned(meta as *mut u32, target) };
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Bytes of XDP metadata `pass_to_shaper` writes: the target port's ifindex.
+const SHAPED_META_LEN: usize = 4;
 
 /// Delivers through the DEVMAP to the NIC behind port `target`.
 #[inline(always)]
@@ -152,6 +183,10 @@ pub fn iqd_xsk(ctx: XdpContext) -> u32 {
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
             // Traced here, where the fabric decides, whichever way the frame then goes.
@@ -188,6 +223,11 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     }
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
+        Verdict::Shape { ifindex: target } => {
+            maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
+            bandwidth::steer(ctx, ifindex, target, 0)
+        }
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
             trace::delivered(ctx, ifindex, target);
@@ -209,6 +249,45 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_REDIRECT)
         }
     }
+}
+
+/// Moves frames on through the LPARs' bandwidth shapers (bandwidth.rs): on the out end of a
+/// shaper, the frame's mark says its target and which shaper it leaves; on a port (data paths
+/// `xdp`, `afxdp`), the XDP program passed it up with its target in the metadata.
+#[classifier]
+pub fn iqd_shaped(ctx: TcContext) -> i32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_shaped(&ctx, ifindex) {
+        Ok(action) => action,
+        Err((port, reason)) => {
+            counters::dropped(port, reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// A drop is counted on the sending port where it is known, else on the target.
+fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
+    // SAFETY: the context is the skb's; reading its mark.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & !shaper_mark::TARGET != 0 {
+        let target = mark & shaper_mark::TARGET;
+        return bandwidth::steer(ctx, 0, target, mark & !shaper_mark::TARGET)
+            .map_err(|reason| (target, reason));
+    }
+    // SAFETY: as above; data_meta..data is the metadata XDP left.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + SHAPED_META_LEN > data {
+        return Err((ifindex, drop_reason::REDIRECT_FAILED));
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    let target = unsafe { core::ptr::read_unaligned(meta as *const u32) };
+    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
 }
 
 /// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers

@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
+mod profiles;
+pub use profiles::{Bandwidth, Profile, MAX_BANDWIDTH, MIN_BANDWIDTH, PROFILES};
 mod security_groups;
 pub use security_groups::{
     implicit_default, mapped, prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr,
@@ -93,6 +95,19 @@ pub struct Lpar {
     /// Whether `iqd trace` may capture this LPAR's frames.
     pub traceable: bool,
     pub nics: Vec<Nic>,
+    /// The LPAR's built-in profile (`profile`), if it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// The bandwidth the file sets (`bandwidth`), overriding the profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+impl Lpar {
+    /// The bandwidth its NICs share: its own, else its profile's; `None`: not limited.
+    pub fn effective_bandwidth(&self) -> Option<Bandwidth> {
+        self.bandwidth.or(self.profile.map(|p| p.bandwidth))
+    }
 }
 
 /// One IQD NIC of an LPAR, attached to one CHPID, in one of its VLANs or in none.

@@ -26,6 +26,9 @@ pub struct FabricFile {
 struct Lpar {
     name: String,
     netns: String,
+    /// `profile` and `bandwidth`, written when set.
+    profile: Option<String>,
+    bandwidth: Option<String>,
     traceable: bool,
     nics: Vec<Nic>,
 }
@@ -110,9 +113,27 @@ impl FabricFile {
         self.lpars.push(Lpar {
             name: name.to_string(),
             netns: netns.to_string(),
+            profile: None,
+            bandwidth: None,
             traceable: false,
             nics: nics.into_iter().collect(),
         });
+        self
+    }
+
+    /// `profile` of the LPAR added last.
+    pub fn profile(mut self, profile: &str) -> Self {
+        if let Some(lpar) = self.lpars.last_mut() {
+            lpar.profile = Some(profile.to_string());
+        }
+        self
+    }
+
+    /// `bandwidth` of the LPAR added last (`"2Gbps"`).
+    pub fn bandwidth(mut self, bandwidth: &str) -> Self {
+        if let Some(lpar) = self.lpars.last_mut() {
+            lpar.bandwidth = Some(bandwidth.to_string());
+        }
         self
     }
 
@@ -171,6 +192,12 @@ impl Display for FabricFile {
                 quoted(&lpar.name),
                 quoted(&lpar.netns)
             )?;
+            if let Some(profile) = &lpar.profile {
+                writeln!(f, "profile = {}", quoted(profile))?;
+            }
+            if let Some(bandwidth) = &lpar.bandwidth {
+                writeln!(f, "bandwidth = {}", quoted(bandwidth))?;
+            }
             if lpar.traceable {
                 writeln!(f, "traceable = true")?;
             }

@@ -2,7 +2,8 @@ use clap::Args;
 
 use super::ConfigArg;
 
-/// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their NICs.
+/// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their state (running,
+/// stopped), profile and bandwidth; their NICs.
 ///
 /// For every NIC: name, CHPID, VLAN (- for the untagged segment), device triple (read,write,data
 /// devices), MAC, addresses, the MTU the LPAR has set and the state (online, offline, absent).
@@ -42,6 +43,17 @@ impl Status {
                 c.mfs,
                 c.mtu,
                 c.members.join(" ")
+            );
+        }
+        println!();
+        println!("{:<8} {:<8} {:<20} BANDWIDTH", "LPAR", "STATE", "PROFILE");
+        for l in &status.lpars {
+            println!(
+                "{:<8} {:<8} {:<20} {}",
+                l.lpar,
+                l.state,
+                l.profile.as_deref().unwrap_or("-"),
+                l.bandwidth.as_deref().unwrap_or("-")
             );
         }
         println!();
