@@ -153,6 +153,85 @@ async fn gather_up(fabric: &Fabric, families: &Families) -> Result<()> {
         }
     }
 
+    // Per LPAR: its lifecycle state (one series per state, 1 for the one it is in) and, with a
+    // bandwidth, what its meters shaped and dropped per direction.
+    let recorded = crate::state::State::load(name)?;
+    let lpar_state = families.gauge(
+        "iqd_lpar_state",
+        "1 for the LPAR's lifecycle state (running, stopped; absent: not built), 0 otherwise.",
+        &["fabric", "lpar", "state"],
+    )?;
+    let bw_labels = ["fabric", "lpar", "direction"];
+    let bw_limit = families.gauge(
+        "iqd_lpar_bandwidth_bits_per_second",
+        "The bandwidth the LPAR's NICs share per direction (absent: not limited).",
+        &["fabric", "lpar"],
+    )?;
+    let shaped_frames = families.counter(
+        "iqd_lpar_bandwidth_shaped_frames_total",
+        "Frames that went through the LPAR's shaper, per direction.",
+        &bw_labels,
+    )?;
+    let shaped_bytes = families.counter(
+        "iqd_lpar_bandwidth_shaped_bytes_total",
+        "Bytes that went through the LPAR's shaper, per direction.",
+        &bw_labels,
+    )?;
+    let bw_dropped = families.counter(
+        "iqd_lpar_bandwidth_dropped_frames_total",
+        "Frames dropped for exceeding the LPAR's bandwidth, per direction (the senders count \
+         them as bandwidth_exceeded).",
+        &bw_labels,
+    )?;
+    let bw_dropped_bytes = families.counter(
+        "iqd_lpar_bandwidth_dropped_bytes_total",
+        "Bytes dropped for exceeding the LPAR's bandwidth, per direction.",
+        &bw_labels,
+    )?;
+    let bw_slots: std::collections::HashMap<u32, u32> =
+        maps.bw_ports.iter().filter_map(|e| e.ok()).collect();
+    for lpar in &fabric.lpars {
+        let state = inspect::lpar_state(recorded.as_ref(), &lpar.name);
+        for s in ["running", "stopped", "absent"] {
+            lpar_state
+                .with_label_values(&[name, lpar.name.as_str(), s])
+                .set((state == s) as i64);
+        }
+        let Some(limit) = lpar.effective_bandwidth() else {
+            continue;
+        };
+        bw_limit
+            .with_label_values(&[name, lpar.name.as_str()])
+            .set(limit.bits_per_second() as i64);
+        let slot = lpar
+            .nics
+            .iter()
+            .filter_map(|n| ports.get(&port_name(n)))
+            .find_map(|index| bw_slots.get(index).copied());
+        let Some(slot) = slot else {
+            continue;
+        };
+        for (direction, index) in [
+            ("send", iqd_common::bw_direction::SEND),
+            ("receive", iqd_common::bw_direction::RECEIVE),
+        ] {
+            let bucket = maps.bucket(2 * slot + index)?;
+            let labels = [name, lpar.name.as_str(), direction];
+            shaped_frames
+                .with_label_values(&labels)
+                .inc_by(bucket.shaped_packets);
+            shaped_bytes
+                .with_label_values(&labels)
+                .inc_by(bucket.shaped_bytes);
+            bw_dropped
+                .with_label_values(&labels)
+                .inc_by(bucket.dropped_packets);
+            bw_dropped_bytes
+                .with_label_values(&labels)
+                .inc_by(bucket.dropped_bytes);
+        }
+    }
+
     let ct = maps.ct_stats()?;
     let fabric_label = [name];
     families

@@ -197,6 +197,22 @@ fn metrics_under_traffic_pass_promtool_and_match_stats() {
     assert_eq!(promtool(&once), "");
     let (status, _) = http_get(port, "/nothing").expect("request");
     assert!(status.contains("404"), "{status}");
+
+    // Each LPAR's lifecycle state, one series per state.
+    let out = iqd_tests::iqd(&["lpar", "stop", "B", "--config", fabric.config_arg()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let scrape = fabric.iqd_ok_args("metrics", &["--once"]);
+    assert_eq!(promtool(&scrape), "");
+    let now = samples(&scrape);
+    let state = |lpar: &str, state: &str| {
+        now.get(&format!(
+            "iqd_lpar_state{{fabric=\"{name}\",lpar=\"{lpar}\",state=\"{state}\"}}"
+        ))
+        .copied()
+    };
+    assert_eq!(state("B", "stopped"), Some(1.0), "{scrape}");
+    assert_eq!(state("B", "running"), Some(0.0));
+    assert_eq!(state("A", "running"), Some(1.0));
 }
 
 /// The data path the suite runs on, as `iqd status` names it.
