@@ -42,6 +42,26 @@ pub mod map_names {
     /// last brought the fabric up, at index 0 of a one-entry array. Never touched by a program.
     /// Pins from before it existed count as layout 1.
     pub const LAYOUT: &str = "IQD_LAYOUT";
+    /// `iqd trace`: at index 0, non-zero while any port is traced; the one lookup a frame
+    /// costs when nobody traces.
+    pub const TRACE_ON: &str = "IQD_TRACE_ON";
+    /// `iqd trace`: [`crate::TracePort`] of every traced port (a traceable LPAR's NIC on a
+    /// CHPID being traced), keyed by the port's ifindex.
+    pub const TRACE_PORTS: &str = "IQD_TRACE_PORTS";
+    /// `iqd trace`: perf event arrays (one buffer per CPU) carrying [`crate::TraceEvent`]s and
+    /// frame bytes to the trace using slot 0..[`crate::TRACE_SLOTS`].
+    pub const TRACE_EVENTS_0: &str = "IQD_TRACE_EVENTS_0";
+    pub const TRACE_EVENTS_1: &str = "IQD_TRACE_EVENTS_1";
+    pub const TRACE_EVENTS_2: &str = "IQD_TRACE_EVENTS_2";
+    pub const TRACE_EVENTS_3: &str = "IQD_TRACE_EVENTS_3";
+    /// The event arrays by trace slot.
+    pub const TRACE_EVENTS: [&str; crate::TRACE_SLOTS as usize] = [
+        TRACE_EVENTS_0,
+        TRACE_EVENTS_1,
+        TRACE_EVENTS_2,
+        TRACE_EVENTS_3,
+    ];
+
     /// The routes of stopped LPARs' NICs, keyed and valued like [`ROUTES`] (out of it while
     /// the LPAR is stopped): a frame to one is dropped as `lpar_stopped`, not
     /// `no_destination`. Consulted only when [`ROUTES`] has no entry.
@@ -53,7 +73,7 @@ pub mod map_names {
     /// [`crate::Bucket`] per LPAR with a bandwidth and direction (see [`BW_PORTS`]), an array.
     pub const BUCKETS: &str = "IQD_BUCKETS";
 
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 22] = [
         PORTS,
         ROUTES,
         ADDRESSES,
@@ -67,10 +87,62 @@ pub mod map_names {
         XSK_STATS,
         SWITCH_COUNTERS,
         LAYOUT,
+        TRACE_ON,
+        TRACE_PORTS,
+        TRACE_EVENTS_0,
+        TRACE_EVENTS_1,
+        TRACE_EVENTS_2,
+        TRACE_EVENTS_3,
         STOPPED,
         BW_PORTS,
         BUCKETS,
     ];
+}
+
+/// `iqd trace`: traces of one fabric that may run at once (on different CHPIDs), each with
+/// its own event array.
+pub const TRACE_SLOTS: u32 = 4;
+/// `iqd trace`: the most bytes of a frame a trace keeps (a perf sample holds < 64 KiB).
+pub const TRACE_MAX_SNAPLEN: u32 = 65_000;
+
+/// A traced port: which trace gets its frames, how much of each, and whether drops too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracePort {
+    /// The trace's slot: which of [`map_names::TRACE_EVENTS`] it reads.
+    pub slot: u32,
+    /// Bytes of each frame to keep, at most [`TRACE_MAX_SNAPLEN`].
+    pub snaplen: u32,
+    /// [`trace_flags::DROPS`]: dropped frames too.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// What a [`TraceEvent`] saw, and [`TracePort::flags`].
+pub mod trace_flags {
+    /// Event: the fabric delivered the frame to this port's LPAR (otherwise the LPAR sent it).
+    pub const RECEIVED: u32 = 1;
+    /// Event: the fabric dropped the frame (its reason in [`super::TraceEvent::reason`]).
+    /// Port: record dropped frames too (`iqd trace --drops`).
+    pub const DROPS: u32 = 2;
+}
+
+/// One traced frame, followed in the perf sample by its first `cap_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    /// The port whose NIC sent or received it.
+    pub ifindex: u32,
+    /// [`trace_flags`].
+    pub flags: u32,
+    /// A [`drop_reason`] when [`trace_flags::DROPS`] is set.
+    pub reason: u32,
+    /// The frame's length (a GSO packet: all its segments).
+    pub orig_len: u32,
+    pub cap_len: u32,
+    pub _pad: u32,
 }
 
 /// Set (to anything) when building a test-only iqd whose map layout differs from the real
@@ -706,6 +778,7 @@ mod pod {
     unsafe impl aya::Pod for super::SgRanges {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::TracePort {}
     unsafe impl aya::Pod for super::Bucket {}
 }
 

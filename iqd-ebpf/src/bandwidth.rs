@@ -70,10 +70,17 @@ fn count_drop(bucket: *mut Bucket, bytes: u64) {
     }
 }
 
+/// Whether the sender's or the receiver's LPAR has a bandwidth: the one test every frame pays;
+/// [`admit`] runs only when it holds.
+#[inline(always)]
+pub fn limited(port: &PortInfo, target: &RouteTarget) -> bool {
+    port.flags & port_flags::BANDWIDTH != 0 || target.flags & route_flags::BANDWIDTH != 0
+}
+
 /// Whether the frame `ctx` from the NIC behind port `ifindex` (`port`) to `target` goes through
 /// a shaper (the sender's or the receiver's LPAR has a bandwidth), or exceeds one of the
 /// bandwidths. It counts as it goes on the wire: a GSO packet's `headers` (bytes up to its
-/// payload) once per segment. Costs an LPAR without a bandwidth nothing but two flag tests.
+/// payload) once per segment. Called only where [`limited`] holds.
 #[inline(always)]
 pub fn admit<C: Frame>(
     ctx: &C,

@@ -171,12 +171,21 @@ fn deliver<C: Frame, const V6: bool>(
         conntrack::open(&key, flow, ifindex, target.ifindex);
     }
     // The LPARs' bandwidths (a GSO packet's headers count once per segment).
-    let shaped = bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?;
+    let shaped = if bandwidth::limited(port, &target) {
+        bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?
+    } else {
+        false
+    };
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.
     copy_mac(&mut eth.dst, &target.mac);
-    Ok(Verdict::Deliver {
-        ifindex: target.ifindex,
-        shaped,
+    Ok(if shaped {
+        Verdict::Shape {
+            ifindex: target.ifindex,
+        }
+    } else {
+        Verdict::Deliver {
+            ifindex: target.ifindex,
+        }
     })
 }

@@ -30,6 +30,7 @@ mod nd;
 mod parse;
 mod policy;
 mod secgroup;
+mod trace;
 mod vlan;
 mod xsk;
 
@@ -38,6 +39,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use iqd_common::{
     drop_reason, shaper_mark,
@@ -55,9 +57,12 @@ pub const COUNTED: DropReason = u32::MAX;
 
 /// What to do with a frame the fabric accepts.
 pub enum Verdict {
-    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written);
-    /// through the LPARs' shapers first if `shaped` (bandwidth.rs).
-    Deliver { ifindex: u32, shaped: bool },
+    /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
+    Deliver { ifindex: u32 },
+    /// The same, through the sender's or the receiver's bandwidth shaper first (bandwidth.rs).
+    /// A variant of its own rather than a flag: the verdict stays small enough to be returned
+    /// in a register by the subprograms that decide it.
+    Shape { ifindex: u32 },
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
@@ -89,11 +94,18 @@ fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     }
 }
 
-/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`.
+/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`
+/// (and tracing the frame, if its port is traced with drops).
 #[inline(always)]
-fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
+fn finish<C: Frame + EbpfContext, A>(
+    ctx: &C,
+    ifindex: u32,
+    result: Result<A, DropReason>,
+    drop: A,
+) -> A {
     result.unwrap_or_else(|reason| {
         counters::dropped(ifindex, reason);
+        trace::dropped(ctx, ifindex, reason);
         drop
     })
 }
@@ -102,19 +114,19 @@ fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
 #[xdp(frags)]
 pub fn iqd_port(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => redirect_in_kernel(ctx, target),
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => pass_to_shaper(ctx, target),
+        Verdict::Deliver { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            redirect_in_kernel(ctx, target)
+        }
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
         Verdict::Reply => reply(ctx, ifindex),
     }
 }
@@ -157,6 +169,7 @@ fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> 
 /// on.
 #[inline(always)]
 fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    trace::replied(ctx, ifindex);
     counters::delivered(ifindex, 1, Frame::len(ctx));
     Ok(xdp_action::XDP_TX)
 }
@@ -165,20 +178,19 @@ fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
 #[xdp(frags)]
 pub fn iqd_xsk(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => pass_to_shaper(ctx, target),
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => {
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
+        Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            // Traced here, where the fabric decides, whichever way the frame then goes.
+            trace::delivered(ctx, ifindex, target);
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
                 xsk::count(xsk_stat::TO_SWITCH);
@@ -198,7 +210,7 @@ const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
+    finish(&ctx, ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
@@ -211,18 +223,14 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     }
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: true,
-        } => {
+        Verdict::Shape { ifindex: target } => {
             maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
             bandwidth::steer(ctx, ifindex, target, 0)
         }
-        Verdict::Deliver {
-            ifindex: target,
-            shaped: false,
-        } => {
+        Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);
@@ -231,6 +239,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_REDIRECT)
         }
         Verdict::Reply => {
+            trace::replied(ctx, ifindex);
             // SAFETY: as above; out of the port the request came in on, to the asker.
             if unsafe { bpf_redirect(ifindex, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);

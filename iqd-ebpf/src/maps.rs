@@ -3,12 +3,15 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap,
+        PerfEventArray, XskMap,
+    },
 };
 use iqd_common::{
     ct_stat, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget,
-    SgKey, SgRanges, MAX_BUCKETS, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES,
-    XSK_MAX_QUEUES,
+    SgKey, SgRanges, TraceEvent, TracePort, MAX_BUCKETS, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES,
+    MAX_SG_ENTRIES, XSK_MAX_QUEUES,
 };
 
 #[map(name = "IQD_PORTS")]
@@ -63,6 +66,25 @@ pub static IQD_BW_PORTS: HashMap<u32, u32> = HashMap::pinned(MAX_PORTS, 0);
 
 #[map(name = "IQD_BUCKETS")]
 pub static IQD_BUCKETS: Array<Bucket> = Array::pinned(MAX_BUCKETS, 0);
+
+// `iqd trace` (trace.rs): empty and off unless a trace runs.
+#[map(name = "IQD_TRACE_ON")]
+pub static IQD_TRACE_ON: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "IQD_TRACE_PORTS")]
+pub static IQD_TRACE_PORTS: HashMap<u32, TracePort> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_TRACE_EVENTS_0")]
+pub static IQD_TRACE_EVENTS_0: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_1")]
+pub static IQD_TRACE_EVENTS_1: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_2")]
+pub static IQD_TRACE_EVENTS_2: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_3")]
+pub static IQD_TRACE_EVENTS_3: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
 
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {

@@ -154,6 +154,7 @@ struct RawFabric {
 struct RawChpid {
     id: Spanned<String>,
     mfs: Option<Spanned<String>>,
+    analyzer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +164,7 @@ struct RawLpar {
     netns: Option<Spanned<String>>,
     profile: Option<Spanned<String>>,
     bandwidth: Option<Spanned<String>>,
+    traceable: Option<bool>,
     #[serde(default)]
     nic: Vec<Spanned<RawNic>>,
 }
@@ -189,6 +191,8 @@ struct CheckedChpid {
     id: u8,
     mfs: Mfs,
     pos: usize,
+    /// The LPAR that may trace it, and where the file names it.
+    analyzer: Option<(String, usize)>,
 }
 
 struct CheckedLpar {
@@ -199,6 +203,7 @@ struct CheckedLpar {
     netns_pos: Option<usize>,
     profile: Option<Profile>,
     bandwidth: Option<Bandwidth>,
+    traceable: bool,
     nics: Vec<CheckedNic>,
 }
 
@@ -358,6 +363,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     let mut problems = Problems::default();
     check_chpid_ids(src, &mut problems, &chpids);
     check_lpar_names(src, &mut problems, &lpars);
+    check_analyzers(src, &mut problems, &chpids, &lpars);
     check_nics(src, &mut problems, &lpars, &chpids, max_nics);
     check_addresses_unique(src, &mut problems, &lpars);
     let devnos = assign_devnos(src, &mut problems, &lpars);
@@ -402,6 +408,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         out_lpars.push(Lpar {
             name: lpar.name,
             netns: lpar.netns,
+            traceable: lpar.traceable,
             nics,
             profile: lpar.profile,
             bandwidth: lpar.bandwidth,
@@ -416,6 +423,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             .map(|c| Chpid {
                 id: c.id,
                 mfs: c.mfs,
+                analyzer: c.analyzer.map(|(name, _)| name),
             })
             .collect(),
         lpars: out_lpars,
@@ -554,6 +562,10 @@ fn check_chpid(problems: &mut Problems, raw: &RawChpid) -> Option<CheckedChpid> 
         id,
         mfs,
         pos: raw.id.span().start,
+        analyzer: raw
+            .analyzer
+            .as_ref()
+            .map(|a| (a.get_ref().clone(), a.span().start)),
     })
 }
 
@@ -636,6 +648,7 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         netns_pos: raw.netns.as_ref().map(|ns| ns.span().start),
         profile,
         bandwidth,
+        traceable: raw.traceable.unwrap_or(false),
         nics,
     })
 }
@@ -934,6 +947,28 @@ fn check_chpid_ids(src: &Source<'_>, problems: &mut Problems, chpids: &[CheckedC
             );
         } else {
             seen.insert(c.id, c.pos);
+        }
+    }
+}
+
+/// A CHPID's `analyzer` names an LPAR of the file.
+fn check_analyzers(
+    _src: &Source<'_>,
+    problems: &mut Problems,
+    chpids: &[CheckedChpid],
+    lpars: &[CheckedLpar],
+) {
+    for c in chpids {
+        if let Some((name, pos)) = &c.analyzer {
+            if !lpars.iter().any(|l| &l.name == name) {
+                problems.add(
+                    *pos,
+                    format!(
+                        "CHPID {}: analyzer {name:?} is not an LPAR of this file",
+                        chpid_label(c.id)
+                    ),
+                );
+            }
         }
     }
 }
@@ -1262,6 +1297,29 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("unexpected error: {e}"),
         }
+    }
+
+    #[test]
+    fn analyzer_and_traceable() {
+        let f = parse_ok(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP03\"\n\
+             [[chpid]]\nid = \"F1\"\n[[lpar]]\nname = \"LP01\"\ntraceable = true\n\
+             [[lpar]]\nname = \"LP03\"\n",
+        );
+        assert_eq!(f.chpids[0].analyzer.as_deref(), Some("LP03"));
+        assert_eq!(f.chpids[1].analyzer, None);
+        assert!(f.lpars[0].traceable);
+        assert!(!f.lpars[1].traceable);
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP09\" # <-\n\
+             [[lpar]]\nname = \"LP01\"\n",
+            "CHPID F0: analyzer \"LP09\" is not an LPAR of this file",
+        );
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\n[[lpar]]\nname = \"LP01\"\n\
+             traceable = \"yes\" # <-\n",
+            "expected a boolean",
+        );
     }
 
     /// Asserts `text` is refused on the line marked `# <-` with a message containing `needle`.

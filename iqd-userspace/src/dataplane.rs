@@ -809,6 +809,25 @@ impl FabricMaps {
         })
     }
 
+    /// Every port's counters by ifindex, as [`Self::counters`] gives one's: the counter map is
+    /// read in one pass, the switch's counters once per port it serves (a scrape).
+    pub fn all_counters(&self) -> Result<std::collections::HashMap<u32, NicCounters>> {
+        let mut all = std::collections::HashMap::new();
+        for entry in self.counters.iter() {
+            let (ifindex, per_cpu) = entry.map_err(map_err(map_names::COUNTERS))?;
+            let total: &mut NicCounters = all.entry(ifindex).or_default();
+            per_cpu.iter().for_each(|c| total.accumulate(c));
+        }
+        for (ifindex, slot) in self.xsk_slots() {
+            match self.switch_counters.get(&slot, 0) {
+                Ok(counters) => all.entry(ifindex).or_default().accumulate(&counters),
+                Err(aya::maps::MapError::OutOfBounds { .. }) => {}
+                Err(e) => return Err(map_err(map_names::SWITCH_COUNTERS)(e)),
+            }
+        }
+        Ok(all)
+    }
+
     /// A NIC's counters: the kernel's, summed over CPUs, plus the AF_XDP switch's.
     pub fn counters(&self, ifindex: u32) -> Result<NicCounters> {
         let mut total = NicCounters::default();

@@ -73,6 +73,9 @@ pub struct Chpid {
     #[serde(serialize_with = "serialize_chpid")]
     pub id: u8,
     pub mfs: Mfs,
+    /// The LPAR allowed to trace this CHPID (`iqd trace --as`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyzer: Option<String>,
 }
 
 /// Maximum frame size of a CHPID; the MTU is 8K less.
@@ -89,6 +92,8 @@ pub enum Mfs {
 pub struct Lpar {
     pub name: String,
     pub netns: String,
+    /// Whether `iqd trace` may capture this LPAR's frames.
+    pub traceable: bool,
     pub nics: Vec<Nic>,
     /// The LPAR's built-in profile (`profile`), if it names one.
     #[serde(skip_serializing_if = "Option::is_none")]

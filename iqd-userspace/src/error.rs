@@ -87,6 +87,10 @@ pub enum Error {
         known: String,
     },
 
+    /// `iqd trace` refused or failed; nothing was captured when it refused.
+    #[error("trace of CHPID {chpid}: {message}")]
+    Trace { chpid: String, message: String },
+
     #[error("the AF_XDP switch of fabric {fabric}: {message}")]
     Switch { fabric: String, message: String },
 

@@ -935,7 +935,9 @@ async fn remove_nic(
 pub async fn down(fabric: &Fabric, wait: Wait) -> Result<()> {
     let lock = FabricLock::acquire(&fabric.name, "down", wait)?;
     down_unlocked(fabric).await?;
-    // Nothing of the fabric stays behind, its lock file included.
+    // Nothing of the fabric stays behind, its lock files included (a trace still running
+    // fails with the pins gone).
+    crate::trace::remove_lock_files(&fabric.name);
     lock.remove_file();
     Ok(())
 }

@@ -237,6 +237,19 @@ pub struct AfxdpStats {
     pub frames_moved: u64,
 }
 
+/// Data path `afxdp`: the programs' figures `programs` with the switch's.
+pub fn afxdp_stats(fabric: &Fabric, programs: dataplane::XskStats) -> AfxdpStats {
+    let status = switch_status(&fabric.name);
+    AfxdpStats {
+        programs,
+        switch_running: status.running,
+        frames_moved: match (status.running, status.report) {
+            (true, Some(report)) => report.frames_moved,
+            _ => 0,
+        },
+    }
+}
+
 /// What an LPAR's bandwidth did, per direction: frames its shaper carried (delayed as far as
 /// the bandwidth needs), and frames its meter dropped (the senders count these drops as
 /// `bandwidth_exceeded`).
@@ -319,17 +332,7 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
         }
     }
     let afxdp = match fabric.datapath {
-        Datapath::Afxdp => {
-            let status = switch_status(&fabric.name);
-            Some(AfxdpStats {
-                programs: maps.xsk_stats()?,
-                switch_running: status.running,
-                frames_moved: match (status.running, status.report) {
-                    (true, Some(report)) => report.frames_moved,
-                    _ => 0,
-                },
-            })
-        }
+        Datapath::Afxdp => Some(afxdp_stats(fabric, maps.xsk_stats()?)),
         Datapath::Xdp | Datapath::Tc => None,
     };
     Ok(Stats {

@@ -16,6 +16,8 @@ pub struct FabricFile {
     datapath: Option<String>,
     /// Id and MFS (`None`: the default).
     chpids: Vec<(String, Option<String>)>,
+    /// `analyzer` of a CHPID, by id.
+    analyzers: Vec<(String, String)>,
     groups: Vec<Group>,
     lpars: Vec<Lpar>,
 }
@@ -27,6 +29,7 @@ struct Lpar {
     /// `profile` and `bandwidth`, written when set.
     profile: Option<String>,
     bandwidth: Option<String>,
+    traceable: bool,
     nics: Vec<Nic>,
 }
 
@@ -70,6 +73,7 @@ impl FabricFile {
             name: name.to_string(),
             datapath: None,
             chpids: Vec::new(),
+            analyzers: Vec::new(),
             groups: Vec::new(),
             lpars: Vec::new(),
         }
@@ -111,6 +115,7 @@ impl FabricFile {
             netns: netns.to_string(),
             profile: None,
             bandwidth: None,
+            traceable: false,
             nics: nics.into_iter().collect(),
         });
         self
@@ -132,6 +137,22 @@ impl FabricFile {
         self
     }
 
+    /// `analyzer = lpar` on CHPID `chpid` (added with [`Self::chpid`]).
+    pub fn analyzer(mut self, chpid: &str, lpar: &str) -> Self {
+        self.analyzers.push((chpid.to_string(), lpar.to_string()));
+        self
+    }
+
+    /// `traceable = true` on the LPARs named.
+    pub fn traceable(mut self, names: &[&str]) -> Self {
+        for lpar in &mut self.lpars {
+            if names.contains(&lpar.name.as_str()) {
+                lpar.traceable = true;
+            }
+        }
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         self.to_string()
@@ -148,6 +169,9 @@ impl Display for FabricFile {
             writeln!(f, "\n[[chpid]]\nid = {}", quoted(id))?;
             if let Some(mfs) = mfs {
                 writeln!(f, "mfs = {}", quoted(mfs))?;
+            }
+            for (_, lpar) in self.analyzers.iter().filter(|(c, _)| c == id) {
+                writeln!(f, "analyzer = {}", quoted(lpar))?;
             }
         }
         for group in &self.groups {
@@ -173,6 +197,9 @@ impl Display for FabricFile {
             }
             if let Some(bandwidth) = &lpar.bandwidth {
                 writeln!(f, "bandwidth = {}", quoted(bandwidth))?;
+            }
+            if lpar.traceable {
+                writeln!(f, "traceable = true")?;
             }
             for nic in &lpar.nics {
                 writeln!(f, "[[lpar.nic]]\nchpid = {}", quoted(&nic.chpid))?;

@@ -19,6 +19,9 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "sockperf",
     "fping",
     "nftables",
+    // promtool (checks `iqd metrics`), tshark (reads `iqd trace`'s pcapng) in the observe suite.
+    "prometheus",
+    "tshark",
     // The virtualenv of the `iqd serve` tests, which drive it with IBM's ibm-vpc SDK.
     "python3-venv",
 ];

@@ -27,6 +27,7 @@ const DATAPATH_SUITES: &[&str] = &[
     "vlan",
     "upgrade",
     "lifecycle",
+    "observe",
     "serve",
 ];
 

@@ -31,7 +31,7 @@ impl Export {
         let doc = store::Store::open(&path)?.load()?;
         let Some(text) = doc.render() else {
             bail!(
-                "{}: the served VPC has no subnet yet, and a fabric needs a CHPID",
+                "{}: the served VPC has no subnet or no server yet, so no fabric",
                 path.display()
             );
         };

@@ -4,11 +4,13 @@ mod conntrack;
 mod down;
 mod export;
 mod lpar;
+mod metrics;
 mod profiles;
 mod serve;
 mod stats;
 mod status;
 mod switch;
+mod trace;
 mod up;
 
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub enum Command {
     Conntrack(conntrack::Conntrack),
     Lpar(lpar::Lpar),
     Profiles(profiles::Profiles),
+    Metrics(metrics::Metrics),
+    Trace(trace::Trace),
     Serve(serve::Serve),
     Export(export::Export),
     #[command(hide = true)]
@@ -90,6 +94,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conntrack(cmd) => cmd.run().await,
         Command::Lpar(cmd) => cmd.run().await,
         Command::Profiles(cmd) => cmd.run(),
+        Command::Metrics(cmd) => cmd.run().await,
+        Command::Trace(cmd) => cmd.run().await,
         Command::Serve(cmd) => cmd.run().await,
         Command::Export(cmd) => cmd.run(),
         Command::Switch(cmd) => cmd.run().await,

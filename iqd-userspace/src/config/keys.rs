@@ -73,7 +73,7 @@ mod tests {
         assert_eq!(keys_of("fabric"), ["name", "max_nics_per_lpar", "datapath"]);
         assert_eq!(
             keys_of("lpar"),
-            ["name", "netns", "profile", "bandwidth", "nic"]
+            ["name", "netns", "profile", "bandwidth", "traceable", "nic"]
         );
         // Serde's names: `type`, not the field `icmp_type`.
         assert!(keys_of("security_group.rules").contains(&"type"));

@@ -130,11 +130,12 @@ impl Doc {
             .find_map(|s| s.interfaces.iter().find(|i| i.id == id).map(|i| (s, i)))
     }
 
-    /// The fabric file of this state; `None` while it has no VPC or no subnet (a fabric needs a
-    /// CHPID).
+    /// The fabric file of this state; `None` while it has no VPC, no subnet (a fabric needs a
+    /// CHPID) or no server: the fabric is built with the first server and taken down with the
+    /// last (an `afxdp` fabric without LPARs does not come up: its switch finds no state).
     pub fn render(&self) -> Option<String> {
         let vpc = self.vpc.as_ref()?;
-        if self.subnets.is_empty() {
+        if self.subnets.is_empty() || self.servers.is_empty() {
             return None;
         }
         let mut out = String::new();

@@ -9,6 +9,7 @@
 mod bandwidth;
 mod env;
 mod measure;
+mod observe;
 mod report;
 mod secgroups;
 mod stats;
@@ -115,6 +116,13 @@ pub struct Options {
     /// otherwise). A full default run measures it too, after the rest.
     #[arg(long, conflicts_with_all = ["quick", "system", "mtu", "scale", "family", "docs"])]
     bandwidth: bool,
+
+    /// Measure only the observe part: TCP throughput and request/response latency of iqd-tc
+    /// (MTU 8192) with no trace and with `iqd trace` of both LPARs at snaplen 128, interleaved
+    /// (3 rounds of 2-second runs unless --rounds, --duration say otherwise), and the time of
+    /// an `iqd metrics` scrape of 85 LPARs x 2 NICs (about 2 minutes in all).
+    #[arg(long, conflicts_with_all = ["quick", "system", "mtu", "scale", "family", "docs", "bandwidth"])]
+    observe: bool,
 
     /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
     /// render its report again.
@@ -633,6 +641,9 @@ pub fn run(options: Options) -> Result<()> {
     if options.bandwidth {
         return run_bandwidth(&options);
     }
+    if options.observe {
+        return run_observe(&options);
+    }
     let plan = Plan::from_options(&options)?;
     setup::ensure(
         "bench",
@@ -844,6 +855,46 @@ fn run_bandwidth(options: &Options) -> Result<()> {
     print!("{}", bandwidth::table(&samples));
     std::fs::write(&json_path, serde_json::to_string_pretty(&samples)?)
         .with_context(|| format!("could not write {}", json_path.display()))?;
+    eprintln!("bench: raw samples: {}", json_path.display());
+    Ok(())
+}
+
+/// `--observe`: the observe part alone, its table on stdout and its figures in a JSON file.
+fn run_observe(options: &Options) -> Result<()> {
+    setup::ensure(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let iqd = match &options.iqd {
+        Some(path) if path.is_file() => std::fs::canonicalize(path)?,
+        Some(path) => bail!("--iqd: {} is not a file", path.display()),
+        None => build_release()?,
+    };
+    let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(2));
+    if rounds == 0 || seconds == 0 {
+        bail!("--observe needs at least 1 round of at least 1 second");
+    }
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_path = options.json.clone().unwrap_or_else(|| {
+        util::target_dir()
+            .join("bench")
+            .join(format!("observe-{epoch}.json"))
+    });
+    if let Some(parent) = json_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let result = observe::measure(&iqd, &work_dir, rounds, seconds);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let figures = result?;
+    print!("{}", observe::table(&figures));
+    observe::write_json(&json_path, &figures)?;
     eprintln!("bench: raw samples: {}", json_path.display());
     Ok(())
 }
