@@ -128,6 +128,22 @@ impl Served {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, serde_json::Value) {
+        let (status, body) = self.http_text(method, path, token, body);
+        let json = Some(body.as_str())
+            .filter(|b| !b.is_empty())
+            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("body {b:?}: {e}")))
+            .unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// One raw HTTP request: status and body as text.
+    pub fn http_text(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -150,13 +166,11 @@ impl Served {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let json = response
+        let body = response
             .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .filter(|b| !b.is_empty())
-            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("body {b:?}: {e}")))
-            .unwrap_or(serde_json::Value::Null);
-        (status, json)
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     pub fn config_arg(&self) -> &str {

@@ -287,6 +287,15 @@ fn refusals_have_their_codes_and_change_nothing() {
             e[case]
         );
     }
+    // `iqd metrics`' figures at /metrics, with the token only.
+    let (status, metrics) = served.http_text("GET", "/metrics", Some(&token), None);
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("iqd_"), "no iqd metrics: {metrics}");
+    assert!(
+        metrics.contains(&s1.netns) || metrics.contains("S0"),
+        "no LPAR in the scrape"
+    );
+    assert_eq!(served.http_text("GET", "/metrics", None, None).0, 401);
     // Nothing changed: the same servers, and the fabric as it was.
     let after = served
         .http("GET", "/v1/bare_metal_servers", Some(&token), None)

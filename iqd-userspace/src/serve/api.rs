@@ -24,6 +24,21 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if authorized(&app, &headers) && method == Method::GET && uri.path() == "/metrics" {
+        return match app.metrics().await {
+            Ok(text) => (
+                StatusCode::OK,
+                [("content-type", "text/plain; version=0.0.4")],
+                text,
+            )
+                .into_response(),
+            Err(e) => (
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(e.body()),
+            )
+                .into_response(),
+        };
+    }
     let result = if authorized(&app, &headers) {
         route(&app, &method, &uri, &body).await
     } else {

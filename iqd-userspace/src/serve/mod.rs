@@ -58,6 +58,13 @@ pub type Change = Box<dyn Fn(&mut Doc) -> Result<(u16, Value), ApiError> + Send>
 
 type Reply = oneshot::Sender<Result<(u16, Value), ApiError>>;
 
+/// What the writer task does: a change, or a scrape of the fabric's metrics (`iqd metrics`'s
+/// text), which reads the pinned maps on the writer's thread like a change.
+enum Job {
+    Change(Change, Reply),
+    Metrics(oneshot::Sender<Result<String, ApiError>>),
+}
+
 /// What the HTTP side shares.
 pub struct App {
     pub token: String,
@@ -65,7 +72,7 @@ pub struct App {
     pub base: String,
     /// The committed state.
     pub doc: RwLock<Doc>,
-    writer: mpsc::UnboundedSender<(Change, Reply)>,
+    writer: mpsc::UnboundedSender<Job>,
 }
 
 impl App {
@@ -78,7 +85,17 @@ impl App {
     pub async fn change(&self, change: Change) -> Result<(u16, Value), ApiError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((change, tx))
+            .send(Job::Change(change, tx))
+            .map_err(|_| ApiError::new(503, "service_unavailable", "iqd serve is stopping"))?;
+        rx.await
+            .map_err(|_| ApiError::new(503, "service_unavailable", "iqd serve is stopping"))?
+    }
+
+    /// The served fabric's metrics in Prometheus' text format, as `iqd metrics` has them.
+    pub async fn metrics(&self) -> Result<String, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Job::Metrics(tx))
             .map_err(|_| ApiError::new(503, "service_unavailable", "iqd serve is stopping"))?;
         rx.await
             .map_err(|_| ApiError::new(503, "service_unavailable", "iqd serve is stopping"))?
@@ -92,7 +109,7 @@ pub struct Writer {
     pub config: PathBuf,
     pub store: store::Store,
     pub app: Arc<App>,
-    rx: mpsc::UnboundedReceiver<(Change, Reply)>,
+    rx: mpsc::UnboundedReceiver<Job>,
 }
 
 pub fn channel(
@@ -124,14 +141,24 @@ const MAX_BATCH: usize = 256;
 impl Writer {
     pub async fn run(mut self) {
         while let Some(first) = self.rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut scrapes = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Change(change, reply) => batch.push((change, reply)),
+                    Job::Metrics(reply) => scrapes.push(reply),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = self.rx.try_recv().ok();
                 }
             }
-            self.apply_batch(batch).await;
+            if !batch.is_empty() {
+                self.apply_batch(batch).await;
+            }
+            for reply in scrapes {
+                let _ = reply.send(self.scrape().await);
+            }
         }
     }
 
@@ -166,6 +193,18 @@ impl Writer {
             };
             let _ = reply.send(result);
         }
+    }
+
+    async fn scrape(&self) -> Result<String, ApiError> {
+        let Some(text) = self.app.read().render() else {
+            return Err(ApiError::new(
+                404,
+                "not_found",
+                "no fabric yet: the VPC has no subnet or no server",
+            ));
+        };
+        let fabric = Fabric::parse(&text, &self.config).map_err(invalid)?;
+        crate::metrics::gather(&fabric).await.map_err(failed)
     }
 
     /// Applies `new` (the fabric, then LPAR states), then commits it and publishes it.
