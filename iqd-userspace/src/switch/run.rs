@@ -134,14 +134,26 @@ async fn serve(fabric: &Fabric, state: &State, report: &mut Report) -> Result<()
     for (index, port) in ports.iter().enumerate() {
         for queue in 0..port.queues {
             let first = endpoints.first().map(|e| &e.socket);
-            let socket =
-                Socket::bind(&umem, first, port.ifindex, queue, rings).map_err(|source| {
-                    Error::Xsk {
-                        port: port.name.clone(),
-                        queue,
-                        source,
+            // A switch that was just stopped may still hold the queue: the kernel releases an
+            // AF_XDP socket after its last descriptor closes, not at once (EBUSY until then).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let socket = loop {
+                match Socket::bind(&umem, first, port.ifindex, queue, rings) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                     }
-                })?;
+                    result => {
+                        break result.map_err(|source| Error::Xsk {
+                            port: port.name.clone(),
+                            queue,
+                            source,
+                        })?
+                    }
+                }
+            };
             registrations.push((port.slot * XSK_MAX_QUEUES + queue, socket.fd()));
             endpoints.push(Endpoint {
                 socket,
