@@ -558,6 +558,37 @@ fn print_results(
     }
 }
 
+/// Where a run's raw samples go: `--json`, or `target/bench/<stem>-<epoch>.json`; its directory
+/// is created.
+fn json_path(json: Option<&PathBuf>, stem: &str, epoch: u64) -> Result<PathBuf> {
+    let path = json.cloned().unwrap_or_else(|| {
+        util::target_dir()
+            .join("bench")
+            .join(format!("{stem}-{epoch}.json"))
+    });
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    Ok(path)
+}
+
+/// The run's scratch directory (fabric files and the like), made anew.
+fn work_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// SIGINT and SIGTERM end the run between steps ([`check_interrupted`]), after cleanup.
+fn catch_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -678,25 +709,11 @@ pub fn run(options: Options) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let json_path = options.json.clone().unwrap_or_else(|| {
-        util::target_dir()
-            .join("bench")
-            .join(format!("bench-{epoch}.json"))
-    });
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("could not create {}", parent.display()))?;
-    }
+    let json_path = json_path(options.json.as_ref(), "bench", epoch)?;
 
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    catch_signals();
 
-    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let work_dir = work_dir()?;
     let mut builder = Builder::new(iqd, work_dir.clone());
     if let Some(path) = &options.baseline_iqd {
         if !path.is_file() {
@@ -830,23 +847,9 @@ fn run_bandwidth(options: &Options) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let json_path = options.json.clone().unwrap_or_else(|| {
-        util::target_dir()
-            .join("bench")
-            .join(format!("bandwidth-{epoch}.json"))
-    });
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("could not create {}", parent.display()))?;
-    }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let json_path = json_path(options.json.as_ref(), "bandwidth", epoch)?;
+    catch_signals();
+    let work_dir = work_dir()?;
     let tag = format!("ib{:x}", std::process::id() & 0xffff);
     let result = bandwidth::measure(&iqd, &work_dir, &tag, rounds, seconds);
     let _ = std::fs::remove_dir_all(&work_dir);
@@ -878,18 +881,8 @@ fn run_observe(options: &Options) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let json_path = options.json.clone().unwrap_or_else(|| {
-        util::target_dir()
-            .join("bench")
-            .join(format!("observe-{epoch}.json"))
-    });
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("could not create {}", parent.display()))?;
-    }
-    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let json_path = json_path(options.json.as_ref(), "observe", epoch)?;
+    let work_dir = work_dir()?;
     let result = observe::measure(&iqd, &work_dir, rounds, seconds);
     let _ = std::fs::remove_dir_all(&work_dir);
     let figures = result?;
