@@ -14,10 +14,9 @@ use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use iqd_common::{
     drop_reason, is_multicast, segment_of, sg_direction,
     wire::{
-        IPPROTO_ICMPV6, IPPROTO_IGMP, MLD_QUERY,
         ALLOW_NEW_SOURCES, CHANGE_TO_EXCLUDE, CHANGE_TO_INCLUDE, ETH_HLEN, IGMP_V1_REPORT,
-        IGMP_V2_LEAVE, IGMP_V2_REPORT, IGMP_V3_REPORT, IPV6_HLEN, MLD_V1_DONE, MLD_V1_REPORT,
-        MLD_V2_REPORT, MODE_IS_EXCLUDE, MODE_IS_INCLUDE,
+        IGMP_V2_LEAVE, IGMP_V2_REPORT, IGMP_V3_REPORT, IPPROTO_ICMPV6, IPPROTO_IGMP, IPV6_HLEN,
+        MLD_QUERY, MLD_V1_DONE, MLD_V1_REPORT, MLD_V2_REPORT, MODE_IS_EXCLUDE, MODE_IS_INCLUDE,
     },
     Addr, GroupKey, GroupMembers, PortInfo, MAX_FANOUT, MAX_REPORT_RECORDS,
 };
@@ -123,7 +122,8 @@ fn check_sender<C: Frame, const V6: bool>(
         // SAFETY: as above.
         let ip = unsafe { &*ip };
         let payload_len = u16::from_be_bytes(ip.payload_len) as u64;
-        if ip.version_tc_flow[0] >> 4 != 6 || payload_len + (ETH_HLEN + IPV6_HLEN) as u64 > frame_len
+        if ip.version_tc_flow[0] >> 4 != 6
+            || payload_len + (ETH_HLEN + IPV6_HLEN) as u64 > frame_len
         {
             return Err(drop_reason::MALFORMED);
         }
@@ -270,7 +270,12 @@ fn learn_from<C: Frame, const V6: bool>(
             IGMP_V1_REPORT | IGMP_V2_REPORT => {
                 update(segment, &iqd_common::ipv4_mapped(igmp.group), ifindex, true)
             }
-            IGMP_V2_LEAVE => update(segment, &iqd_common::ipv4_mapped(igmp.group), ifindex, false),
+            IGMP_V2_LEAVE => update(
+                segment,
+                &iqd_common::ipv4_mapped(igmp.group),
+                ifindex,
+                false,
+            ),
             IGMP_V3_REPORT => {
                 let records = u16::from_be_bytes([igmp.group[2], igmp.group[3]]);
                 let mut at = offset + 8;
@@ -430,7 +435,9 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
         segment,
         addr: flow.daddr.bytes(),
     };
-    let members = IQD_GROUPS.get_ptr(&key).ok_or(drop_reason::NO_DESTINATION)?;
+    let members = IQD_GROUPS
+        .get_ptr(&key)
+        .ok_or(drop_reason::NO_DESTINATION)?;
     // The Ethernet destination is the group's (a NOARP sender addresses a broadcast to its
     // own MAC): the receivers' stacks take the copies as multicast or broadcast.
     set_group_mac::<C, V6>(ctx, &flow.daddr)?;

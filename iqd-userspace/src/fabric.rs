@@ -542,14 +542,19 @@ pub fn broadcast_lists(
             .or_default()
             .push(*port);
         for cidr in nic.ipv4.iter().filter(|c| c.prefix <= 30) {
-            let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(cidr.prefix))
+                .unwrap_or(0);
             let network = u32::from(cidr.addr) & mask;
             let broadcast = Ipv4Addr::from(network | !mask);
             let members = nics
                 .iter()
                 .filter(|(other, _)| {
                     other.segment() == nic.segment()
-                        && other.ipv4.iter().any(|c| u32::from(c.addr) & mask == network)
+                        && other
+                            .ipv4
+                            .iter()
+                            .any(|c| u32::from(c.addr) & mask == network)
                 })
                 .map(|(_, port)| *port);
             let list = lists.entry((nic.segment(), broadcast)).or_default();
