@@ -262,7 +262,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
                 mcast::fan_out::<_, false>(ctx, ifindex);
             }
             // Consumed: learnt from, or copied to every receiver (mcast.rs counted any drop).
-            Ok(TC_ACT_STOLEN as i32)
+            Ok(TC_ACT_STOLEN)
         }
     }
 }

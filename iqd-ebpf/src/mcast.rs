@@ -53,7 +53,8 @@ fn classify_inner<C: Frame, const V6: bool>(ctx: &C, segment: u32) -> Result<u32
         let ip: *const Ipv6Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
         // SAFETY: `ptr_at` checked the bounds.
         let ip = unsafe { &*ip };
-        if ip.daddr[0] != 0xff {
+        // A malformed header is forward.rs's to refuse.
+        if ip.daddr[0] != 0xff || ip.version_tc_flow[0] >> 4 != 6 {
             return Ok(0);
         }
         let (l4_offset, end) = locate::<C, V6>(ctx)?;
@@ -81,7 +82,13 @@ fn classify_inner<C: Frame, const V6: bool>(ctx: &C, segment: u32) -> Result<u32
         let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
         // SAFETY: as above.
         let ip = unsafe { &*ip };
-        if (u16::from_be_bytes(ip.tot_len) as usize + ETH_HLEN) as u64 > frame_len {
+        let ihl = (ip.version_ihl & 0x0f) as u64;
+        let tot_len = u16::from_be_bytes(ip.tot_len) as u64;
+        if ip.version_ihl >> 4 != 4
+            || ihl < 5
+            || tot_len < ihl * 4
+            || tot_len + ETH_HLEN as u64 > frame_len
+        {
             return Ok(0);
         }
         let daddr = FlowAddr::ipv4_mapped(ip.daddr);
@@ -91,7 +98,7 @@ fn classify_inner<C: Frame, const V6: bool>(ctx: &C, segment: u32) -> Result<u32
                 addr: daddr.bytes(),
             };
             // SAFETY: a map value, read once.
-            unsafe { IQD_GROUPS.get(&key) }.map_or(0, |m| m.count) > 0
+            unsafe { IQD_GROUPS.get(key) }.map_or(0, |m| m.count) > 0
         };
         if !one_to_many {
             return Ok(0);
@@ -354,7 +361,7 @@ fn update(segment: u32, group: &Addr, ifindex: u32, join: bool) {
         segment,
         addr: *group,
     };
-    if let Some(members) = IQD_GROUPS.get_ptr_mut(&key) {
+    if let Some(members) = IQD_GROUPS.get_ptr_mut(key) {
         // SAFETY: a map value; a concurrent update of the same group by another CPU can at
         // worst lose one of the two changes (the next report repeats it).
         let members = unsafe { &mut *members };
@@ -383,7 +390,7 @@ fn update(segment: u32, group: &Addr, ifindex: u32, join: bool) {
                 }
                 members.count = last as u32;
                 if last == 0 {
-                    let _ = IQD_GROUPS.remove(&key);
+                    let _ = IQD_GROUPS.remove(key);
                 }
             }
             return;
@@ -404,7 +411,7 @@ fn update(segment: u32, group: &Addr, ifindex: u32, join: bool) {
     let scratch = unsafe { &mut *scratch };
     scratch.count = 1;
     scratch.ifindex[0] = ifindex;
-    let _ = IQD_GROUPS.insert(&key, scratch, BPF_NOEXIST as u64);
+    let _ = IQD_GROUPS.insert(key, scratch, BPF_NOEXIST as u64);
 }
 
 /// Delivers a copy of the one-to-many IP packet at the frame's network header (IPv4 or, with
@@ -435,9 +442,7 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
         segment,
         addr: flow.daddr.bytes(),
     };
-    let members = IQD_GROUPS
-        .get_ptr(&key)
-        .ok_or(drop_reason::NO_DESTINATION)?;
+    let members = IQD_GROUPS.get_ptr(key).ok_or(drop_reason::NO_DESTINATION)?;
     // The Ethernet destination is the group's (a NOARP sender addresses a broadcast to its
     // own MAC): the receivers' stacks take the copies as multicast or broadcast.
     set_group_mac::<C, V6>(ctx, &flow.daddr)?;

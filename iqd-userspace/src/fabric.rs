@@ -346,7 +346,7 @@ impl Executor<'_> {
             }
             Step::SyncRoutes => {
                 let routes = std::mem::take(&mut self.routes);
-                let broadcasts = broadcast_lists(fabric, &self.ports);
+                let broadcasts = broadcast_lists(fabric, |nic| self.ports.get(&nic.devno).copied());
                 let (_, maps) = self.plane()?;
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.sync_routes(&routes)?;
@@ -524,16 +524,16 @@ fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, R
 
 /// The member lists of the broadcast addresses: in each segment, the limited broadcast
 /// (255.255.255.255) reaches every NIC, and the directed broadcast of each IPv4 prefix (up to
-/// /30) every NIC with an address in it. `ports`: each NIC's port, by devno.
+/// /30) every NIC with an address in it. `port`: a NIC's port, if it has one.
 pub fn broadcast_lists(
     fabric: &Fabric,
-    ports: &std::collections::HashMap<u16, u32>,
+    port: impl Fn(&Nic) -> Option<u32>,
 ) -> Vec<(GroupKey, Vec<u32>)> {
     let nics: Vec<(&Nic, u32)> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
-        .filter_map(|nic| Some((nic, *ports.get(&nic.devno)?)))
+        .filter_map(|nic| Some((nic, port(nic)?)))
         .collect();
     let mut lists: std::collections::BTreeMap<(u32, Ipv4Addr), Vec<u32>> = Default::default();
     for (nic, port) in &nics {
