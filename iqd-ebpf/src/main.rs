@@ -254,12 +254,17 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
         }
         Verdict::OneToMany { flags } => {
             let v6 = flags & ONE_TO_MANY_V6 == ONE_TO_MANY_V6;
-            if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
+            let fanned_out = if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
                 learn(ctx, ifindex, v6);
+                true
             } else if v6 {
-                mcast::fan_out::<_, true>(ctx, ifindex);
+                mcast::fan_out::<_, true>(ctx, ifindex)
             } else {
-                mcast::fan_out::<_, false>(ctx, ifindex);
+                mcast::fan_out::<_, false>(ctx, ifindex)
+            };
+            if !fanned_out {
+                // Dropped whole, and counted (mcast.rs).
+                return Ok(TC_ACT_SHOT);
             }
             // Consumed: learnt from, or copied to every receiver (mcast.rs counted any drop).
             Ok(TC_ACT_STOLEN)

@@ -419,12 +419,17 @@ fn update(segment: u32, group: &Addr, ifindex: u32, join: bool) {
 /// destination of its destination, each copy after that receiver's
 /// policy. Counts the sent frame, each delivery, and each receiver's drop. `no_destination`
 /// when no other NIC is a member. A subprogram of its own, for the stack.
-/// Drops are counted here (no reason leaves a subprogram: see counters.rs).
+/// Drops are counted here (no reason leaves a subprogram: see counters.rs). Whether the frame
+/// went to the receivers' policy at all (`false`: dropped as a whole).
 #[inline(never)]
-pub fn fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) {
-    if let Err(reason) = try_fan_out::<C, V6>(ctx, ifindex) {
-        if reason != COUNTED {
-            counters::dropped(ifindex, reason);
+pub fn fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> bool {
+    match try_fan_out::<C, V6>(ctx, ifindex) {
+        Ok(()) => true,
+        Err(reason) => {
+            if reason != COUNTED {
+                counters::dropped(ifindex, reason);
+            }
+            false
         }
     }
 }
