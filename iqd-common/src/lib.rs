@@ -42,6 +42,37 @@ pub mod map_names {
     /// last brought the fabric up, at index 0 of a one-entry array. Never touched by a program.
     /// Pins from before it existed count as layout 1.
     pub const LAYOUT: &str = "IQD_LAYOUT";
+    /// `iqd trace`: at index 0, non-zero while any port is traced; the one lookup a frame
+    /// costs when nobody traces.
+    pub const TRACE_ON: &str = "IQD_TRACE_ON";
+    /// `iqd trace`: [`crate::TracePort`] of every traced port (a traceable LPAR's NIC on a
+    /// CHPID being traced), keyed by the port's ifindex.
+    pub const TRACE_PORTS: &str = "IQD_TRACE_PORTS";
+    /// `iqd trace`: perf event arrays (one buffer per CPU) carrying [`crate::TraceEvent`]s and
+    /// frame bytes to the trace using slot 0..[`crate::TRACE_SLOTS`].
+    pub const TRACE_EVENTS_0: &str = "IQD_TRACE_EVENTS_0";
+    pub const TRACE_EVENTS_1: &str = "IQD_TRACE_EVENTS_1";
+    pub const TRACE_EVENTS_2: &str = "IQD_TRACE_EVENTS_2";
+    pub const TRACE_EVENTS_3: &str = "IQD_TRACE_EVENTS_3";
+    /// The event arrays by trace slot.
+    pub const TRACE_EVENTS: [&str; crate::TRACE_SLOTS as usize] = [
+        TRACE_EVENTS_0,
+        TRACE_EVENTS_1,
+        TRACE_EVENTS_2,
+        TRACE_EVENTS_3,
+    ];
+
+    /// The routes of stopped LPARs' NICs, keyed and valued like [`ROUTES`] (out of it while
+    /// the LPAR is stopped): a frame to one is dropped as `lpar_stopped`, not
+    /// `no_destination`. Consulted only when [`ROUTES`] has no entry.
+    pub const STOPPED: &str = "IQD_STOPPED";
+    /// The bandwidth bucket slot of a port whose LPAR has a bandwidth, keyed by the port's
+    /// ifindex: its LPAR's two [`crate::Bucket`]s are at `2 * slot` (send) and
+    /// `2 * slot + 1` (receive) of [`BUCKETS`].
+    pub const BW_PORTS: &str = "IQD_BW_PORTS";
+    /// [`crate::Bucket`] per LPAR with a bandwidth and direction (see [`BW_PORTS`]), an array.
+    pub const BUCKETS: &str = "IQD_BUCKETS";
+
     /// One-to-many delivery: the NICs a group or broadcast address of a segment reaches, a
     /// hash from [`crate::GroupKey`] to [`crate::GroupMembers`]. Multicast groups are learnt
     /// by the programs from the LPARs' IGMP and MLD reports; broadcast addresses (limited and
@@ -51,7 +82,7 @@ pub mod map_names {
     /// group (the value does not fit the program's stack).
     pub const GROUP_SCRATCH: &str = "IQD_GROUP_SCRATCH";
 
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 24] = [
         PORTS,
         ROUTES,
         ADDRESSES,
@@ -65,9 +96,64 @@ pub mod map_names {
         XSK_STATS,
         SWITCH_COUNTERS,
         LAYOUT,
+        TRACE_ON,
+        TRACE_PORTS,
+        TRACE_EVENTS_0,
+        TRACE_EVENTS_1,
+        TRACE_EVENTS_2,
+        TRACE_EVENTS_3,
+        STOPPED,
+        BW_PORTS,
+        BUCKETS,
         GROUPS,
         GROUP_SCRATCH,
     ];
+}
+
+/// `iqd trace`: traces of one fabric that may run at once (on different CHPIDs), each with
+/// its own event array.
+pub const TRACE_SLOTS: u32 = 4;
+/// `iqd trace`: the most bytes of a frame a trace keeps (a perf sample holds < 64 KiB).
+pub const TRACE_MAX_SNAPLEN: u32 = 65_000;
+
+/// A traced port: which trace gets its frames, how much of each, and whether drops too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracePort {
+    /// The trace's slot: which of [`map_names::TRACE_EVENTS`] it reads.
+    pub slot: u32,
+    /// Bytes of each frame to keep, at most [`TRACE_MAX_SNAPLEN`].
+    pub snaplen: u32,
+    /// [`trace_flags::DROPS`]: dropped frames too.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// What a [`TraceEvent`] saw, and [`TracePort::flags`].
+pub mod trace_flags {
+    /// Event: the fabric delivered the frame to this port's LPAR (otherwise the LPAR sent it).
+    pub const RECEIVED: u32 = 1;
+    /// Event: the fabric dropped the frame (its reason in [`super::TraceEvent::reason`]).
+    /// Port: record dropped frames too (`iqd trace --drops`).
+    pub const DROPS: u32 = 2;
+}
+
+/// One traced frame, followed in the perf sample by its first `cap_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    /// The port whose NIC sent or received it.
+    pub ifindex: u32,
+    /// [`trace_flags`].
+    pub flags: u32,
+    /// A [`drop_reason`] when [`trace_flags::DROPS`] is set.
+    pub reason: u32,
+    /// The frame's length (a GSO packet: all its segments).
+    pub orig_len: u32,
+    pub cap_len: u32,
+    pub _pad: u32,
 }
 
 /// Set (to anything) when building a test-only iqd whose map layout differs from the real
@@ -80,9 +166,10 @@ const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
 /// changes, so that `iqd up` knows it upgrades a fabric in place. Layout 1: the pins of iqd
 /// before versioning.
 /// Layout 2: connections keyed by segment (20-byte key). Layout 3: every address in a key is
-/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]). Layout 4: the `vlan_tagged` drop reason (one
-/// more counter per NIC); ports carry their VLAN beside the CHPID, and route keys their
-/// segment, both in the bytes the CHPID had (an untagged NIC's are unchanged).
+/// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]). Layout 4: the `vlan_tagged` drop reason; ports
+/// carry their VLAN beside the CHPID, and route keys their segment, both in the bytes the CHPID
+/// had (an untagged NIC's are unchanged); drop reasons `lpar_stopped` and `bandwidth_exceeded`
+/// (longer [`NicCounters`]), the lifecycle and bandwidth maps.
 pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 4 };
 
 /// Names of the programs in the eBPF object.
@@ -97,9 +184,13 @@ pub mod program_names {
     /// The XDP program on the fabric side of every NIC that hands delivered frames to the
     /// userspace switch through AF_XDP (data path `afxdp`).
     pub const XSK: &str = "iqd_xsk";
+    /// The tc program that moves frames on through an LPAR's bandwidth shapers: on the out
+    /// end of every shaper, and (data paths `xdp`, `afxdp`) on every port, for the frames its
+    /// XDP program passes up to be shaped.
+    pub const SHAPED: &str = "iqd_shaped";
 
     /// Every program of the eBPF object (docs/architecture.md lists them; a test compares).
-    pub const ALL: [&str; 4] = [PORT, NIC, TC, XSK];
+    pub const ALL: [&str; 5] = [PORT, NIC, TC, XSK, SHAPED];
 }
 
 /// What frames on the fabric look like: header lengths, offsets and protocol numbers, defined
@@ -330,6 +421,8 @@ pub struct PortInfo {
 pub mod port_flags {
     /// The NIC may send from addresses it did not register (`allow_ip_spoofing`).
     pub const ALLOW_IP_SPOOFING: u8 = 1;
+    /// The NIC's LPAR has a bandwidth: what it sends is metered (see [`crate::Bucket`]).
+    pub const BANDWIDTH: u8 = 2;
 }
 
 impl PortInfo {
@@ -419,7 +512,15 @@ pub struct RouteTarget {
     pub ifindex: u32,
     /// The NIC's MAC, written as destination into forwarded frames and ARP replies.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`route_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`RouteTarget::flags`].
+pub mod route_flags {
+    /// The NIC's LPAR has a bandwidth: what it receives is metered (see [`crate::Bucket`]).
+    pub const BANDWIDTH: u8 = 1;
 }
 
 impl RouteTarget {
@@ -427,10 +528,63 @@ impl RouteTarget {
         RouteTarget {
             ifindex,
             mac,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         }
     }
+
+    pub const fn with_flags(mut self, flags: u8) -> Self {
+        self.flags = flags;
+        self
+    }
 }
+
+/// An LPAR's bandwidth in one direction, shared by all its NICs. Its frames are delayed by the
+/// LPAR's shaper for that direction (a veth pair in the fabric namespace with a TBF qdisc on
+/// `shaper`, the in end), and metered on the way in: the meter models the shaper's queue in
+/// virtual time (GCRA). Each admitted frame moves `next_ns` on by its transmission time at
+/// `rate`; a frame that would move it more than `burst_ns` past now (a queue that long) exceeds
+/// the bandwidth and is dropped (`bandwidth_exceeded`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Bytes per second; 0: not metered.
+    pub rate: u64,
+    /// The longest queue the meter admits, in ns at `rate`.
+    pub burst_ns: u64,
+    /// `bpf_ktime_get_ns` at which the admitted bytes have drained.
+    pub next_ns: u64,
+    /// Frames and bytes sent through the shaper (delayed as far as the bandwidth needs).
+    pub shaped_packets: u64,
+    pub shaped_bytes: u64,
+    /// Frames and bytes dropped for exceeding the bandwidth.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Ifindex (in the fabric namespace) of the shaper's in end; 0: none yet.
+    pub shaper: u32,
+    pub _pad: u32,
+}
+
+/// The `skb->mark` of a frame on its way through a shaper: the target port's ifindex and the
+/// shaper it is in. Only iqd's own programs put frames into a shaper, and a mark does not
+/// cross into an LPAR's namespace.
+pub mod shaper_mark {
+    /// The frame is in its sender's send shaper.
+    pub const SEND: u32 = 1 << 30;
+    /// The frame is in its receiver's receive shaper.
+    pub const RECEIVE: u32 = 2 << 30;
+    /// The bits of the target port's ifindex.
+    pub const TARGET: u32 = (1 << 30) - 1;
+}
+
+/// Send and receive buckets of one LPAR in [`map_names::BUCKETS`].
+pub mod bw_direction {
+    pub const SEND: u32 = 0;
+    pub const RECEIVE: u32 = 1;
+}
+
+/// Capacity of [`map_names::BUCKETS`]: two per LPAR.
+pub const MAX_BUCKETS: u32 = 2 * MAX_PORTS;
 
 /// Why the fabric dropped a frame. The index into [`NicCounters::drops`].
 pub mod drop_reason {
@@ -469,9 +623,13 @@ pub mod drop_reason {
     /// metadata: a NIC's VLAN is the fabric's property, and an LPAR cannot tag its way into
     /// another segment.
     pub const VLAN_TAGGED: u32 = 12;
+    /// The destination NIC's LPAR is stopped (`iqd lpar stop`). Counted on the sender.
+    pub const LPAR_STOPPED: u32 = 13;
+    /// The sending or the receiving LPAR's bandwidth is exceeded. Counted on the sender.
+    pub const BANDWIDTH_EXCEEDED: u32 = 14;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -487,6 +645,8 @@ pub mod drop_reason {
         "target_busy",
         "nd_ignored",
         "vlan_tagged",
+        "lpar_stopped",
+        "bandwidth_exceeded",
     ];
 }
 
@@ -722,6 +882,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::GroupMembers {}
+    unsafe impl aya::Pod for super::TracePort {}
+    unsafe impl aya::Pod for super::Bucket {}
 }
 
 #[cfg(test)]
@@ -747,6 +909,7 @@ mod tests {
         assert_eq!(size_of::<SgRanges>(), 4 + 4 * MAX_SG_RANGES);
         assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtEntry>(), 48);
+        assert_eq!(size_of::<Bucket>(), 64);
     }
 
     #[test]
@@ -829,6 +992,8 @@ mod tests {
             (TARGET_BUSY, "target_busy"),
             (ND_IGNORED, "nd_ignored"),
             (VLAN_TAGGED, "vlan_tagged"),
+            (LPAR_STOPPED, "lpar_stopped"),
+            (BANDWIDTH_EXCEEDED, "bandwidth_exceeded"),
         ] {
             assert_eq!(NAMES[reason as usize], name);
         }

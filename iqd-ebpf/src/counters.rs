@@ -39,8 +39,11 @@ pub fn dropped(ifindex: u32, reason: DropReason) {
     let index = unsafe { core::ptr::read_volatile(&reason) } as usize;
     // The bound is checked right where the slot is addressed: checked before the map lookup,
     // the compiler may check one copy of the index and address with another, which the
-    // verifier cannot follow.
+    // verifier cannot follow. Read back as one 64-bit value (volatile: not rematerialised
+    // from the 32-bit reason), the check and the address use the same register.
     with(ifindex, |c| {
+        // SAFETY: reads a local.
+        let index = unsafe { core::ptr::read_volatile(&index) };
         if let Some(slot) = c.drops.get_mut(index) {
             *slot += 1;
         }

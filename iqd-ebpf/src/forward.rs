@@ -10,7 +10,7 @@ use iqd_common::{
 };
 
 use crate::{
-    conntrack, counters,
+    bandwidth, conntrack, counters,
     frame::Frame,
     maps, nd,
     parse::{self, copy_mac, EthHdr, Flow, IcmpHdr, Ipv4Hdr, Ipv6Hdr},
@@ -150,6 +150,8 @@ fn deliver<C: Frame, const V6: bool>(
         // an ARP request for itself (see arp.rs), and is refused the same way.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
         Some(target) => target,
+        // Out of the routes while its LPAR is stopped (`iqd lpar stop`).
+        None if maps::stopped(segment_of(port), daddr) => return Err(drop_reason::LPAR_STOPPED),
         None => return Err(policy::unreachable_reason(daddr)),
     };
     // Security groups: a tracked connection passes either way; anything else needs the
@@ -168,10 +170,22 @@ fn deliver<C: Frame, const V6: bool>(
         }
         conntrack::open(&key, flow, ifindex, target.ifindex);
     }
+    // The LPARs' bandwidths (a GSO packet's headers count once per segment).
+    let shaped = if bandwidth::limited(port, &target) {
+        bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?
+    } else {
+        false
+    };
     // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
     // neighbour cache said.
     copy_mac(&mut eth.dst, &target.mac);
-    Ok(Verdict::Deliver {
-        ifindex: target.ifindex,
+    Ok(if shaped {
+        Verdict::Shape {
+            ifindex: target.ifindex,
+        }
+    } else {
+        Verdict::Deliver {
+            ifindex: target.ifindex,
+        }
     })
 }

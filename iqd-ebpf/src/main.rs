@@ -20,6 +20,7 @@
 #![no_main]
 
 mod arp;
+mod bandwidth;
 mod conntrack;
 mod counters;
 mod forward;
@@ -30,17 +31,19 @@ mod nd;
 mod parse;
 mod policy;
 mod secgroup;
+mod trace;
 mod vlan;
 mod xsk;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use iqd_common::{
-    drop_reason, segment_of,
+    drop_reason, segment_of, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -57,6 +60,10 @@ pub const COUNTED: DropReason = u32::MAX;
 pub enum Verdict {
     /// Deliver it to the NIC behind this fabric-side port (its MAC is already written).
     Deliver { ifindex: u32 },
+    /// The same, through the sender's or the receiver's bandwidth shaper first (bandwidth.rs).
+    /// A variant of its own rather than a flag: the verdict stays small enough to be returned
+    /// in a register by the subprograms that decide it.
+    Shape { ifindex: u32 },
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
@@ -123,11 +130,18 @@ fn decide_port<C: Frame>(
     }
 }
 
-/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`.
+/// A program's verdict: its action, or `drop` after counting the reason on port `ifindex`
+/// (and tracing the frame, if its port is traced with drops).
 #[inline(always)]
-fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
+fn finish<C: Frame + EbpfContext, A>(
+    ctx: &C,
+    ifindex: u32,
+    result: Result<A, DropReason>,
+    drop: A,
+) -> A {
     result.unwrap_or_else(|reason| {
         counters::dropped(ifindex, reason);
+        trace::dropped(ctx, ifindex, reason);
         drop
     })
 }
@@ -136,12 +150,19 @@ fn finish<A>(ifindex: u32, result: Result<A, DropReason>, drop: A) -> A {
 #[xdp(frags)]
 pub fn iqd_port(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_port(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
-        Verdict::Deliver { ifindex: target } => redirect_in_kernel(ctx, target),
+        Verdict::Deliver { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            redirect_in_kernel(ctx, target)
+        }
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
         Verdict::Reply => reply(ctx, ifindex),
         verdict @ Verdict::OneToMany { .. } => one_to_many_xdp(ctx, ifindex, verdict),
     }
@@ -170,6 +191,28 @@ fn learn<C: Frame>(ctx: &C, ifindex: u32, v6: bool) {
     }
 }
 
+/// Passes a frame that goes through a shaper up into the fabric namespace's stack, with its
+/// target port in the XDP metadata, for `iqd_shaped` on the port's tc ingress: the shapers'
+/// qdiscs are on the skb path.
+#[inline(always)]
+fn pass_to_shaper(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> {
+    maps::deliverable(target)?;
+    // SAFETY: the helper only moves the metadata start within the frame's headroom.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(SHAPED_META_LEN as i32)) } != 0 {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    let meta = ctx.metadata();
+    if meta + SHAPED_META_LEN > ctx.data() {
+        return Err(drop_reason::REDIRECT_FAILED);
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    unsafe { core::ptr::write_unaligned(meta as *mut u32, target) };
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Bytes of XDP metadata `pass_to_shaper` writes: the target port's ifindex.
+const SHAPED_META_LEN: usize = 4;
+
 /// Delivers through the DEVMAP to the NIC behind port `target`.
 #[inline(always)]
 fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> {
@@ -186,6 +229,7 @@ fn redirect_in_kernel(ctx: &XdpContext, target: u32) -> Result<u32, DropReason> 
 /// on.
 #[inline(always)]
 fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
+    trace::replied(ctx, ifindex);
     counters::delivered(ifindex, 1, Frame::len(ctx));
     Ok(xdp_action::XDP_TX)
 }
@@ -194,13 +238,19 @@ fn reply(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
 #[xdp(frags)]
 pub fn iqd_xsk(ctx: XdpContext) -> u32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
+    finish(&ctx, ifindex, try_xsk(&ctx, ifindex), xdp_action::XDP_DROP)
 }
 
 fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
     match decide(ctx, ifindex)? {
+        Verdict::Shape { ifindex: target } => {
+            trace::delivered(ctx, ifindex, target);
+            pass_to_shaper(ctx, target)
+        }
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            // Traced here, where the fabric decides, whichever way the frame then goes.
+            trace::delivered(ctx, ifindex, target);
             // The switch counts the delivery (or its drop) itself, once it has sent the frame.
             if let Some(action) = xsk::to_switch(ctx, ifindex, target) {
                 xsk::count(xsk_stat::TO_SWITCH);
@@ -221,7 +271,7 @@ const HEADROOM: u32 = (ETH_HLEN + IPV4_MAX_HLEN + TCP_MAX_HLEN) as u32;
 #[classifier]
 pub fn iqd_tc(ctx: TcContext) -> i32 {
     let ifindex = Frame::ingress_ifindex(&ctx);
-    finish(ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
+    finish(&ctx, ifindex, try_tc(&ctx, ifindex), TC_ACT_SHOT)
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
@@ -234,8 +284,14 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
     }
     let (packets, bytes) = (ctx.segments(), Frame::len(ctx));
     match decide(ctx, ifindex)? {
+        Verdict::Shape { ifindex: target } => {
+            maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
+            bandwidth::steer(ctx, ifindex, target, 0)
+        }
         Verdict::Deliver { ifindex: target } => {
             maps::deliverable(target)?;
+            trace::delivered(ctx, ifindex, target);
             // SAFETY: the helper only records the target for after the program returns.
             if unsafe { bpf_redirect_peer(target, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);
@@ -244,6 +300,7 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_REDIRECT)
         }
         Verdict::Reply => {
+            trace::replied(ctx, ifindex);
             // SAFETY: as above; out of the port the request came in on, to the asker.
             if unsafe { bpf_redirect(ifindex, 0) } != TC_ACT_REDIRECT as i64 {
                 return Err(drop_reason::REDIRECT_FAILED);
@@ -270,6 +327,45 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             Ok(TC_ACT_STOLEN)
         }
     }
+}
+
+/// Moves frames on through the LPARs' bandwidth shapers (bandwidth.rs): on the out end of a
+/// shaper, the frame's mark says its target and which shaper it leaves; on a port (data paths
+/// `xdp`, `afxdp`), the XDP program passed it up with its target in the metadata.
+#[classifier]
+pub fn iqd_shaped(ctx: TcContext) -> i32 {
+    let ifindex = Frame::ingress_ifindex(&ctx);
+    match try_shaped(&ctx, ifindex) {
+        Ok(action) => action,
+        Err((port, reason)) => {
+            counters::dropped(port, reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// A drop is counted on the sending port where it is known, else on the target.
+fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
+    // SAFETY: the context is the skb's; reading its mark.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & !shaper_mark::TARGET != 0 {
+        let target = mark & shaper_mark::TARGET;
+        return bandwidth::steer(ctx, 0, target, mark & !shaper_mark::TARGET)
+            .map_err(|reason| (target, reason));
+    }
+    // SAFETY: as above; data_meta..data is the metadata XDP left.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + SHAPED_META_LEN > data {
+        return Err((ifindex, drop_reason::REDIRECT_FAILED));
+    }
+    // SAFETY: the four bytes lie between data_meta and data, checked just above.
+    let target = unsafe { core::ptr::read_unaligned(meta as *const u32) };
+    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
 }
 
 /// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers

@@ -3,12 +3,15 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap,
+        PerfEventArray, XskMap,
+    },
 };
 use iqd_common::{
-    ct_stat, xsk_stat, Addr, CtEntry, CtKey, GroupKey, GroupMembers, NicCounters, PortInfo,
-    RouteKey, RouteTarget, SgKey, SgRanges, MAX_CONNTRACK, MAX_GROUPS, MAX_PORTS, MAX_ROUTES,
-    MAX_SG_ENTRIES, XSK_MAX_QUEUES,
+    ct_stat, xsk_stat, Addr, Bucket, CtEntry, CtKey, GroupKey, GroupMembers, NicCounters, PortInfo,
+    RouteKey, RouteTarget, SgKey, SgRanges, TraceEvent, TracePort, MAX_BUCKETS, MAX_CONNTRACK,
+    MAX_GROUPS, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES, XSK_MAX_QUEUES,
 };
 
 #[map(name = "IQD_PORTS")]
@@ -61,6 +64,34 @@ pub static IQD_SWITCH_COUNTERS: Array<NicCounters> = Array::pinned(MAX_PORTS, BP
 #[map(name = "IQD_LAYOUT")]
 pub static IQD_LAYOUT: Array<u32> = Array::pinned(1, 0);
 
+#[map(name = "IQD_STOPPED")]
+pub static IQD_STOPPED: HashMap<RouteKey, RouteTarget> = HashMap::pinned(MAX_ROUTES, 0);
+
+#[map(name = "IQD_BW_PORTS")]
+pub static IQD_BW_PORTS: HashMap<u32, u32> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_BUCKETS")]
+pub static IQD_BUCKETS: Array<Bucket> = Array::pinned(MAX_BUCKETS, 0);
+
+// `iqd trace` (trace.rs): empty and off unless a trace runs.
+#[map(name = "IQD_TRACE_ON")]
+pub static IQD_TRACE_ON: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "IQD_TRACE_PORTS")]
+pub static IQD_TRACE_PORTS: HashMap<u32, TracePort> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "IQD_TRACE_EVENTS_0")]
+pub static IQD_TRACE_EVENTS_0: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_1")]
+pub static IQD_TRACE_EVENTS_1: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_2")]
+pub static IQD_TRACE_EVENTS_2: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
+#[map(name = "IQD_TRACE_EVENTS_3")]
+pub static IQD_TRACE_EVENTS_3: PerfEventArray<TraceEvent> = PerfEventArray::pinned(0);
+
 #[inline(always)]
 pub fn port(ifindex: u32) -> Option<PortInfo> {
     // SAFETY: entries are plain data; a concurrent update can only yield another valid entry.
@@ -75,6 +106,16 @@ pub fn route(segment: u32, addr: &Addr) -> Option<RouteTarget> {
     };
     // SAFETY: as in `port`.
     unsafe { IQD_ROUTES.get(key).copied() }
+}
+
+/// Whether a stopped LPAR's NIC registers `addr` in `segment`.
+#[inline(always)]
+pub fn stopped(segment: u32, addr: &Addr) -> bool {
+    let key = RouteKey {
+        segment,
+        addr: *addr,
+    };
+    IQD_STOPPED.get_ptr(key).is_some()
 }
 
 /// Whether any segment registers `addr` (tells `not_member` from `no_destination`).

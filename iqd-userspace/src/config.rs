@@ -17,9 +17,9 @@ use toml::Spanned;
 
 use crate::domain::fabric_netns;
 pub use crate::domain::{
-    chpid_label, format_mac, implicit_default, prefix_mask, segment_label, Chpid, CidrError,
-    Datapath, Direction, Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Protocol, Remote, RemoteCidr,
-    Rule, SecurityGroup, DEFAULT_GROUP,
+    chpid_label, format_mac, implicit_default, prefix_mask, segment_label, Bandwidth, Chpid,
+    CidrError, Datapath, Direction, Fabric, Ipv4Cidr, Ipv6Cidr, Lpar, Mfs, Nic, Profile, Protocol,
+    Remote, RemoteCidr, Rule, SecurityGroup, DEFAULT_GROUP, PROFILES,
 };
 
 pub mod keys;
@@ -90,9 +90,33 @@ impl Fabric {
         Fabric::parse(&text, path)
     }
 
+    /// [`Fabric::load`] keeping the devnos `kept` (see [`Fabric::parse_keeping`]).
+    pub fn load_keeping(path: &Path, kept: &KeptDevnos) -> Result<Fabric, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Fabric::parse_keeping(&text, path, kept)
+    }
+
     /// Validates fabric file text; `origin` is the file name used in error messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Fabric, ConfigError> {
-        let src = Source { path: origin, text };
+        Fabric::parse_keeping(text, origin, &KeptDevnos::new())
+    }
+
+    /// [`Fabric::parse`], where a NIC that sets no devno keeps the one it was built with
+    /// (`kept`, by LPAR, NIC name and CHPID) if that is free: adding a NIC to one LPAR then
+    /// does not move the NICs after it in the file to other devnos (new veth pairs).
+    pub fn parse_keeping(
+        text: &str,
+        origin: &Path,
+        kept: &KeptDevnos,
+    ) -> Result<Fabric, ConfigError> {
+        let src = Source {
+            path: origin,
+            text,
+            kept,
+        };
         let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
             Some(span) => src.error_at(span.start, e.message().to_string()),
             None => src.error(e.message().to_string()),
@@ -130,6 +154,7 @@ struct RawFabric {
 struct RawChpid {
     id: Spanned<String>,
     mfs: Option<Spanned<String>>,
+    analyzer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +162,9 @@ struct RawChpid {
 struct RawLpar {
     name: Spanned<String>,
     netns: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    bandwidth: Option<Spanned<String>>,
+    traceable: Option<bool>,
     #[serde(default)]
     nic: Vec<Spanned<RawNic>>,
 }
@@ -163,6 +191,8 @@ struct CheckedChpid {
     id: u8,
     mfs: Mfs,
     pos: usize,
+    /// The LPAR that may trace it, and where the file names it.
+    analyzer: Option<(String, usize)>,
 }
 
 struct CheckedLpar {
@@ -171,6 +201,9 @@ struct CheckedLpar {
     netns: String,
     /// Where `netns` was set; `None` when it defaults to the LPAR name.
     netns_pos: Option<usize>,
+    profile: Option<Profile>,
+    bandwidth: Option<Bandwidth>,
+    traceable: bool,
     nics: Vec<CheckedNic>,
 }
 
@@ -194,10 +227,15 @@ struct CheckedNic {
     allow_ip_spoofing: bool,
 }
 
+/// Devnos NICs were built with, by (LPAR, NIC name, CHPID): see [`Fabric::parse_keeping`].
+pub type KeptDevnos = HashMap<(String, String, u8), u16>;
+
 /// The text being validated, for turning byte offsets into positions.
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Devnos to keep for NICs that set none.
+    kept: &'a KeptDevnos,
 }
 
 impl Source<'_> {
@@ -325,6 +363,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
     let mut problems = Problems::default();
     check_chpid_ids(src, &mut problems, &chpids);
     check_lpar_names(src, &mut problems, &lpars);
+    check_analyzers(src, &mut problems, &chpids, &lpars);
     check_nics(src, &mut problems, &lpars, &chpids, max_nics);
     check_addresses_unique(src, &mut problems, &lpars);
     let devnos = assign_devnos(src, &mut problems, &lpars);
@@ -369,7 +408,10 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
         out_lpars.push(Lpar {
             name: lpar.name,
             netns: lpar.netns,
+            traceable: lpar.traceable,
             nics,
+            profile: lpar.profile,
+            bandwidth: lpar.bandwidth,
         });
     }
     let fabric = Fabric {
@@ -381,6 +423,7 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
             .map(|c| Chpid {
                 id: c.id,
                 mfs: c.mfs,
+                analyzer: c.analyzer.map(|(name, _)| name),
             })
             .collect(),
         lpars: out_lpars,
@@ -519,6 +562,10 @@ fn check_chpid(problems: &mut Problems, raw: &RawChpid) -> Option<CheckedChpid> 
         id,
         mfs,
         pos: raw.id.span().start,
+        analyzer: raw
+            .analyzer
+            .as_ref()
+            .map(|a| (a.get_ref().clone(), a.span().start)),
     })
 }
 
@@ -574,6 +621,16 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         }
         None => Some(name.clone()),
     };
+    let profile = match &raw.profile {
+        Some(p) => Some(problems.check(check_profile(p))?),
+        None => None,
+    };
+    let bandwidth = match &raw.bandwidth {
+        Some(b) => {
+            Some(problems.check(Bandwidth::parse(b.get_ref()).map_err(|m| (b.span().start, m)))?)
+        }
+        None => None,
+    };
     let nics: Vec<CheckedNic> = raw
         .nic
         .iter()
@@ -589,7 +646,24 @@ fn check_lpar(problems: &mut Problems, raw: &RawLpar, own_netns: &str) -> Option
         name_pos,
         netns,
         netns_pos: raw.netns.as_ref().map(|ns| ns.span().start),
+        profile,
+        bandwidth,
+        traceable: raw.traceable.unwrap_or(false),
         nics,
+    })
+}
+
+fn check_profile(profile: &Spanned<String>) -> Checked<Profile> {
+    Profile::find(profile.get_ref()).ok_or_else(|| {
+        let all: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
+        (
+            profile.span().start,
+            format!(
+                "unknown profile {:?}: must be one of {} (`iqd profiles` lists them)",
+                profile.get_ref(),
+                all.join(", ")
+            ),
+        )
     })
 }
 
@@ -877,6 +951,28 @@ fn check_chpid_ids(src: &Source<'_>, problems: &mut Problems, chpids: &[CheckedC
     }
 }
 
+/// A CHPID's `analyzer` names an LPAR of the file.
+fn check_analyzers(
+    _src: &Source<'_>,
+    problems: &mut Problems,
+    chpids: &[CheckedChpid],
+    lpars: &[CheckedLpar],
+) {
+    for c in chpids {
+        if let Some((name, pos)) = &c.analyzer {
+            if !lpars.iter().any(|l| &l.name == name) {
+                problems.add(
+                    *pos,
+                    format!(
+                        "CHPID {}: analyzer {name:?} is not an LPAR of this file",
+                        chpid_label(c.id)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn check_lpar_names(src: &Source<'_>, problems: &mut Problems, lpars: &[CheckedLpar]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut netns: HashMap<&str, (&str, usize)> = HashMap::new();
@@ -925,11 +1021,24 @@ fn check_nics(
 ) {
     let defined: HashSet<u8> = chpids.iter().map(|c| c.id).collect();
     for l in lpars {
+        // A profile's interface count replaces the fabric's limit for its LPARs.
+        let (max_nics, limit) = match l.profile {
+            Some(p) => (
+                p.interfaces,
+                format!(
+                    "profile {} allows ({} interface{})",
+                    p.name,
+                    p.interfaces,
+                    if p.interfaces == 1 { "" } else { "s" }
+                ),
+            ),
+            None => (max_nics, format!("max_nics_per_lpar = {max_nics}")),
+        };
         if let Some(extra) = l.nics.get(max_nics) {
             problems.add(
                 extra.pos,
                 format!(
-                    "LPAR {} has {} NICs, more than max_nics_per_lpar = {max_nics}",
+                    "LPAR {} has {} NICs, more than {limit}",
                     l.name,
                     l.nics.len()
                 ),
@@ -1064,12 +1173,33 @@ fn assign_devnos(
         }
         reserved.push((devno, &nic.label, pos));
     }
+    // Then the devnos NICs that set none were built with, where still free.
+    let mut kept: Vec<Option<u16>> = Vec::new();
+    for l in lpars {
+        for nic in &l.nics {
+            let key = (l.name.clone(), nic.name.clone(), nic.chpid);
+            let keep = src.kept.get(&key).copied().filter(|&devno| {
+                nic.devno.is_none()
+                    && (FIRST_DEFAULT_DEVNO..=MAX_DEVNO).contains(&devno)
+                    && !reserved.iter().any(|(r, _, _)| triples_overlap(devno, *r))
+            });
+            if let Some(devno) = keep {
+                reserved.push((devno, &nic.label, nic.pos));
+            }
+            kept.push(keep);
+        }
+    }
+    let mut kept = kept.into_iter();
     // Candidates only grow, and allocated triples are 3 apart, so each allocation only needs
     // checking against the reserved ones.
     let mut next = u32::from(FIRST_DEFAULT_DEVNO);
     nics()
         .map(|nic| {
+            let keep = kept.next().flatten();
             if let Some((devno, _)) = nic.devno {
+                return Some(devno);
+            }
+            if let Some(devno) = keep {
                 return Some(devno);
             }
             while next <= u32::from(MAX_DEVNO) {
@@ -1167,6 +1297,29 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("unexpected error: {e}"),
         }
+    }
+
+    #[test]
+    fn analyzer_and_traceable() {
+        let f = parse_ok(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP03\"\n\
+             [[chpid]]\nid = \"F1\"\n[[lpar]]\nname = \"LP01\"\ntraceable = true\n\
+             [[lpar]]\nname = \"LP03\"\n",
+        );
+        assert_eq!(f.chpids[0].analyzer.as_deref(), Some("LP03"));
+        assert_eq!(f.chpids[1].analyzer, None);
+        assert!(f.lpars[0].traceable);
+        assert!(!f.lpars[1].traceable);
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\nanalyzer = \"LP09\" # <-\n\
+             [[lpar]]\nname = \"LP01\"\n",
+            "CHPID F0: analyzer \"LP09\" is not an LPAR of this file",
+        );
+        refused(
+            "[fabric]\nname = \"f\"\n[[chpid]]\nid = \"F0\"\n[[lpar]]\nname = \"LP01\"\n\
+             traceable = \"yes\" # <-\n",
+            "expected a boolean",
+        );
     }
 
     /// Asserts `text` is refused on the line marked `# <-` with a message containing `needle`.
@@ -1609,6 +1762,116 @@ ipv4 = ["10.0.0.1/24"]
         assert!(
             e.to_string().contains("more than max_nics_per_lpar = 1"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn profiles_set_the_nic_limit_and_the_bandwidth() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+profile = "mz2d-metal-16x512"
+bandwidth = "4Gbps"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+[[lpar]]
+name = "LP03"
+"#,
+        );
+        let fabric = parse_ok(&text);
+        let (lp01, lp02, lp03) = (&fabric.lpars[0], &fabric.lpars[1], &fabric.lpars[2]);
+        assert_eq!(lp01.profile.map(|p| p.name), Some("mz2d-metal-2x64"));
+        assert_eq!(lp01.effective_bandwidth(), Some(Bandwidth::gbps(2)));
+        assert_eq!(lp02.profile.map(|p| p.interfaces), Some(2));
+        assert_eq!(lp02.bandwidth, Some(Bandwidth::gbps(4)));
+        assert_eq!(lp02.effective_bandwidth(), Some(Bandwidth::gbps(4)));
+        assert_eq!((lp03.profile, lp03.effective_bandwidth()), (None, None));
+        // A bandwidth without a profile limits too.
+        let own = text.replace(
+            "[[lpar]]\nname = \"LP03\"",
+            "[[lpar]]\nname = \"LP03\"\nbandwidth = \"500Mbps\"",
+        );
+        assert_eq!(
+            parse_ok(&own).lpars[2].effective_bandwidth(),
+            Some(Bandwidth(500_000_000))
+        );
+    }
+
+    #[test]
+    fn a_profile_s_interface_count_replaces_max_nics_per_lpar() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar.nic]] # <-
+chpid = "F1"
+ipv4 = ["10.0.0.1/24"]
+"#,
+        );
+        refused(
+            &text,
+            "LPAR LP01 has 2 NICs, more than profile mz2d-metal-2x64 allows (1 interface)",
+        );
+        // A larger profile allows two, whatever max_nics_per_lpar says.
+        let larger = text
+            .replace("mz2d-metal-2x64", "mz2d-metal-32x1024")
+            .replace("name = \"demo\"", "name = \"demo\"\nmax_nics_per_lpar = 1");
+        assert_eq!(parse_ok(&larger).lpars[0].nics.len(), 2);
+    }
+
+    #[test]
+    fn unknown_profiles_are_refused_where_they_are_named() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-64x2048" # <-
+"#,
+            ),
+            "unknown profile \"mz2d-metal-64x2048\": must be one of mz2d-metal-2x64, \
+             mz2d-metal-16x512, mz2d-metal-32x1024",
+        );
+    }
+
+    #[test]
+    fn malformed_bandwidths_are_refused_where_they_are_written() {
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+bandwidth = "4 GB" # <-
+"#,
+            ),
+            "invalid bandwidth \"4 GB\": must be a number and a unit",
+        );
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+profile = "mz2d-metal-2x64"
+bandwidth = "0Mbps" # <-
+"#,
+            ),
+            "bandwidth \"0Mbps\" is out of range",
+        );
+        refused(
+            &with_head(
+                r#"[[lpar]]
+name = "LP01"
+bandwidth = 4 # <-
+"#,
+            ),
+            "invalid type: integer `4`, expected a string",
         );
     }
 
@@ -2303,10 +2566,51 @@ id = "F0"
     }
 
     #[test]
+    fn nics_keep_the_devno_they_were_built_with_when_one_is_added_before_them() {
+        let text = with_head(
+            r#"[[lpar]]
+name = "LP01"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+[[lpar]]
+name = "LP02"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+"#,
+        );
+        let before = parse_ok(&text);
+        assert_eq!(before.lpars[1].nics[0].devno, 0x7003);
+        let kept: KeptDevnos = before
+            .lpars
+            .iter()
+            .flat_map(|l| {
+                l.nics
+                    .iter()
+                    .map(|n| ((l.name.clone(), n.name.clone(), n.chpid), n.devno))
+            })
+            .collect();
+        let added = text.replacen(
+            "ipv4 = [\"10.0.0.1/24\"]\n",
+            "ipv4 = [\"10.0.0.1/24\"]\n[[lpar.nic]]\nchpid = \"F1\"\nipv4 = [\"10.1.0.1/24\"]\n",
+            1,
+        );
+        // Without what was built, the new NIC would take LP02's devno.
+        assert_eq!(parse_ok(&added).lpars[1].nics[0].devno, 0x7006);
+        let after = Fabric::parse_keeping(&added, Path::new(FILE), &kept).unwrap();
+        assert_eq!(after.lpars[0].nics[0].devno, 0x7000);
+        assert_eq!(after.lpars[0].nics[1].devno, 0x7006);
+        assert_eq!(after.lpars[1].nics[0].devno, 0x7003);
+        assert_eq!(after.lpars[1].nics[0].mac, before.lpars[1].nics[0].mac);
+    }
+
+    #[test]
     fn line_col_counts_characters() {
         let src = Source {
             path: Path::new(FILE),
             text: "ab\nä = 1\n",
+            kept: &KeptDevnos::new(),
         };
         assert_eq!(src.line_col(0), (1, 1));
         assert_eq!(src.line_col(3), (2, 1));

@@ -26,8 +26,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, is_multicast, map_names, program_names, segment_of, xsk_stat, Addr, CtEntry, CtKey,
-    GroupKey, GroupMembers, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
+    ct_stat, is_multicast, map_names, program_names, segment_of, xsk_stat, Addr, Bucket, CtEntry,
+    CtKey, GroupKey, GroupMembers, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
 };
 
 use crate::{
@@ -118,10 +118,20 @@ pub enum Side {
     /// The fabric-side port, data path `afxdp`: hands frames to the AF_XDP switch (`iqd_xsk`,
     /// XDP).
     PortXsk,
+    /// Bandwidth shaping (`iqd_shaped`, tcx ingress): the out end of a shaper, and, on data
+    /// paths `xdp` and `afxdp`, the fabric-side port (for the frames XDP passes up to be
+    /// shaped).
+    Shaped,
 }
 
 impl Side {
-    pub const ALL: [Side; 4] = [Side::Port, Side::Nic, Side::PortTc, Side::PortXsk];
+    pub const ALL: [Side; 5] = [
+        Side::Port,
+        Side::Nic,
+        Side::PortTc,
+        Side::PortXsk,
+        Side::Shaped,
+    ];
     /// The sides that switch a port's frames, one per data path.
     pub const PORT_SIDES: [Side; 3] = [Side::Port, Side::PortTc, Side::PortXsk];
 
@@ -131,6 +141,7 @@ impl Side {
             Side::Nic => program_names::NIC,
             Side::PortTc => program_names::TC,
             Side::PortXsk => program_names::XSK,
+            Side::Shaped => program_names::SHAPED,
         }
     }
 
@@ -140,6 +151,7 @@ impl Side {
             Side::Nic => pin_dir.join(format!("link_{port}_nic")),
             Side::PortTc => pin_dir.join(format!("link_{port}_tc")),
             Side::PortXsk => pin_dir.join(format!("link_{port}_xsk")),
+            Side::Shaped => pin_dir.join(format!("link_{port}_shaped")),
         }
     }
 
@@ -149,7 +161,7 @@ impl Side {
         match self {
             Side::Port => Some(Side::PortXsk),
             Side::PortXsk => Some(Side::Port),
-            Side::Nic | Side::PortTc => None,
+            Side::Nic | Side::PortTc | Side::Shaped => None,
         }
     }
 }
@@ -205,7 +217,7 @@ impl DataPlane {
                 .program_mut(name)
                 .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?;
             match side {
-                Side::PortTc => {
+                Side::PortTc | Side::Shaped => {
                     let tc: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
                     tc.load().map_err(prog_err(name))?;
                 }
@@ -262,9 +274,9 @@ impl DataPlane {
             .map_err(prog_err(name))
     }
 
-    /// The tc program (`Side::PortTc`).
-    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
-        let name = Side::PortTc.program();
+    /// A tc program (`Side::PortTc`, `Side::Shaped`).
+    pub fn tc_program(&mut self, side: Side) -> Result<&mut SchedClassifier> {
+        let name = side.program();
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
@@ -321,8 +333,8 @@ impl DataPlane {
                 let link = program.take_link(id).map_err(prog_err(name))?;
                 link.try_into().map_err(pin_err(&path))?
             }
-            Side::PortTc => {
-                let program = self.tc_program()?;
+            Side::PortTc | Side::Shaped => {
+                let program = self.tc_program(side)?;
                 let id = match pinned {
                     Some(fd_link) => {
                         let link =
@@ -409,6 +421,9 @@ pub struct FabricMaps {
     pub xskmap: XskMap<MapData>,
     pub xsk_stats: PerCpuArray<MapData, u64>,
     pub switch_counters: Array<MapData, NicCounters>,
+    pub stopped: HashMap<MapData, RouteKey, RouteTarget>,
+    pub bw_ports: HashMap<MapData, u32, u32>,
+    pub buckets: Array<MapData, Bucket>,
     pub groups: HashMap<MapData, GroupKey, GroupMembers>,
 }
 
@@ -498,6 +513,15 @@ impl FabricMaps {
             switch_counters: open_map(map_names::SWITCH_COUNTERS)?
                 .try_into()
                 .map_err(map_err(map_names::SWITCH_COUNTERS))?,
+            stopped: open_map(map_names::STOPPED)?
+                .try_into()
+                .map_err(map_err(map_names::STOPPED))?,
+            bw_ports: open_map(map_names::BW_PORTS)?
+                .try_into()
+                .map_err(map_err(map_names::BW_PORTS))?,
+            buckets: open_map(map_names::BUCKETS)?
+                .try_into()
+                .map_err(map_err(map_names::BUCKETS))?,
             groups: open_map(map_names::GROUPS)?
                 .try_into()
                 .map_err(map_err(map_names::GROUPS))?,
@@ -651,12 +675,39 @@ impl FabricMaps {
 
     /// Makes ROUTES and ADDRESSES hold exactly `routes` (and the addresses' segment counts).
     pub fn sync_routes(&mut self, routes: &[(RouteKey, RouteTarget)]) -> Result<()> {
+        self.sync_all_routes(routes, &[])
+    }
+
+    /// Makes ROUTES hold exactly `routes`, STOPPED exactly `stopped` (the routes of stopped
+    /// LPARs' NICs) and ADDRESSES the CHPID counts of both. A route moves into its new map
+    /// before it leaves its old one.
+    pub fn sync_all_routes(
+        &mut self,
+        routes: &[(RouteKey, RouteTarget)],
+        stopped: &[(RouteKey, RouteTarget)],
+    ) -> Result<()> {
+        for (key, target) in stopped {
+            self.stopped
+                .insert(key, target, 0)
+                .map_err(map_err(map_names::STOPPED))?;
+        }
+        let wanted: HashSet<&RouteKey> = stopped.iter().map(|(key, _)| key).collect();
+        let gone: Vec<RouteKey> = self
+            .stopped
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in gone {
+            ignore_missing(self.stopped.remove(&key)).map_err(map_err(map_names::STOPPED))?;
+        }
+        let all: Vec<(RouteKey, RouteTarget)> = routes.iter().chain(stopped).copied().collect();
         for (key, target) in routes {
             self.routes
                 .insert(key, target, 0)
                 .map_err(map_err(map_names::ROUTES))?;
         }
-        let counts = address_counts(routes);
+        let counts = address_counts(&all);
         for (addr, count) in &counts {
             self.addresses
                 .insert(addr, count, 0)
@@ -682,6 +733,77 @@ impl FabricMaps {
             ignore_missing(self.addresses.remove(&addr)).map_err(map_err(map_names::ADDRESSES))?;
         }
         Ok(())
+    }
+
+    /// Makes the bandwidth maps hold exactly `ports` (port ifindex, LPAR slot) and `buckets`
+    /// (index, bytes per second, burst in ns, shaper in end). A bucket whose rate and burst stay keeps its
+    /// meter and its counts; every other index is cleared (not metered).
+    pub fn sync_bandwidth(
+        &mut self,
+        ports: &[(u32, u32)],
+        buckets: &[(u32, u64, u64, u32)],
+    ) -> Result<()> {
+        let wanted: std::collections::HashMap<u32, (u64, u64, u32)> = buckets
+            .iter()
+            .map(|&(i, rate, burst, shaper)| (i, (rate, burst, shaper)))
+            .collect();
+        let mut in_use: HashSet<u32> = self
+            .bw_ports
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(_, s)| s)
+            .collect();
+        in_use.extend(ports.iter().map(|&(_, slot)| slot));
+        let mut indices: Vec<u32> = wanted.keys().copied().collect();
+        indices.extend(in_use.iter().flat_map(|s| [2 * s, 2 * s + 1]));
+        indices.sort_unstable();
+        indices.dedup();
+        for index in indices {
+            let old = self
+                .buckets
+                .get(&index, 0)
+                .map_err(map_err(map_names::BUCKETS))?;
+            let (rate, burst_ns, shaper) = wanted.get(&index).copied().unwrap_or((0, 0, 0));
+            let new = if (old.rate, old.burst_ns) == (rate, burst_ns) {
+                if old.shaper == shaper {
+                    continue;
+                }
+                Bucket { shaper, ..old }
+            } else {
+                Bucket {
+                    rate,
+                    burst_ns,
+                    shaper,
+                    ..Default::default()
+                }
+            };
+            self.buckets
+                .set(index, new, 0)
+                .map_err(map_err(map_names::BUCKETS))?;
+        }
+        for (ifindex, slot) in ports {
+            self.bw_ports
+                .insert(ifindex, slot, 0)
+                .map_err(map_err(map_names::BW_PORTS))?;
+        }
+        let wanted: HashSet<u32> = ports.iter().map(|&(i, _)| i).collect();
+        let gone: Vec<u32> = self
+            .bw_ports
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in gone {
+            ignore_missing(self.bw_ports.remove(&key)).map_err(map_err(map_names::BW_PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// The bandwidth bucket at `index` (see `iqd_common::map_names::BW_PORTS`).
+    pub fn bucket(&self, index: u32) -> Result<Bucket> {
+        self.buckets
+            .get(&index, 0)
+            .map_err(map_err(map_names::BUCKETS))
     }
 
     /// Makes the rule table hold exactly `entries` (new entries first, then the stale ones
@@ -752,6 +874,25 @@ impl FabricMaps {
             revoked,
             evicted: created.saturating_sub(revoked).saturating_sub(entries),
         })
+    }
+
+    /// Every port's counters by ifindex, as [`Self::counters`] gives one's: the counter map is
+    /// read in one pass, the switch's counters once per port it serves (a scrape).
+    pub fn all_counters(&self) -> Result<std::collections::HashMap<u32, NicCounters>> {
+        let mut all = std::collections::HashMap::new();
+        for entry in self.counters.iter() {
+            let (ifindex, per_cpu) = entry.map_err(map_err(map_names::COUNTERS))?;
+            let total: &mut NicCounters = all.entry(ifindex).or_default();
+            per_cpu.iter().for_each(|c| total.accumulate(c));
+        }
+        for (ifindex, slot) in self.xsk_slots() {
+            match self.switch_counters.get(&slot, 0) {
+                Ok(counters) => all.entry(ifindex).or_default().accumulate(&counters),
+                Err(aya::maps::MapError::OutOfBounds { .. }) => {}
+                Err(e) => return Err(map_err(map_names::SWITCH_COUNTERS)(e)),
+            }
+        }
+        Ok(all)
     }
 
     /// A NIC's counters: the kernel's, summed over CPUs, plus the AF_XDP switch's.

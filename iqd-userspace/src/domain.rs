@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
+mod profiles;
+pub use profiles::{Bandwidth, Profile, MAX_BANDWIDTH, MIN_BANDWIDTH, PROFILES};
 mod security_groups;
 pub use security_groups::{
     implicit_default, mapped, prefix_mask, prefix_mask128, Direction, Protocol, Remote, RemoteCidr,
@@ -71,6 +73,9 @@ pub struct Chpid {
     #[serde(serialize_with = "serialize_chpid")]
     pub id: u8,
     pub mfs: Mfs,
+    /// The LPAR allowed to trace this CHPID (`iqd trace --as`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyzer: Option<String>,
 }
 
 /// Maximum frame size of a CHPID; the MTU is 8K less.
@@ -87,7 +92,22 @@ pub enum Mfs {
 pub struct Lpar {
     pub name: String,
     pub netns: String,
+    /// Whether `iqd trace` may capture this LPAR's frames.
+    pub traceable: bool,
     pub nics: Vec<Nic>,
+    /// The LPAR's built-in profile (`profile`), if it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// The bandwidth the file sets (`bandwidth`), overriding the profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+impl Lpar {
+    /// The bandwidth its NICs share: its own, else its profile's; `None`: not limited.
+    pub fn effective_bandwidth(&self) -> Option<Bandwidth> {
+        self.bandwidth.or(self.profile.map(|p| p.bandwidth))
+    }
 }
 
 /// One IQD NIC of an LPAR, attached to one CHPID, in one of its VLANs or in none.

@@ -80,6 +80,17 @@ pub enum Error {
     #[error("fabric {fabric} is not up (no pinned maps under {pin_dir})")]
     NotUp { fabric: String, pin_dir: PathBuf },
 
+    #[error("fabric {fabric} has no LPAR {lpar} (it has: {known}); an LPAR the file adds exists once `iqd up` has built it")]
+    UnknownLpar {
+        fabric: String,
+        lpar: String,
+        known: String,
+    },
+
+    /// `iqd trace` refused or failed; nothing was captured when it refused.
+    #[error("trace of CHPID {chpid}: {message}")]
+    Trace { chpid: String, message: String },
+
     #[error("the AF_XDP switch of fabric {fabric}: {message}")]
     Switch { fabric: String, message: String },
 

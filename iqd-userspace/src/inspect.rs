@@ -9,7 +9,9 @@ use crate::{
     fabric::port_name,
     layout,
     netlink::Netlink,
-    netns, switch,
+    netns,
+    state::State,
+    switch,
 };
 
 #[derive(Debug, Serialize)]
@@ -73,7 +75,24 @@ pub struct ChpidStatus {
 pub struct LparStatus {
     pub lpar: String,
     pub netns: String,
+    /// running or stopped (`iqd lpar stop`/`start`); absent: not built (fabric down, or the
+    /// file adds it and `iqd up` has not run).
+    pub state: String,
+    /// Its profile, if the file names one.
+    pub profile: Option<String>,
+    /// The bandwidth its NICs share per direction (`2Gbps`), its own or its profile's; `None`:
+    /// not limited.
+    pub bandwidth: Option<String>,
     pub nics: Vec<NicStatus>,
+}
+
+/// The lifecycle state of `lpar` as the state file records it: `running`, `stopped`, or
+/// `absent` if the fabric does not have it.
+pub fn lpar_state(state: Option<&State>, lpar: &str) -> String {
+    match state {
+        Some(s) if s.has_lpar(lpar) => s.lpars.get(lpar).copied().unwrap_or_default().to_string(),
+        _ => "absent".to_string(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -135,8 +154,10 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
         })
         .collect();
 
+    let recorded = State::load(&fabric.name)?.filter(|_| up);
     let mut lpars = Vec::new();
     for lpar in &fabric.lpars {
+        let lpar_state = lpar_state(recorded.as_ref(), &lpar.name);
         let lpar_nl = if up && netns::exists(&lpar.netns) {
             Some(Netlink::open(&lpar.netns)?)
         } else {
@@ -156,6 +177,8 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
             let attached = dataplane::is_attached(&pin_dir, &port);
             let state = match (&port_link, &nic_link) {
                 (Some(p), Some(n)) if attached && p.up && n.up && n.oper_up => "online",
+                // Its port is down on purpose (`iqd lpar stop`).
+                (Some(_), Some(_)) if lpar_state == "stopped" => "stopped",
                 (Some(_), Some(_)) => "offline",
                 _ => "absent",
             };
@@ -178,6 +201,9 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
         lpars.push(LparStatus {
             lpar: lpar.name.clone(),
             netns: lpar.netns.clone(),
+            state: lpar_state,
+            profile: lpar.profile.map(|p| p.name.to_string()),
+            bandwidth: lpar.effective_bandwidth().map(|b| b.to_string()),
             nics,
         });
     }
@@ -252,6 +278,8 @@ async fn groups(fabric: &Fabric, fabric_nl: &Netlink) -> Result<Vec<GroupStatus>
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub nics: Vec<NicStats>,
+    /// Per LPAR with a bandwidth: what its meters dropped.
+    pub bandwidth: Vec<BandwidthStats>,
     /// Connection-table pressure.
     pub conntrack: dataplane::CtStats,
     /// Data path `afxdp`: frames handed to the switch and frames delivered in the kernel.
@@ -266,6 +294,36 @@ pub struct AfxdpStats {
     pub switch_running: bool,
     /// Frames the running switch moved since it started (0 when none runs).
     pub frames_moved: u64,
+}
+
+/// Data path `afxdp`: the programs' figures `programs` with the switch's.
+pub fn afxdp_stats(fabric: &Fabric, programs: dataplane::XskStats) -> AfxdpStats {
+    let status = switch_status(&fabric.name);
+    AfxdpStats {
+        programs,
+        switch_running: status.running,
+        frames_moved: match (status.running, status.report) {
+            (true, Some(report)) => report.frames_moved,
+            _ => 0,
+        },
+    }
+}
+
+/// What an LPAR's bandwidth did, per direction: frames its shaper carried (delayed as far as
+/// the bandwidth needs), and frames its meter dropped (the senders count these drops as
+/// `bandwidth_exceeded`).
+#[derive(Debug, Serialize)]
+pub struct BandwidthStats {
+    pub lpar: String,
+    pub bandwidth: String,
+    pub send_shaped_packets: u64,
+    pub send_shaped_bytes: u64,
+    pub receive_shaped_packets: u64,
+    pub receive_shaped_bytes: u64,
+    pub send_dropped_packets: u64,
+    pub send_dropped_bytes: u64,
+    pub receive_dropped_packets: u64,
+    pub receive_dropped_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -287,9 +345,15 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
     let maps = FabricMaps::open(&fabric.name, &pin_dir)?;
     let fabric_nl = Netlink::open(&fabric.netns_name())?;
     let mut nics = Vec::new();
+    let mut bandwidth = Vec::new();
     for lpar in &fabric.lpars {
+        let mut slot = None;
         for nic in &lpar.nics {
-            let counters = match fabric_nl.link(&port_name(nic)).await? {
+            let port = fabric_nl.link(&port_name(nic)).await?;
+            if let Some(port) = &port {
+                slot = slot.or(maps.bw_ports.get(&port.index, 0).ok());
+            }
+            let counters = match port {
                 Some(port) => maps.counters(port.index)?,
                 None => Default::default(),
             };
@@ -309,23 +373,30 @@ pub async fn stats(fabric: &Fabric) -> Result<Stats> {
                     .collect(),
             });
         }
+        if let (Some(limit), Some(slot)) = (lpar.effective_bandwidth(), slot) {
+            let send = maps.bucket(2 * slot + iqd_common::bw_direction::SEND)?;
+            let receive = maps.bucket(2 * slot + iqd_common::bw_direction::RECEIVE)?;
+            bandwidth.push(BandwidthStats {
+                lpar: lpar.name.clone(),
+                bandwidth: limit.to_string(),
+                send_shaped_packets: send.shaped_packets,
+                send_shaped_bytes: send.shaped_bytes,
+                receive_shaped_packets: receive.shaped_packets,
+                receive_shaped_bytes: receive.shaped_bytes,
+                send_dropped_packets: send.dropped_packets,
+                send_dropped_bytes: send.dropped_bytes,
+                receive_dropped_packets: receive.dropped_packets,
+                receive_dropped_bytes: receive.dropped_bytes,
+            });
+        }
     }
     let afxdp = match fabric.datapath {
-        Datapath::Afxdp => {
-            let status = switch_status(&fabric.name);
-            Some(AfxdpStats {
-                programs: maps.xsk_stats()?,
-                switch_running: status.running,
-                frames_moved: match (status.running, status.report) {
-                    (true, Some(report)) => report.frames_moved,
-                    _ => 0,
-                },
-            })
-        }
+        Datapath::Afxdp => Some(afxdp_stats(fabric, maps.xsk_stats()?)),
         Datapath::Xdp | Datapath::Tc => None,
     };
     Ok(Stats {
         nics,
+        bandwidth,
         conntrack: maps.ct_stats()?,
         afxdp,
     })

@@ -20,8 +20,10 @@
 //!
 //! What carries over: the configuration maps are refilled by `up` from the file anyway; the
 //! connection table's entries are copied when only its capacity changed, or converted from
-//! layout 1's and layout 2's keys (else the connections are reset and counted); counters carry
-//! over only in maps that stay compatible.
+//! layout 1's and layout 2's keys (else the connections are reset and counted); the per-NIC
+//! counters carry over in a map that stays compatible, and are added into the new one when
+//! only drop reasons were added (layouts 1-3, and layout 4 before the lifecycle reasons, to this
+//! one); other counters start from zero.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
@@ -65,6 +67,7 @@ pub struct MapDef {
 
 const BPF_MAP_TYPE_DEVMAP: u32 = 14;
 const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
+const PERF_EVENT_ARRAY: u32 = 4;
 /// `BPF_F_RDONLY_PROG`: the kernel adds it to every DEVMAP (programs must not write the
 /// entries a lookup points into).
 const BPF_F_RDONLY_PROG: u32 = 0x80;
@@ -153,7 +156,9 @@ pub fn differences(pinned: &MapDef, expected: &MapDef) -> Vec<String> {
             pinned.value_size, expected.value_size
         ));
     }
-    if pinned.max_entries != expected.max_entries {
+    // A perf event array defined with no size gets one slot per CPU when created.
+    let sized_at_load = expected.map_type == PERF_EVENT_ARRAY && expected.max_entries == 0;
+    if pinned.max_entries != expected.max_entries && !sized_at_load {
         out.push(format!(
             "capacity {} pinned, {} expected",
             pinned.max_entries, expected.max_entries
@@ -601,6 +606,10 @@ pub fn finish(
     // Every link at once (each an atomic program swap), now that the new maps hold the file's
     // ports, routes and rules.
     plane.swap_deferred_links()?;
+    // The old programs count no more: their counters join the new ones.
+    if upgrade.replaced.iter().any(|m| m == map_names::COUNTERS) {
+        carry_counters(&pin_dir.join(map_names::COUNTERS), maps)?;
+    }
     let connections = match upgrade.conntrack {
         CtPlan::Kept => Connections::Kept(maps.ct_stats()?.entries),
         CtPlan::Copied { old, copied } => {
@@ -635,6 +644,95 @@ pub fn finish(
         removed: upgrade.unknown,
         connections,
     }))
+}
+
+/// Per-NIC counters with `N` drop reasons: twelve in layouts 1 to 3, thirteen in layout 4
+/// before the lifecycle reasons. Reasons are only ever added at the end, so the earlier ones
+/// keep their indices.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicCountersOld<const N: usize> {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub drops: [u64; N],
+}
+
+/// Counters of layouts 1 to 3.
+pub type NicCountersV3 = NicCountersOld<12>;
+
+// SAFETY: #[repr(C)] plain integers.
+unsafe impl aya::Pod for NicCountersOld<12> {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NicCountersOld<13> {}
+
+impl<const N: usize> Default for NicCountersOld<N> {
+    fn default() -> Self {
+        NicCountersOld {
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            drops: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> NicCountersOld<N> {
+    /// The same counts in this layout's counters (the reasons it adds at zero).
+    pub fn upgraded(&self) -> iqd_common::NicCounters {
+        let mut counters = iqd_common::NicCounters {
+            tx_packets: self.tx_packets,
+            tx_bytes: self.tx_bytes,
+            rx_packets: self.rx_packets,
+            rx_bytes: self.rx_bytes,
+            ..Default::default()
+        };
+        for (new, old) in counters.drops.iter_mut().zip(self.drops) {
+            *new = old;
+        }
+        counters
+    }
+}
+
+/// Adds the per-NIC counters of the old pin at `old_path` (with fewer drop reasons: see
+/// [`NicCountersOld`]) to the new map's, so that an upgrade loses no count. A pin of another
+/// shape is left alone: its counts start from zero, as before.
+fn carry_counters(old_path: &Path, maps: &mut FabricMaps) -> Result<()> {
+    carry_counters_of::<12>(old_path, maps)?;
+    carry_counters_of::<13>(old_path, maps)
+}
+
+fn carry_counters_of<const N: usize>(old_path: &Path, maps: &mut FabricMaps) -> Result<()>
+where
+    NicCountersOld<N>: aya::Pod,
+{
+    use aya::maps::{PerCpuHashMap, PerCpuValues};
+    let Ok(data) = MapData::from_pin(old_path) else {
+        return Ok(());
+    };
+    let Ok(map) = Map::from_map_data(data) else {
+        return Ok(());
+    };
+    // Another value size: not this shape.
+    let Ok(old) = PerCpuHashMap::<MapData, u32, NicCountersOld<N>>::try_from(map) else {
+        return Ok(());
+    };
+    for (ifindex, values) in old.iter().filter_map(|e| e.ok()) {
+        let mut sums: Vec<iqd_common::NicCounters> = values.iter().map(|v| v.upgraded()).collect();
+        if let Ok(now) = maps.counters.get(&ifindex, 0) {
+            for (sum, now) in sums.iter_mut().zip(now.iter()) {
+                sum.accumulate(now);
+            }
+        }
+        let values =
+            PerCpuValues::try_from(sums).map_err(|e| Error::io("per-cpu values", "", e))?;
+        maps.counters
+            .insert(ifindex, values, 0)
+            .map_err(map_err(map_names::COUNTERS))?;
+    }
+    Ok(())
 }
 
 /// Records this build's layout version in `IQD_LAYOUT`.
@@ -835,6 +933,28 @@ pub fn convert_v2(old: &CtKeyV2) -> CtKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_of_layout_3_read_the_same_in_this_layout_with_the_new_reasons_at_zero() {
+        assert_eq!(std::mem::size_of::<NicCountersV3>(), 8 * (4 + 12));
+        let mut old = NicCountersV3 {
+            tx_packets: 1,
+            tx_bytes: 2,
+            rx_packets: 3,
+            rx_bytes: 4,
+            ..Default::default()
+        };
+        old.drops[iqd_common::drop_reason::ND_IGNORED as usize] = 5;
+        old.drops[iqd_common::drop_reason::MALFORMED as usize] = 6;
+        let new = old.upgraded();
+        assert_eq!(
+            (new.tx_packets, new.tx_bytes, new.rx_packets, new.rx_bytes),
+            (1, 2, 3, 4)
+        );
+        assert_eq!(new.drops[iqd_common::drop_reason::ND_IGNORED as usize], 5);
+        assert_eq!(new.drops[iqd_common::drop_reason::MALFORMED as usize], 6);
+        assert_eq!(new.drops[12..].iter().sum::<u64>(), 0);
+    }
 
     const HASH: u32 = 1;
     const ARRAY: u32 = 2;

@@ -4,7 +4,7 @@
 //! validation (`config`), security groups compiled into rule tables (`secgroup`), the eBPF data
 //! plane and its pinned maps (`dataplane`) and their layout across iqd versions (`layout`),
 //! namespace and link management (`netns`, `netlink`,
-//! `ethtool`), bringing fabrics up and down (`fabric`), reading them back (`inspect`), and the
+//! `ethtool`), bringing fabrics up and down (`fabric`), reading them back (`inspect`, and as Prometheus metrics: `metrics`), and the
 //! AF_XDP switch of data path `afxdp` (`switch`).
 pub mod config;
 pub mod dataplane;
@@ -15,12 +15,14 @@ pub mod fabric;
 pub mod inspect;
 pub mod layout;
 pub mod lock;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod reconcile;
 pub mod secgroup;
 pub mod state;
 pub mod switch;
+pub mod trace;
 
 pub use error::{Error, Result};
 

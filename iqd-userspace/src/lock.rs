@@ -15,7 +15,7 @@ use std::{
 
 use crate::error::{Error, Result};
 
-const LOCK_DIR: &str = "/run/iqd/locks";
+pub(crate) const LOCK_DIR: &str = "/run/iqd/locks";
 
 /// What to do when another writer holds the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ fn is_current(file: &File, path: &Path) -> bool {
 }
 
 /// `flock`, retried on EINTR. `Ok(false)` when LOCK_NB found it taken.
-fn try_flock(file: &File, operation: i32) -> std::io::Result<bool> {
+pub(crate) fn try_flock(file: &File, operation: i32) -> std::io::Result<bool> {
     loop {
         // SAFETY: a valid open file descriptor and a valid operation.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {

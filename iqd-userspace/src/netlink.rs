@@ -122,6 +122,83 @@ impl Netlink {
             )))
     }
 
+    /// Creates a veth pair with both ends here: `name` and `peer_name`, both of MTU `mtu`,
+    /// down.
+    pub async fn add_local_veth(&self, name: &str, peer_name: &str, mtu: u32) -> Result<()> {
+        let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_string())
+            .mtu(mtu)
+            .build();
+        let message = LinkVeth::new(name, peer_name)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("create veth {name} (peer {peer_name})")))
+    }
+
+    /// Makes the root qdisc of link `index` a token bucket filter (TBF): `rate` bytes per
+    /// second, a bucket of `burst` bytes, a queue of at most `limit` bytes. Replaces whatever
+    /// root qdisc the link had.
+    pub async fn set_tbf(&self, index: u32, rate: u64, burst: u32, limit: u32) -> Result<()> {
+        use futures::StreamExt as _;
+        use rtnetlink::{
+            packet_core::{
+                DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+                NLM_F_REQUEST,
+            },
+            packet_route::{
+                tc::{TcAttribute, TcHandle, TcMessage, TcOption},
+                RouteNetlinkMessage,
+            },
+        };
+        // linux/pkt_sched.h: TCA_TBF_PARMS (struct tc_tbf_qopt), TCA_TBF_RATE64, TCA_TBF_BURST.
+        const TCA_TBF_PARMS: u16 = 1;
+        const TCA_TBF_RATE64: u16 = 4;
+        const TCA_TBF_BURST: u16 = 6;
+        // struct tc_ratespec: cell_log u8, linklayer u8 (1 = Ethernet: no rate table needed),
+        // overhead u16, cell_align i16, mpu u16, rate u32 (bytes/s; the full rate is RATE64).
+        let mut rate_spec = vec![0u8, 1, 0, 0, 0, 0, 0, 0];
+        rate_spec.extend_from_slice(&(rate.min(u32::MAX as u64) as u32).to_ne_bytes());
+        // struct tc_tbf_qopt: rate, peakrate (none), limit, buffer (from BURST), mtu.
+        let mut qopt = rate_spec;
+        qopt.extend_from_slice(&[0u8; 12]);
+        qopt.extend_from_slice(&limit.to_ne_bytes());
+        qopt.extend_from_slice(&0u32.to_ne_bytes());
+        qopt.extend_from_slice(&0u32.to_ne_bytes());
+        let mut message = TcMessage::with_index(index as i32);
+        message.header.parent = TcHandle::ROOT;
+        message.header.handle = TcHandle { major: 1, minor: 0 };
+        message
+            .attributes
+            .push(TcAttribute::Kind("tbf".to_string()));
+        message.attributes.push(TcAttribute::Options(vec![
+            TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, qopt)),
+            TcOption::Other(DefaultNla::new(TCA_TBF_RATE64, rate.to_ne_bytes().to_vec())),
+            TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
+        ]));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let op = format!("set tbf qdisc on link {index}");
+        let mut response = self
+            .handle
+            .clone()
+            .request(request)
+            .map_err(self.err(op.clone()))?;
+        while let Some(message) = response.next().await {
+            if let NetlinkPayload::Error(e) = message.payload {
+                if e.code.is_some() {
+                    return Err(self.err(op)(rtnetlink::Error::NetlinkError(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
@@ -138,6 +215,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(self.err(format!("set link {index} up")))
+    }
+
+    /// Takes a link down: a veth's peer then has no carrier.
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set link {index} down")))
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {

@@ -2,7 +2,7 @@
 //! exists now, the ordered steps that make the fabric match the file, or the refusals that
 //! stop it before anything changes. Pure: no system calls, unit-tested without root. The
 //! executor (`fabric.rs`) carries the steps out under the fabric's lock.
-use std::collections::HashSet;
+use std::{collections::HashSet, path::Path};
 
 use crate::{
     config::{Fabric, Lpar, Nic},
@@ -72,8 +72,10 @@ pub enum Step {
     KeepNic(NicRecord),
     /// A NIC's port description, program and LPAR side (addresses, offloads), created or kept.
     ConfigureNic(NicRecord),
-    /// The address maps hold exactly the NICs' addresses.
+    /// The address maps hold exactly the NICs' addresses (a stopped LPAR's apart).
     SyncRoutes,
+    /// The bandwidth meters are the LPARs' bandwidths.
+    SyncBandwidth,
     /// The rule table holds the compiled security groups; connections they no longer allow go.
     ApplySecurityGroups,
     /// The programs' maps become the fabric's: on an upgrade of pins of another map layout,
@@ -108,6 +110,7 @@ impl std::fmt::Display for Step {
                 nic.lpar, nic.nic, nic.port, nic.nic, nic.netns
             ),
             Step::SyncRoutes => write!(f, "write the address maps"),
+            Step::SyncBandwidth => write!(f, "write the bandwidth meters"),
             Step::ApplySecurityGroups => write!(f, "apply the security groups"),
             Step::CommitLayout => write!(f, "commit the map layout"),
             Step::DeleteNetns(name) => write!(f, "delete namespace {name}"),
@@ -117,9 +120,22 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// Why `up` will not start: something it would have to change is not its own.
+/// Why `up` will not start: something it would have to change is not its own, or may not
+/// change now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// As in the cloud, a server's network interfaces are added and removed only while it is
+    /// stopped.
+    #[error("LPAR {lpar} is running: {} NIC {nic} (CHPID {chpid}) needs it stopped; run `iqd lpar stop {lpar} --config {config}`, then `iqd up --config {config}` again and `iqd lpar start {lpar} --config {config}`", if *.added { "adding" } else { "removing" })]
+    NicChangeWhileRunning {
+        lpar: String,
+        nic: String,
+        chpid: String,
+        /// Added (else removed).
+        added: bool,
+        /// The fabric file, as the user named it.
+        config: String,
+    },
     #[error("create NIC {lpar}/{nic}: namespace {netns} already has an interface {nic} that iqd did not create; rename or delete it, or give the NIC another name")]
     ForeignLink {
         lpar: String,
@@ -128,12 +144,57 @@ pub enum Refusal {
     },
 }
 
-/// The steps that make the fabric match `desired`, given what `recorded` says iqd built and
-/// what `observed` exists; or every refusal, found before anything changes.
+/// NICs added to or removed from LPARs that exist and run: refused (see
+/// [`Refusal::NicChangeWhileRunning`]). A NIC is its name and CHPID: moving it to another
+/// CHPID removes one and adds another. An LPAR that is new, stopped, or leaves the file as a
+/// whole may change freely; so may everything else of a NIC (addresses, groups, spoofing).
+fn nic_changes_while_running(desired: &Fabric, recorded: &State, config: &Path) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    let config = config.display().to_string();
+    for lpar in &desired.lpars {
+        if !recorded.has_lpar(&lpar.name) || recorded.is_stopped(&lpar.name) {
+            continue;
+        }
+        let was: Vec<(&str, u8)> = recorded
+            .nics
+            .iter()
+            .filter(|r| r.lpar == lpar.name)
+            .map(|r| (r.nic.as_str(), r.chpid))
+            .collect();
+        let is: Vec<(&str, u8)> = lpar
+            .nics
+            .iter()
+            .map(|n| (n.name.as_str(), n.chpid))
+            .collect();
+        let refusal = |(nic, chpid): (&str, u8), added| Refusal::NicChangeWhileRunning {
+            lpar: lpar.name.clone(),
+            nic: nic.to_string(),
+            chpid: crate::config::chpid_label(chpid),
+            added,
+            config: config.clone(),
+        };
+        refusals.extend(
+            was.iter()
+                .filter(|n| !is.contains(n))
+                .map(|n| refusal(*n, false)),
+        );
+        refusals.extend(
+            is.iter()
+                .filter(|n| !was.contains(n))
+                .map(|n| refusal(*n, true)),
+        );
+    }
+    refusals
+}
+
+/// The steps that make the fabric match `desired` (read from the file `config`), given what
+/// `recorded` says iqd built and what `observed` exists; or every refusal, found before
+/// anything changes.
 pub fn plan(
     desired: &Fabric,
     recorded: &State,
     observed: &Observed,
+    config: &Path,
 ) -> Result<Vec<Step>, Vec<Refusal>> {
     let fabric_netns = desired.netns_name();
     let mut steps = vec![Step::FabricNetns {
@@ -182,7 +243,7 @@ pub fn plan(
     leftovers.sort();
     steps.extend(leftovers.into_iter().cloned().map(Step::RemoveLeftoverPort));
 
-    let mut refusals = Vec::new();
+    let mut refusals = nic_changes_while_running(desired, recorded, config);
     for nic in &wanted {
         match kept(nic) {
             Some(_) => {
@@ -213,6 +274,7 @@ pub fn plan(
         }
     }
     steps.push(Step::SyncRoutes);
+    steps.push(Step::SyncBandwidth);
     steps.push(Step::ApplySecurityGroups);
     steps.push(Step::CommitLayout);
     for name in &recorded.created_netns {
@@ -295,7 +357,13 @@ ipv4 = ["10.0.0.2/24"]
     #[test]
     fn a_new_fabric_creates_everything_in_order() {
         let f = fabric(FILE);
-        let steps = plan(&f, &State::default(), &Observed::default()).unwrap();
+        let steps = plan(
+            &f,
+            &State::default(),
+            &Observed::default(),
+            Path::new("t.toml"),
+        )
+        .unwrap();
         assert_eq!(
             names(&steps),
             [
@@ -308,6 +376,7 @@ ipv4 = ["10.0.0.2/24"]
                 "create NIC LP02/hsi0 (port p7003, hsi0 in namespace lp02)",
                 "configure NIC LP02/hsi0 (port p7003, hsi0 in namespace lp02)",
                 "write the address maps",
+                "write the bandwidth meters",
                 "apply the security groups",
                 "commit the map layout",
                 "stop the AF_XDP switch",
@@ -323,7 +392,7 @@ ipv4 = ["10.0.0.2/24"]
             &["p7000", "p7003"],
             &[("lp01", "hsi0"), ("lp02", "hsi0")],
         );
-        let steps = plan(&f, &recorded(&f), &seen).unwrap();
+        let steps = plan(&f, &recorded(&f), &seen, Path::new("t.toml")).unwrap();
         assert!(steps.contains(&Step::FabricNetns { create: false }));
         assert!(!steps.iter().any(|s| matches!(
             s,
@@ -352,7 +421,7 @@ ipv4 = ["10.0.0.2/24"]
             &["p7000", "p7003"],
             &[("lp01", "hsi0"), ("lp02", "hsi0")],
         );
-        let steps = plan(&after, &recorded(&before), &seen).unwrap();
+        let steps = plan(&after, &recorded(&before), &seen, Path::new("t.toml")).unwrap();
         // No new veth pair: the port description, the routes and the connection table (cut by
         // segment when the security groups are applied) move the NIC.
         assert!(!steps
@@ -376,7 +445,7 @@ ipv4 = ["10.0.0.2/24"]
     fn existing_namespaces_iqd_did_not_create_are_adopted() {
         let f = fabric(FILE);
         let seen = observed(&["lp01"], &[], &[]);
-        let steps = plan(&f, &State::default(), &seen).unwrap();
+        let steps = plan(&f, &State::default(), &seen, Path::new("t.toml")).unwrap();
         assert!(steps.contains(&Step::AdoptNetns("lp01".into())));
         assert!(steps.contains(&Step::CreateNetns("lp02".into())));
     }
@@ -385,7 +454,7 @@ ipv4 = ["10.0.0.2/24"]
     fn a_foreign_interface_with_the_nic_name_is_refused_before_anything_changes() {
         let f = fabric(FILE);
         let seen = observed(&["lp01"], &[], &[("lp01", "hsi0")]);
-        let refusals = plan(&f, &State::default(), &seen).unwrap_err();
+        let refusals = plan(&f, &State::default(), &seen, Path::new("t.toml")).unwrap_err();
         assert_eq!(
             refusals,
             [Refusal::ForeignLink {
@@ -407,7 +476,7 @@ ipv4 = ["10.0.0.2/24"]
         let seen = observed(&["iqd-t", "lp01", "lp02"], &["p7000"], &[("lp01", "hsi0")]);
         let mut state = recorded(&f);
         state.nics.clear();
-        let steps = plan(&f, &state, &seen).unwrap();
+        let steps = plan(&f, &state, &seen, Path::new("t.toml")).unwrap();
         assert!(steps.contains(&Step::RemoveLeftoverPort("p7000".into())));
         assert!(steps
             .iter()
@@ -418,7 +487,7 @@ ipv4 = ["10.0.0.2/24"]
     fn a_recorded_nic_whose_port_vanished_is_rebuilt() {
         let f = fabric(FILE);
         let seen = observed(&["iqd-t", "lp01", "lp02"], &["p7003"], &[("lp02", "hsi0")]);
-        let steps = plan(&f, &recorded(&f), &seen).unwrap();
+        let steps = plan(&f, &recorded(&f), &seen, Path::new("t.toml")).unwrap();
         assert!(steps
             .iter()
             .any(|s| matches!(s, Step::RemoveNic(r) if r.port == "p7000")));
@@ -443,7 +512,7 @@ ipv4 = ["10.0.0.2/24"]
             &["p7000", "p7003"],
             &[("lp01", "hsi0"), ("lp02", "hsi0")],
         );
-        let steps = plan(&after, &recorded(&before), &seen).unwrap();
+        let steps = plan(&after, &recorded(&before), &seen, Path::new("t.toml")).unwrap();
         let names = names(&steps);
         let removed = names
             .iter()
@@ -451,5 +520,154 @@ ipv4 = ["10.0.0.2/24"]
         let deleted = names.iter().position(|s| s == "delete namespace lp02");
         assert!(removed.is_some() && deleted.is_some(), "{names:?}");
         assert!(removed < deleted, "{names:?}");
+    }
+
+    /// LP01 with a second NIC, on CHPID F1 (the other NICs keep the devnos of `FILE`).
+    fn with_second_nic() -> Fabric {
+        let text = FILE.replace(
+            "[[chpid]]\nid = \"F0\"\n",
+            "[[chpid]]\nid = \"F0\"\n\n[[chpid]]\nid = \"F1\"\n",
+        );
+        let text = text.replacen(
+            "ipv4 = [\"10.0.0.1/24\"]\n",
+            "ipv4 = [\"10.0.0.1/24\"]\n\n[[lpar.nic]]\nchpid = \"F1\"\nname = \"hsi1\"\nipv4 = [\"10.1.0.1/24\"]\n",
+            1,
+        );
+        let kept = recorded(&fabric(FILE)).kept_devnos();
+        let f = Fabric::parse_keeping(&text, Path::new("t.toml"), &kept).unwrap();
+        assert_eq!(f.lpars[0].nics.len(), 2);
+        f
+    }
+
+    fn up_seen() -> Observed {
+        observed(
+            &["iqd-t", "lp01", "lp02"],
+            &["p7000", "p7003"],
+            &[("lp01", "hsi0"), ("lp02", "hsi0")],
+        )
+    }
+
+    #[test]
+    fn adding_a_nic_to_a_running_lpar_is_refused_naming_it_and_what_to_run() {
+        let before = fabric(FILE);
+        let refusals = plan(
+            &with_second_nic(),
+            &recorded(&before),
+            &up_seen(),
+            Path::new("demo.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            refusals,
+            [Refusal::NicChangeWhileRunning {
+                lpar: "LP01".into(),
+                nic: "hsi1".into(),
+                chpid: "F1".into(),
+                added: true,
+                config: "demo.toml".into(),
+            }]
+        );
+        let message = refusals[0].to_string();
+        assert!(
+            message
+                .starts_with("LPAR LP01 is running: adding NIC hsi1 (CHPID F1) needs it stopped"),
+            "{message}"
+        );
+        assert!(
+            message.contains("run `iqd lpar stop LP01 --config demo.toml`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn removing_a_nic_of_a_running_lpar_is_refused() {
+        let before = with_second_nic();
+        let seen = observed(
+            &["iqd-t", "lp01", "lp02"],
+            &["p7000", "p7003", "p7006"],
+            &[("lp01", "hsi0"), ("lp01", "hsi1"), ("lp02", "hsi0")],
+        );
+        let refusals = plan(
+            &fabric(FILE),
+            &recorded(&before),
+            &seen,
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(refusals[0]
+            .to_string()
+            .starts_with("LPAR LP01 is running: removing NIC hsi1 (CHPID F1)"));
+    }
+
+    #[test]
+    fn moving_a_nic_of_a_running_lpar_to_another_chpid_is_a_removal_and_an_addition() {
+        let before = fabric(FILE);
+        let moved = fabric(
+            &FILE
+                .replace(
+                    "[[chpid]]\nid = \"F0\"\n",
+                    "[[chpid]]\nid = \"F0\"\n\n[[chpid]]\nid = \"F1\"\n",
+                )
+                .replacen("chpid = \"F0\"", "chpid = \"F1\"", 1),
+        );
+        let refusals =
+            plan(&moved, &recorded(&before), &up_seen(), Path::new("t.toml")).unwrap_err();
+        let messages: Vec<String> = refusals.iter().map(|r| r.to_string()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("removing NIC hsi0 (CHPID F0)"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("adding NIC hsi0 (CHPID F1)"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn nics_of_stopped_and_new_lpars_change_freely_and_addresses_of_running_ones_too() {
+        let before = fabric(FILE);
+        let mut state = recorded(&before);
+        state
+            .lpars
+            .insert("LP01".into(), crate::state::LparState::Stopped);
+        let steps = plan(&with_second_nic(), &state, &up_seen(), Path::new("t.toml")).unwrap();
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::CreateNic(r) if r.lpar == "LP01" && r.nic == "hsi1")));
+        // LP02's NIC stays as it is.
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::KeepNic(r) if r.lpar == "LP02")));
+        // An LPAR the fabric does not have yet comes with its NICs.
+        let steps = plan(
+            &before,
+            &State::default(),
+            &Observed::default(),
+            Path::new("t.toml"),
+        );
+        assert!(steps.is_ok());
+        // Addresses of a running LPAR's NIC may change.
+        let readdressed = fabric(&FILE.replace("10.0.0.1/24", "10.0.0.9/24"));
+        assert!(plan(
+            &readdressed,
+            &recorded(&before),
+            &up_seen(),
+            Path::new("t.toml")
+        )
+        .is_ok());
+        // An LPAR may leave the file as a whole, running or not.
+        let without_lp02 = fabric(&FILE.replace(
+            "[[lpar]]\nname = \"LP02\"\nnetns = \"lp02\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nipv4 = [\"10.0.0.2/24\"]\n",
+            "",
+        ));
+        assert!(plan(
+            &without_lp02,
+            &recorded(&before),
+            &up_seen(),
+            Path::new("t.toml")
+        )
+        .is_ok());
     }
 }

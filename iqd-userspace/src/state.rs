@@ -7,6 +7,7 @@
 //! fabric's lock, and before each namespace is created, so that a writer killed at any point
 //! leaves a file the next `up` or `down` can finish from.
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -42,6 +43,37 @@ pub struct State {
     /// a failed `up` rolls back to.
     #[serde(default)]
     pub applied: Option<AppliedFile>,
+    /// The state of every LPAR the fabric has, by name (`iqd lpar stop`/`start`); absent in
+    /// files from before lifecycles, whose LPARs all run.
+    #[serde(default)]
+    pub lpars: BTreeMap<String, LparState>,
+}
+
+/// An LPAR's lifecycle state, as a cloud server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LparState {
+    /// Its NICs carry frames. A new LPAR comes up running.
+    #[default]
+    Running,
+    /// Its NICs are down (no carrier), frames to it are dropped (`lpar_stopped`); its NICs may
+    /// be added and removed.
+    Stopped,
+}
+
+impl LparState {
+    pub fn label(self) -> &'static str {
+        match self {
+            LparState::Running => "running",
+            LparState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for LparState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +167,25 @@ impl State {
             message: e.to_string(),
         })?;
         write_atomically(&path, text.as_bytes())
+    }
+
+    /// The devnos the NICs were built with, for [`crate::config::Fabric::parse_keeping`].
+    pub fn kept_devnos(&self) -> crate::config::KeptDevnos {
+        self.nics
+            .iter()
+            .map(|n| ((n.lpar.clone(), n.nic.clone(), n.chpid), n.devno))
+            .collect()
+    }
+
+    /// Whether the LPAR named `lpar` is stopped.
+    pub fn is_stopped(&self, lpar: &str) -> bool {
+        self.lpars.get(lpar) == Some(&LparState::Stopped)
+    }
+
+    /// Whether the fabric has (built) the LPAR named `lpar`: recorded, or, in files from
+    /// before lifecycles, with a NIC recorded.
+    pub fn has_lpar(&self, lpar: &str) -> bool {
+        self.lpars.contains_key(lpar) || self.nics.iter().any(|n| n.lpar == lpar)
     }
 
     /// Records a namespace as iqd's before iqd creates it: killed right after creating it, iqd

@@ -16,6 +16,8 @@ pub struct FabricFile {
     datapath: Option<String>,
     /// Id and MFS (`None`: the default).
     chpids: Vec<(String, Option<String>)>,
+    /// `analyzer` of a CHPID, by id.
+    analyzers: Vec<(String, String)>,
     groups: Vec<Group>,
     lpars: Vec<Lpar>,
 }
@@ -24,6 +26,10 @@ pub struct FabricFile {
 struct Lpar {
     name: String,
     netns: String,
+    /// `profile` and `bandwidth`, written when set.
+    profile: Option<String>,
+    bandwidth: Option<String>,
+    traceable: bool,
     nics: Vec<Nic>,
 }
 
@@ -67,6 +73,7 @@ impl FabricFile {
             name: name.to_string(),
             datapath: None,
             chpids: Vec::new(),
+            analyzers: Vec::new(),
             groups: Vec::new(),
             lpars: Vec::new(),
         }
@@ -106,8 +113,43 @@ impl FabricFile {
         self.lpars.push(Lpar {
             name: name.to_string(),
             netns: netns.to_string(),
+            profile: None,
+            bandwidth: None,
+            traceable: false,
             nics: nics.into_iter().collect(),
         });
+        self
+    }
+
+    /// `profile` of the LPAR added last.
+    pub fn profile(mut self, profile: &str) -> Self {
+        if let Some(lpar) = self.lpars.last_mut() {
+            lpar.profile = Some(profile.to_string());
+        }
+        self
+    }
+
+    /// `bandwidth` of the LPAR added last (`"2Gbps"`).
+    pub fn bandwidth(mut self, bandwidth: &str) -> Self {
+        if let Some(lpar) = self.lpars.last_mut() {
+            lpar.bandwidth = Some(bandwidth.to_string());
+        }
+        self
+    }
+
+    /// `analyzer = lpar` on CHPID `chpid` (added with [`Self::chpid`]).
+    pub fn analyzer(mut self, chpid: &str, lpar: &str) -> Self {
+        self.analyzers.push((chpid.to_string(), lpar.to_string()));
+        self
+    }
+
+    /// `traceable = true` on the LPARs named.
+    pub fn traceable(mut self, names: &[&str]) -> Self {
+        for lpar in &mut self.lpars {
+            if names.contains(&lpar.name.as_str()) {
+                lpar.traceable = true;
+            }
+        }
         self
     }
 
@@ -128,6 +170,9 @@ impl Display for FabricFile {
             if let Some(mfs) = mfs {
                 writeln!(f, "mfs = {}", quoted(mfs))?;
             }
+            for (_, lpar) in self.analyzers.iter().filter(|(c, _)| c == id) {
+                writeln!(f, "analyzer = {}", quoted(lpar))?;
+            }
         }
         for group in &self.groups {
             writeln!(
@@ -147,6 +192,15 @@ impl Display for FabricFile {
                 quoted(&lpar.name),
                 quoted(&lpar.netns)
             )?;
+            if let Some(profile) = &lpar.profile {
+                writeln!(f, "profile = {}", quoted(profile))?;
+            }
+            if let Some(bandwidth) = &lpar.bandwidth {
+                writeln!(f, "bandwidth = {}", quoted(bandwidth))?;
+            }
+            if lpar.traceable {
+                writeln!(f, "traceable = true")?;
+            }
             for nic in &lpar.nics {
                 writeln!(f, "[[lpar.nic]]\nchpid = {}", quoted(&nic.chpid))?;
                 if let Some(vlan) = nic.vlan {

@@ -262,7 +262,7 @@ impl ProgBench {
         let ctx = sk_buff(ingress, gso_size, gso_segs);
         let mut out = vec![0u8; frame.len() + 4096];
         let rx_before = self.counters(ingress).rx_packets;
-        let program = self.plane.tc_program().expect("tc program");
+        let program = self.plane.tc_program(Side::PortTc).expect("tc program");
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -361,7 +361,11 @@ impl ProgBench {
             ..TestRunOptions::new()
         };
         let result = match self.hook {
-            Hook::Tc => self.plane.tc_program().expect("tc program").test_run(opts),
+            Hook::Tc => self
+                .plane
+                .tc_program(Side::PortTc)
+                .expect("tc program")
+                .test_run(opts),
             Hook::Xdp => self
                 .plane
                 .program(Side::Port)

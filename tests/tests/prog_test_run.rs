@@ -15,8 +15,8 @@ use std::{
 
 use iqd::{dataplane::Side, netns};
 use iqd_common::{
-    drop_reason, segment_of, sg_direction, sg_proto, NicCounters, PortInfo, RouteKey, RouteTarget,
-    SgKey, SgRanges, NO_VLAN, SG_KEY_FIXED_BITS,
+    drop_reason, port_flags, route_flags, segment_of, sg_direction, sg_proto, Bucket, NicCounters,
+    PortInfo, RouteKey, RouteTarget, SgKey, SgRanges, NO_VLAN, SG_KEY_FIXED_BITS,
 };
 use iqd_tests::{
     frames::{
@@ -26,7 +26,7 @@ use iqd_tests::{
         ETH_P_LOCAL_EXP, ETH_ZLEN, IPPROTO_ICMPV6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
         ND_NEIGHBOR_ADVERT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, TCP_HLEN,
     },
-    prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_REDIRECT, XDP_TX},
+    prog_test::{ifindex, ip, Hook, ProgBench, Run, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
 
 const F0: u16 = 0xf0;
@@ -302,11 +302,7 @@ impl Bench {
                         segment: segment_of(&info),
                         addr,
                     },
-                    RouteTarget {
-                        ifindex: port.ifindex,
-                        mac: spec.mac,
-                        _pad: [0; 2],
-                    },
+                    RouteTarget::new(port.ifindex, spec.mac),
                 ));
             }
         }
@@ -639,6 +635,110 @@ fn redirect_to_a_port_missing_from_the_devmap_fails() {
         drop_reason::REDIRECT_FAILED,
         "B not in the DEVMAP",
     );
+}
+
+#[test]
+fn frames_to_a_stopped_lpar_are_dropped_as_lpar_stopped_on_every_hook() {
+    on_every_hook(|bench, hook| {
+        // B's LPAR stops: its routes move from IQD_ROUTES to IQD_STOPPED.
+        let b = bench.ifindex("b");
+        let routes: Vec<(RouteKey, RouteTarget)> = bench
+            .prog
+            .maps
+            .routes
+            .iter()
+            .filter_map(|e| e.ok())
+            .collect();
+        let (stopped, live): (Vec<_>, Vec<_>) =
+            routes.into_iter().partition(|(_, t)| t.ifindex == b);
+        bench
+            .prog
+            .maps
+            .sync_all_routes(&live, &stopped)
+            .expect("stop B");
+        let frame = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+        bench.expect_drop(
+            "a",
+            &frame,
+            drop_reason::LPAR_STOPPED,
+            &format!("{hook:?}: TCP to stopped B"),
+        );
+        // Started again: delivered.
+        let all: Vec<_> = live.iter().chain(&stopped).copied().collect();
+        bench.prog.maps.sync_all_routes(&all, &[]).expect("start B");
+        bench.expect_forward("a", &frame, "b", &format!("{hook:?}: TCP to started B"));
+    });
+}
+
+#[test]
+fn frames_of_an_lpar_with_a_bandwidth_are_metered_and_shaped_on_every_hook() {
+    on_every_hook(|bench, hook| {
+        let (a, b) = (bench.ifindex("a"), bench.ifindex("b"));
+        // A's LPAR (slot 0) sends at 1000 bytes/s with a 1 ms queue: one frame of 60 bytes
+        // would queue 60 ms.
+        let mut info = bench.prog.maps.ports.get(&a, 0).expect("A's port");
+        info.flags |= port_flags::BANDWIDTH;
+        bench.prog.maps.ports.insert(a, info, 0).expect("flag A");
+        let slow = Bucket {
+            rate: 1000,
+            burst_ns: 1_000_000,
+            shaper: b,
+            ..Default::default()
+        };
+        bench
+            .prog
+            .maps
+            .sync_bandwidth(&[(a, 0)], &[(0, slow.rate, slow.burst_ns, slow.shaper)])
+            .expect("A's bandwidth");
+        let frame = tcp(MAC_A, MAC_B, IP_A, IP_B).build();
+        bench.expect_drop(
+            "a",
+            &frame,
+            drop_reason::BANDWIDTH_EXCEEDED,
+            &format!("{hook:?}: above A's bandwidth"),
+        );
+        let meter = bench.prog.maps.bucket(0).expect("A's meter");
+        assert_eq!(
+            (meter.dropped_packets, meter.dropped_bytes),
+            (1, frame.len() as u64)
+        );
+        // At 1 GB/s it passes, into A's shaper: XDP passes it up to the port's tc ingress with
+        // its target in the metadata; tc redirects it to the shaper (B's port stands in).
+        bench
+            .prog
+            .maps
+            .sync_bandwidth(&[(a, 0)], &[(0, 1_000_000_000, 10_000_000, b)])
+            .expect("A's bandwidth");
+        let run = bench.run("a", &frame);
+        let expected = match hook {
+            Hook::Tc => XDP_REDIRECT,
+            Hook::Xdp | Hook::Xsk => XDP_PASS,
+        };
+        assert_eq!(run.action, expected, "{hook:?}: admitted frame");
+        if hook != Hook::Tc {
+            // The receiving side's flag alone sends it through the shapers too.
+            info.flags &= !port_flags::BANDWIDTH;
+            bench.prog.maps.ports.insert(a, info, 0).expect("unflag A");
+            let b_info = bench.prog.maps.ports.get(&b, 0).expect("B's port");
+            let key = RouteKey {
+                segment: segment_of(&b_info),
+                addr: iqd_common::ipv4_mapped(IP_B.octets()),
+            };
+            let target = RouteTarget::new(b, MAC_B).with_flags(route_flags::BANDWIDTH);
+            bench
+                .prog
+                .maps
+                .routes
+                .insert(key, target, 0)
+                .expect("flag B");
+            bench
+                .prog
+                .maps
+                .sync_bandwidth(&[(b, 0)], &[(1, 1_000_000_000, 10_000_000, a)])
+                .expect("B's bandwidth");
+            assert_eq!(bench.run("a", &frame).action, XDP_PASS, "{hook:?}: to B");
+        }
+    });
 }
 
 #[test]

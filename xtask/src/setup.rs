@@ -21,6 +21,9 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "sockperf",
     "fping",
     "nftables",
+    // promtool (checks `iqd metrics`), tshark (reads `iqd trace`'s pcapng) in the observe suite.
+    "prometheus",
+    "tshark",
 ];
 
 /// Needed only to build bpf-linker against LLVM 22.

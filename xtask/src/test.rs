@@ -20,7 +20,15 @@ const TEST_PACKAGES: &[&str] = &["iqd-common", "iqd-userspace", "xtask", "iqd-te
 
 /// Data paths other than the default, and the suites that run again on each of them.
 const OTHER_DATAPATHS: &[&str] = &["xdp", "afxdp"];
-const DATAPATH_SUITES: &[&str] = &["fabric", "secgroups", "ipv6", "vlan", "upgrade"];
+const DATAPATH_SUITES: &[&str] = &[
+    "fabric",
+    "secgroups",
+    "ipv6",
+    "vlan",
+    "upgrade",
+    "lifecycle",
+    "observe",
+];
 
 pub fn run(options: Options) -> Result<()> {
     setup::ensure(

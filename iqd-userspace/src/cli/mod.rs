@@ -2,9 +2,13 @@
 mod check;
 mod conntrack;
 mod down;
+mod lpar;
+mod metrics;
+mod profiles;
 mod stats;
 mod status;
 mod switch;
+mod trace;
 mod up;
 
 use std::path::PathBuf;
@@ -34,6 +38,10 @@ pub enum Command {
     Status(status::Status),
     Stats(stats::Stats),
     Conntrack(conntrack::Conntrack),
+    Lpar(lpar::Lpar),
+    Profiles(profiles::Profiles),
+    Metrics(metrics::Metrics),
+    Trace(trace::Trace),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -67,7 +75,8 @@ impl WaitArg {
 
 impl ConfigArg {
     fn load(&self) -> anyhow::Result<iqd::config::Fabric> {
-        Ok(iqd::config::Fabric::load(&self.config)?)
+        // As `up` builds it: NICs keep the devnos they were built with.
+        Ok(iqd::fabric::load(&self.config)?)
     }
 }
 
@@ -79,6 +88,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run().await,
         Command::Stats(cmd) => cmd.run().await,
         Command::Conntrack(cmd) => cmd.run().await,
+        Command::Lpar(cmd) => cmd.run().await,
+        Command::Profiles(cmd) => cmd.run(),
+        Command::Metrics(cmd) => cmd.run().await,
+        Command::Trace(cmd) => cmd.run().await,
         Command::Switch(cmd) => cmd.run().await,
     }
 }

@@ -9,8 +9,11 @@ use super::ConfigArg;
 /// spoofed_source, not_member (destination only on another CHPID), no_destination,
 /// mfs_exceeded (frame above the CHPID's MTU), redirect_failed, arp_ignored,
 /// sg_denied_outbound (its own security groups refused), target_busy (data path afxdp: a full
-/// AF_XDP ring); except sg_denied_inbound, counted on the receiving NIC whose security groups
-/// refused. A line shows the connection table; for data path afxdp, a last line shows how many
+/// AF_XDP ring), lpar_stopped (the destination's LPAR is stopped), bandwidth_exceeded (the
+/// sender's or the receiver's LPAR bandwidth); except sg_denied_inbound, counted on the
+/// receiving NIC whose security groups refused. Per LPAR with a bandwidth, a line shows, sending
+/// and receiving, the frames that went through its shaper (delayed as far as the bandwidth
+/// needs) and those dropped because its shaper's queue was full (bandwidth_exceeded). A line shows the connection table; for data path afxdp, a last line shows how many
 /// frames went through the switch and how many the kernel delivered itself (fallback).
 #[derive(Args, Debug)]
 pub struct Stats {
@@ -58,6 +61,23 @@ impl Stats {
                 } else {
                     drops.join(" ")
                 }
+            );
+        }
+        for b in &stats.bandwidth {
+            println!(
+                "bandwidth {} {}: sent {} frames ({} bytes) through its shaper, {} dropped \
+                 ({} bytes); received {} frames ({} bytes) through its shaper, {} dropped ({} \
+                 bytes)",
+                b.lpar,
+                b.bandwidth,
+                b.send_shaped_packets,
+                b.send_shaped_bytes,
+                b.send_dropped_packets,
+                b.send_dropped_bytes,
+                b.receive_shaped_packets,
+                b.receive_shaped_bytes,
+                b.receive_dropped_packets,
+                b.receive_dropped_bytes
             );
         }
         let ct = &stats.conntrack;

@@ -2,7 +2,8 @@ use clap::Args;
 
 use super::ConfigArg;
 
-/// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their NICs.
+/// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their state (running,
+/// stopped), profile and bandwidth; their NICs.
 ///
 /// Then each segment's multicast groups (as the LPARs registered them with IGMP and MLD) and
 /// broadcast addresses, with their member NICs.
@@ -45,6 +46,17 @@ impl Status {
                 c.mfs,
                 c.mtu,
                 c.members.join(" ")
+            );
+        }
+        println!();
+        println!("{:<8} {:<8} {:<20} BANDWIDTH", "LPAR", "STATE", "PROFILE");
+        for l in &status.lpars {
+            println!(
+                "{:<8} {:<8} {:<20} {}",
+                l.lpar,
+                l.state,
+                l.profile.as_deref().unwrap_or("-"),
+                l.bandwidth.as_deref().unwrap_or("-")
             );
         }
         println!();

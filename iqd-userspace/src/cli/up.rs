@@ -17,8 +17,11 @@ use super::{ConfigArg, WaitArg};
 /// once frames flow through it.
 ///
 /// An invalid file changes nothing. Neither does a fabric that cannot be built as asked (an
-/// interface iqd did not create holding a NIC's name, say): such refusals are found before the
-/// first change. A step that fails midway is undone: the fabric returns to the configuration
+/// interface iqd did not create holding a NIC's name, say), nor one that adds or removes a NIC
+/// of a running LPAR (stop it first with `iqd lpar stop`, as a cloud server must be STOPPED to
+/// change its interfaces): such refusals are found before the first change. A stopped LPAR
+/// stays stopped; LPARs new to the file come up running. Each LPAR's bandwidth (its own or its
+/// profile's) is enforced by shapers in the fabric namespace. A step that fails midway is undone: the fabric returns to the configuration
 /// the last successful `up` applied (or, if there was none, what this `up` created is removed),
 /// and the error names the step. One `up` or `down` changes a fabric at a time: a second one
 /// waits, saying so on stderr (or fails at once with --no-wait).

@@ -71,7 +71,10 @@ mod tests {
     fn every_table_has_its_keys() {
         assert_eq!(keys_of(""), ["fabric", "chpid", "lpar", "security_group"]);
         assert_eq!(keys_of("fabric"), ["name", "max_nics_per_lpar", "datapath"]);
-        assert_eq!(keys_of("lpar"), ["name", "netns", "nic"]);
+        assert_eq!(
+            keys_of("lpar"),
+            ["name", "netns", "profile", "bandwidth", "traceable", "nic"]
+        );
         // Serde's names: `type`, not the field `icmp_type`.
         assert!(keys_of("security_group.rules").contains(&"type"));
         assert!(tables().iter().all(|(_, keys)| !keys.is_empty()));

@@ -657,6 +657,11 @@ impl Env {
     }
 
     /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
+    /// For iqd: the fabric file the system was brought up with.
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.iqd.as_ref().map(|(_, config)| config.as_path())
+    }
+
     pub fn spawn(&mut self, i: usize, args: &[&str]) -> Result<()> {
         let child = Cmd::new("ip")
             .args(["netns", "exec", &self.endpoints[i].netns])

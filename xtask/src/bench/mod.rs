@@ -6,8 +6,10 @@
 //! system order rotated from round to round, so that a noisy neighbour hits all systems alike and
 //! ratios can be paired within a round.
 
+mod bandwidth;
 mod env;
 mod measure;
+mod observe;
 mod report;
 mod secgroups;
 mod stats;
@@ -107,6 +109,20 @@ pub struct Options {
     /// Benchmark this iqd binary instead of building the release one.
     #[arg(long, value_name = "PATH")]
     iqd: Option<PathBuf>,
+
+    /// Measure only the bandwidth part: TCP through an LPAR with a bandwidth of 2 and of 10
+    /// Gbps, one stream and two streams over two NICs, as a ratio to the bandwidth (about 1.5
+    /// minutes with the defaults: 3 rounds of 4-second runs unless --rounds, --duration say
+    /// otherwise). A full default run measures it too, after the rest.
+    #[arg(long, conflicts_with_all = ["quick", "system", "mtu", "scale", "family", "docs"])]
+    bandwidth: bool,
+
+    /// Measure only the observe part: TCP throughput and request/response latency of iqd-tc
+    /// (MTU 8192) with no trace and with `iqd trace` of both LPARs at snaplen 128, interleaved
+    /// (3 rounds of 2-second runs unless --rounds, --duration say otherwise), and the time of
+    /// an `iqd metrics` scrape of 85 LPARs x 2 NICs (about 2 minutes in all).
+    #[arg(long, conflicts_with_all = ["quick", "system", "mtu", "scale", "family", "docs", "bandwidth"])]
+    observe: bool,
 
     /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
     /// render its report again.
@@ -507,6 +523,8 @@ struct Output<'a> {
     summary: &'a [stats::Summary],
     secgroups: &'a [stats::SecgroupRow],
     families: &'a [stats::FamilyRow],
+    /// The bandwidth part's samples (empty unless measured).
+    bandwidth: &'a [bandwidth::BandwidthSample],
 }
 
 /// The table, the IPv6-against-IPv4 and security-group comparisons and the findings, on
@@ -620,6 +638,12 @@ pub fn run(options: Options) -> Result<()> {
         };
         return render_saved(path, docs);
     }
+    if options.bandwidth {
+        return run_bandwidth(&options);
+    }
+    if options.observe {
+        return run_observe(&options);
+    }
     let plan = Plan::from_options(&options)?;
     setup::ensure(
         "bench",
@@ -706,6 +730,20 @@ pub fn run(options: Options) -> Result<()> {
         minutes(plan.total_nominal() + 5.0)
     );
     let result = measure_all(&plan, &mut builder, &mut recorder);
+    // A full default run measures the bandwidth part too (on the release iqd).
+    let bandwidth_samples = match (&result, &builder.iqd, default_run) {
+        (Ok(()), Some(iqd), true) => {
+            let iqd = iqd.clone();
+            match bandwidth::measure(&iqd, &work_dir, &builder.tag, plan.rounds.min(3), 4) {
+                Ok(samples) => samples,
+                Err(e) => {
+                    recorder.fail("iqd-tc", 57344, "bandwidth", 0, e);
+                    Vec::new()
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
     let _ = std::fs::remove_dir_all(&work_dir);
     result?;
 
@@ -741,7 +779,12 @@ pub fn run(options: Options) -> Result<()> {
         &secgroup_rows,
         &family_rows,
     );
+    if !bandwidth_samples.is_empty() {
+        println!("\nShared bandwidth (iqd-tc, MTU 57344)");
+        print!("{}", bandwidth::table(&bandwidth_samples));
+    }
     let output = Output {
+        bandwidth: &bandwidth_samples,
         machine: &machine,
         run: &run,
         samples: &recorder.samples,
@@ -764,6 +807,95 @@ pub fn run(options: Options) -> Result<()> {
             json_path.display()
         );
     }
+    Ok(())
+}
+
+/// `--bandwidth`: the bandwidth part alone, its table on stdout and its samples in the JSON
+/// file.
+fn run_bandwidth(options: &Options) -> Result<()> {
+    setup::ensure(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let iqd = match &options.iqd {
+        Some(path) if path.is_file() => std::fs::canonicalize(path)?,
+        Some(path) => bail!("--iqd: {} is not a file", path.display()),
+        None => build_release()?,
+    };
+    let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(4));
+    if rounds == 0 || seconds < 2 {
+        bail!("--bandwidth needs at least 1 round of at least 2 seconds");
+    }
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_path = options.json.clone().unwrap_or_else(|| {
+        util::target_dir()
+            .join("bench")
+            .join(format!("bandwidth-{epoch}.json"))
+    });
+    if let Some(parent) = json_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let tag = format!("ib{:x}", std::process::id() & 0xffff);
+    let result = bandwidth::measure(&iqd, &work_dir, &tag, rounds, seconds);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let samples = result?;
+    println!("Shared bandwidth (iqd-tc, MTU 57344, {rounds} rounds of {seconds} s)");
+    print!("{}", bandwidth::table(&samples));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&samples)?)
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+    eprintln!("bench: raw samples: {}", json_path.display());
+    Ok(())
+}
+
+/// `--observe`: the observe part alone, its table on stdout and its figures in a JSON file.
+fn run_observe(options: &Options) -> Result<()> {
+    setup::ensure(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let iqd = match &options.iqd {
+        Some(path) if path.is_file() => std::fs::canonicalize(path)?,
+        Some(path) => bail!("--iqd: {} is not a file", path.display()),
+        None => build_release()?,
+    };
+    let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(2));
+    if rounds == 0 || seconds == 0 {
+        bail!("--observe needs at least 1 round of at least 1 second");
+    }
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_path = options.json.clone().unwrap_or_else(|| {
+        util::target_dir()
+            .join("bench")
+            .join(format!("observe-{epoch}.json"))
+    });
+    if let Some(parent) = json_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    let work_dir = std::env::temp_dir().join(format!("iqd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    let result = observe::measure(&iqd, &work_dir, rounds, seconds);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let figures = result?;
+    print!("{}", observe::table(&figures));
+    observe::write_json(&json_path, &figures)?;
+    eprintln!("bench: raw samples: {}", json_path.display());
     Ok(())
 }
 
