@@ -20,6 +20,7 @@ pub mod netlink;
 pub mod netns;
 pub mod reconcile;
 pub mod secgroup;
+pub mod serve;
 pub mod state;
 pub mod switch;
 pub mod trace;

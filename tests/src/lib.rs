@@ -373,6 +373,7 @@ pub mod fixture;
 pub mod frames;
 pub mod model;
 pub mod prog_test;
+pub mod serve;
 
 /// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that
 /// namespace wherever they are used afterwards.

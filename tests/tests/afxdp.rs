@@ -281,15 +281,18 @@ fn a_running_fabric_switches_to_and_from_afxdp_under_traffic() {
     assert!(switch(&fabric).is_null(), "an xdp fabric shows no switch");
     fabric.iperf3_server(&b, "10.71.0.2");
     let a2 = a.clone();
-    let transfer = thread::spawn(move || iperf3_tcp(&a2, "10.71.0.2", 4));
+    // Long enough to outlast two `up`s, which take seconds each on a busy machine.
+    let transfer = thread::spawn(move || iperf3_tcp(&a2, "10.71.0.2", 12));
     thread::sleep(Duration::from_millis(500));
 
     fabric.rewrite(four_lpars("afxdp"));
     let out = fabric.iqd_ok("up");
     assert!(out.contains("NICs created:       -"), "{out}");
     let pid = running_pid(&fabric);
-    thread::sleep(Duration::from_millis(1000));
-    assert!(u64_at(&afxdp_stats(&fabric), "/to_switch") > 1000);
+    wait_until(Duration::from_secs(5), || {
+        u64_at(&afxdp_stats(&fabric), "/to_switch") > 1000
+    })
+    .expect("the switch did not take the transfer over");
 
     fabric.rewrite(four_lpars("xdp"));
     fabric.iqd_ok("up");

@@ -24,7 +24,12 @@ const RUNTIME_PACKAGES: &[&str] = &[
     // promtool (checks `iqd metrics`), tshark (reads `iqd trace`'s pcapng) in the observe suite.
     "prometheus",
     "tshark",
+    // The virtualenv of the `iqd serve` tests, which drive it with IBM's ibm-vpc SDK.
+    "python3-venv",
 ];
+
+/// The SDK the `iqd serve` tests drive it with, unmodified from PyPI.
+const VPC_SDK: &str = "ibm-vpc==0.36.0";
 
 /// Needed only to build bpf-linker against LLVM 22.
 const BPF_LINKER_BUILD_PACKAGES: &[&str] = &[
@@ -61,6 +66,8 @@ pub fn ensure(subcommand: &str, why: &str) -> Result<()> {
     if linker.is_none() {
         install_bpf_linker().context("setup step failed: bpf-linker")?;
     }
+
+    vpc_sdk(&mut ok).context("setup step failed: the ibm-vpc SDK's virtualenv")?;
 
     if !ok.is_empty() {
         eprintln!("setup: ok: {}", ok.join(", "));
@@ -162,6 +169,28 @@ fn debian_packages(packages: &[&str], ok: &mut Vec<String>) -> Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+}
+
+/// The virtualenv `target/vpc-venv` with the ibm-vpc SDK (tests/tests/serve.rs runs
+/// tests/vpc/*.py with its python), made unless its python already imports the SDK.
+fn vpc_sdk(ok: &mut Vec<String>) -> Result<()> {
+    let venv = util::workspace_root().join("target/vpc-venv");
+    let python = venv.join("bin/python");
+    let has_sdk = python.exists()
+        && Cmd::new(&python)
+            .args(["-c", "import ibm_vpc, ibm_cloud_sdk_core"])
+            .quiet()
+            .status()
+            .is_ok_and(|s| s.success());
+    if has_sdk {
+        ok.push("ibm-vpc (target/vpc-venv)".into());
+        return Ok(());
+    }
+    eprintln!("setup: making {} with {VPC_SDK}", venv.display());
+    Cmd::new("python3").arg("-m").arg("venv").arg(&venv).run()?;
+    Cmd::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", VPC_SDK])
         .run()
 }
 

@@ -28,6 +28,7 @@ const DATAPATH_SUITES: &[&str] = &[
     "upgrade",
     "lifecycle",
     "observe",
+    "serve",
 ];
 
 pub fn run(options: Options) -> Result<()> {
@@ -71,8 +72,9 @@ pub fn run(options: Options) -> Result<()> {
     // The upgrade test brings a fabric up with an iqd of another map layout.
     let skew = build::build_skew()?;
 
+    // --no-fail-fast: one failing suite must not hide how the others fare.
     let mut test = util::cargo()
-        .arg("test")
+        .args(["test", "--no-fail-fast"])
         .args(package_args(TEST_PACKAGES))
         .env("IQD_BIN", &iqd)
         .env("IQD_SKEW_BIN", &skew)
@@ -90,7 +92,7 @@ pub fn run(options: Options) -> Result<()> {
     for datapath in OTHER_DATAPATHS {
         eprintln!("test: namespace tests on data path {datapath}");
         let mut again = util::cargo()
-            .args(["test", "--package", "iqd-tests"])
+            .args(["test", "--no-fail-fast", "--package", "iqd-tests"])
             .args(DATAPATH_SUITES.iter().flat_map(|suite| ["--test", suite]))
             .env("IQD_BIN", &iqd)
             .env("IQD_SKEW_BIN", &skew)

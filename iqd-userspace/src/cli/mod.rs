@@ -2,9 +2,11 @@
 mod check;
 mod conntrack;
 mod down;
+mod export;
 mod lpar;
 mod metrics;
 mod profiles;
+mod serve;
 mod stats;
 mod status;
 mod switch;
@@ -42,6 +44,8 @@ pub enum Command {
     Profiles(profiles::Profiles),
     Metrics(metrics::Metrics),
     Trace(trace::Trace),
+    Serve(serve::Serve),
+    Export(export::Export),
     #[command(hide = true)]
     Switch(switch::Switch),
 }
@@ -92,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profiles(cmd) => cmd.run(),
         Command::Metrics(cmd) => cmd.run().await,
         Command::Trace(cmd) => cmd.run().await,
+        Command::Serve(cmd) => cmd.run().await,
+        Command::Export(cmd) => cmd.run(),
         Command::Switch(cmd) => cmd.run().await,
     }
 }
