@@ -73,7 +73,16 @@ pub mod map_names {
     /// [`crate::Bucket`] per LPAR with a bandwidth and direction (see [`BW_PORTS`]), an array.
     pub const BUCKETS: &str = "IQD_BUCKETS";
 
-    pub const ALL: [&str; 22] = [
+    /// One-to-many delivery: the NICs a group or broadcast address of a segment reaches, a
+    /// hash from [`crate::GroupKey`] to [`crate::GroupMembers`]. Multicast groups are learnt
+    /// by the programs from the LPARs' IGMP and MLD reports; broadcast addresses (limited and
+    /// directed) are written by iqd from the NICs' addresses.
+    pub const GROUPS: &str = "IQD_GROUPS";
+    /// A one-entry per-CPU [`crate::GroupMembers`] a program fills before inserting a new
+    /// group (the value does not fit the program's stack).
+    pub const GROUP_SCRATCH: &str = "IQD_GROUP_SCRATCH";
+
+    pub const ALL: [&str; 24] = [
         PORTS,
         ROUTES,
         ADDRESSES,
@@ -96,6 +105,8 @@ pub mod map_names {
         STOPPED,
         BW_PORTS,
         BUCKETS,
+        GROUPS,
+        GROUP_SCRATCH,
     ];
 }
 
@@ -223,6 +234,7 @@ pub mod wire {
 
     /// IP protocol numbers.
     pub const IPPROTO_ICMP: u8 = 1;
+    pub const IPPROTO_IGMP: u8 = 2;
     pub const IPPROTO_TCP: u8 = 6;
     pub const IPPROTO_UDP: u8 = 17;
     pub const IPPROTO_ICMPV6: u8 = 58;
@@ -267,6 +279,24 @@ pub mod wire {
     /// Hop limit of every neighbour discovery message (RFC 4861: receivers check it).
     pub const ND_HOP_LIMIT: u8 = 255;
 
+    /// IGMP message types (RFC 2236, RFC 3376).
+    pub const IGMP_QUERY: u8 = 0x11;
+    pub const IGMP_V1_REPORT: u8 = 0x12;
+    pub const IGMP_V2_REPORT: u8 = 0x16;
+    pub const IGMP_V2_LEAVE: u8 = 0x17;
+    pub const IGMP_V3_REPORT: u8 = 0x22;
+    /// MLD message types (ICMPv6; RFC 2710, RFC 3810).
+    pub const MLD_QUERY: u8 = 130;
+    pub const MLD_V1_REPORT: u8 = 131;
+    pub const MLD_V1_DONE: u8 = 132;
+    pub const MLD_V2_REPORT: u8 = 143;
+    /// Group record types of IGMPv3 and MLDv2 reports.
+    pub const MODE_IS_INCLUDE: u8 = 1;
+    pub const MODE_IS_EXCLUDE: u8 = 2;
+    pub const CHANGE_TO_INCLUDE: u8 = 3;
+    pub const CHANGE_TO_EXCLUDE: u8 = 4;
+    pub const ALLOW_NEW_SOURCES: u8 = 5;
+
     /// Length of an ARP packet for IPv4 over Ethernet (RFC 826).
     pub const ARP_LEN: usize = 28;
     /// ARP hardware type Ethernet.
@@ -294,6 +324,79 @@ pub mod xsk_stat {
     /// had no switch socket (the switch is not running, or not yet).
     pub const FALLBACK: u32 = 1;
     pub const COUNT: u32 = 2;
+}
+
+/// Most receivers one frame to a group or broadcast address reaches (the members a group can
+/// have in a segment): the bound of the data path's fan-out loop.
+pub const MAX_FANOUT: usize = 64;
+/// Capacity of [`map_names::GROUPS`]: groups and broadcast addresses over all segments.
+pub const MAX_GROUPS: u32 = 16384;
+/// Most group records of one IGMPv3 or MLDv2 report the programs read (later ones are
+/// ignored; Linux sends one record per report for a socket's join or leave).
+pub const MAX_REPORT_RECORDS: usize = 8;
+
+/// Key of [`map_names::GROUPS`]: a group (or broadcast) address in a segment, as a route
+/// key is.
+pub type GroupKey = RouteKey;
+
+/// Value of [`map_names::GROUPS`]: the fabric-side ports (ifindexes) of the member NICs, the
+/// first `count` of `ifindex`, in no order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupMembers {
+    pub count: u32,
+    pub _pad: u32,
+    pub ifindex: [u32; MAX_FANOUT],
+}
+
+impl Default for GroupMembers {
+    fn default() -> Self {
+        GroupMembers {
+            count: 0,
+            _pad: 0,
+            ifindex: [0; MAX_FANOUT],
+        }
+    }
+}
+
+impl GroupMembers {
+    /// The members, at most [`MAX_FANOUT`].
+    pub fn members(&self) -> &[u32] {
+        let count = (self.count as usize).min(MAX_FANOUT);
+        &self.ifindex[..count]
+    }
+
+    /// A member list of the first [`MAX_FANOUT`] of `ports`.
+    pub fn of(ports: &[u32]) -> Self {
+        let mut members = GroupMembers::default();
+        for (slot, port) in members.ifindex.iter_mut().zip(ports) {
+            *slot = *port;
+            members.count += 1;
+        }
+        members
+    }
+}
+
+/// Whether an address (as keys hold it) is a multicast group: IPv4 224.0.0.0/4 or IPv6
+/// ff00::/8. The programs learn these from reports; every other [`GroupKey`] is iqd's.
+pub const fn is_multicast(addr: &Addr) -> bool {
+    let mapped = addr[0] == 0
+        && addr[1] == 0
+        && addr[2] == 0
+        && addr[3] == 0
+        && addr[4] == 0
+        && addr[5] == 0
+        && addr[6] == 0
+        && addr[7] == 0
+        && addr[8] == 0
+        && addr[9] == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff;
+    if mapped {
+        addr[12] & 0xf0 == 0xe0
+    } else {
+        addr[0] == 0xff
+    }
 }
 
 /// What the data plane knows about a fabric-side port (one NIC).
@@ -778,6 +881,7 @@ mod pod {
     unsafe impl aya::Pod for super::SgRanges {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::GroupMembers {}
     unsafe impl aya::Pod for super::TracePort {}
     unsafe impl aya::Pod for super::Bucket {}
 }

@@ -33,7 +33,10 @@ pub fn delivered(ifindex: u32, packets: u32, len: u64) {
 /// A frame sent by the LPAR behind `ifindex` was dropped.
 #[inline(always)]
 pub fn dropped(ifindex: u32, reason: DropReason) {
-    let index = reason as usize;
+    // Through memory: a reason that comes out of a packed `Result` is otherwise checked in one
+    // register and used from another the compiler derived separately.
+    // SAFETY: reads a local.
+    let index = unsafe { core::ptr::read_volatile(&reason) } as usize;
     // The bound is checked right where the slot is addressed: checked before the map lookup,
     // the compiler may check one copy of the index and address with another, which the
     // verifier cannot follow. Read back as one 64-bit value (volatile: not rematerialised

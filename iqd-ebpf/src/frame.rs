@@ -3,7 +3,7 @@
 //! conntrack and forwarding are written once over [`Frame`]; only the entry points in main.rs
 //! know the hook.
 use aya_ebpf::{
-    helpers::{bpf_skb_change_tail, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{bpf_clone_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::{TcContext, XdpContext},
 };
 
@@ -25,6 +25,10 @@ pub trait Frame {
     /// Whether the kernel holds a VLAN tag of the frame in its metadata rather than inline
     /// (an skb's `vlan_tci`, as at tc ingress).
     fn vlan_tag_in_metadata(&self) -> bool;
+    /// Sends a copy of the frame out of fabric-side port `ifindex`, to the LPAR behind it;
+    /// whether it went. Every pointer into the frame is invalid afterwards. Only tc can copy a
+    /// frame: XDP hands one-to-many frames up to the port's tc hook and never gets here.
+    fn replicate(&self, ifindex: u32) -> bool;
 }
 
 impl Frame for XdpContext {
@@ -70,6 +74,11 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn vlan_tag_in_metadata(&self) -> bool {
         // A veth's XDP program sees the frame as the LPAR wrote it: any tag is inline.
+        false
+    }
+
+    #[inline(always)]
+    fn replicate(&self, _ifindex: u32) -> bool {
         false
     }
 }
@@ -126,5 +135,12 @@ impl Frame for TcContext {
     fn vlan_tag_in_metadata(&self) -> bool {
         // SAFETY: the context pointer is valid for the program's run.
         unsafe { (*self.skb.skb).vlan_present != 0 }
+    }
+
+    #[inline(always)]
+    fn replicate(&self, ifindex: u32) -> bool {
+        // SAFETY: the helper clones the packet and transmits the clone out of `ifindex`
+        // (egress of the port: the LPAR behind it receives it).
+        unsafe { bpf_clone_redirect(self.skb.skb, ifindex, 0) == 0 }
     }
 }

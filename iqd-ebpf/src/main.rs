@@ -26,6 +26,7 @@ mod counters;
 mod forward;
 mod frame;
 mod maps;
+mod mcast;
 mod nd;
 mod parse;
 mod policy;
@@ -35,14 +36,14 @@ mod vlan;
 mod xsk;
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN},
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use iqd_common::{
-    drop_reason, shaper_mark,
+    drop_reason, segment_of, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -66,30 +67,65 @@ pub enum Verdict {
     /// Send it back to the sender: the frame was turned into an ARP reply or a neighbour
     /// advertisement in place.
     Reply,
+    /// An IPv4 or IPv6 ([`ONE_TO_MANY_V6`]) packet to a group or broadcast address: an IGMP
+    /// or MLD message ([`ONE_TO_MANY_REPORT`]) to learn from and consume, or a frame for
+    /// mcast.rs to fan out, which parses its headers again. One word of flags, like the other
+    /// variants' payload: the verdict is returned in a register, and bytes the compiler may
+    /// leave undefined there can come from a pointer, which the verifier refuses.
+    OneToMany { flags: u32 },
 }
+
+/// [`Verdict::OneToMany`] flags (never 0: [`mcast::classify`]'s "not one-to-many").
+pub const ONE_TO_MANY_ONLY: u32 = 4;
+pub const ONE_TO_MANY_V6: u32 = 1 | ONE_TO_MANY_ONLY;
+pub const ONE_TO_MANY_REPORT: u32 = 2 | ONE_TO_MANY_ONLY;
 
 /// The fabric's decision on a frame from the NIC behind port `ifindex`; counts what it sent.
 #[inline(always)]
 fn decide<C: Frame>(ctx: &C, ifindex: u32) -> Result<Verdict, DropReason> {
     // A port the loader has not described yet carries nothing.
     let port = maps::port(ifindex).ok_or(drop_reason::NO_DESTINATION)?;
-    let frame_len = ctx.len();
-    counters::sent(ifindex, ctx.segments(), frame_len);
+    let (packets, frame_len) = (ctx.segments(), ctx.len());
+    let verdict = decide_port(ctx, ifindex, &port, frame_len);
+    // A one-to-many frame is counted where it is fanned out (mcast.rs), or learnt from.
+    match verdict {
+        Ok(Verdict::OneToMany { flags }) if flags & ONE_TO_MANY_REPORT != ONE_TO_MANY_REPORT => {}
+        _ => counters::sent(ifindex, packets, frame_len),
+    }
+    verdict
+}
 
+/// [`decide`] without the counting.
+#[inline(always)]
+fn decide_port<C: Frame>(
+    ctx: &C,
+    ifindex: u32,
+    port: &iqd_common::PortInfo,
+    frame_len: u64,
+) -> Result<Verdict, DropReason> {
     let (eth, l3) = parse::l3(ctx)?;
     // A GSO packet is checked per segment once its headers are parsed (forward.rs).
     if ctx.gso_size() == 0 {
-        policy::check_frame_size(&port, l3.offset, frame_len)?;
+        policy::check_frame_size(port, l3.offset, frame_len)?;
+    }
+    // Groups and broadcasts first (mcast.rs); the rest is unicast, or ND for IPv6.
+    let one_to_many = match l3.ether_type {
+        ETH_P_IP => mcast::classify::<C, false>(ctx, segment_of(port)),
+        ETH_P_IPV6 => mcast::classify::<C, true>(ctx, segment_of(port)),
+        _ => 0,
+    };
+    if one_to_many != 0 {
+        return Ok(Verdict::OneToMany { flags: one_to_many });
     }
     match l3.ether_type {
-        ETH_P_IP => forward::ipv4(ctx, &port, eth, l3.offset, frame_len),
-        ETH_P_IPV6 => match forward::ipv6(ctx, &port, eth, l3.offset, frame_len)? {
+        ETH_P_IP => forward::ipv4(ctx, port, eth, l3.offset, frame_len),
+        ETH_P_IPV6 => match forward::ipv6(ctx, port, eth, l3.offset, frame_len)? {
             forward::Ipv6::Verdict(verdict) => Ok(verdict),
             forward::Ipv6::Solicitation { l4_offset, end } => {
-                nd::solicitation(ctx, &port, l3.offset, l4_offset as usize, end as usize)
+                nd::solicitation(ctx, port, l3.offset, l4_offset as usize, end as usize)
             }
         },
-        ETH_P_ARP => arp::answer(ctx, ifindex, &port, eth, l3.offset),
+        ETH_P_ARP => arp::answer(ctx, ifindex, port, eth, l3.offset),
         _ => Err(drop_reason::NON_IP),
     }
 }
@@ -128,6 +164,30 @@ fn try_port(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
             pass_to_shaper(ctx, target)
         }
         Verdict::Reply => reply(ctx, ifindex),
+        verdict @ Verdict::OneToMany { .. } => one_to_many_xdp(ctx, ifindex, verdict),
+    }
+}
+
+/// XDP cannot copy a frame: reports are learnt here, other one-to-many frames go up to the
+/// port's tc hook (`iqd_tc`, attached on every data path), which fans them out.
+#[inline(always)]
+fn one_to_many_xdp(ctx: &XdpContext, ifindex: u32, verdict: Verdict) -> Result<u32, DropReason> {
+    if let Verdict::OneToMany { flags } = verdict {
+        if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
+            learn(ctx, ifindex, flags & ONE_TO_MANY_V6 == ONE_TO_MANY_V6);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Learns the registrations of an IGMP (IPv4) or MLD (`v6`) message.
+#[inline(always)]
+fn learn<C: Frame>(ctx: &C, ifindex: u32, v6: bool) {
+    if v6 {
+        mcast::learn::<C, true>(ctx, ifindex)
+    } else {
+        mcast::learn::<C, false>(ctx, ifindex)
     }
 }
 
@@ -200,6 +260,7 @@ fn try_xsk(ctx: &XdpContext, ifindex: u32) -> Result<u32, DropReason> {
             redirect_in_kernel(ctx, target)
         }
         Verdict::Reply => reply(ctx, ifindex),
+        verdict @ Verdict::OneToMany { .. } => one_to_many_xdp(ctx, ifindex, verdict),
     }
 }
 
@@ -247,6 +308,23 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             // A neighbour advertisement may be longer or shorter than its solicitation.
             counters::delivered(ifindex, 1, Frame::len(ctx));
             Ok(TC_ACT_REDIRECT)
+        }
+        Verdict::OneToMany { flags } => {
+            let v6 = flags & ONE_TO_MANY_V6 == ONE_TO_MANY_V6;
+            let fanned_out = if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
+                learn(ctx, ifindex, v6);
+                true
+            } else if v6 {
+                mcast::fan_out::<_, true>(ctx, ifindex)
+            } else {
+                mcast::fan_out::<_, false>(ctx, ifindex)
+            };
+            if !fanned_out {
+                // Dropped whole, and counted (mcast.rs).
+                return Ok(TC_ACT_SHOT);
+            }
+            // Consumed: learnt from, or copied to every receiver (mcast.rs counted any drop).
+            Ok(TC_ACT_STOLEN)
         }
     }
 }

@@ -9,9 +9,9 @@ use aya_ebpf::{
     },
 };
 use iqd_common::{
-    ct_stat, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters, PortInfo, RouteKey, RouteTarget,
-    SgKey, SgRanges, TraceEvent, TracePort, MAX_BUCKETS, MAX_CONNTRACK, MAX_PORTS, MAX_ROUTES,
-    MAX_SG_ENTRIES, XSK_MAX_QUEUES,
+    ct_stat, xsk_stat, Addr, Bucket, CtEntry, CtKey, GroupKey, GroupMembers, NicCounters, PortInfo,
+    RouteKey, RouteTarget, SgKey, SgRanges, TraceEvent, TracePort, MAX_BUCKETS, MAX_CONNTRACK,
+    MAX_GROUPS, MAX_PORTS, MAX_ROUTES, MAX_SG_ENTRIES, XSK_MAX_QUEUES,
 };
 
 #[map(name = "IQD_PORTS")]
@@ -46,6 +46,12 @@ pub static IQD_XSKMAP: XskMap = XskMap::pinned(MAX_PORTS * XSK_MAX_QUEUES, 0);
 
 #[map(name = "IQD_XSK_STATS")]
 pub static IQD_XSK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(xsk_stat::COUNT, 0);
+
+#[map(name = "IQD_GROUPS")]
+pub static IQD_GROUPS: HashMap<GroupKey, GroupMembers> = HashMap::pinned(MAX_GROUPS, 0);
+
+#[map(name = "IQD_GROUP_SCRATCH")]
+pub static IQD_GROUP_SCRATCH: PerCpuArray<GroupMembers> = PerCpuArray::pinned(1, 0);
 
 // Never touched by a program: defined here so that every `up` creates and pins it with the
 // others. The switch maps it into its memory (hence mmapable) and counts straight into it,

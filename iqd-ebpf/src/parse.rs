@@ -265,6 +265,13 @@ impl FlowAddr {
         self.0[0] == 0 && self.0[1] == 0 && self.0[2] == MAPPED_WORD
     }
 
+    /// Whether an IPv4 address (mapped) is a group (224.0.0.0/4) or the limited broadcast
+    /// (255.255.255.255): one-to-many without a lookup.
+    #[inline(always)]
+    pub fn is_ipv4_one_to_many(&self) -> bool {
+        self.0[3] == u32::MAX || self.0[3].to_ne_bytes()[0] & 0xf0 == 0xe0
+    }
+
     /// Whether an IPv6 address is multicast (`ff00::/8`).
     #[inline(always)]
     pub fn is_multicast(&self) -> bool {

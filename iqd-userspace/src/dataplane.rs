@@ -26,8 +26,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, map_names, program_names, xsk_stat, Addr, Bucket, CtEntry, CtKey, NicCounters,
-    PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
+    ct_stat, is_multicast, map_names, program_names, segment_of, xsk_stat, Addr, Bucket, CtEntry,
+    CtKey, GroupKey, GroupMembers, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
 };
 
 use crate::{
@@ -424,6 +424,7 @@ pub struct FabricMaps {
     pub stopped: HashMap<MapData, RouteKey, RouteTarget>,
     pub bw_ports: HashMap<MapData, u32, u32>,
     pub buckets: Array<MapData, Bucket>,
+    pub groups: HashMap<MapData, GroupKey, GroupMembers>,
 }
 
 /// Data path `afxdp`: where `iqd_xsk` sent the frames it delivered.
@@ -521,6 +522,9 @@ impl FabricMaps {
             buckets: open_map(map_names::BUCKETS)?
                 .try_into()
                 .map_err(map_err(map_names::BUCKETS))?,
+            groups: open_map(map_names::GROUPS)?
+                .try_into()
+                .map_err(map_err(map_names::GROUPS))?,
         })
     }
 
@@ -550,7 +554,70 @@ impl FabricMaps {
         ignore_missing(self.counters.remove(&ifindex)).map_err(map_err(map_names::COUNTERS))?;
         // Its switch counters go with its slot: the switch zeroes a slot it gives out anew.
         ignore_missing(self.xsk_slots.remove(&ifindex)).map_err(map_err(map_names::XSK_SLOTS))?;
+        // Its registrations end with it.
+        self.prune_groups()
+    }
+
+    /// Every group and broadcast address with its member ports, by segment and address.
+    pub fn groups(&self) -> Vec<(GroupKey, Vec<u32>)> {
+        let mut groups: Vec<(GroupKey, Vec<u32>)> = self
+            .groups
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(key, members)| (key, members.members().to_vec()))
+            .collect();
+        groups.sort_by_key(|(key, _)| (key.segment, key.addr));
+        groups
+    }
+
+    /// Drops every member the data plane learnt that is no (longer a) port of the group's
+    /// segment: a removed NIC, or one moved to another segment.
+    pub fn prune_groups(&mut self) -> Result<()> {
+        let ports: std::collections::HashMap<u32, u32> = self
+            .ports
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(ifindex, info)| (ifindex, segment_of(&info)))
+            .collect();
+        for (key, members) in self.groups() {
+            let kept: Vec<u32> = members
+                .iter()
+                .copied()
+                .filter(|p| ports.get(p) == Some(&key.segment))
+                .collect();
+            if kept.len() == members.len() {
+                continue;
+            }
+            if kept.is_empty() {
+                ignore_missing(self.groups.remove(&key)).map_err(map_err(map_names::GROUPS))?;
+            } else {
+                self.groups
+                    .insert(key, GroupMembers::of(&kept), 0)
+                    .map_err(map_err(map_names::GROUPS))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Makes the broadcast member lists (every key that is not a multicast group, which the
+    /// data plane learns) exactly `lists`, then prunes the learnt groups.
+    pub fn sync_broadcasts(&mut self, lists: &[(GroupKey, Vec<u32>)]) -> Result<()> {
+        for (key, members) in lists {
+            self.groups
+                .insert(key, GroupMembers::of(members), 0)
+                .map_err(map_err(map_names::GROUPS))?;
+        }
+        let wanted: HashSet<&GroupKey> = lists.iter().map(|(key, _)| key).collect();
+        let stale: Vec<GroupKey> = self
+            .groups
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !is_multicast(&k.addr) && !wanted.contains(k))
+            .collect();
+        for key in stale {
+            ignore_missing(self.groups.remove(&key)).map_err(map_err(map_names::GROUPS))?;
+        }
+        self.prune_groups()
     }
 
     /// Data path `afxdp`: every port's switch slot, by ifindex.

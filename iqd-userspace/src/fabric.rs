@@ -4,9 +4,14 @@
 //! what changed is rebuilt, what is gone is removed. The fabric side of every NIC lives in the
 //! fabric's own namespace `iqd-<fabric>`, so the root namespace is never touched. Data path
 //! `afxdp` adds a process, the AF_XDP switch, which `up` (re)starts and `down` stops.
-use std::{net::IpAddr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
-use iqd_common::{bw_direction, port_flags, route_flags, PortInfo, RouteKey, RouteTarget};
+use iqd_common::{
+    bw_direction, port_flags, route_flags, GroupKey, PortInfo, RouteKey, RouteTarget,
+};
 
 use crate::{
     config::{Datapath, Fabric, Nic},
@@ -484,9 +489,11 @@ impl Executor<'_> {
             Step::SyncRoutes => {
                 let routes = std::mem::take(&mut self.routes);
                 let stopped = std::mem::take(&mut self.stopped_routes);
+                let broadcasts = broadcast_lists(fabric, |nic| self.ports.get(&nic.devno).copied());
                 let (_, maps) = self.plane()?;
                 let _guard = NetnsGuard::enter(&fabric_ns)?;
                 maps.sync_all_routes(&routes, &stopped)?;
+                maps.sync_broadcasts(&broadcasts)?;
             }
             Step::SyncBandwidth => self.sync_bandwidth().await?,
             Step::ApplySecurityGroups => {
@@ -639,7 +646,15 @@ impl Executor<'_> {
             // port with none.
             let on = port_side(fabric.datapath);
             plane.attach(on, &record.port, &record.port, port.index)?;
-            for off in Side::PORT_SIDES.into_iter().filter(|s| *s != on) {
+            // The XDP programs hand one-to-many frames up to the tc hook, which copies them
+            // (mcast.rs): tc runs on every data path, and switches alone on `tc`.
+            if on != Side::PortTc {
+                plane.attach(Side::PortTc, &record.port, &record.port, port.index)?;
+            }
+            for off in Side::PORT_SIDES
+                .into_iter()
+                .filter(|s| *s != on && *s != Side::PortTc)
+            {
                 dataplane::detach_side(&pin_dir, off, &record.port)?;
             }
             // XDP passes frames that go through a shaper up to the port's tc ingress: needed
@@ -821,6 +836,59 @@ fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, R
             RouteTarget::new(port_ifindex, nic.mac),
         )
     })
+}
+
+/// The member lists of the broadcast addresses: in each segment, the limited broadcast
+/// (255.255.255.255) reaches every NIC, and the directed broadcast of each IPv4 prefix (up to
+/// /30) every NIC with an address in it. `port`: a NIC's port, if it has one.
+pub fn broadcast_lists(
+    fabric: &Fabric,
+    port: impl Fn(&Nic) -> Option<u32>,
+) -> Vec<(GroupKey, Vec<u32>)> {
+    let nics: Vec<(&Nic, u32)> = fabric
+        .lpars
+        .iter()
+        .flat_map(|l| l.nics.iter())
+        .filter_map(|nic| Some((nic, port(nic)?)))
+        .collect();
+    let mut lists: std::collections::BTreeMap<(u32, Ipv4Addr), Vec<u32>> = Default::default();
+    for (nic, port) in &nics {
+        lists
+            .entry((nic.segment(), Ipv4Addr::BROADCAST))
+            .or_default()
+            .push(*port);
+        for cidr in nic.ipv4.iter().filter(|c| c.prefix <= 30) {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(cidr.prefix))
+                .unwrap_or(0);
+            let network = u32::from(cidr.addr) & mask;
+            let broadcast = Ipv4Addr::from(network | !mask);
+            let members = nics
+                .iter()
+                .filter(|(other, _)| {
+                    other.segment() == nic.segment()
+                        && other
+                            .ipv4
+                            .iter()
+                            .any(|c| u32::from(c.addr) & mask == network)
+                })
+                .map(|(_, port)| *port);
+            let list = lists.entry((nic.segment(), broadcast)).or_default();
+            for member in members {
+                if !list.contains(&member) {
+                    list.push(member);
+                }
+            }
+        }
+    }
+    lists
+        .into_iter()
+        .map(|((segment, addr), mut members)| {
+            members.sort_unstable();
+            members.dedup();
+            (GroupKey::new(segment, IpAddr::V4(addr)), members)
+        })
+        .collect()
 }
 
 /// The LPAR side of a NIC: addresses, offloads the data path needs, link up.

@@ -25,6 +25,9 @@ pub struct Status {
     pub pin_dir: String,
     pub chpids: Vec<ChpidStatus>,
     pub lpars: Vec<LparStatus>,
+    /// Each segment's multicast groups (registered by the LPARs' IGMP and MLD reports) and
+    /// broadcast addresses, with their member NICs.
+    pub groups: Vec<GroupStatus>,
     /// Data path `afxdp`: the AF_XDP switch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch: Option<SwitchStatus>,
@@ -204,7 +207,12 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
             nics,
         });
     }
+    let groups = match &fabric_nl {
+        Some(nl) => groups(fabric, nl).await?,
+        None => Vec::new(),
+    };
     Ok(Status {
+        groups,
         fabric: fabric.name.clone(),
         netns: fabric_ns,
         state: if up { "up" } else { "down" }.to_string(),
@@ -214,6 +222,57 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
         lpars,
         switch: (fabric.datapath == Datapath::Afxdp).then(|| switch_status(&fabric.name)),
     })
+}
+
+/// A group or broadcast address of a segment and the NICs it reaches.
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub chpid: String,
+    /// `None`: the CHPID's untagged segment.
+    pub vlan: Option<u16>,
+    pub group: String,
+    /// "multicast" (registered by reports) or "broadcast" (from the NICs' addresses).
+    pub kind: String,
+    /// Member NICs as LPAR/NIC (a port the file does not name: "port IFINDEX").
+    pub members: Vec<String>,
+}
+
+/// The GROUPS map, named.
+async fn groups(fabric: &Fabric, fabric_nl: &Netlink) -> Result<Vec<GroupStatus>> {
+    let pin_dir = dataplane::pin_dir(&fabric.name);
+    let maps = FabricMaps::open(&fabric.name, &pin_dir)?;
+    let mut names = std::collections::HashMap::new();
+    for lpar in &fabric.lpars {
+        for nic in &lpar.nics {
+            if let Some(port) = fabric_nl.link(&port_name(nic)).await? {
+                names.insert(port.index, format!("{}/{}", lpar.name, nic.name));
+            }
+        }
+    }
+    Ok(maps
+        .groups()
+        .into_iter()
+        .map(|(key, members)| {
+            let (chpid, vlan) = iqd_common::segment_parts(key.segment);
+            let mut members: Vec<String> = members
+                .iter()
+                .map(|p| names.get(p).cloned().unwrap_or_else(|| format!("port {p}")))
+                .collect();
+            members.sort();
+            GroupStatus {
+                chpid: config::chpid_label(chpid),
+                vlan: (vlan != iqd_common::NO_VLAN).then_some(vlan),
+                group: iqd_common::ip_of(key.addr).to_string(),
+                kind: if iqd_common::is_multicast(&key.addr) {
+                    "multicast"
+                } else {
+                    "broadcast"
+                }
+                .to_string(),
+                members,
+            }
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize)]

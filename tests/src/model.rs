@@ -76,6 +76,11 @@ pub enum Verdict {
     Reply,
     /// Dropped, counted under `reason` (`iqd_common::drop_reason`) on the NIC `counted_on`.
     Drop { reason: u32, counted_on: NicId },
+    /// A well-formed IP packet to a group or broadcast address: the one-to-many path takes
+    /// it (learns an IGMP or MLD report; XDP passes the rest up to the port's tc hook, which
+    /// copies it to every member). Membership lives in the data plane, learnt from reports:
+    /// the namespace tests (mcast.rs) and prog_test_run.rs check what follows.
+    OneToMany,
 }
 
 /// A verdict and the frame as the program leaves it (destination MAC rewritten on a redirect,
@@ -231,6 +236,9 @@ pub struct Model {
     /// The registered addresses of each group's members, per segment: a remote group names
     /// the members in the rule owner's segment.
     members: HashMap<(String, Segment), HashSet<Ipv6Addr>>,
+    /// The directed broadcast addresses of each segment (of its NICs' IPv4 prefixes up to
+    /// /30), which iqd gives member lists.
+    broadcasts: HashSet<(Segment, Ipv4Addr)>,
     connections: HashMap<ConnKey, Conn>,
 }
 
@@ -256,10 +264,17 @@ impl Model {
         let mut routes = HashMap::new();
         let mut registered = HashSet::new();
         let mut members: HashMap<(String, Segment), HashSet<Ipv6Addr>> = HashMap::new();
+        let mut broadcasts = HashSet::new();
         for lpar in &fabric.lpars {
             for nic in &lpar.nics {
                 let id = NicId(nics.len());
                 let segment = (nic.chpid, nic.vlan);
+                for cidr in nic.ipv4.iter().filter(|c| c.prefix <= 30) {
+                    let mask = u32::MAX
+                        .checked_shl(32 - u32::from(cidr.prefix))
+                        .unwrap_or(0);
+                    broadcasts.insert((segment, Ipv4Addr::from(u32::from(cidr.addr) | !mask)));
+                }
                 // IPv4 and IPv6 addresses and the link-local one, all registered alike.
                 let addrs = nic.addresses();
                 for a in &addrs {
@@ -292,6 +307,7 @@ impl Model {
             }
         }
         Model {
+            broadcasts,
             nics,
             routes,
             registered,
@@ -332,6 +348,7 @@ impl Model {
         match *verdict {
             Verdict::Redirect { to } => format!("redirect to {}", self.nic(to).label()),
             Verdict::Reply => "ARP reply or neighbour advertisement (XDP_TX)".to_string(),
+            Verdict::OneToMany => "one-to-many (report learnt, or copied to members)".to_string(),
             Verdict::Drop { reason, counted_on } => format!(
                 "drop {} on {}",
                 drop_reason::NAMES
@@ -362,7 +379,7 @@ impl Model {
                 out = self.advertisement(ingress, frame)
             }
             Verdict::Reply => self.arp_reply(ingress, &mut out),
-            Verdict::Drop { .. } => {}
+            Verdict::Drop { .. } | Verdict::OneToMany => {}
         }
         Outcome {
             verdict,
@@ -432,6 +449,14 @@ impl Model {
         if version != 4 || ihl < IPV4_HLEN || tot_len < ihl || ETH_HLEN + tot_len > frame.len() {
             return Err(drop_reason::MALFORMED);
         }
+        // Groups, the limited broadcast and the segment's directed broadcasts.
+        let dest = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        if dest.is_multicast()
+            || dest.is_broadcast()
+            || self.broadcasts.contains(&(self.nic(ingress).segment, dest))
+        {
+            return Ok((Verdict::OneToMany, false));
+        }
         if frame[6..12] != self.nic(ingress).mac {
             return Err(drop_reason::SPOOFED_SOURCE);
         }
@@ -462,6 +487,15 @@ impl Model {
         let packet = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN + payload_len];
         let (proto, offset, later_fragment) = extension_headers(ip[6], packet)?;
         let data = &packet[offset..];
+        // Groups, but not neighbour discovery (nor an ICMPv6 message too short to tell).
+        let icmp_checked = proto != IPPROTO_ICMPV6 || later_fragment || data.len() >= ICMP_HLEN;
+        let nd = proto == IPPROTO_ICMPV6
+            && !later_fragment
+            && data.len() >= ICMP_HLEN
+            && (ND_ROUTER_SOLICIT..=ND_REDIRECT).contains(&data[0]);
+        if ip[24] == 0xff && icmp_checked && !nd {
+            return Ok((Verdict::OneToMany, false));
+        }
         if proto == IPPROTO_ICMPV6 && !later_fragment && data.len() >= ICMP_HLEN {
             let icmp_type = data[0];
             if (ND_ROUTER_SOLICIT..=ND_REDIRECT).contains(&icmp_type) {
@@ -483,7 +517,8 @@ impl Model {
             return Err(drop_reason::SPOOFED_SOURCE);
         }
         self.check_source(ingress, saddr)?;
-        // Multicast is not delivered (yet).
+        // Multicast the one-to-many path did not take (a truncated ICMPv6 message) has no
+        // destination.
         if daddr.is_multicast() || daddr.to_ipv4_mapped().is_some() {
             return Err(drop_reason::NO_DESTINATION);
         }

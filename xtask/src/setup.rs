@@ -13,6 +13,8 @@ pub struct Options {}
 /// Needed to run the demo, the integration tests and the benchmark.
 const RUNTIME_PACKAGES: &[&str] = &[
     "iperf3",
+    // iperf2: multicast streams (`iperf -u` to a group).
+    "iperf",
     "ethtool",
     "iproute2",
     "iputils-ping",

@@ -5,6 +5,9 @@ use super::ConfigArg;
 /// Show the fabric: CHPIDs with MFS, MTU and members; LPARs with their state (running,
 /// stopped), profile and bandwidth; their NICs.
 ///
+/// Then each segment's multicast groups (as the LPARs registered them with IGMP and MLD) and
+/// broadcast addresses, with their member NICs.
+///
 /// For every NIC: name, CHPID, VLAN (- for the untagged segment), device triple (read,write,data
 /// devices), MAC, addresses, the MTU the LPAR has set and the state (online, offline, absent).
 /// Like lsqeth and znetconf. For data path afxdp, also the AF_XDP switch: pid, uptime, frames
@@ -109,6 +112,22 @@ impl Status {
                     n.security_groups.join(" ")
                 );
             }
+        }
+        println!();
+        println!(
+            "{:<5} {:<4} {:<40} {:<9} MEMBERS",
+            "CHPID", "VLAN", "GROUP", "KIND"
+        );
+        for g in &status.groups {
+            let vlan = g.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<5} {:<4} {:<40} {:<9} {}",
+                g.chpid,
+                vlan,
+                g.group,
+                g.kind,
+                g.members.join(" ")
+            );
         }
         if let Some(switch) = &status.switch {
             println!();
