@@ -153,7 +153,9 @@ pub struct TraceEvent {
     /// The frame's length (a GSO packet: all its segments).
     pub orig_len: u32,
     pub cap_len: u32,
-    pub _pad: u32,
+    /// A dropped copy of a one-to-many frame: the port of the receiver it was for; 0
+    /// otherwise.
+    pub peer: u32,
 }
 
 /// Set (to anything) when building a test-only iqd whose map layout differs from the real
@@ -423,6 +425,10 @@ pub mod port_flags {
     pub const ALLOW_IP_SPOOFING: u8 = 1;
     /// The NIC's LPAR has a bandwidth: what it sends is metered (see [`crate::Bucket`]).
     pub const BANDWIDTH: u8 = 2;
+    /// The NIC's LPAR is stopped (`iqd lpar stop`): copies of one-to-many frames to it are
+    /// dropped as `lpar_stopped` (unicast learns it from the routes: its addresses move to
+    /// [`crate::map_names::STOPPED`]).
+    pub const STOPPED: u8 = 4;
 }
 
 impl PortInfo {

@@ -188,6 +188,29 @@ fn next_hop(sender: u32, target: u32, done: u32, bytes: u64) -> Hop {
     Hop::Deliver
 }
 
+/// Sends a copy of a one-to-many frame (mcast.rs, tc) from port `sender` to port `target` as
+/// [`steer`] sends a unicast frame on: into its first shaper, marked as `steer` marks it, for
+/// `iqd_shaped` to move on; or, with no shaper built, straight to its NIC. Called only where
+/// [`admit`] said it is shaped.
+#[inline(always)]
+pub fn replicate<C: Frame>(ctx: &C, sender: u32, target: u32) -> Result<(), DropReason> {
+    let (packets, bytes) = (ctx.segments(), ctx.len());
+    match next_hop(sender, target, 0, bytes) {
+        Hop::Shaper { ifindex, mark } => {
+            if !ctx.replicate(ifindex, mark) {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+        }
+        Hop::Deliver => {
+            if !ctx.replicate(target, 0) {
+                return Err(drop_reason::REDIRECT_FAILED);
+            }
+            counters::delivered(target, packets, bytes);
+        }
+    }
+    Ok(())
+}
+
 /// Moves a shaped frame on (tc): into its next shaper, or into the LPAR of port `target`.
 /// `sender` is the port it came from (0 if it is already past its send shaper); `done` the
 /// `shaper_mark` bits of the shaper it comes out of.

@@ -25,10 +25,11 @@ pub trait Frame {
     /// Whether the kernel holds a VLAN tag of the frame in its metadata rather than inline
     /// (an skb's `vlan_tci`, as at tc ingress).
     fn vlan_tag_in_metadata(&self) -> bool;
-    /// Sends a copy of the frame out of fabric-side port `ifindex`, to the LPAR behind it;
-    /// whether it went. Every pointer into the frame is invalid afterwards. Only tc can copy a
-    /// frame: XDP hands one-to-many frames up to the port's tc hook and never gets here.
-    fn replicate(&self, ifindex: u32) -> bool;
+    /// Sends a copy of the frame, marked `mark`, out of fabric-side port `ifindex` (to the LPAR
+    /// behind it, or into a bandwidth shaper); whether it went. Every pointer into the frame is
+    /// invalid afterwards. Only tc can copy a frame: XDP hands one-to-many frames up to the
+    /// port's tc hook and never gets here.
+    fn replicate(&self, ifindex: u32, mark: u32) -> bool;
 }
 
 impl Frame for XdpContext {
@@ -78,7 +79,7 @@ impl Frame for XdpContext {
     }
 
     #[inline(always)]
-    fn replicate(&self, _ifindex: u32) -> bool {
+    fn replicate(&self, _ifindex: u32, _mark: u32) -> bool {
         false
     }
 }
@@ -138,7 +139,10 @@ impl Frame for TcContext {
     }
 
     #[inline(always)]
-    fn replicate(&self, ifindex: u32) -> bool {
+    fn replicate(&self, ifindex: u32, mark: u32) -> bool {
+        // The clone takes the mark the packet has when it is made (a shaper's `iqd_shaped`
+        // reads it; an LPAR's namespace never sees it: crossing into it scrubs the mark).
+        self.set_mark(mark);
         // SAFETY: the helper clones the packet and transmits the clone out of `ifindex`
         // (egress of the port: the LPAR behind it receives it).
         unsafe { bpf_clone_redirect(self.skb.skb, ifindex, 0) == 0 }

@@ -6,29 +6,37 @@
 //! port. Broadcast addresses (limited and directed) have member lists iqd writes.
 //!
 //! A frame to a group or broadcast address goes to every member but the sender, each copy
-//! meeting the policy a unicast frame meets for that receiver (the sender's outbound and the
-//! receiver's inbound rules; no tracked connection). Copies need a hook that can clone: tc
+//! meeting the policy a unicast frame meets for that receiver: none to a stopped LPAR
+//! (`lpar_stopped`), the sender's outbound and the receiver's inbound rules (no tracked
+//! connection), both LPARs' bandwidths (metered per copy, then through the shapers as
+//! unicast); each copy is traced as a delivery or a drop. Copies need a hook that can clone: tc
 //! (`bpf_clone_redirect` per receiver); the XDP programs hand such frames up to the port's tc
 //! hook, which runs this same code.
-use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
+use core::{mem::MaybeUninit, ptr::addr_of_mut};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop, EbpfContext};
 use iqd_common::{
-    drop_reason, is_multicast, segment_of, sg_direction,
+    drop_reason, is_multicast, port_flags, route_flags, segment_of, sg_direction,
     wire::{
         ALLOW_NEW_SOURCES, CHANGE_TO_EXCLUDE, CHANGE_TO_INCLUDE, ETH_HLEN, IGMP_V1_REPORT,
         IGMP_V2_LEAVE, IGMP_V2_REPORT, IGMP_V3_REPORT, IPPROTO_ICMPV6, IPPROTO_IGMP, IPV6_HLEN,
         MLD_QUERY, MLD_V1_DONE, MLD_V1_REPORT, MLD_V2_REPORT, MODE_IS_EXCLUDE, MODE_IS_INCLUDE,
     },
-    Addr, GroupKey, GroupMembers, PortInfo, MAX_FANOUT, MAX_REPORT_RECORDS,
+    Addr, GroupKey, GroupMembers, PortInfo, RouteTarget, MAX_FANOUT, MAX_REPORT_RECORDS,
 };
 
 use crate::{
-    counters,
+    bandwidth, counters,
     frame::Frame,
     maps::{self, IQD_GROUPS, IQD_GROUP_SCRATCH},
     nd,
     parse::{self, EthHdr, Flow, FlowAddr, IcmpHdr, Ipv4Hdr, Ipv6Hdr},
-    policy, secgroup, DropReason, COUNTED, ONE_TO_MANY_ONLY, ONE_TO_MANY_REPORT, ONE_TO_MANY_V6,
+    policy, secgroup, trace, DropReason, COUNTED, ONE_TO_MANY_ONLY, ONE_TO_MANY_REPORT,
+    ONE_TO_MANY_V6,
 };
+
+/// What the subprograms of the fan-out return for "no drop" (drop reasons start at 0).
+const PASSED: DropReason = u32::MAX - 1;
 
 /// How far into a packet report records are read: bounds the verifier's view of the offset.
 const MAX_REPORT_OFFSET: usize = 4096;
@@ -416,33 +424,78 @@ fn update(segment: u32, group: &Addr, ifindex: u32, join: bool) {
 
 /// Delivers a copy of the one-to-many IP packet at the frame's network header (IPv4 or, with
 /// `V6`, IPv6) from port `ifindex` to every other member of its segment's list for its
-/// destination of its destination, each copy after that receiver's
-/// policy. Counts the sent frame, each delivery, and each receiver's drop. `no_destination`
-/// when no other NIC is a member. A subprogram of its own, for the stack.
+/// destination, each copy after that receiver's policy. Counts the sent frame, each delivery,
+/// and each receiver's drop. `no_destination` when no other NIC is a member. A subprogram of
+/// its own, for the stack.
 /// Drops are counted here (no reason leaves a subprogram: see counters.rs). Whether the frame
 /// went to the receivers' policy at all (`false`: dropped as a whole).
 #[inline(never)]
-pub fn fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> bool {
-    match try_fan_out::<C, V6>(ctx, ifindex) {
-        Ok(()) => true,
-        Err(reason) => {
-            if reason != COUNTED {
-                counters::dropped(ifindex, reason);
-            }
-            false
+pub fn fan_out<C: Frame + EbpfContext, const V6: bool>(ctx: &C, ifindex: u32) -> bool {
+    let mut fan = MaybeUninit::<FanOut<C>>::uninit();
+    let mut reason = sender_checked::<C, V6>(ctx, ifindex);
+    if reason == PASSED {
+        reason = prepare::<C, V6>(ctx, ifindex, fan.as_mut_ptr());
+    }
+    if reason == PASSED {
+        // SAFETY: `prepare` passed the frame: it wrote every other field.
+        let fan = unsafe {
+            addr_of_mut!((*fan.as_mut_ptr()).ctx).write(ctx);
+            fan.assume_init_mut()
+        };
+        // bpf_loop: the per-receiver step (two rule lookups, meters, a copy) is verified
+        // once, not once per possible receiver.
+        // SAFETY: the callback gets back the pointer to `fan`, which outlives the call.
+        unsafe {
+            bpf_loop(
+                MAX_FANOUT as u32,
+                copy_to::<C> as *mut c_void,
+                fan as *mut FanOut<C> as *mut c_void,
+                0,
+            )
+        };
+        if fan.receivers == 0 {
+            reason = drop_reason::NO_DESTINATION;
         }
+    }
+    if reason == PASSED {
+        return true;
+    }
+    if reason != COUNTED {
+        counters::dropped(ifindex, reason);
+    }
+    trace::dropped(ctx, ifindex, reason);
+    false
+}
+
+/// Once the sender is checked: finds the frame's receivers, checks a GSO packet's segment
+/// size, writes the group's MAC as its destination; then fills `fan` for the loop.
+/// [`PASSED`], or the reason to drop the frame whole (`fan` then unwritten); the caller writes
+/// `fan.ctx`. A subprogram of its own: the parse's stack is not under the loop's steps (the
+/// verifier adds a callback's frame to its caller's, and all to the program's 512 bytes).
+#[inline(never)]
+fn prepare<'a, C: Frame + EbpfContext, const V6: bool>(
+    ctx: &'a C,
+    ifindex: u32,
+    fan: *mut FanOut<'a, C>,
+) -> DropReason {
+    match try_prepare::<C, V6>(ctx, ifindex, fan) {
+        Ok(()) => PASSED,
+        Err(reason) => reason,
     }
 }
 
 #[inline(always)]
-fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), DropReason> {
-    let (packets, bytes) = (ctx.segments(), ctx.len());
-    counters::sent(ifindex, packets, bytes);
+fn try_prepare<'a, C: Frame + EbpfContext, const V6: bool>(
+    ctx: &'a C,
+    ifindex: u32,
+    fan: *mut FanOut<'a, C>,
+) -> Result<(), DropReason> {
     let port = maps::port(ifindex).ok_or(drop_reason::NO_DESTINATION)?;
     let segment = segment_of(&port);
-    let (l4_offset, end) = check_sender::<C, V6>(ctx, ifindex, &port)?;
+    // The sender was checked (`sender_checked`).
+    let (l4_offset, end) = locate::<C, V6>(ctx)?;
     let flow = flow_of::<C, V6>(ctx, l4_offset, end)?;
-    let flow = flow.parsed()?;
+    let headers = check_segment_size(ctx, &port, l4_offset, flow.parsed()?)?;
     let key = GroupKey {
         segment,
         addr: flow.daddr.bytes(),
@@ -451,30 +504,51 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
     // The Ethernet destination is the group's (a NOARP sender addresses a broadcast to its
     // own MAC): the receivers' stacks take the copies as multicast or broadcast.
     set_group_mac::<C, V6>(ctx, &flow.daddr)?;
-    let mut fan = FanOut {
-        ctx,
-        members,
-        flow,
-        ifindex,
-        packets,
-        bytes,
-        receivers: 0,
-    };
-    // bpf_loop: the per-receiver step (two rule lookups, a copy) is verified once, not once
-    // per possible receiver.
-    // SAFETY: the callback gets back the pointer to `fan`, which outlives the call.
+    // SAFETY: `fan` points at the caller's uninitialised `FanOut`: every field but `ctx` is
+    // written here (a pointer to a frame's stack cannot be stored into its caller's).
     unsafe {
-        bpf_loop(
-            MAX_FANOUT as u32,
-            copy_to::<C> as *mut c_void,
-            &mut fan as *mut FanOut<C> as *mut c_void,
-            0,
-        )
-    };
-    if fan.receivers == 0 {
-        return Err(drop_reason::NO_DESTINATION);
+        addr_of_mut!((*fan).members).write(members);
+        addr_of_mut!((*fan).flow).write(flow);
+        addr_of_mut!((*fan).sender_limited).write(port.flags & port_flags::BANDWIDTH);
+        addr_of_mut!((*fan).ifindex).write(ifindex);
+        addr_of_mut!((*fan).headers).write(headers);
+        addr_of_mut!((*fan).receivers).write(0);
+        addr_of_mut!((*fan).sent_traced).write(0);
     }
     Ok(())
+}
+
+/// Counts the sent frame and checks it as a unicast frame's sender is checked
+/// ([`check_sender`]): [`PASSED`], or the drop reason. A subprogram of its own, called before
+/// [`prepare`] rather than from it: the verifier adds the stacks of nested calls.
+#[inline(never)]
+fn sender_checked<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> DropReason {
+    counters::sent(ifindex, ctx.segments(), ctx.len());
+    let Some(port) = maps::port(ifindex) else {
+        return drop_reason::NO_DESTINATION;
+    };
+    match check_sender::<C, V6>(ctx, ifindex, &port) {
+        Ok(_) => PASSED,
+        Err(reason) => reason,
+    }
+}
+
+/// The frame size holds for each segment of a GSO packet (tc) as forward.rs checks it for
+/// unicast: `gso_size` payload behind the headers. Returns the bytes up to the payload, which
+/// the bandwidth meters count once per segment.
+#[inline(always)]
+fn check_segment_size<C: Frame>(
+    ctx: &C,
+    port: &PortInfo,
+    l4_offset: usize,
+    flow: &Flow,
+) -> Result<u32, DropReason> {
+    let headers = l4_offset as u32 + flow.l4_len;
+    let gso_size = ctx.gso_size();
+    if gso_size != 0 {
+        policy::check_frame_size(port, ETH_HLEN, (headers + gso_size) as u64)?;
+    }
+    Ok(headers)
 }
 
 /// What the fan-out loop's steps share.
@@ -482,18 +556,23 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
 struct FanOut<'a, C> {
     ctx: &'a C,
     members: *const GroupMembers,
-    flow: &'a Flow,
+    flow: Flow,
     ifindex: u32,
-    packets: u32,
-    bytes: u64,
+    /// Bytes up to the payload (a GSO packet's count once per segment, for the meters).
+    headers: u32,
     /// 1 once a member other than the sender is met. A flag, not a count: the verifier
     /// checks the loop's steps until their states repeat, which a count never does.
-    receivers: u32,
+    receivers: u8,
+    /// 1 once the trace recorded the frame as sent (once, whatever the receivers).
+    sent_traced: u8,
+    /// The sender's LPAR has a bandwidth (`port_flags::BANDWIDTH`, else 0): its port is read
+    /// again where a copy is metered rather than kept here, for the stack.
+    sender_limited: u8,
 }
 
-/// One step of the fan-out: the `index`th member gets a copy if the policy allows it. 1 ends
-/// the loop (no more members).
-extern "C" fn copy_to<C: Frame>(index: u64, fan: *mut c_void) -> i64 {
+/// One step of the fan-out: the `index`th member gets a copy if the policy allows it, or the
+/// drop is counted (and traced) for it. 1 ends the loop (no more members).
+extern "C" fn copy_to<C: Frame + EbpfContext>(index: u64, fan: *mut c_void) -> i64 {
     // SAFETY: `fan_out` passes its `FanOut` to every step.
     let fan = unsafe { &mut *(fan as *mut FanOut<C>) };
     let i = index as usize;
@@ -510,24 +589,103 @@ extern "C" fn copy_to<C: Frame>(index: u64, fan: *mut c_void) -> i64 {
         return 0;
     }
     fan.receivers = 1;
-    match secgroup::allows(ifindex, target, fan.flow) {
-        Ok(()) => {}
-        Err(sg_direction::OUTBOUND) => {
-            counters::dropped(ifindex, drop_reason::SG_DENIED_OUTBOUND);
-            return 0;
+    match deliver_copy(fan, target) {
+        Ok(()) => {
+            let sent = fan.sent_traced != 0;
+            if trace::delivered_copy(fan.ctx, ifindex, target, sent) {
+                fan.sent_traced = 1;
+            }
         }
-        // Counted on the NIC whose rules denied it.
-        Err(_) => {
-            counters::dropped(target, drop_reason::SG_DENIED_INBOUND);
-            return 0;
+        Err(reason) => {
+            // `COUNTED`: on the receiver, whose rules denied it.
+            if reason != COUNTED {
+                counters::dropped(ifindex, reason);
+            }
+            trace::dropped_copy(fan.ctx, ifindex, target, reason);
         }
     }
-    if maps::deliverable(target).is_err() || !fan.ctx.replicate(target) {
-        counters::dropped(ifindex, drop_reason::REDIRECT_FAILED);
-        return 0;
-    }
-    counters::delivered(target, fan.packets, fan.bytes);
     0
+}
+
+/// The policy a unicast frame meets for its receiver (forward.rs `deliver`), for the copy to
+/// port `target`, which then goes: a stopped LPAR (`lpar_stopped`), the sender's outbound and
+/// the receiver's inbound rules (no tracked connection is opened or used), both LPARs'
+/// bandwidths (metered per copy, then shaped as unicast is), delivery.
+#[inline(always)]
+fn deliver_copy<C: Frame + EbpfContext>(fan: &FanOut<C>, target: u32) -> Result<(), DropReason> {
+    let receiver = maps::port(target).ok_or(drop_reason::REDIRECT_FAILED)?;
+    // A stopped LPAR keeps its registrations (its sockets stay joined): it receives again
+    // once started.
+    if receiver.flags & port_flags::STOPPED != 0 {
+        return Err(drop_reason::LPAR_STOPPED);
+    }
+    // Each a subprogram of its own, one after the other: the step's stack holds one of them
+    // at a time (the loop's callback adds its frame to the program's and fan_out's).
+    match rules(fan.ifindex, target, &fan.flow) {
+        PASSED => {}
+        reason => return Err(reason),
+    }
+    match send_copy(fan, target, receiver.flags, &receiver.mac) {
+        PASSED => Ok(()),
+        reason => Err(reason),
+    }
+}
+
+/// The sender's (`from`) outbound and the receiver's (`to`) inbound rules for `flow`:
+/// [`PASSED`] if they allow it, else the drop reason (`COUNTED`: counted on the receiver, whose rules
+/// denied it).
+#[inline(never)]
+fn rules(from: u32, to: u32, flow: &Flow) -> DropReason {
+    match secgroup::allows(from, to, flow) {
+        Ok(()) => PASSED,
+        Err(sg_direction::OUTBOUND) => drop_reason::SG_DENIED_OUTBOUND,
+        Err(_) => {
+            counters::dropped(to, drop_reason::SG_DENIED_INBOUND);
+            COUNTED
+        }
+    }
+}
+
+/// Meters the copy to port `target` (whose port has `flags` and `mac`) against both LPARs'
+/// bandwidths and sends it, through the shapers where one applies: [`PASSED`], or the drop
+/// reason.
+#[inline(never)]
+fn send_copy<C: Frame + EbpfContext>(
+    fan: &FanOut<C>,
+    target: u32,
+    flags: u8,
+    mac: &[u8; 6],
+) -> DropReason {
+    let to = RouteTarget::new(target, *mac).with_flags(if flags & port_flags::BANDWIDTH != 0 {
+        route_flags::BANDWIDTH
+    } else {
+        0
+    });
+    let shaped = if fan.sender_limited != 0 || to.flags & route_flags::BANDWIDTH != 0 {
+        let Some(port) = maps::port(fan.ifindex) else {
+            return drop_reason::REDIRECT_FAILED;
+        };
+        match bandwidth::admit(fan.ctx, fan.ifindex, &port, &to, fan.headers) {
+            Ok(shaped) => shaped,
+            Err(reason) => return reason,
+        }
+    } else {
+        false
+    };
+    if maps::deliverable(target).is_err() {
+        return drop_reason::REDIRECT_FAILED;
+    }
+    if shaped {
+        return match bandwidth::replicate(fan.ctx, fan.ifindex, target) {
+            Ok(()) => PASSED,
+            Err(reason) => reason,
+        };
+    }
+    if !fan.ctx.replicate(target, 0) {
+        return drop_reason::REDIRECT_FAILED;
+    }
+    counters::delivered(target, fan.ctx.segments(), fan.ctx.len());
+    PASSED
 }
 
 /// Where the transport header of the IP packet at the network header starts, and where the

@@ -33,6 +33,33 @@ pub fn delivered<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32) {
     }
 }
 
+/// A copy of a one-to-many frame from the NIC behind `from` goes to the one behind `to`:
+/// recorded as received on the receiver's NIC, and as sent on the sender's with the first
+/// copy recorded only (`sent`: not yet), as the sender sent one frame. Whether the sender's
+/// record is made now or was before.
+#[inline(always)]
+pub fn delivered_copy<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, sent: bool) -> bool {
+    if active() {
+        return delivered_copy_traced(ctx, from, to, sent);
+    }
+    sent
+}
+
+/// A copy of a one-to-many frame from the NIC behind `from` to the one behind `to` was
+/// dropped for `reason` (`COUNTED`: the receiver's security groups refused it): recorded on
+/// the sender's NIC, naming the receiver's port.
+#[inline(always)]
+pub fn dropped_copy<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, reason: DropReason) {
+    if active() {
+        let reason = if reason == COUNTED {
+            iqd_common::drop_reason::SG_DENIED_INBOUND
+        } else {
+            reason
+        };
+        dropped_copy_traced(ctx, from, to, reason);
+    }
+}
+
 /// The fabric answers the NIC behind `port` (an ARP reply or neighbour advertisement made
 /// of its request in place).
 #[inline(always)]
@@ -63,17 +90,36 @@ fn delivered_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32) {
     // Only between traced ports: a frame to or from an LPAR that is not traceable is never
     // copied, on either side.
     if let (Some(sender), Some(receiver)) = (traced(from), traced(to)) {
-        record(ctx, &sender, from, 0, 0);
+        record(ctx, &sender, from, 0, 0, 0);
         if to != from {
-            record(ctx, &receiver, to, trace_flags::RECEIVED, 0);
+            record(ctx, &receiver, to, trace_flags::RECEIVED, 0, 0);
         }
+    }
+}
+
+#[inline(never)]
+fn delivered_copy_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, sent: bool) -> bool {
+    if let (Some(sender), Some(receiver)) = (traced(from), traced(to)) {
+        if !sent {
+            record(ctx, &sender, from, 0, 0, 0);
+        }
+        record(ctx, &receiver, to, trace_flags::RECEIVED, 0, 0);
+        return true;
+    }
+    sent
+}
+
+#[inline(never)]
+fn dropped_copy_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, reason: DropReason) {
+    if let Some(port) = traced(from) {
+        record(ctx, &port, from, trace_flags::DROPS, reason, to);
     }
 }
 
 #[inline(never)]
 fn record_on<C: Frame + EbpfContext>(ctx: &C, ifindex: u32, flags: u32, reason: DropReason) {
     if let Some(port) = traced(ifindex) {
-        record(ctx, &port, ifindex, flags, reason);
+        record(ctx, &port, ifindex, flags, reason, 0);
     }
 }
 
@@ -90,6 +136,7 @@ fn record<C: Frame + EbpfContext>(
     ifindex: u32,
     flags: u32,
     reason: DropReason,
+    peer: u32,
 ) {
     if flags & trace_flags::DROPS != 0 && port.flags & trace_flags::DROPS == 0 {
         return;
@@ -107,7 +154,7 @@ fn record<C: Frame + EbpfContext>(
         reason,
         orig_len: len as u32,
         cap_len: cap as u32,
-        _pad: 0,
+        peer,
     };
     // The helper copies `cap` bytes of the frame after the event (the upper half of its
     // flags); a full buffer loses the sample, which the reader is told of (PERF_RECORD_LOST).

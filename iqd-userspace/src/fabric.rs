@@ -633,6 +633,11 @@ impl Executor<'_> {
         if limited {
             flags |= port_flags::BANDWIDTH;
         }
+        // Copies of one-to-many frames to it are dropped (`lpar_stopped`); its registrations
+        // stay (its sockets stay joined), so it receives again once started.
+        if stopped {
+            flags |= port_flags::STOPPED;
+        }
         let info = PortInfo::new(nic.chpid, record.mtu, nic.mac)
             .with_vlan(nic.vlan.unwrap_or(iqd_common::NO_VLAN))
             .with_flags(flags);
