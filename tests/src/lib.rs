@@ -1,7 +1,8 @@
 //! Harness for iqd's namespace integration tests: fabrics with unique names, commands inside
 //! LPAR namespaces, and guards that take everything down even when a test fails. Beside it, what
 //! the tests share: fabric files built instead of typed (`fixture`), hand-built frames (`frames`),
-//! the BPF_PROG_TEST_RUN bench (`prog_test`) and the reference model of the policy (`model`).
+//! the BPF_PROG_TEST_RUN bench (`prog_test`), the reference model of the policy (`model`) and
+//! `iqd trace` runs read back with tshark (`trace`).
 use std::{
     fmt::Display,
     fs,
@@ -374,6 +375,7 @@ pub mod frames;
 pub mod model;
 pub mod prog_test;
 pub mod serve;
+pub mod trace;
 
 /// Runs `f` on a thread inside network namespace `netns`. Sockets created there stay in that
 /// namespace wherever they are used afterwards.

@@ -1,7 +1,8 @@
 //! One-to-many delivery on real namespaces with real sockets: multicast groups as the LPARs
 //! register them (the kernel's own IGMP and MLD reports, sent when a socket joins or leaves),
-//! limited and directed broadcasts, security groups per receiver, and iperf2 streaming to a
-//! group. Run on every data path (`IQD_TEST_DATAPATH`).
+//! limited and directed broadcasts, security groups per receiver, iperf2 streaming to a group,
+//! and per receiver as for unicast: stopped LPARs, bandwidths and traces. Run on every data
+//! path (`IQD_TEST_DATAPATH`).
 use std::{
     net::{Ipv4Addr, Ipv6Addr, UdpSocket},
     time::Duration,
@@ -9,7 +10,9 @@ use std::{
 
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
-    in_netns, in_netns_thread, text, wait_until, TestFabric,
+    in_netns, in_netns_thread, text,
+    trace::{tshark_fields, Trace},
+    wait_until, TestFabric,
 };
 
 /// CHPID F0: A (the sender) 10.8.0.1, B .2, C .3, D .4; CHPID F1: E 10.8.0.5 (same plan).
@@ -349,4 +352,216 @@ fn iperf2_streams_to_a_group_of_three() {
             "{l} received {got} of the stream (A sent {sent})"
         );
     }
+}
+
+/// The frames `hsi0` in `netns` received, as its LPAR's kernel counts them.
+fn hsi0_rx(netns: &str) -> u64 {
+    let out = in_netns(netns, "cat", &["/sys/class/net/hsi0/statistics/rx_packets"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("rx_packets")
+}
+
+/// `iqd lpar <verb> <lpar>`, which must succeed.
+fn lpar(fabric: &TestFabric, verb: &str, name: &str) {
+    let out = iqd_tests::iqd(&["lpar", verb, name, "--config", fabric.config_arg()]);
+    assert!(
+        out.status.success(),
+        "iqd lpar {verb} {name} failed: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_stopped_receiver_gets_no_copy_and_receives_again_once_started() {
+    let fabric = TestFabric::up(lan());
+    let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
+    let group = "239.8.0.4";
+    let (rb, rc) = (receiver(&b, false, 5305), receiver(&c, false, 5305));
+    join_v4(&rb, group, "10.8.0.2");
+    join_v4(&rc, group, "10.8.0.3");
+    await_members(&fabric, "F0", group, &["B/hsi0", "C/hsi0"]);
+    send(&a, "10.8.0.1", group, 5305, 3);
+    assert_eq!(received(&rb), 3, "B before the stop");
+    assert_eq!(received(&rc), 3, "C before the stop");
+
+    lpar(&fabric, "stop", "B");
+    // Its registration stays (its socket is still joined), its copies are dropped and counted
+    // on the sender as frames to a stopped LPAR's address are.
+    assert_eq!(members(&fabric, "F0", group), ["B/hsi0", "C/hsi0"]);
+    let stopped = fabric.drops("A", "hsi0", "lpar_stopped");
+    let failed = fabric.drops("A", "hsi0", "redirect_failed");
+    let b_rx = rx_packets(&fabric, "B");
+    send(&a, "10.8.0.1", group, 5305, 5);
+    assert_eq!(received(&rc), 5, "C while B is stopped");
+    assert_eq!(received(&rb), 0, "B while stopped");
+    assert_eq!(fabric.drops("A", "hsi0", "lpar_stopped") - stopped, 5);
+    // Broadcasts too: the directed broadcast of the prefix.
+    let (bb, bc) = (receiver(&b, false, 5306), receiver(&c, false, 5306));
+    send(&a, "10.8.0.1", "10.8.0.255", 5306, 2);
+    assert_eq!(received(&bc), 2, "C, broadcast");
+    assert_eq!(received(&bb), 0, "B, broadcast while stopped");
+    // Of the prefix's other NICs (B, C, D) only B is stopped.
+    assert_eq!(fabric.drops("A", "hsi0", "lpar_stopped") - stopped, 7);
+    assert_eq!(fabric.drops("A", "hsi0", "redirect_failed"), failed);
+    assert_eq!(rx_packets(&fabric, "B"), b_rx, "nothing delivered to B");
+
+    lpar(&fabric, "start", "B");
+    // The carrier comes back a moment after the start.
+    wait_until(Duration::from_secs(5), || {
+        send(&a, "10.8.0.1", group, 5305, 1);
+        received(&rb) > 0
+    })
+    .expect("B receives the group again once started");
+    let _ = received(&rc);
+    let stopped = fabric.drops("A", "hsi0", "lpar_stopped");
+    send(&a, "10.8.0.1", group, 5305, 4);
+    assert_eq!(received(&rb), 4, "B once started");
+    assert_eq!(received(&rc), 4, "C");
+    assert_eq!(fabric.drops("A", "hsi0", "lpar_stopped"), stopped);
+}
+
+#[test]
+fn a_receiver_over_its_bandwidth_drops_copies_the_others_get_every_one() {
+    // B may receive 1 Mbit/s: its meter queues at most about 200 KB, a flood of 800 KB
+    // overruns it. C and D have no bandwidth.
+    let file = FabricFile::test()
+        .chpid("F0")
+        .lpar("A", "{ns}a", [Nic::new("F0", ["10.8.0.1/24"])])
+        .lpar("B", "{ns}b", [Nic::new("F0", ["10.8.0.2/24"])])
+        .bandwidth("1Mbps")
+        .lpar("C", "{ns}c", [Nic::new("F0", ["10.8.0.3/24"])])
+        .lpar("D", "{ns}d", [Nic::new("F0", ["10.8.0.4/24"])]);
+    let fabric = TestFabric::up(file);
+    let a = fabric.ns("a");
+    let group = "239.8.0.5";
+    let sockets: Vec<UdpSocket> = ["b", "c", "d"]
+        .iter()
+        .zip(["10.8.0.2", "10.8.0.3", "10.8.0.4"])
+        .map(|(r, local)| {
+            let socket = receiver(&fabric.ns(r), false, 5307);
+            join_v4(&socket, group, local);
+            socket
+        })
+        .collect();
+    await_members(&fabric, "F0", group, &["B/hsi0", "C/hsi0", "D/hsi0"]);
+    let tx = |f: &TestFabric| f.nic_stats("A", "hsi0")["tx_packets"].as_u64().unwrap();
+    let (tx0, b0, c0, d0) = (
+        tx(&fabric),
+        rx_packets(&fabric, "B"),
+        rx_packets(&fabric, "C"),
+        rx_packets(&fabric, "D"),
+    );
+    let exceeded0 = fabric.drops("A", "hsi0", "bandwidth_exceeded");
+    let b_nic0 = hsi0_rx(&fabric.ns("b"));
+
+    // 800 datagrams of 1000 bytes, in bursts of 20 (no queue on the way overflows).
+    let bind = iqd_tests::sockaddr("10.8.0.1", 0);
+    let target = iqd_tests::sockaddr(group, 5307);
+    let socket = in_netns_thread(&a, move || UdpSocket::bind(&bind).expect("bind sender"));
+    let payload = [0x5au8; 1000];
+    for i in 0..800 {
+        socket.send_to(&payload, &target).expect("send");
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let sent = tx(&fabric) - tx0;
+    assert!(sent >= 700, "the fabric saw {sent} of 800 frames");
+    // Every other receiver got every frame.
+    assert_eq!(rx_packets(&fabric, "C") - c0, sent, "C");
+    assert_eq!(rx_packets(&fabric, "D") - d0, sent, "D");
+    // B's copies: delivered through its shaper (counted as they leave it, within about 1.6 s)
+    // or dropped as over its bandwidth, counted on the sender.
+    let settled = wait_until(Duration::from_secs(10), || {
+        let delivered = rx_packets(&fabric, "B") - b0;
+        let exceeded = fabric.drops("A", "hsi0", "bandwidth_exceeded") - exceeded0;
+        delivered + exceeded == sent
+    });
+    let delivered = rx_packets(&fabric, "B") - b0;
+    let exceeded = fabric.drops("A", "hsi0", "bandwidth_exceeded") - exceeded0;
+    assert!(
+        settled.is_ok(),
+        "B: {delivered} delivered + {exceeded} over its bandwidth != {sent} sent"
+    );
+    assert!(exceeded > 0, "nothing over B's bandwidth: {delivered}");
+    assert!(delivered > 0, "B got nothing");
+    // What B got, it got at its bandwidth: at most its meter's queue (~1.6 s) and what 1
+    // Mbit/s carries meanwhile, far below the 800 KB sent.
+    assert!(
+        delivered < 500,
+        "B got {delivered} of {sent} at 1 Mbit/s (exceeded {exceeded})"
+    );
+    assert_eq!(fabric.drops("A", "hsi0", "redirect_failed"), 0);
+    // B's own NIC received what the fabric counts as delivered (its socket's buffer may
+    // have dropped some of a burst).
+    assert_eq!(hsi0_rx(&fabric.ns("b")) - b_nic0, delivered, "B's hsi0");
+    assert!(received(&sockets[0]) > 0, "B's socket");
+}
+
+#[test]
+fn trace_records_each_copy_once_per_receiver_and_names_a_dropped_one() {
+    let file = FabricFile::test()
+        .chpid("F0")
+        .analyzer("F0", "Z")
+        .lpar("A", "{ns}a", [Nic::new("F0", ["10.8.0.1/24"])])
+        .lpar("B", "{ns}b", [Nic::new("F0", ["10.8.0.2/24"])])
+        .lpar("C", "{ns}c", [Nic::new("F0", ["10.8.0.3/24"])])
+        .lpar("D", "{ns}d", [Nic::new("F0", ["10.8.0.4/24"])])
+        .lpar("Z", "{ns}z", [Nic::new("F0", ["10.8.0.9/24"])])
+        .traceable(&["A", "B", "C", "D"]);
+    let fabric = TestFabric::up(file);
+    let a = fabric.ns("a");
+    let group = "239.8.0.6";
+    let sockets: Vec<UdpSocket> = ["b", "c", "d"]
+        .iter()
+        .zip(["10.8.0.2", "10.8.0.3", "10.8.0.4"])
+        .map(|(r, local)| {
+            let socket = receiver(&fabric.ns(r), false, 5308);
+            join_v4(&socket, group, local);
+            socket
+        })
+        .collect();
+    await_members(&fabric, "F0", group, &["B/hsi0", "C/hsi0", "D/hsi0"]);
+    lpar(&fabric, "stop", "D");
+    let trace = Trace::start(&fabric, &["--chpid", "F0", "--as", "Z", "--drops"]);
+    send(&a, "10.8.0.1", group, 5308, 3);
+    assert_eq!(received(&sockets[0]), 3);
+    assert_eq!(received(&sockets[1]), 3);
+    let (stdout, summary) = trace.stop();
+    let file = std::env::temp_dir().join(format!("{}-mcast.pcapng", fabric.name));
+    std::fs::write(&file, &stdout).expect("write capture");
+    let frames = tshark_fields(
+        &file,
+        &[
+            "frame.interface_name",
+            "ip.dst",
+            "udp.dstport",
+            "frame.comment",
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    let ours: Vec<&Vec<String>> = frames
+        .iter()
+        .filter(|f| f[1] == group && f[2] == "5308")
+        .collect();
+    let count = |interface: &str, dropped: bool| {
+        ours.iter()
+            .filter(|f| f[0] == interface && f[3].is_empty() != dropped)
+            .count()
+    };
+    // Sent once on A's NIC, received once on each running member's; D's copies dropped.
+    assert_eq!(count("A/hsi0", false), 3, "{frames:?} ({summary})");
+    assert_eq!(count("B/hsi0", false), 3, "{frames:?}");
+    assert_eq!(count("C/hsi0", false), 3, "{frames:?}");
+    assert_eq!(count("D/hsi0", false), 0, "{frames:?}");
+    assert_eq!(count("A/hsi0", true), 3, "{frames:?}");
+    assert!(
+        ours.iter()
+            .filter(|f| !f[3].is_empty())
+            .all(|f| f[3] == "dropped: lpar_stopped (the copy for D/hsi0)"),
+        "{frames:?}"
+    );
 }

@@ -12,10 +12,12 @@ use std::{
 
 use iqd_tests::{
     fixture::{FabricFile, Nic},
-    iperf3_tcp, iqd_bin, ping, text, wait_until, TestFabric,
+    iperf3_tcp, iqd_bin, ping, text,
+    trace::{tshark_fields, Trace},
+    wait_until, TestFabric,
 };
 
-/// A child process (an `iqd metrics` server, an `iqd trace`) killed by pid on drop.
+/// A child process (an `iqd metrics` server) killed by pid on drop.
 struct Started(Child);
 
 impl Drop for Started {
@@ -231,67 +233,6 @@ fn traced_fabric() -> FabricFile {
         .traceable(&["LP01", "LP02"])
 }
 
-/// Starts `iqd trace` on `fabric` with `args` and waits until it traces (its first line on
-/// stderr); its stdout is piped.
-fn start_trace(fabric: &TestFabric, args: &[&str]) -> Started {
-    let mut child = Command::new(iqd_bin())
-        .args(["trace", "--config", fabric.config_arg()])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("iqd trace");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stderr.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    assert!(
-        line.contains("tracing CHPID"),
-        "iqd trace did not start: {line}"
-    );
-    // The rest of stderr (the summary) is read when it ends.
-    child.stderr = Some(stderr);
-    Started(child)
-}
-
-/// Stops a trace with SIGINT and returns (its stdout, its stderr).
-fn stop_trace(mut trace: Started) -> (Vec<u8>, String) {
-    // SAFETY: plain syscall on our own child's pid.
-    unsafe { libc::kill(trace.0.id() as libc::pid_t, libc::SIGINT) };
-    let mut stdout = Vec::new();
-    if let Some(mut out) = trace.0.stdout.take() {
-        out.read_to_end(&mut stdout).expect("trace stdout");
-    }
-    let mut stderr = String::new();
-    if let Some(mut err) = trace.0.stderr.take() {
-        err.read_to_string(&mut stderr).expect("trace stderr");
-    }
-    let status = trace.0.wait().expect("trace exit");
-    assert!(status.success(), "iqd trace failed: {stderr}");
-    (stdout, stderr)
-}
-
-/// `tshark -r FILE -T fields -e ...`: one Vec per frame.
-fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut args = vec!["-r", file.to_str().expect("path"), "-T", "fields"];
-    for f in fields {
-        args.extend_from_slice(&["-e", f]);
-    }
-    let out = Command::new("tshark")
-        .args(&args)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("tshark (Debian package tshark; cargo xtask setup installs it)");
-    assert!(out.status.success(), "tshark: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(String::from).collect())
-        .collect()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -317,7 +258,7 @@ fn tcp_send(from: &str, to: &str, addr: &str, payload: &'static [u8]) {
 fn trace_captures_tcp_between_traceable_lpars_into_pcapng() {
     let fabric = TestFabric::up(traced_fabric());
     let file = std::env::temp_dir().join(format!("{}.pcapng", fabric.name));
-    let trace = start_trace(
+    let trace = Trace::start(
         &fabric,
         &[
             "--chpid",
@@ -335,7 +276,7 @@ fn trace_captures_tcp_between_traceable_lpars_into_pcapng() {
     tcp_send(&a, &b, "10.9.0.2", PAYLOAD);
     // LP03 is not traceable: its frames to a traceable LPAR are never captured.
     tcp_send(&c, &a, "10.9.0.1", b"not-traceable");
-    let (_, summary) = stop_trace(trace);
+    let (_, summary) = trace.stop();
     assert!(summary.contains("0 lost"), "{summary}");
 
     let frames = tshark_fields(
@@ -383,12 +324,12 @@ fn trace_captures_tcp_between_traceable_lpars_into_pcapng() {
 #[test]
 fn trace_with_drops_records_their_reasons_and_writes_to_stdout() {
     let fabric = TestFabric::up(traced_fabric());
-    let trace = start_trace(&fabric, &["--chpid", "F0", "--as", "LP03", "--drops"]);
+    let trace = Trace::start(&fabric, &["--chpid", "F0", "--as", "LP03", "--drops"]);
     // Nobody has these addresses: no_destination, on the sender.
     assert!(!ping(&fabric.ns("a"), "10.9.0.99", 2, None));
     assert!(!ping(&fabric.ns("c"), "10.9.0.98", 2, None));
     assert!(ping(&fabric.ns("a"), "10.9.0.2", 1, None));
-    let (stdout, summary) = stop_trace(trace);
+    let (stdout, summary) = trace.stop();
     let file = std::env::temp_dir().join(format!("{}-drops.pcapng", fabric.name));
     std::fs::write(&file, &stdout).expect("write capture");
     let frames = tshark_fields(
@@ -424,16 +365,16 @@ fn trace_refusals_capture_nothing() {
         assert!(text(&out).contains(expected), "{}", text(&out));
         assert!(!file.exists(), "a refused trace wrote {w}");
     }
-    let trace = start_trace(&fabric, &["--chpid", "F0", "--as", "LP03"]);
+    let trace = Trace::start(&fabric, &["--chpid", "F0", "--as", "LP03"]);
     let out = fabric.iqd("trace", &["--chpid", "F0", "--as", "LP03", "-w", w]);
     assert!(!out.status.success());
     assert!(text(&out).contains("already active"), "{}", text(&out));
     assert!(!file.exists());
     // A trace killed outright leaves no lock or traced port behind: the next one runs.
     drop(trace);
-    let trace = start_trace(&fabric, &["--chpid", "F0", "--as", "LP03"]);
+    let trace = Trace::start(&fabric, &["--chpid", "F0", "--as", "LP03"]);
     assert!(ping(&fabric.ns("a"), "10.9.0.2", 1, None));
-    let (stdout, summary) = stop_trace(trace);
+    let (stdout, summary) = trace.stop();
     // The echo and its reply, each on both NICs.
     assert!(
         summary.contains(" 4 frames captured, 0 lost"),

@@ -69,6 +69,9 @@ fn refuse(chpid: &str, message: impl Into<String>) -> Error {
 }
 
 /// A traced NIC: its pcapng interface.
+/// The traced ports: ifindex to the pcapng interface id and the NIC's name.
+type Interfaces = HashMap<u32, (u32, String)>;
+
 struct Traced {
     ifindex: u32,
     name: String,
@@ -309,7 +312,7 @@ pub async fn run<W: Write>(
         writer
             .interface(&t.name, snaplen)
             .map_err(|e| Error::io("write", "trace", e))?;
-        interface_of.insert(t.ifindex, id as u32);
+        interface_of.insert(t.ifindex, (id as u32, t.name.clone()));
     }
     writer.flush().map_err(|e| Error::io("write", "trace", e))?;
 
@@ -417,7 +420,7 @@ fn wall_offset_ns() -> i128 {
 fn capture(
     buffers: &mut [ring::PerfRing],
     writer: &mut pcapng::Writer<impl Write>,
-    interface_of: &HashMap<u32, u32>,
+    interface_of: &Interfaces,
     request: &Request,
 ) -> Result<Summary> {
     let started = Instant::now();
@@ -450,7 +453,7 @@ struct Sample {
 fn drain(
     buffers: &mut [ring::PerfRing],
     writer: &mut pcapng::Writer<impl Write>,
-    interface_of: &HashMap<u32, u32>,
+    interface_of: &Interfaces,
     request: &Request,
     mut written: u64,
 ) -> std::io::Result<(u64, u64)> {
@@ -472,7 +475,7 @@ fn drain(
         if request.count.is_some_and(|c| written >= c) {
             break;
         }
-        let Some(&interface) = interface_of.get(&s.event.ifindex) else {
+        let Some(&(interface, _)) = interface_of.get(&s.event.ifindex) else {
             continue;
         };
         let direction = if s.event.flags & trace_flags::RECEIVED != 0 {
@@ -480,15 +483,8 @@ fn drain(
         } else {
             pcapng::Direction::Outbound
         };
-        let comment = (s.event.flags & trace_flags::DROPS != 0).then(|| {
-            format!(
-                "dropped: {}",
-                drop_reason::NAMES
-                    .get(s.event.reason as usize)
-                    .copied()
-                    .unwrap_or("unknown")
-            )
-        });
+        let comment = (s.event.flags & trace_flags::DROPS != 0)
+            .then(|| drop_comment(s.event.reason, s.event.peer, interface_of));
         let unix_ns = (s.event.ts_ns as i128 + offset).max(0) as u64;
         writer.packet(
             interface,
@@ -504,6 +500,21 @@ fn drain(
     Ok((written, lost))
 }
 
+/// The comment of a dropped frame: its reason, and for a copy of a one-to-many frame
+/// (`peer`: the receiver's port) the receiver it was for, named only if it is traced too (the
+/// analyzer sees nothing of other LPARs).
+fn drop_comment(reason: u32, peer: u32, interfaces: &Interfaces) -> String {
+    let reason = drop_reason::NAMES
+        .get(reason as usize)
+        .copied()
+        .unwrap_or("unknown");
+    match (peer, interfaces.get(&peer)) {
+        (0, _) => format!("dropped: {reason}"),
+        (_, Some((_, name))) => format!("dropped: {reason} (the copy for {name})"),
+        (_, None) => format!("dropped: {reason} (the copy for a NIC not traced)"),
+    }
+}
+
 fn parse(raw: &[u8]) -> Option<Sample> {
     let size = std::mem::size_of::<TraceEvent>();
     if raw.len() < size {
@@ -514,4 +525,26 @@ fn parse(raw: &[u8]) -> Option<Sample> {
     let end = size + event.cap_len as usize;
     let data = raw.get(size..end)?.to_vec();
     Some(Sample { event, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_copy_names_its_receiver_only_if_traced() {
+        let interfaces: Interfaces = [(7, (0, "LP01/hsi0".to_string()))].into();
+        assert_eq!(
+            drop_comment(drop_reason::NO_DESTINATION, 0, &interfaces),
+            "dropped: no_destination"
+        );
+        assert_eq!(
+            drop_comment(drop_reason::LPAR_STOPPED, 7, &interfaces),
+            "dropped: lpar_stopped (the copy for LP01/hsi0)"
+        );
+        assert_eq!(
+            drop_comment(drop_reason::BANDWIDTH_EXCEEDED, 9, &interfaces),
+            "dropped: bandwidth_exceeded (the copy for a NIC not traced)"
+        );
+    }
 }
