@@ -522,6 +522,9 @@ impl Executor<'_> {
             // the file lists them. Until it runs, and whenever it does not, `iqd_xsk` delivers
             // in the kernel.
             Step::Switch { run: true } => {
+                // The switch reads the state file: a new fabric without LPARs has recorded
+                // no NIC, hence written no file, by now.
+                self.state.save()?;
                 self.report.switch_pid = Some(switch::start(&fabric.name, self.config)?);
             }
             Step::Switch { run: false } => {

@@ -363,3 +363,39 @@ fn a_full_tx_ring_drops_as_busy_and_the_other_ports_keep_moving() {
         .expect("A cannot reach B after its port came back");
     println!("{sent} datagrams: {busy} dropped busy, {stuck} frames waited");
 }
+
+#[test]
+fn a_new_fabric_without_lpars_comes_up_and_takes_lpars_later() {
+    // CHPIDs only: nothing records a NIC before the switch starts, which once found no state
+    // file and failed the `up`.
+    let empty = FabricFile::test().datapath("afxdp").chpid("F0");
+    let fabric = TestFabric::write(&empty);
+    let out = fabric.iqd("up", &[]);
+    assert!(
+        out.status.success(),
+        "iqd up of a fabric without LPARs failed: {}",
+        text(&out)
+    );
+    let pid = running_pid(&fabric);
+    wait_until(Duration::from_secs(5), || {
+        switch(&fabric)["report"]["state"] == "running"
+    })
+    .unwrap_or_else(|_| panic!("the switch does not run: {}", switch(&fabric)));
+    assert_eq!(switch(&fabric)["report"]["ports"], serde_json::json!([]));
+    // LPARs come later; the switch (restarted by `up`) carries their frames.
+    fabric.rewrite(
+        empty
+            .lpar("A", "{ns}a", [Nic::new("F0", ["10.71.2.1/24"])])
+            .lpar("B", "{ns}b", [Nic::new("F0", ["10.71.2.2/24"])]),
+    );
+    fabric.iqd_ok("up");
+    assert_ne!(running_pid(&fabric), pid, "up restarts the switch");
+    assert!(
+        ping(&fabric.ns("a"), "10.71.2.2", 2, None),
+        "A does not reach B"
+    );
+    wait_until(Duration::from_secs(5), || {
+        u64_at(&afxdp_stats(&fabric), "/to_switch") > 0
+    })
+    .unwrap_or_else(|_| panic!("no frame went through the switch: {}", afxdp_stats(&fabric)));
+}
