@@ -47,7 +47,7 @@ pub fn delivered_copy<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, sent:
 
 /// A copy of a one-to-many frame from the NIC behind `from` to the one behind `to` was
 /// dropped for `reason` (`COUNTED`: the receiver's security groups refused it): recorded on
-/// the sender's NIC, naming the receiver's port.
+/// the sender's NIC, naming the receiver's port, if both are traced.
 #[inline(always)]
 pub fn dropped_copy<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, reason: DropReason) {
     if active() {
@@ -111,7 +111,9 @@ fn delivered_copy_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, se
 
 #[inline(never)]
 fn dropped_copy_traced<C: Frame + EbpfContext>(ctx: &C, from: u32, to: u32, reason: DropReason) {
-    if let Some(port) = traced(from) {
+    // Only between traced ports, as a delivered copy: nothing of a receiver that is not
+    // traceable shows.
+    if let (Some(port), Some(_)) = (traced(from), traced(to)) {
         record(ctx, &port, from, trace_flags::DROPS, reason, to);
     }
 }

@@ -36,6 +36,7 @@ pub const XDP_REDIRECT: u32 = 4;
 // Verdicts of a tc program (TC_ACT_*).
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+pub const TC_ACT_STOLEN: u32 = 4;
 
 /// Which port program a bench runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -510,22 +510,30 @@ fn trace_records_each_copy_once_per_receiver_and_names_a_dropped_one() {
         .lpar("B", "{ns}b", [Nic::new("F0", ["10.8.0.2/24"])])
         .lpar("C", "{ns}c", [Nic::new("F0", ["10.8.0.3/24"])])
         .lpar("D", "{ns}d", [Nic::new("F0", ["10.8.0.4/24"])])
+        .lpar("E", "{ns}e", [Nic::new("F0", ["10.8.0.5/24"])])
         .lpar("Z", "{ns}z", [Nic::new("F0", ["10.8.0.9/24"])])
         .traceable(&["A", "B", "C", "D"]);
     let fabric = TestFabric::up(file);
     let a = fabric.ns("a");
     let group = "239.8.0.6";
-    let sockets: Vec<UdpSocket> = ["b", "c", "d"]
+    let sockets: Vec<UdpSocket> = ["b", "c", "d", "e"]
         .iter()
-        .zip(["10.8.0.2", "10.8.0.3", "10.8.0.4"])
+        .zip(["10.8.0.2", "10.8.0.3", "10.8.0.4", "10.8.0.5"])
         .map(|(r, local)| {
             let socket = receiver(&fabric.ns(r), false, 5308);
             join_v4(&socket, group, local);
             socket
         })
         .collect();
-    await_members(&fabric, "F0", group, &["B/hsi0", "C/hsi0", "D/hsi0"]);
+    await_members(
+        &fabric,
+        "F0",
+        group,
+        &["B/hsi0", "C/hsi0", "D/hsi0", "E/hsi0"],
+    );
+    // D (traceable) and E (not) are stopped: only D's dropped copies are recorded.
     lpar(&fabric, "stop", "D");
+    lpar(&fabric, "stop", "E");
     let trace = Trace::start(&fabric, &["--chpid", "F0", "--as", "Z", "--drops"]);
     send(&a, "10.8.0.1", group, 5308, 3);
     assert_eq!(received(&sockets[0]), 3);
@@ -552,7 +560,8 @@ fn trace_records_each_copy_once_per_receiver_and_names_a_dropped_one() {
             .filter(|f| f[0] == interface && f[3].is_empty() != dropped)
             .count()
     };
-    // Sent once on A's NIC, received once on each running member's; D's copies dropped.
+    // Sent once on A's NIC, received once on each running member's; D's copies dropped, E's
+    // (not traceable) not recorded at all.
     assert_eq!(count("A/hsi0", false), 3, "{frames:?} ({summary})");
     assert_eq!(count("B/hsi0", false), 3, "{frames:?}");
     assert_eq!(count("C/hsi0", false), 3, "{frames:?}");
@@ -564,4 +573,5 @@ fn trace_records_each_copy_once_per_receiver_and_names_a_dropped_one() {
             .all(|f| f[3] == "dropped: lpar_stopped (the copy for D/hsi0)"),
         "{frames:?}"
     );
+    assert_eq!(fabric.drops("A", "hsi0", "lpar_stopped"), 6, "D's and E's");
 }

@@ -501,8 +501,8 @@ fn drain(
 }
 
 /// The comment of a dropped frame: its reason, and for a copy of a one-to-many frame
-/// (`peer`: the receiver's port) the receiver it was for, named only if it is traced too (the
-/// analyzer sees nothing of other LPARs).
+/// (`peer`: the receiver's port) the receiver it was for. The programs record such a copy only
+/// if its receiver is traced too; a name not found (the receiver's trace ended) is not guessed.
 fn drop_comment(reason: u32, peer: u32, interfaces: &Interfaces) -> String {
     let reason = drop_reason::NAMES
         .get(reason as usize)
