@@ -44,10 +44,43 @@ const MAX_REPORT_OFFSET: usize = 4096;
 /// Whether the IPv4 packet (IPv6 with `V6`) at the network header goes to many: a group, the
 /// limited broadcast, or an address with a member list in `segment` (a directed broadcast);
 /// neighbour discovery excepted (nd.rs answers it). `ONE_TO_MANY_*` flags, 0 for a frame
-/// forward.rs handles. A subprogram of its own: forward.rs stays as it was for unicast, and
-/// the verifier's view of it too.
-#[inline(never)]
+/// forward.rs handles. Run before every IP frame's forwarding, so a unicast frame pays only
+/// for a glance at its destination ([`may_be_one_to_many`]); the rest is a subprogram of its
+/// own: forward.rs stays as it was for unicast, and the verifier's view of it too.
+#[inline(always)]
 pub fn classify<C: Frame, const V6: bool>(ctx: &C, segment: u32) -> u32 {
+    if !may_be_one_to_many::<C, V6>(ctx) {
+        return 0;
+    }
+    classify_frame::<C, V6>(ctx, segment)
+}
+
+/// Whether the destination of the IP packet at the network header can be one-to-many: IPv6
+/// ff00::/8; IPv4 224.0.0.0/4 or 255.255.255.255 (first octet from 224 up), or a directed
+/// broadcast. A directed broadcast has an `IQD_GROUPS` list only for a prefix up to /30, so its
+/// two lowest bits are set: other unicast addresses (three in four) skip the map lookup.
+#[inline(always)]
+fn may_be_one_to_many<C: Frame, const V6: bool>(ctx: &C) -> bool {
+    if V6 {
+        match parse::ptr_at::<C, Ipv6Hdr>(ctx, ETH_HLEN) {
+            // SAFETY: `ptr_at` checked the bounds.
+            Ok(ip) => unsafe { (*ip).daddr[0] == 0xff },
+            Err(_) => false,
+        }
+    } else {
+        match parse::ptr_at::<C, Ipv4Hdr>(ctx, ETH_HLEN) {
+            Ok(ip) => {
+                // SAFETY: as above.
+                let daddr = unsafe { (*ip).daddr };
+                daddr[0] >= 224 || daddr[3] & 3 == 3
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[inline(never)]
+fn classify_frame<C: Frame, const V6: bool>(ctx: &C, segment: u32) -> u32 {
     classify_inner::<C, V6>(ctx, segment).unwrap_or(0)
 }
 

@@ -865,6 +865,8 @@ pub fn broadcast_lists(
             .entry((nic.segment(), Ipv4Addr::BROADCAST))
             .or_default()
             .push(*port);
+        // Up to /30 only: the programs look a destination up as a directed broadcast only if
+        // its two lowest bits are set (`mcast::may_be_one_to_many`).
         for cidr in nic.ipv4.iter().filter(|c| c.prefix <= 30) {
             let mask = u32::MAX
                 .checked_shl(32 - u32::from(cidr.prefix))

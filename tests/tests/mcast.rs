@@ -262,6 +262,24 @@ fn broadcasts_reach_every_nic_of_the_segment() {
 }
 
 #[test]
+fn directed_broadcasts_of_small_prefixes_reach_their_nics() {
+    // /29: the broadcast is .7 (the programs look up only destinations whose two lowest bits
+    // are set, as every directed broadcast up to /30 has); C is in another /29 of the segment.
+    let file = FabricFile::test()
+        .chpid("F0")
+        .lpar("A", "{ns}a", [Nic::new("F0", ["10.8.1.1/29"])])
+        .lpar("B", "{ns}b", [Nic::new("F0", ["10.8.1.2/29"])])
+        .lpar("C", "{ns}c", [Nic::new("F0", ["10.8.1.9/29"])]);
+    let fabric = TestFabric::up(file);
+    let (a, b, c) = (fabric.ns("a"), fabric.ns("b"), fabric.ns("c"));
+    let (rb, rc) = (receiver(&b, false, 5309), receiver(&c, false, 5309));
+    await_members(&fabric, "F0", "10.8.1.7", &["A/hsi0", "B/hsi0"]);
+    send(&a, "10.8.1.1", "10.8.1.7", 5309, 4);
+    assert_eq!(received(&rb), 4, "B, in the prefix");
+    assert_eq!(received(&rc), 0, "C, in another prefix");
+}
+
+#[test]
 fn security_groups_apply_per_receiver() {
     let file = FabricFile::test()
         .chpid("F0")
