@@ -25,6 +25,7 @@ mod conntrack;
 mod counters;
 mod forward;
 mod frame;
+mod layer2;
 mod maps;
 mod mcast;
 mod nd;
@@ -43,7 +44,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use iqd_common::{
-    drop_reason, segment_of, shaper_mark,
+    drop_reason, port_flags, segment_of, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -79,6 +80,10 @@ pub enum Verdict {
 pub const ONE_TO_MANY_ONLY: u32 = 4;
 pub const ONE_TO_MANY_V6: u32 = 1 | ONE_TO_MANY_ONLY;
 pub const ONE_TO_MANY_REPORT: u32 = 2 | ONE_TO_MANY_ONLY;
+/// A layer-2 NIC's frame to a group MAC, flooded to the segment's layer-2 NICs (layer2.rs);
+/// with [`ONE_TO_MANY_V6`] an IPv6 packet, with [`ONE_TO_MANY_V4`] an IPv4 packet.
+pub const ONE_TO_MANY_LAYER2: u32 = 8 | ONE_TO_MANY_ONLY;
+pub const ONE_TO_MANY_V4: u32 = 16 | ONE_TO_MANY_ONLY;
 
 /// The fabric's decision on a frame from the NIC behind port `ifindex`; counts what it sent.
 #[inline(always)]
@@ -108,6 +113,10 @@ fn decide_port<C: Frame>(
     if ctx.gso_size() == 0 {
         policy::check_frame_size(port, l3.offset, frame_len)?;
     }
+    // A layer-2 NIC's frames go by MAC, whatever they carry.
+    if port.flags & port_flags::LAYER2 != 0 {
+        return layer2::forward(ctx, port, eth, &l3, frame_len);
+    }
     // Groups and broadcasts first (mcast.rs); the rest is unicast, or ND for IPv6.
     let one_to_many = match l3.ether_type {
         ETH_P_IP => mcast::classify::<C, false>(ctx, segment_of(port)),
@@ -118,8 +127,8 @@ fn decide_port<C: Frame>(
         return Ok(Verdict::OneToMany { flags: one_to_many });
     }
     match l3.ether_type {
-        ETH_P_IP => forward::ipv4(ctx, port, eth, l3.offset, frame_len),
-        ETH_P_IPV6 => match forward::ipv6(ctx, port, eth, l3.offset, frame_len)? {
+        ETH_P_IP => forward::ipv4::<C, false>(ctx, port, eth, l3.offset, frame_len),
+        ETH_P_IPV6 => match forward::ipv6::<C, false>(ctx, port, eth, l3.offset, frame_len)? {
             forward::Ipv6::Verdict(verdict) => Ok(verdict),
             forward::Ipv6::Solicitation { l4_offset, end } => {
                 nd::solicitation(ctx, port, l3.offset, l4_offset as usize, end as usize)
@@ -314,6 +323,14 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             let fanned_out = if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
                 learn(ctx, ifindex, v6);
                 true
+            } else if flags & ONE_TO_MANY_LAYER2 == ONE_TO_MANY_LAYER2 {
+                if v6 {
+                    mcast::flood::<_, { mcast::FLOOD_IPV6 }>(ctx, ifindex)
+                } else if flags & ONE_TO_MANY_V4 == ONE_TO_MANY_V4 {
+                    mcast::flood::<_, { mcast::FLOOD_IPV4 }>(ctx, ifindex)
+                } else {
+                    mcast::flood::<_, { mcast::FLOOD_OTHER }>(ctx, ifindex)
+                }
             } else if v6 {
                 mcast::fan_out::<_, true>(ctx, ifindex)
             } else {

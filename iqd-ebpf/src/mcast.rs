@@ -10,15 +10,19 @@
 //! receiver's inbound rules; no tracked connection). Copies need a hook that can clone: tc
 //! (`bpf_clone_redirect` per receiver); the XDP programs hand such frames up to the port's tc
 //! hook, which runs this same code.
+//!
+//! A layer-2 NIC's frame to a group MAC (layer2.rs) is flooded the same way ([`flood`]) to
+//! the segment's other layer-2 NICs: member lists iqd writes (`iqd_common::flood_key`), and
+//! the receivers' security groups for IP frames only.
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use iqd_common::{
-    drop_reason, is_multicast, segment_of, sg_direction,
+    drop_reason, flood_key, is_multicast, port_flags, segment_of, sg_direction,
     wire::{
         ALLOW_NEW_SOURCES, CHANGE_TO_EXCLUDE, CHANGE_TO_INCLUDE, ETH_HLEN, IGMP_V1_REPORT,
         IGMP_V2_LEAVE, IGMP_V2_REPORT, IGMP_V3_REPORT, IPPROTO_ICMPV6, IPPROTO_IGMP, IPV6_HLEN,
         MLD_QUERY, MLD_V1_DONE, MLD_V1_REPORT, MLD_V2_REPORT, MODE_IS_EXCLUDE, MODE_IS_INCLUDE,
     },
-    Addr, GroupKey, GroupMembers, PortInfo, MAX_FANOUT, MAX_REPORT_RECORDS,
+    Addr, GroupKey, GroupMembers, PortInfo, BROADCAST_MAC, MAX_FANOUT, MAX_REPORT_RECORDS,
 };
 
 use crate::{
@@ -154,7 +158,11 @@ fn check_sender<C: Frame, const V6: bool>(
         }
         FlowAddr::ipv4_mapped(ip.saddr)
     };
-    policy::check_source_ip(ifindex, port, &saddr.bytes())?;
+    // A layer-2 NIC's stack probes and asks from the unspecified address (duplicate address
+    // detection, DHCP) before it has one.
+    if !(port.flags & port_flags::LAYER2 != 0 && saddr.is_unspecified()) {
+        policy::check_source_ip(ifindex, port, &saddr.bytes())?;
+    }
     locate::<C, V6>(ctx)
 }
 
@@ -455,6 +463,7 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
         ctx,
         members,
         flow,
+        rules: 1,
         ifindex,
         packets,
         bytes,
@@ -477,12 +486,91 @@ fn try_fan_out<C: Frame, const V6: bool>(ctx: &C, ifindex: u32) -> Result<(), Dr
     Ok(())
 }
 
+/// Floods the frame of the layer-2 NIC behind port `ifindex` to a group MAC (layer2.rs, which
+/// checked its source MAC): a copy to every other layer-2 NIC of its segment, for the
+/// broadcast MAC only those that take broadcasts. An IP frame's source address is checked and
+/// each receiver's security groups apply as in [`fan_out`]; other EtherTypes meet no rules.
+/// Counts as [`fan_out`] does; `no_destination` with no other receiver. A subprogram of its
+/// own, for the stack.
+/// `KIND`: what the frame carries ([`FLOOD_IPV4`], [`FLOOD_IPV6`], [`FLOOD_OTHER`]), one
+/// subprogram each, so that each holds one family's parse on its stack.
+#[inline(never)]
+pub fn flood<C: Frame, const KIND: u32>(ctx: &C, ifindex: u32) -> bool {
+    match try_flood::<C, KIND>(ctx, ifindex) {
+        Ok(()) => true,
+        Err(reason) => {
+            counters::dropped(ifindex, reason);
+            false
+        }
+    }
+}
+
+/// [`flood`]'s kinds of frames.
+pub const FLOOD_IPV4: u32 = 0;
+pub const FLOOD_IPV6: u32 = 1;
+pub const FLOOD_OTHER: u32 = 2;
+
+#[inline(always)]
+fn try_flood<C: Frame, const KIND: u32>(ctx: &C, ifindex: u32) -> Result<(), DropReason> {
+    let (packets, bytes) = (ctx.segments(), ctx.len());
+    counters::sent(ifindex, packets, bytes);
+    let port = maps::port(ifindex).ok_or(drop_reason::NO_DESTINATION)?;
+    let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked the bounds.
+    let dst = unsafe { (*eth).dst };
+    let (flow, rules) = match KIND {
+        FLOOD_IPV4 => (flood_flow::<C, false>(ctx, ifindex, &port)?, 1),
+        FLOOD_IPV6 => (flood_flow::<C, true>(ctx, ifindex, &port)?, 1),
+        _ => (Flow::empty(), 0),
+    };
+    let key = flood_key(segment_of(&port), parse::mac_eq(&dst, &BROADCAST_MAC));
+    let members = IQD_GROUPS.get_ptr(key).ok_or(drop_reason::NO_DESTINATION)?;
+    let mut fan = FanOut {
+        ctx,
+        members,
+        flow: &flow,
+        rules,
+        ifindex,
+        packets,
+        bytes,
+        receivers: 0,
+    };
+    // SAFETY: as in `try_fan_out`.
+    unsafe {
+        bpf_loop(
+            MAX_FANOUT as u32,
+            copy_to::<C> as *mut c_void,
+            &mut fan as *mut FanOut<C> as *mut c_void,
+            0,
+        )
+    };
+    if fan.receivers == 0 {
+        return Err(drop_reason::NO_DESTINATION);
+    }
+    Ok(())
+}
+
+/// The checked flow of a layer-2 NIC's IPv4 (IPv6 with `V6`) frame to a group MAC.
+#[inline(always)]
+fn flood_flow<C: Frame, const V6: bool>(
+    ctx: &C,
+    ifindex: u32,
+    port: &PortInfo,
+) -> Result<Flow, DropReason> {
+    let (l4_offset, end) = check_sender::<C, V6>(ctx, ifindex, port)?;
+    let flow = flow_of::<C, V6>(ctx, l4_offset, end)?;
+    flow.parsed()?;
+    Ok(flow)
+}
+
 /// What the fan-out loop's steps share.
 #[repr(C)]
 struct FanOut<'a, C> {
     ctx: &'a C,
     members: *const GroupMembers,
     flow: &'a Flow,
+    /// 1: the security groups apply (an IP frame); 0: `flow` is empty.
+    rules: u32,
     ifindex: u32,
     packets: u32,
     bytes: u64,
@@ -510,16 +598,18 @@ extern "C" fn copy_to<C: Frame>(index: u64, fan: *mut c_void) -> i64 {
         return 0;
     }
     fan.receivers = 1;
-    match secgroup::allows(ifindex, target, fan.flow) {
-        Ok(()) => {}
-        Err(sg_direction::OUTBOUND) => {
-            counters::dropped(ifindex, drop_reason::SG_DENIED_OUTBOUND);
-            return 0;
-        }
-        // Counted on the NIC whose rules denied it.
-        Err(_) => {
-            counters::dropped(target, drop_reason::SG_DENIED_INBOUND);
-            return 0;
+    if fan.rules != 0 {
+        match secgroup::allows(ifindex, target, fan.flow) {
+            Ok(()) => {}
+            Err(sg_direction::OUTBOUND) => {
+                counters::dropped(ifindex, drop_reason::SG_DENIED_OUTBOUND);
+                return 0;
+            }
+            // Counted on the NIC whose rules denied it.
+            Err(_) => {
+                counters::dropped(target, drop_reason::SG_DENIED_INBOUND);
+                return 0;
+            }
         }
     }
     if maps::deliverable(target).is_err() || !fan.ctx.replicate(target) {

@@ -633,6 +633,9 @@ impl Executor<'_> {
         if limited {
             flags |= port_flags::BANDWIDTH;
         }
+        if nic.layer2 {
+            flags |= port_flags::LAYER2;
+        }
         let info = PortInfo::new(nic.chpid, record.mtu, nic.mac)
             .with_vlan(nic.vlan.unwrap_or(iqd_common::NO_VLAN))
             .with_flags(flags);
@@ -691,7 +694,7 @@ impl Executor<'_> {
         self.ports.insert(nic.devno, port.index);
         let routes = nic_routes(nic, port.index).map(|(key, target)| {
             let flags = if limited { route_flags::BANDWIDTH } else { 0 };
-            (key, target.with_flags(flags))
+            (key, target.with_flags(target.flags | flags))
         });
         if stopped {
             self.stopped_ports.insert(port.index);
@@ -828,28 +831,48 @@ fn apply_security_groups(
 }
 
 /// The ROUTES entries a NIC registers: each of its addresses (IPv4, IPv6 and its link-local
-/// address) in its segment, pointing at its port.
+/// address) in its segment, and its MAC in the segment's layer-2 space
+/// (`iqd_common::mac_key`), pointing at its port. A layer-2 NIC's targets say so: a layer-3
+/// NIC cannot reach them, nor a layer-2 NIC the others.
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
-    nic.addresses().into_iter().map(move |addr| {
-        (
-            RouteKey::new(nic.segment(), addr),
-            RouteTarget::new(port_ifindex, nic.mac),
-        )
-    })
+    let flags = if nic.layer2 { route_flags::LAYER2 } else { 0 };
+    let target = RouteTarget::new(port_ifindex, nic.mac).with_flags(flags);
+    nic.addresses()
+        .into_iter()
+        .map(move |addr| RouteKey::new(nic.segment(), addr))
+        .chain(std::iter::once(iqd_common::mac_key(nic.segment(), nic.mac)))
+        .map(move |key| (key, target))
 }
 
-/// The member lists of the broadcast addresses: in each segment, the limited broadcast
-/// (255.255.255.255) reaches every NIC, and the directed broadcast of each IPv4 prefix (up to
-/// /30) every NIC with an address in it. `port`: a NIC's port, if it has one.
+/// The member lists iqd writes: in each segment, on layer 3, the limited broadcast
+/// (255.255.255.255) reaches every layer-3 NIC, and the directed broadcast of each IPv4 prefix
+/// (up to /30) every layer-3 NIC with an address in it; on layer 2, a frame to the broadcast
+/// MAC every layer-2 NIC, to another group MAC also every layer-2 NIC
+/// (`iqd_common::flood_key`). A NIC with `rx_bcast = false` is in no broadcast list. `port`: a
+/// NIC's port, if it has one.
 pub fn broadcast_lists(
     fabric: &Fabric,
     port: impl Fn(&Nic) -> Option<u32>,
 ) -> Vec<(GroupKey, Vec<u32>)> {
-    let nics: Vec<(&Nic, u32)> = fabric
+    let all: Vec<(&Nic, u32)> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
         .filter_map(|nic| Some((nic, port(nic)?)))
+        .collect();
+    let mut floods: std::collections::BTreeMap<(u32, bool), Vec<u32>> = Default::default();
+    for (nic, port) in all.iter().filter(|(nic, _)| nic.layer2) {
+        floods
+            .entry((nic.segment(), false))
+            .or_default()
+            .push(*port);
+        if nic.rx_bcast {
+            floods.entry((nic.segment(), true)).or_default().push(*port);
+        }
+    }
+    let nics: Vec<(&Nic, u32)> = all
+        .into_iter()
+        .filter(|(nic, _)| !nic.layer2 && nic.rx_bcast)
         .collect();
     let mut lists: std::collections::BTreeMap<(u32, Ipv4Addr), Vec<u32>> = Default::default();
     for (nic, port) in &nics {
@@ -881,12 +904,17 @@ pub fn broadcast_lists(
             }
         }
     }
+    let floods = floods.into_iter().map(|((segment, broadcast), members)| {
+        (iqd_common::flood_key(segment, broadcast), members)
+    });
     lists
         .into_iter()
-        .map(|((segment, addr), mut members)| {
+        .map(|((segment, addr), members)| (GroupKey::new(segment, IpAddr::V4(addr)), members))
+        .chain(floods)
+        .map(|(key, mut members)| {
             members.sort_unstable();
             members.dedup();
-            (GroupKey::new(segment, IpAddr::V4(addr)), members)
+            (key, members)
         })
         .collect()
 }
@@ -914,9 +942,13 @@ async fn configure_lpar_side(
         }
         // IPv6 on, but quiet: no router solicitations and no router advertisements taken;
         // the kernel still forms the link-local address from the MAC, the one iqd registers.
+        // No duplicate address detection either (a layer-2 interface would run it): the
+        // file's addresses are unique in their segment (`iqd check`), and the probes would
+        // hold every address back for a second.
         for (key, value) in [
             ("accept_ra", "0"),
             ("router_solicitations", "0"),
+            ("accept_dad", "0"),
             ("disable_ipv6", "0"),
         ] {
             netns::write_sysctl(&format!("net/ipv6/conf/{}/{key}", nic.name), value)?;
@@ -924,9 +956,10 @@ async fn configure_lpar_side(
     }
     // NOARP, as qeth sets a HiperSockets layer-3 interface: the kernel resolves every
     // neighbour without asking (no ARP, no ND, no DAD); the fabric delivers by address and
-    // writes the destination MAC itself.
-    if !link.noarp {
-        lpar_nl.set_arp(link.index, false).await?;
+    // writes the destination MAC itself. A layer-2 interface resolves its neighbours itself,
+    // with ordinary ARP and ND.
+    if link.noarp != !nic.layer2 {
+        lpar_nl.set_arp(link.index, nic.layer2).await?;
     }
     // The interface holds exactly the file's addresses, whatever an earlier (perhaps
     // interrupted) run or the user left on it. An address whose prefix changed is deleted,
