@@ -1545,6 +1545,50 @@ netns = "lp3"
     }
 
     #[test]
+    fn layer2_nics_and_rx_bcast() {
+        let f = parse_ok(&with_head(
+            r#"
+[[lpar]]
+name = "LP01"
+
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+rx_bcast = false
+
+[[lpar]]
+name = "LP02"
+
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+"#,
+        ));
+        let (l2, l3) = (&f.lpars[0].nics[0], &f.lpars[1].nics[0]);
+        // A layer-2 NIC may have no address; the defaults are layer 3 with broadcasts.
+        assert!(l2.layer2 && !l2.rx_bcast && l2.ipv4.is_empty());
+        assert!(!l3.layer2 && l3.rx_bcast);
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]] # <-\nchpid = \"F0\"\nlayer2 = false\n",
+            ),
+            "has no address",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nlayer2 = \"yes\" # <-\n",
+            ),
+            "expected a boolean",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nlayer2 = true\nrx_bcast = 0 # <-\n",
+            ),
+            "expected a boolean",
+        );
+    }
+
+    #[test]
     fn error_position_and_format() {
         let text = with_head(
             r#"

@@ -958,8 +958,9 @@ async fn configure_lpar_side(
     // neighbour without asking (no ARP, no ND, no DAD); the fabric delivers by address and
     // writes the destination MAC itself. A layer-2 interface resolves its neighbours itself,
     // with ordinary ARP and ND.
-    if link.noarp != !nic.layer2 {
-        lpar_nl.set_arp(link.index, nic.layer2).await?;
+    let noarp = !nic.layer2;
+    if link.noarp != noarp {
+        lpar_nl.set_arp(link.index, !noarp).await?;
     }
     // The interface holds exactly the file's addresses, whatever an earlier (perhaps
     // interrupted) run or the user left on it. An address whose prefix changed is deleted,
@@ -1113,8 +1114,13 @@ ipv4 = ["10.0.0.1/24"]
         let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
         let nic = &fabric.lpars[0].nics[0];
         let routes: Vec<_> = nic_routes(nic, 17).collect();
-        // Two IPv4 addresses, one IPv6 address and the link-local address from the MAC.
-        assert_eq!(routes.len(), 4);
+        // Two IPv4 addresses, one IPv6 address, the link-local address from the MAC, and the
+        // MAC itself in the segment's layer-2 space.
+        assert_eq!(routes.len(), 5);
+        let (mac_key, mac_target) = routes[4];
+        assert_eq!(mac_key, iqd_common::mac_key(0xf0, nic.mac));
+        assert!(mac_key.is_layer2());
+        assert_eq!(mac_target.flags & route_flags::LAYER2, 0, "a layer-3 NIC");
         let expected: [IpAddr; 4] = [
             "10.0.0.1".parse().unwrap(),
             "10.0.1.1".parse().unwrap(),
@@ -1140,6 +1146,70 @@ ipv4 = ["10.0.0.1/24"]
         assert_eq!(tagged[0].0.addr, routes[0].0.addr);
         assert_eq!(tagged[0].0.segment, 0xf0 | 100 << 16);
         assert_ne!(tagged[0].0, routes[0].0);
+    }
+
+    #[test]
+    fn broadcast_and_flood_lists_keep_the_modes_apart() {
+        let text = r#"
+[fabric]
+name = "t"
+
+[[chpid]]
+id = "F0"
+
+[[lpar]]
+name = "A"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+
+[[lpar]]
+name = "B"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+rx_bcast = false
+
+[[lpar]]
+name = "C"
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+ipv4 = ["10.0.0.3/24"]
+
+[[lpar]]
+name = "D"
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+rx_bcast = false
+"#;
+        let fabric = Fabric::parse(text, Path::new("t.toml")).unwrap();
+        let ports: std::collections::HashMap<&str, u32> =
+            [("A", 1), ("B", 2), ("C", 3), ("D", 4)].into();
+        let lists = broadcast_lists(&fabric, |nic| {
+            let lpar = fabric.lpars.iter().find(|l| l.nics.contains(nic))?;
+            ports.get(lpar.name.as_str()).copied()
+        });
+        let list = |key: GroupKey| {
+            lists
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default()
+        };
+        let limited = GroupKey::new(0xf0, IpAddr::V4(Ipv4Addr::BROADCAST));
+        let directed = GroupKey::new(0xf0, "10.0.0.255".parse().unwrap());
+        // Layer 3: only A (B takes no broadcasts, C and D are layer 2).
+        assert_eq!(list(limited), [1]);
+        assert_eq!(list(directed), [1]);
+        // Layer 2: broadcasts to C only, other group MACs to C and D.
+        assert_eq!(list(iqd_common::flood_key(0xf0, true)), [3]);
+        assert_eq!(list(iqd_common::flood_key(0xf0, false)), [3, 4]);
+        assert_eq!(lists.len(), 4, "{lists:?}");
+        // A layer-2 NIC's targets say so.
+        let c = &fabric.lpars[2].nics[0];
+        assert!(nic_routes(c, 3).all(|(_, t)| t.flags & route_flags::LAYER2 != 0));
     }
 
     #[test]

@@ -730,7 +730,7 @@ impl RawReceiver {
             if n < 0 {
                 return frames;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             buf.truncate(n as usize);
