@@ -958,7 +958,11 @@ fn run_mcast(options: &Options) -> Result<()> {
     let work_dir = work_dir()?;
     eprintln!(
         "bench: mcast: {}, {rounds} rounds of {seconds} s runs: about {}",
-        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         minutes(kinds.len() as f64 * (10.0 + rounds as f64 * 4.0 * (seconds as f64 + 0.8)))
     );
     let result = mcast::measure(iqd.as_deref(), &work_dir, &kinds, rounds, seconds);
