@@ -127,13 +127,14 @@ pub struct Options {
 
     /// Measure only the one-to-many part: 64-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 22
     /// bytes of payload) sent as fast as a socket can to a multicast group of 1, 4 and 16
-    /// receivers, and unicast to one receiver as the reference, on iqd-tc and on a Linux
+    /// receivers, and unicast to one receiver as the reference, on iqd-tc, iqd-xdp and a Linux
     /// bridge with multicast snooping (--system may name iqd-tc, iqd-xdp, iqd-afxdp, bridge),
     /// interleaved: packets per second each receiver's interface received, paired ratios to
-    /// one receiver, to unicast and to the bridge, and whether each receiver of 4 gets at least
-    /// 0.8x the one-receiver rate. 3 rounds of 3-second runs unless --rounds, --duration say
-    /// otherwise (about 2 minutes); not part of the full run. A run with the default settings
-    /// (or --docs FILE) rewrites the part's section of docs/performance.md (of FILE).
+    /// one receiver, to unicast and to the bridge, what each receiver added costs per frame,
+    /// and whether each receiver of 4 gets at least 0.8x the one-receiver rate. 3 rounds of
+    /// 3-second runs unless --rounds, --duration say otherwise (about 3 minutes); not part of
+    /// the full run. A run with the default settings (or --docs FILE) rewrites the part's
+    /// section of docs/performance.md (of FILE), which a full run keeps.
     #[arg(long, conflicts_with_all = ["quick", "mtu", "scale", "family", "bandwidth", "observe", "baseline_iqd"])]
     mcast: bool,
 
