@@ -976,8 +976,16 @@ mod tests {
         let verdicts = verdicts(&rows);
         assert_eq!(verdicts.len(), 2);
         assert!(verdicts[0].starts_with("iqd-tc: each receiver of 4 gets 0.75x"));
-        assert!(verdicts[0].ends_with("NOT met"), "{}", verdicts[0]);
-        assert!(verdicts[1].ends_with("met") && !verdicts[1].contains("NOT"));
+        assert!(
+            verdicts[0].contains("goal of 0.8x NOT met; each receiver added costs 446.43 µs"),
+            "{}",
+            verdicts[0]
+        );
+        assert!(
+            verdicts[1].contains("0.80x") && verdicts[1].contains("goal of 0.8x met"),
+            "{}",
+            verdicts[1]
+        );
     }
 
     #[test]
