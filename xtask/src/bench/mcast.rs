@@ -110,6 +110,48 @@ impl Case {
     }
 }
 
+/// What sends the frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    /// The benchmark's own `sendmmsg` loop: as fast as the socket takes the datagrams.
+    Blaster,
+    /// iperf2 (`iperf -c DEST -u -l 22 -b 10000M -T 1 -B SOURCE`), as a user would stream to a
+    /// group; slower per datagram than the blaster, so the copies weigh less.
+    Iperf2,
+}
+
+impl Sender {
+    pub fn parse(name: &str) -> Result<Sender> {
+        match name {
+            "blaster" => Ok(Sender::Blaster),
+            "iperf2" => Ok(Sender::Iperf2),
+            _ => bail!("--mcast-sender: `{name}` is not a sender; choose blaster or iperf2"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sender::Blaster => "blaster",
+            Sender::Iperf2 => "iperf2",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Sender::Blaster => {
+                "as fast as its socket takes them (the benchmark's own `sendmmsg` loop, 64 \
+                 datagrams a call)"
+            }
+            Sender::Iperf2 => {
+                "with iperf2 (`iperf -c DEST -u -l 22 -b 10000M -T 1 -B SOURCE`: as fast as \
+                 iperf2 sends), counted over a window of the run's seconds that starts 0.5 s \
+                 after iperf2"
+            }
+        }
+    }
+}
+
 /// One measurement: a system, a case, a round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct McastSample {
@@ -428,8 +470,8 @@ fn wait_registered(env: &Env, sockets: Option<&[UdpSocket]>) -> Result<()> {
     }
 }
 
-/// Every endpoint's interface `rx_packets`, endpoint 0 first.
-fn rx_packets(env: &Env) -> Result<Vec<u64>> {
+/// Every endpoint's interface (`rx_packets`, `tx_packets`), endpoint 0 first.
+fn counters(env: &Env) -> Result<Vec<(u64, u64)>> {
     let ifname = env.interface();
     let children: Vec<_> = env
         .endpoints
@@ -446,19 +488,22 @@ fn rx_packets(env: &Env) -> Result<Vec<u64>> {
     for (child, e) in children.into_iter().zip(&env.endpoints) {
         let out = child.wait_with_output()?;
         counts.push(
-            parse_rx_packets(&out.stdout)
-                .with_context(|| format!("rx_packets of {ifname} in {}", e.netns))?,
+            parse_packets(&out.stdout)
+                .with_context(|| format!("packet counters of {ifname} in {}", e.netns))?,
         );
     }
     Ok(counts)
 }
 
-/// `rx_packets` from `ip -s -j link show dev X`.
-pub fn parse_rx_packets(json: &[u8]) -> Result<u64> {
+/// (`rx_packets`, `tx_packets`) from `ip -s -j link show dev X`.
+pub fn parse_packets(json: &[u8]) -> Result<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no stats64.rx.packets"))
+    let get = |dir: &str| {
+        v[0]["stats64"][dir]["packets"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no stats64.{dir}.packets"))
+    };
+    Ok((get("rx")?, get("tx")?))
 }
 
 /// Sends [`PAYLOAD`]-byte datagrams from endpoint 0 to `dest` for `duration`, as fast as the
@@ -520,16 +565,73 @@ fn blast(env: &Env, dest: Ipv4Addr, duration: Duration) -> Result<(u64, f64)> {
     })
 }
 
-/// One measurement of `case` on `system`, after a short warm-up (neighbour resolution for
-/// the bridge's unicast, caches).
-fn measure_case(system: &System, case: Case, round: u32, seconds: u32) -> Result<McastSample> {
-    blast(
-        &system.env,
-        dest(&system.env, case),
-        Duration::from_millis(100),
-    )?;
-    thread::sleep(Duration::from_millis(100));
-    measure_once(system, case, round, Duration::from_secs(seconds.into()))
+/// One measurement of `case` on `system` with `sender`; the blaster's after a short warm-up
+/// (neighbour resolution for the bridge's unicast, caches).
+fn measure_case(
+    system: &System,
+    sender: Sender,
+    case: Case,
+    round: u32,
+    seconds: u32,
+) -> Result<McastSample> {
+    match sender {
+        Sender::Blaster => {
+            blast(
+                &system.env,
+                dest(&system.env, case),
+                Duration::from_millis(100),
+            )?;
+            thread::sleep(Duration::from_millis(100));
+            measure_once(system, case, round, Duration::from_secs(seconds.into()))
+        }
+        Sender::Iperf2 => measure_iperf2(system, case, round, seconds),
+    }
+}
+
+/// A child process killed (by pid) on drop.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// iperf2 sends for the run's seconds and a second more on each side; the counters are read
+/// over a window of the run's seconds inside it.
+fn measure_iperf2(system: &System, case: Case, round: u32, seconds: u32) -> Result<McastSample> {
+    let env = &system.env;
+    let sender = &env.endpoints[0];
+    let iperf = Started(
+        Cmd::new("ip")
+            .args(["netns", "exec", &sender.netns, "iperf", "-c"])
+            .arg(dest(env, case).to_string())
+            .args([
+                "-u",
+                "-p",
+                &PORT.to_string(),
+                "-B",
+                &sender.addr.to_string(),
+            ])
+            .args(["-T", "1", "-l", &PAYLOAD.to_string(), "-b", "10000M"])
+            .args(["-t", &(seconds + 2).to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("could not start iperf (iperf2): cargo xtask setup installs it")?,
+    );
+    thread::sleep(Duration::from_millis(500));
+    let before = counters(env)?;
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(seconds.into()));
+    let after = counters(env)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(iperf);
+    Ok(sample(env, case, round, elapsed, &before, &after))
 }
 
 fn dest(env: &Env, case: Case) -> Ipv4Addr {
@@ -546,29 +648,43 @@ fn measure_once(
     duration: Duration,
 ) -> Result<McastSample> {
     let env = &system.env;
-    let before = rx_packets(env)?;
-    let (sent, elapsed) = blast(env, dest(env, case), duration)?;
+    let before = counters(env)?;
+    let (_, elapsed) = blast(env, dest(env, case), duration)?;
     // The frames still in the receivers' backlogs are delivered, not lost.
     thread::sleep(Duration::from_millis(100));
-    let after = rx_packets(env)?;
-    let delta: Vec<u64> = before
+    let after = counters(env)?;
+    Ok(sample(env, case, round, elapsed, &before, &after))
+}
+
+/// The sample of `case` from the counters before and after `seconds` of sending: what the
+/// sender's interface sent, what each addressed receiver's received, and what the others got.
+fn sample(
+    env: &Env,
+    case: Case,
+    round: u32,
+    seconds: f64,
+    before: &[(u64, u64)],
+    after: &[(u64, u64)],
+) -> McastSample {
+    let rx: Vec<u64> = before
         .iter()
-        .zip(&after)
-        .map(|(b, a)| a.saturating_sub(*b))
+        .zip(after)
+        .map(|(b, a)| a.0.saturating_sub(b.0))
         .collect();
+    let sent = after[0].1.saturating_sub(before[0].1);
     let addressed = case.addressed();
-    Ok(McastSample {
+    McastSample {
         system: env.name().to_string(),
         receivers: case.code(),
         round,
-        seconds: elapsed,
-        sent_pps: sent as f64 / elapsed,
-        receiver_pps: delta[1..=addressed]
+        seconds,
+        sent_pps: sent as f64 / seconds,
+        receiver_pps: rx[1..=addressed]
             .iter()
-            .map(|d| *d as f64 / elapsed)
+            .map(|d| *d as f64 / seconds)
             .collect(),
-        strays: delta[addressed + 1..].iter().sum(),
-    })
+        strays: rx[addressed + 1..].iter().sum(),
+    }
 }
 
 /// Measures every system of `kinds` (built with the iqd binary `iqd`), `rounds` rounds of
@@ -578,6 +694,7 @@ pub fn measure(
     iqd: Option<&Path>,
     work_dir: &Path,
     kinds: &[Kind],
+    sender: Sender,
     rounds: u32,
     seconds: u32,
 ) -> Result<(Vec<McastSample>, Vec<String>)> {
@@ -609,7 +726,7 @@ pub fn measure(
                     system.name(),
                     Case::label(case.code())
                 );
-                match measure_case(system, case, round, seconds) {
+                match measure_case(system, sender, case, round, seconds) {
                     Ok(sample) => {
                         let delivered: f64 =
                             sample.receiver_pps.iter().sum::<f64>() * sample.seconds;
@@ -829,42 +946,73 @@ pub fn verdicts(rows: &[Row]) -> Vec<String> {
 }
 
 /// The part's section of docs/performance.md, between [`BEGIN`] and [`END`].
-pub fn markdown(
-    rows: &[Row],
-    command: &str,
-    started_utc: &str,
-    rounds: u32,
-    seconds: u32,
-) -> String {
+pub fn markdown(rows: &[Row], run: &RunInfo) -> String {
+    let RunInfo {
+        command,
+        started_utc,
+        rounds,
+        seconds,
+        sender,
+        kernel,
+        cores,
+    } = run;
     let mut md = format!("{BEGIN}\n## One-to-many delivery\n\n");
     md.push_str(&format!(
         "Measured by `cargo xtask bench --mcast` (a part of its own, not in the full run; about \
          3 minutes), last by `{command}` started at {started_utc} (UTC), {rounds} rounds of \
-         {seconds} s per figure.\n\n"
+         {seconds} s per figure, on kernel {kernel} with {cores} CPUs.\n\n"
     ));
     md.push_str(&format!(
         "One sender sends {FRAME}-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + {PAYLOAD} bytes \
-         of payload; a veth has no FCS) as fast as its socket takes them (the benchmark's own \
-         `sendmmsg` loop) to a group of 1, 4 and 16 receivers (239.77.0.1, .4, .16: every \
-         receiver's socket joins the groups it belongs to, and the kernel's IGMP reports \
-         register them), and, as the reference, unicast to one receiver. Each system has 17 \
-         endpoints: iqd on one CHPID (17 LPARs), and a Linux bridge with `mcast_snooping 1` \
-         and `mcast_querier 1` (a snooping bridge without a querier floods). Both are checked \
-         to have registered every membership before and after the rounds (`iqd status \
-         --json`, `bridge mdb show`). What a receiver got is its interface's `rx_packets`, \
-         read in its namespace before and after each run (the sockets are not read; a full \
-         socket queue drops alike on every system). Systems are interleaved within a round, \
-         the order rotating; figures are medians over the rounds, and ratios are medians of \
-         ratios paired within a round. \"Strays\" are frames that reached receivers the \
-         frames were not for (non-members): 0 when snooping works.\n\n"
+         of payload; a veth has no FCS) {} to a group of 1, 4 and 16 receivers (239.77.0.1, \
+         .4, .16: every receiver's socket joins the groups it belongs to, and the kernel's IGMP \
+         reports register them), and, as the reference, unicast to one receiver. Each system \
+         has 17 endpoints: iqd on one CHPID (17 LPARs), and a Linux bridge with \
+         `mcast_snooping 1` and `mcast_querier 1` (a snooping bridge without a querier \
+         floods). Both are checked to have registered every membership before and after the \
+         rounds (`iqd status --json`, `bridge mdb show`), and that a frame to the group of 1 \
+         reaches its member only. What a receiver got is its interface's `rx_packets`, what the \
+         sender sent its interface's `tx_packets`, read in their namespaces before and after \
+         each run (the sockets are not read; a full socket queue drops alike on every \
+         system). Systems are interleaved within a round, the order rotating; figures are \
+         medians over the rounds, and ratios are medians of ratios paired within a round. \
+         \"µs per extra receiver\" is how much longer a frame took per receiver added, \
+         `(1/rate(N) - 1/rate(1)) / (N - 1)`. \"Strays\" are frames that reached receivers \
+         they were not for (non-members; for unicast, the sender's ARP broadcast): 0 when \
+         snooping works.\n\n",
+        sender.describe()
     ));
     md.push_str(&table(rows));
     md.push('\n');
     for v in verdicts(rows) {
         md.push_str(&format!("- {v}\n"));
     }
+    md.push_str(
+        "\nWhy the rate per receiver falls with the group's size: the whole delivery runs on \
+         the sending CPU. The sender's `sendmmsg` hands each frame to its veth; the fabric \
+         (iqd's program on the port, or the bridge) runs in the same softirq, and each copy \
+         is handed to a receiver's veth and processed by that receiver's kernel (IP, UDP, the \
+         socket) before the sender's next frame. A frame to N receivers therefore takes the \
+         time of one plus N - 1 times the cost of a copy: with `t1` the time per frame to one \
+         receiver and `c` the cost per extra receiver, each of 4 receivers gets \
+         `t1 / (t1 + 3c)` of the one-receiver rate, 0.8x only if `c` is at most `t1 / 12`. \
+         That bound is for any fabric on this machine (the bridge's copies cost about as much \
+         as iqd-tc's); it is met when the sender itself is the bottleneck (a slower sender: \
+         `--mcast-sender iperf2`), or where receivers have CPUs of their own.\n",
+    );
     md.push_str(&format!("\n{END}\n"));
     md
+}
+
+/// What the part's section says about the run.
+pub struct RunInfo {
+    pub command: String,
+    pub started_utc: String,
+    pub rounds: u32,
+    pub seconds: u32,
+    pub sender: Sender,
+    pub kernel: String,
+    pub cores: usize,
 }
 
 /// The part's section of an existing report, markers included, if it has one.
@@ -991,13 +1139,17 @@ mod tests {
     #[test]
     fn the_section_is_replaced_or_appended() {
         let rows = rows(&[sample("iqd-tc", 4, 0, &[1.0])], &["iqd-tc".into()]);
-        let new = markdown(
-            &rows,
-            "cargo xtask bench --mcast",
-            "2026-11-30T09:00:00Z",
-            3,
-            3,
-        );
+        let run = RunInfo {
+            command: "cargo xtask bench --mcast".into(),
+            started_utc: "2026-11-30T09:00:00Z".into(),
+            rounds: 3,
+            seconds: 3,
+            sender: Sender::Blaster,
+            kernel: "6.18".into(),
+            cores: 2,
+        };
+        let new = markdown(&rows, &run);
+        assert!(new.contains("`sendmmsg` loop") && new.contains("with 2 CPUs"));
         assert!(new.starts_with(BEGIN) && new.trim_end().ends_with(END));
         assert!(new.contains("64-byte frames"));
         let report = "# Performance\n\nfigures\n";
@@ -1033,8 +1185,15 @@ mod tests {
             [(group(1), 1), (group(4), 0), (group(16), 2)]
         );
         let ip = br#"[{"ifindex":2,"ifname":"hsi0","stats64":{"rx":{"bytes":640,"packets":10},"tx":{"bytes":0,"packets":0}}}]"#;
-        assert_eq!(parse_rx_packets(ip).unwrap(), 10);
-        assert!(parse_rx_packets(b"[]").is_err());
+        assert_eq!(parse_packets(ip).unwrap(), (10, 0));
+        assert!(parse_packets(b"[]").is_err());
+        assert_eq!(Sender::parse("iperf2").unwrap(), Sender::Iperf2);
+        assert_eq!(
+            Sender::parse(Sender::Blaster.name()).unwrap(),
+            Sender::Blaster
+        );
+        let err = Sender::parse("iperf3").unwrap_err().to_string();
+        assert!(err.contains("`iperf3`"), "{err}");
     }
 
     #[test]

@@ -138,6 +138,12 @@ pub struct Options {
     #[arg(long, conflicts_with_all = ["quick", "mtu", "scale", "family", "bandwidth", "observe", "baseline_iqd"])]
     mcast: bool,
 
+    /// With --mcast: what sends the frames: `blaster` (the benchmark's own sendmmsg loop, as
+    /// fast as the socket takes them) or `iperf2` (`iperf -c GROUP -u -l 22 -b 10000M`, slower
+    /// per datagram, so the copies weigh less) [default: blaster].
+    #[arg(long, value_name = "SENDER", requires = "mcast")]
+    mcast_sender: Option<String>,
+
     /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
     /// render its report again.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "mcast", "system", "mtu", "rounds", "duration", "scale", "family", "json", "iqd", "baseline_iqd"])]
@@ -919,6 +925,7 @@ struct McastOutput<'a> {
     duration_s: u32,
     frame_bytes: usize,
     systems: &'a [String],
+    sender: mcast::Sender,
     samples: &'a [mcast::McastSample],
     summary: &'a [mcast::Row],
     failures: &'a [String],
@@ -928,6 +935,10 @@ struct McastOutput<'a> {
 /// and, for a default run or with --docs, its section of the report.
 fn run_mcast(options: &Options) -> Result<()> {
     let kinds = mcast::systems(&options.system)?;
+    let sender = match &options.mcast_sender {
+        Some(name) => mcast::Sender::parse(name)?,
+        None => mcast::Sender::Blaster,
+    };
     let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(3));
     if rounds == 0 || seconds == 0 {
         bail!("--mcast needs at least 1 round of at least 1 second");
@@ -942,8 +953,10 @@ fn run_mcast(options: &Options) -> Result<()> {
         (Some(path), true) => bail!("--iqd: {} is not a file", path.display()),
         (None, true) => Some(build_release()?),
     };
-    let default_run =
-        options.system.is_empty() && options.rounds.is_none() && options.duration.is_none();
+    let default_run = options.system.is_empty()
+        && options.rounds.is_none()
+        && options.duration.is_none()
+        && options.mcast_sender.is_none();
     let docs = match (&options.docs, options.no_docs) {
         (_, true) => None,
         (Some(path), false) => Some(path.clone()),
@@ -958,36 +971,40 @@ fn run_mcast(options: &Options) -> Result<()> {
     catch_signals();
     let work_dir = work_dir()?;
     eprintln!(
-        "bench: mcast: {}, {rounds} rounds of {seconds} s runs: about {}",
+        "bench: mcast: {}, sender {}, {rounds} rounds of {seconds} s runs: about {}",
         kinds
             .iter()
             .map(|k| k.name())
             .collect::<Vec<_>>()
             .join(", "),
+        sender.name(),
         minutes(kinds.len() as f64 * (10.0 + rounds as f64 * 4.0 * (seconds as f64 + 0.8)))
     );
-    let result = mcast::measure(iqd.as_deref(), &work_dir, &kinds, rounds, seconds);
+    let result = mcast::measure(iqd.as_deref(), &work_dir, &kinds, sender, rounds, seconds);
     let _ = std::fs::remove_dir_all(&work_dir);
     let (samples, failures) = result?;
     let systems: Vec<String> = kinds.iter().map(|k| k.name().to_string()).collect();
     let rows = mcast::rows(&samples, &systems);
     println!(
-        "One-to-many delivery ({}-byte frames, {rounds} rounds of {seconds} s; medians, paired \
-         ratios)",
-        mcast::FRAME
+        "One-to-many delivery ({}-byte frames sent by {}, {rounds} rounds of {seconds} s; \
+         medians, paired ratios)",
+        mcast::FRAME,
+        sender.name()
     );
     print!("{}", mcast::table(&rows));
     for verdict in mcast::verdicts(&rows) {
         println!("{verdict}");
     }
+    let machine = report::Machine::detect();
     let output = McastOutput {
-        machine: &report::Machine::detect(),
+        machine: &machine,
         command: command_line(),
         started_utc: utc(epoch),
         rounds,
         duration_s: seconds,
         frame_bytes: mcast::FRAME,
         systems: &systems,
+        sender,
         samples: &samples,
         summary: &rows,
         failures: &failures,
@@ -997,7 +1014,18 @@ fn run_mcast(options: &Options) -> Result<()> {
     eprintln!("bench: raw samples: {}", json_path.display());
     if let Some(docs) = docs {
         let text = std::fs::read_to_string(&docs).unwrap_or_default();
-        let section = mcast::markdown(&rows, &output.command, &output.started_utc, rounds, seconds);
+        let section = mcast::markdown(
+            &rows,
+            &mcast::RunInfo {
+                command: output.command.clone(),
+                started_utc: output.started_utc.clone(),
+                rounds,
+                seconds,
+                sender,
+                kernel: machine.kernel.clone(),
+                cores: machine.cores,
+            },
+        );
         std::fs::write(&docs, mcast::replace_section(&text, &section))
             .with_context(|| format!("could not write {}", docs.display()))?;
         eprintln!("bench: report: {}", docs.display());
@@ -1588,6 +1616,54 @@ mod tests {
         assert!(err.contains("--family: 5"), "{err}");
         // No iqd-tc, no per-packet cost.
         assert_eq!(plan(&["--system", "bridge,veth"]).unwrap().cost_mtu, None);
+    }
+
+    #[test]
+    fn the_mcast_part_takes_its_own_options() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|c| c.options)
+        };
+        let o = cli(&["--mcast", "--system", "iqd-tc,bridge", "--rounds", "2"]).unwrap();
+        assert!(o.mcast && o.mcast_sender.is_none());
+        assert_eq!(
+            mcast::systems(&o.system).unwrap(),
+            [Kind::IqdTc, Kind::Bridge]
+        );
+        let o = cli(&["--mcast", "--mcast-sender", "iperf2"]).unwrap();
+        assert_eq!(o.mcast_sender.as_deref(), Some("iperf2"));
+        // The sender needs the part; the part is not mixed with the others' options.
+        assert!(cli(&["--mcast-sender", "iperf2"]).is_err());
+        for other in [
+            &["--quick"][..],
+            &["--observe"],
+            &["--mtu", "1500"],
+            &["--scale", "2"],
+        ] {
+            let args: Vec<&str> = std::iter::once("--mcast")
+                .chain(other.iter().copied())
+                .collect();
+            assert!(cli(&args).is_err(), "{args:?}");
+        }
+        assert!(cli(&["--from-json", "x.json", "--mcast"]).is_err());
+        // Its --help says what it measures and how long it takes.
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let help = command
+            .get_arguments()
+            .find(|a| a.get_id() == "mcast")
+            .and_then(|a| a.get_long_help().or(a.get_help()))
+            .unwrap()
+            .to_string();
+        for words in [
+            "64-byte frames",
+            "1, 4 and 16",
+            "bridge",
+            "0.8x",
+            "not part of",
+        ] {
+            assert!(help.contains(words), "{words}: {help}");
+        }
     }
 
     #[test]
