@@ -988,17 +988,19 @@ pub fn markdown(rows: &[Row], run: &RunInfo) -> String {
         md.push_str(&format!("- {v}\n"));
     }
     md.push_str(
-        "\nWhy the rate per receiver falls with the group's size: the whole delivery runs on \
-         the sending CPU. The sender's `sendmmsg` hands each frame to its veth; the fabric \
+        "\nWhy the rate per receiver falls with the group's size: the delivery runs on the \
+         sending CPU. The sender hands each frame to its veth; the fabric \
          (iqd's program on the port, or the bridge) runs in the same softirq, and each copy \
          is handed to a receiver's veth and processed by that receiver's kernel (IP, UDP, the \
          socket) before the sender's next frame. A frame to N receivers therefore takes the \
          time of one plus N - 1 times the cost of a copy: with `t1` the time per frame to one \
          receiver and `c` the cost per extra receiver, each of 4 receivers gets \
          `t1 / (t1 + 3c)` of the one-receiver rate, 0.8x only if `c` is at most `t1 / 12`. \
-         That bound is for any fabric on this machine (the bridge's copies cost about as much \
-         as iqd-tc's); it is met when the sender itself is the bottleneck (a slower sender: \
-         `--mcast-sender iperf2`), or where receivers have CPUs of their own.\n",
+         The bound holds for any fabric on this machine, and for any sender that sends as \
+         fast as its CPU allows, since the copies slow the sender down with them \
+         (`--mcast-sender iperf2` measures with iperf2); what a fabric decides is `c`, shown \
+         per system above. Receivers with CPUs of their own, or a sender held below the \
+         fan-out's rate, would see a ratio nearer 1.\n",
     );
     md.push_str(&format!("\n{END}\n"));
     md
