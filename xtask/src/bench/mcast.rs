@@ -900,7 +900,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
         "| System | Sent to | Per receiver, packets/s (median) | Slowest receiver | Sender, packets/s | \
          Per receiver / 1 receiver | Slowest / 1 receiver | / unicast | / bridge | \
-         µs per extra receiver | Strays | Rounds |\n\
+         us per extra receiver | Strays | Rounds |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let pps = |v: f64| report::format_value(v, "packets/s");
@@ -937,7 +937,7 @@ pub fn verdicts(rows: &[Row]) -> Vec<String> {
                 r.system,
                 if x >= GOAL { "met" } else { "NOT met" },
                 r.us_per_extra
-                    .map(|us| format!("; each receiver added costs {us:.2} µs per frame"))
+                    .map(|us| format!("; each receiver added costs {us:.2} us per frame"))
                     .unwrap_or_default()
             ),
             None => format!("{}: no paired figure for 4 receivers", r.system),
@@ -976,7 +976,7 @@ pub fn markdown(rows: &[Row], run: &RunInfo) -> String {
          each run (the sockets are not read; a full socket queue drops alike on every \
          system). Systems are interleaved within a round, the order rotating; figures are \
          medians over the rounds, and ratios are medians of ratios paired within a round. \
-         \"µs per extra receiver\" is how much longer a frame took per receiver added, \
+         \"us per extra receiver\" is how much longer a frame took per receiver added, \
          `(1/rate(N) - 1/rate(1)) / (N - 1)`. \"Strays\" are frames that reached receivers \
          they were not for (non-members; for unicast, the sender's ARP broadcast): 0 when \
          snooping works.\n\n",
@@ -1098,7 +1098,7 @@ mod tests {
         assert!((four.slowest_vs_one.unwrap() - 0.75).abs() < 1e-9);
         assert!((four.vs_unicast.unwrap() - 0.7).abs() < 1e-9);
         assert!((four.vs_bridge.unwrap() - 3.5).abs() < 1e-9);
-        // (1/70 - 1/80) / 3 s in round 0, half that in round 1: the median of the two, in µs.
+        // (1/70 - 1/80) / 3 s in round 0, half that in round 1: the median of the two, in us.
         let extra = |r: f64| (1.0 / r - 1.0 / (r * 8.0 / 7.0)) / 3.0 * 1e6;
         assert!((four.us_per_extra.unwrap() - (extra(70.0) + extra(140.0)) / 2.0).abs() < 1e-6);
         let bridge_unicast = rows
@@ -1127,7 +1127,7 @@ mod tests {
         assert_eq!(verdicts.len(), 2);
         assert!(verdicts[0].starts_with("iqd-tc: each receiver of 4 gets 0.75x"));
         assert!(
-            verdicts[0].contains("goal of 0.8x NOT met; each receiver added costs 446.43 µs"),
+            verdicts[0].contains("goal of 0.8x NOT met; each receiver added costs 446.43 us"),
             "{}",
             verdicts[0]
         );
