@@ -1667,6 +1667,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_run_keeps_the_mcast_section_of_the_report() {
+        let dir = std::env::temp_dir().join(format!("iqd-bench-docs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("performance.md");
+        let section = format!(
+            "{}\n## One-to-many delivery\n\nfigures\n\n{}",
+            mcast::BEGIN,
+            mcast::END
+        );
+        std::fs::write(
+            &path,
+            format!("# Performance\n\nold figures\n\n{section}\n"),
+        )
+        .unwrap();
+        let run: report::RunInfo = serde_json::from_value(serde_json::json!({
+            "command": "cargo xtask bench", "started_utc": "2026-11-30T09:00:00Z",
+            "elapsed_s": 1.0, "rounds": 1, "duration_s": 1, "quick": false,
+            "systems": [], "mtus": [1500], "scale": []
+        }))
+        .unwrap();
+        let written = write_docs(&path, &[], &[], &[], &report::Machine::detect(), &run);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        written.unwrap();
+        assert!(!text.contains("old figures"), "{text}");
+        assert!(text.contains("## Machine"), "{text}");
+        assert_eq!(mcast::section(&text), Some(section.as_str()));
+        assert_eq!(text.matches(mcast::BEGIN).count(), 1);
+    }
+
+    #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_795_000_000), "2026-11-18T11:06:40Z");
