@@ -11,10 +11,12 @@
 //!   checked before measuring (`iqd status --json`, `bridge mdb show`).
 //! - A frame is 64 bytes as it crosses the fabric: Ethernet 14 + IPv4 20 + UDP 8 + a 22-byte
 //!   payload (a veth has no FCS). The sender is this benchmark's own blaster (`sendmmsg` of 64
-//!   datagrams at a time, for the run's seconds, as fast as the kernel takes them), bound to
-//!   the sender's address so the group's frames leave by its interface.
-//! - What each receiver got is its interface's `rx_packets` (`ip -s -j link`, read in its
-//!   namespace before and after), the same on every system. The receivers' sockets are not
+//!   datagrams at a time, for the run's seconds, as fast as the kernel takes them) or, with
+//!   `--mcast-sender iperf2`, iperf2; either is bound to the sender's address so the group's
+//!   frames leave by its interface.
+//! - What each receiver got is its interface's `rx_packets`, what the sender sent its
+//!   interface's `tx_packets` (`ip -s -j link`, read in each namespace before and after), the
+//!   same on every system. The receivers' sockets are not
 //!   read: when their queues are full the kernel drops at the socket, alike everywhere; the
 //!   counter counts what the fabric delivered. Frames that reached a receiver not addressed
 //!   (a non-member) are counted as strays: snooping that works keeps them at zero.
@@ -233,23 +235,28 @@ fn build(builder: &mut Builder, kind: Kind) -> Result<System> {
             .context("the bridge system has no bridge namespace")?;
         // Without a querier a snooping bridge floods (no querier, no trust in its table); a
         // querier counts as present once the response interval after enabling it has passed:
-        // 1 s instead of the default 10.
-        let out = Cmd::new("ip")
-            .args(["-n", hub, "link", "set", "br0", "type", "bridge"])
-            .args([
+        // 1 s instead of the default 10, set first (one command might apply it after).
+        for args in [
+            &[
                 "mcast_snooping",
                 "1",
                 "mcast_query_response_interval",
                 "100",
-            ])
-            .args(["mcast_querier", "1"])
-            .quiet()
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "could not turn on multicast snooping in {hub}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ][..],
+            &["mcast_querier", "1"],
+        ] {
+            let out = Cmd::new("ip")
+                .args(["-n", hub, "link", "set", "br0", "type", "bridge"])
+                .args(args)
+                .quiet()
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "could not turn on multicast snooping in {hub} ({}): {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
     }
     // A report sent before the links are up (the kernel brings a new link's queue up a moment
