@@ -985,8 +985,8 @@ pub fn markdown(rows: &[Row], run: &RunInfo) -> String {
          medians over the rounds, and ratios are medians of ratios paired within a round. \
          \"us per extra receiver\" is how much longer a frame took per receiver added, \
          `(1/rate(N) - 1/rate(1)) / (N - 1)`. \"Strays\" are frames that reached receivers \
-         they were not for (non-members; for unicast, the sender's ARP broadcast): 0 when \
-         snooping works.\n\n",
+         they were not for, over all rounds: near 0 when snooping works (the few there are \
+         the bridge querier's queries and, for unicast, the sender's ARP broadcast).\n\n",
         sender.describe()
     ));
     md.push_str(&table(rows));
