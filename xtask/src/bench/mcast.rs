@@ -119,7 +119,7 @@ pub enum Sender {
     /// The benchmark's own `sendmmsg` loop: as fast as the socket takes the datagrams.
     Blaster,
     /// iperf2 (`iperf -c DEST -u -l 22 -b 10000M -T 1 -B SOURCE`), as a user would stream to a
-    /// group; slower per datagram than the blaster, so the copies weigh less.
+    /// group.
     Iperf2,
 }
 

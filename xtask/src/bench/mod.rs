@@ -139,8 +139,8 @@ pub struct Options {
     mcast: bool,
 
     /// With --mcast: what sends the frames: `blaster` (the benchmark's own sendmmsg loop, as
-    /// fast as the socket takes them) or `iperf2` (`iperf -c GROUP -u -l 22 -b 10000M`, slower
-    /// per datagram, so the copies weigh less) [default: blaster].
+    /// fast as the socket takes them) or `iperf2` (`iperf -c GROUP -u -l 22 -b 10000M`, as a
+    /// user would stream to a group) [default: blaster].
     #[arg(long, value_name = "SENDER", requires = "mcast")]
     mcast_sender: Option<String>,
 
