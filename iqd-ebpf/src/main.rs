@@ -284,6 +284,12 @@ pub fn iqd_tc(ctx: TcContext) -> i32 {
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+    // On `xdp` and `afxdp` this program runs on every port for one-to-many frames (below);
+    // a frame the XDP program already decided and passed up for a shaper carries its target
+    // in the metadata: it goes on to the shaper, not through the policy (and the meters) again.
+    if let Some(target) = xdp_shaped_target(ctx) {
+        return bandwidth::steer(ctx, ifindex, target, 0);
+    }
     // Headers sit in the linear part of what a veth hands over; pull them in where they do
     // not (a no-op otherwise), so parsing sees what the XDP path would.
     let len = ctx.len();
@@ -370,7 +376,15 @@ fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
         return bandwidth::steer(ctx, 0, target, mark & !shaper_mark::TARGET)
             .map_err(|reason| (target, reason));
     }
-    // SAFETY: as above; data_meta..data is the metadata XDP left.
+    let target = xdp_shaped_target(ctx).ok_or((ifindex, drop_reason::REDIRECT_FAILED))?;
+    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
+}
+
+/// The target port `pass_to_shaper` left in the XDP metadata of a frame it passed up, if the
+/// frame has such metadata (frames from tc, or passed up for one-to-many delivery, have none).
+#[inline(always)]
+fn xdp_shaped_target(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: the context is the skb's; data_meta..data is the metadata XDP left.
     let (meta, data) = unsafe {
         (
             (*ctx.skb.skb).data_meta as usize,
@@ -378,11 +392,10 @@ fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
         )
     };
     if meta + SHAPED_META_LEN > data {
-        return Err((ifindex, drop_reason::REDIRECT_FAILED));
+        return None;
     }
     // SAFETY: the four bytes lie between data_meta and data, checked just above.
-    let target = unsafe { core::ptr::read_unaligned(meta as *const u32) };
-    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
+    Some(unsafe { core::ptr::read_unaligned(meta as *const u32) })
 }
 
 /// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers
