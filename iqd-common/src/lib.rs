@@ -171,8 +171,9 @@ const TEST_LAYOUT_SKEW: bool = option_env!("IQD_TEST_LAYOUT_SKEW").is_some();
 /// 16 bytes, IPv4 mapped into IPv6 ([`Addr`]). Layout 4: the `vlan_tagged` drop reason; ports
 /// carry their VLAN beside the CHPID, and route keys their segment, both in the bytes the CHPID
 /// had (an untagged NIC's are unchanged); drop reasons `lpar_stopped` and `bandwidth_exceeded`
-/// (longer [`NicCounters`]), the lifecycle and bandwidth maps.
-pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 4 };
+/// (longer [`NicCounters`]), the lifecycle and bandwidth maps. Layout 5: the `layer_mismatch`
+/// drop reason (longer [`NicCounters`]); layer-2 keys in ROUTES, STOPPED and GROUPS.
+pub const LAYOUT_VERSION: u32 = if TEST_LAYOUT_SKEW { 1 } else { 5 };
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
@@ -338,8 +339,21 @@ pub const MAX_GROUPS: u32 = 16384;
 pub const MAX_REPORT_RECORDS: usize = 8;
 
 /// Key of [`map_names::GROUPS`]: a group (or broadcast) address in a segment, as a route
-/// key is.
+/// key is, or a layer-2 flood list ([`flood_key`]).
 pub type GroupKey = RouteKey;
+
+impl RouteKey {
+    /// Whether the key is in a segment's layer-2 space ([`LAYER2_KEYS`]).
+    pub const fn is_layer2(&self) -> bool {
+        self.segment & LAYER2_KEYS != 0
+    }
+
+    /// Whether a [`map_names::GROUPS`] key is a multicast group the programs learn (every
+    /// other list is iqd's).
+    pub const fn is_learnt_group(&self) -> bool {
+        !self.is_layer2() && is_multicast(&self.addr)
+    }
+}
 
 /// Value of [`map_names::GROUPS`]: the fabric-side ports (ifindexes) of the member NICs, the
 /// first `count` of `ifindex`, in no order.
@@ -425,10 +439,13 @@ pub mod port_flags {
     pub const ALLOW_IP_SPOOFING: u8 = 1;
     /// The NIC's LPAR has a bandwidth: what it sends is metered (see [`crate::Bucket`]).
     pub const BANDWIDTH: u8 = 2;
+    /// A layer-2 NIC (`layer2 = true`): its frames are forwarded by destination MAC among the
+    /// layer-2 NICs of its segment, whatever their EtherType (see [`crate::mac_key`]).
+    pub const LAYER2: u8 = 4;
     /// The NIC's LPAR is stopped (`iqd lpar stop`): copies of one-to-many frames to it are
     /// dropped as `lpar_stopped` (unicast learns it from the routes: its addresses move to
     /// [`crate::map_names::STOPPED`]).
-    pub const STOPPED: u8 = 4;
+    pub const STOPPED: u8 = 8;
 }
 
 impl PortInfo {
@@ -527,6 +544,9 @@ pub struct RouteTarget {
 pub mod route_flags {
     /// The NIC's LPAR has a bandwidth: what it receives is metered (see [`crate::Bucket`]).
     pub const BANDWIDTH: u8 = 1;
+    /// The NIC is a layer-2 NIC: layer-3 NICs cannot reach it, nor it them
+    /// (`layer_mismatch`).
+    pub const LAYER2: u8 = 2;
 }
 
 impl RouteTarget {
@@ -633,9 +653,13 @@ pub mod drop_reason {
     pub const LPAR_STOPPED: u32 = 13;
     /// The sending or the receiving LPAR's bandwidth is exceeded. Counted on the sender.
     pub const BANDWIDTH_EXCEEDED: u32 = 14;
+    /// The destination (address, or MAC) is a NIC of the other mode on the same CHPID: a
+    /// layer-3 NIC's frame to a layer-2 NIC, or the reverse. As on the machine, the two
+    /// cannot reach each other. Counted on the sender.
+    pub const LAYER_MISMATCH: u32 = 15;
 
     /// Number of reasons; the length of [`super::NicCounters::drops`].
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// Names as shown by `iqd stats`, indexed by reason.
     pub const NAMES: [&str; COUNT] = [
         "malformed",
@@ -653,6 +677,7 @@ pub mod drop_reason {
         "vlan_tagged",
         "lpar_stopped",
         "bandwidth_exceeded",
+        "layer_mismatch",
     ];
 }
 
@@ -784,9 +809,52 @@ pub const fn segment_of(port: &PortInfo) -> u32 {
     port.chpid as u32 | (port.vlan as u32) << 16
 }
 
+/// The bit that puts a key of [`map_names::ROUTES`], [`map_names::STOPPED`] or
+/// [`map_names::GROUPS`] in a segment's layer-2 space: its `addr` holds a MAC ([`mac_key`]),
+/// not an address. Segment numbers from [`segment_of`] never have it (a VLAN id fits in 12
+/// bits).
+pub const LAYER2_KEYS: u32 = 1 << 31;
+
+/// The key under which a NIC's MAC is registered in its segment (ROUTES, STOPPED): the
+/// segment with [`LAYER2_KEYS`], the MAC in the first six bytes of `addr`, zeros after. Every
+/// NIC's MAC is registered, so a layer-2 NIC's frame to a layer-3 NIC's MAC is told from an
+/// unknown one.
+pub const fn mac_key(segment: u32, mac: [u8; 6]) -> RouteKey {
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 6 {
+        addr[i] = mac[i];
+        i += 1;
+    }
+    RouteKey {
+        segment: segment | LAYER2_KEYS,
+        addr,
+    }
+}
+
+/// The broadcast MAC.
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+/// Stands for every multicast MAC in [`flood_key`].
+pub const MULTICAST_MAC: [u8; 6] = [0x01, 0, 0, 0, 0, 0];
+
+/// The [`map_names::GROUPS`] list a layer-2 NIC's frame to a group MAC is flooded to: for the
+/// broadcast MAC, the segment's layer-2 NICs that take broadcasts (`rx_bcast`); for any other
+/// group MAC, every layer-2 NIC of the segment. iqd writes both.
+pub const fn flood_key(segment: u32, broadcast: bool) -> GroupKey {
+    mac_key(
+        segment,
+        if broadcast {
+            BROADCAST_MAC
+        } else {
+            MULTICAST_MAC
+        },
+    )
+}
+
 /// The CHPID and VLAN ([`NO_VLAN`]: untagged) of a segment from [`segment_of`].
+/// A layer-2 key's segment ([`LAYER2_KEYS`]) gives the same.
 pub const fn segment_parts(segment: u32) -> (u8, u16) {
-    (segment as u8, (segment >> 16) as u16)
+    (segment as u8, ((segment & !LAYER2_KEYS) >> 16) as u16)
 }
 
 /// What the data plane remembers of a connection.

@@ -47,7 +47,10 @@ pub fn answer<C: Frame>(
     let target = match maps::route(segment_of(port), &FlowAddr::ipv4_mapped(tpa).bytes()) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
-        Some(target) => target,
+        Some(target) => {
+            policy::check_same_layer(port, &target)?;
+            target
+        }
         None => {
             return Err(policy::unreachable_reason(
                 &FlowAddr::ipv4_mapped(tpa).bytes(),

@@ -1,18 +1,19 @@
-//! Layer 3 forwarding: by destination IPv4 or IPv6 address, to the NIC that registered it in
-//! the same segment (CHPID and VLAN). Decides only; the entry point of each hook moves the
-//! frame. Each family checks its own header and finds its transport header; from there on
-//! ([`deliver`]) the policy is one code for both, over 16-byte addresses (IPv4 mapped into
-//! IPv6).
+//! IP forwarding: on layer 3, by destination IPv4 or IPv6 address, to the NIC that registered
+//! it in the same segment (CHPID and VLAN); on layer 2 (`L2`, layer2.rs), the IP frames of a
+//! layer-2 NIC, to the NIC that registered their destination MAC. Decides only; the entry
+//! point of each hook moves the frame. Each family checks its own header and finds its
+//! transport header; from there on ([`deliver`]) the policy is one code for both families and
+//! both modes, over 16-byte addresses (IPv4 mapped into IPv6).
 use iqd_common::{
     drop_reason, segment_of, sg_direction,
     wire::{IPPROTO_ICMPV6, IPV6_HLEN, ND_NEIGHBOR_SOLICIT},
-    PortInfo,
+    PortInfo, RouteTarget,
 };
 
 use crate::{
     bandwidth, conntrack, counters,
     frame::Frame,
-    maps, nd,
+    layer2, maps, nd,
     parse::{self, copy_mac, EthHdr, Flow, IcmpHdr, Ipv4Hdr, Ipv6Hdr},
     policy, secgroup, DropReason, Verdict, COUNTED,
 };
@@ -24,7 +25,7 @@ use crate::{
 /// one of them. The port's ifindex is read from the context again (BPF calls pass five
 /// arguments).
 #[inline(never)]
-pub fn ipv4<C: Frame>(
+pub fn ipv4<C: Frame, const L2: bool>(
     ctx: &C,
     port: &PortInfo,
     eth: *mut EthHdr,
@@ -49,7 +50,7 @@ pub fn ipv4<C: Frame>(
     // Parsed once here; a truncated transport header is reported where the security groups
     // need it (below), so the fabric's own checks keep their order.
     let flow = parse::flow(ctx, ip, l4_offset, l3_offset + tot_len as usize);
-    deliver::<C, false>(ctx, ifindex, port, eth, &flow, l3_offset, l4_offset)
+    deliver::<C, false, L2>(ctx, ifindex, port, eth, &flow, l3_offset, l4_offset)
 }
 
 /// What [`ipv6`] found: a packet for the policy's verdict, or a neighbour solicitation for
@@ -64,10 +65,11 @@ pub enum Ipv6 {
 }
 
 /// Forwards the IPv6 packet at `l3_offset` (from [`parse::l3`]) of a frame from port
-/// `ifindex`, or finds it is neighbour discovery (nd.rs): other than solicitations
-/// `nd_ignored`. A subprogram like [`ipv4`].
+/// `ifindex`, or, on layer 3, finds it is neighbour discovery (nd.rs): other than
+/// solicitations `nd_ignored`. A layer-2 NIC's neighbour discovery is its own, forwarded like
+/// any packet. A subprogram like [`ipv4`].
 #[inline(never)]
-pub fn ipv6<C: Frame>(
+pub fn ipv6<C: Frame, const L2: bool>(
     ctx: &C,
     port: &PortInfo,
     eth: *mut EthHdr,
@@ -87,7 +89,7 @@ pub fn ipv6<C: Frame>(
     let l4 = parse::ipv6_l4(ctx, ip.next_header, l3_offset + IPV6_HLEN, end)?;
     // Neighbour discovery is answered (solicitations) or ignored, never forwarded. A
     // truncated ICMPv6 header is not ND: it is reported where the security groups need it.
-    if l4.proto == IPPROTO_ICMPV6 && !l4.later_fragment {
+    if !L2 && l4.proto == IPPROTO_ICMPV6 && !l4.later_fragment {
         if let Ok(icmp) = parse::packet_ptr_at::<C, IcmpHdr>(ctx, l4.offset, end) {
             // SAFETY: `packet_ptr_at` checked the bounds.
             let icmp_type = unsafe { (*icmp).icmp_type };
@@ -104,16 +106,16 @@ pub fn ipv6<C: Frame>(
         }
     }
     let flow = parse::flow6(ctx, ip, &l4, end);
-    deliver::<C, true>(ctx, ifindex, port, eth, &flow, l3_offset, l4.offset).map(Ipv6::Verdict)
+    deliver::<C, true, L2>(ctx, ifindex, port, eth, &flow, l3_offset, l4.offset).map(Ipv6::Verdict)
 }
 
 /// The policy every IP packet meets once its headers are checked: the frame size of a GSO
-/// packet's segments, source MAC and address, the route (a multicast IPv6 destination has
-/// none yet), security groups and connection tracking; then the destination MAC is rewritten.
-/// `flow` is the transport header's parse, whose truncation counts only where the security
-/// groups need it.
+/// packet's segments, source MAC and address, the target (layer 3: the route of the
+/// destination address, and the destination MAC is rewritten; layer 2, `L2`: the NIC of the
+/// destination MAC), security groups and connection tracking, bandwidth. `flow` is the
+/// transport header's parse, whose truncation counts only where the security groups need it.
 #[inline(always)]
-fn deliver<C: Frame, const V6: bool>(
+fn deliver<C: Frame, const V6: bool, const L2: bool>(
     ctx: &C,
     ifindex: u32,
     port: &PortInfo,
@@ -140,19 +142,28 @@ fn deliver<C: Frame, const V6: bool>(
     }
     policy::check_source_ip(ifindex, port, saddr)?;
 
-    // IPv6 multicast (ff00::/8) is not delivered yet; IPv4's finds no route. An IPv4-mapped
-    // destination is no IPv6 NIC's.
-    if V6 && (flow.daddr.is_multicast() || flow.daddr.is_ipv4_mapped()) {
-        return Err(drop_reason::NO_DESTINATION);
-    }
-    let target = match maps::route(segment_of(port), daddr) {
-        // An LPAR's stack delivers its own addresses locally; a frame to itself is as wrong as
-        // an ARP request for itself (see arp.rs), and is refused the same way.
-        Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
-        Some(target) => target,
-        // Out of the routes while its LPAR is stopped (`iqd lpar stop`).
-        None if maps::stopped(segment_of(port), daddr) => return Err(drop_reason::LPAR_STOPPED),
-        None => return Err(policy::unreachable_reason(daddr)),
+    let target = if L2 {
+        layer2::unicast_target(ifindex, port, &eth.dst)?
+    } else {
+        // IPv6 multicast (ff00::/8) is mcast.rs's; IPv4's finds no route. An IPv4-mapped
+        // destination is no IPv6 NIC's.
+        if V6 && (flow.daddr.is_multicast() || flow.daddr.is_ipv4_mapped()) {
+            return Err(drop_reason::NO_DESTINATION);
+        }
+        match maps::route(segment_of(port), daddr) {
+            // An LPAR's stack delivers its own addresses locally; a frame to itself is as wrong
+            // as an ARP request for itself (see arp.rs), and is refused the same way.
+            Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
+            Some(target) => {
+                policy::check_same_layer(port, &target)?;
+                target
+            }
+            // Out of the routes while its LPAR is stopped (`iqd lpar stop`).
+            None if maps::stopped(segment_of(port), daddr) => {
+                return Err(drop_reason::LPAR_STOPPED)
+            }
+            None => return Err(policy::unreachable_reason(daddr)),
+        }
     };
     // Security groups: a tracked connection passes either way; anything else needs the
     // sender's outbound and the receiver's inbound rules.
@@ -170,15 +181,30 @@ fn deliver<C: Frame, const V6: bool>(
         }
         conntrack::open(&key, flow, ifindex, target.ifindex);
     }
+    // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
+    // neighbour cache said.
+    if !L2 {
+        copy_mac(&mut eth.dst, &target.mac);
+    }
     // The LPARs' bandwidths (a GSO packet's headers count once per segment).
-    let shaped = if bandwidth::limited(port, &target) {
-        bandwidth::admit(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)?
+    to_target(ctx, ifindex, port, &target, l4_offset as u32 + flow.l4_len)
+}
+
+/// A frame the policy lets through to `target`: delivered, or through the bandwidth shapers
+/// if either LPAR has a bandwidth (`headers`: the bytes a GSO packet's segments each repeat).
+#[inline(always)]
+pub fn to_target<C: Frame>(
+    ctx: &C,
+    ifindex: u32,
+    port: &PortInfo,
+    target: &RouteTarget,
+    headers: u32,
+) -> Result<Verdict, DropReason> {
+    let shaped = if bandwidth::limited(port, target) {
+        bandwidth::admit(ctx, ifindex, port, target, headers)?
     } else {
         false
     };
-    // Layer 3 mode delivers by address: the frame goes to the NIC's MAC whatever the sender's
-    // neighbour cache said.
-    copy_mac(&mut eth.dst, &target.mac);
     Ok(if shaped {
         Verdict::Shape {
             ifindex: target.ifindex,

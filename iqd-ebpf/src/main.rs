@@ -25,6 +25,7 @@ mod conntrack;
 mod counters;
 mod forward;
 mod frame;
+mod layer2;
 mod maps;
 mod mcast;
 mod nd;
@@ -43,7 +44,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use iqd_common::{
-    drop_reason, segment_of, shaper_mark,
+    drop_reason, port_flags, segment_of, shaper_mark,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV4_MAX_HLEN, TCP_MAX_HLEN},
     xsk_stat,
 };
@@ -79,6 +80,10 @@ pub enum Verdict {
 pub const ONE_TO_MANY_ONLY: u32 = 4;
 pub const ONE_TO_MANY_V6: u32 = 1 | ONE_TO_MANY_ONLY;
 pub const ONE_TO_MANY_REPORT: u32 = 2 | ONE_TO_MANY_ONLY;
+/// A layer-2 NIC's frame to a group MAC, flooded to the segment's layer-2 NICs (layer2.rs);
+/// with [`ONE_TO_MANY_V6`] an IPv6 packet, with [`ONE_TO_MANY_V4`] an IPv4 packet.
+pub const ONE_TO_MANY_LAYER2: u32 = 8 | ONE_TO_MANY_ONLY;
+pub const ONE_TO_MANY_V4: u32 = 16 | ONE_TO_MANY_ONLY;
 
 /// The fabric's decision on a frame from the NIC behind port `ifindex`; counts what it sent.
 #[inline(always)]
@@ -108,6 +113,10 @@ fn decide_port<C: Frame>(
     if ctx.gso_size() == 0 {
         policy::check_frame_size(port, l3.offset, frame_len)?;
     }
+    // A layer-2 NIC's frames go by MAC, whatever they carry.
+    if port.flags & port_flags::LAYER2 != 0 {
+        return layer2::forward(ctx, port, eth, &l3, frame_len);
+    }
     // Groups and broadcasts first (mcast.rs); the rest is unicast, or ND for IPv6.
     let one_to_many = match l3.ether_type {
         ETH_P_IP => mcast::classify::<C, false>(ctx, segment_of(port)),
@@ -118,8 +127,8 @@ fn decide_port<C: Frame>(
         return Ok(Verdict::OneToMany { flags: one_to_many });
     }
     match l3.ether_type {
-        ETH_P_IP => forward::ipv4(ctx, port, eth, l3.offset, frame_len),
-        ETH_P_IPV6 => match forward::ipv6(ctx, port, eth, l3.offset, frame_len)? {
+        ETH_P_IP => forward::ipv4::<C, false>(ctx, port, eth, l3.offset, frame_len),
+        ETH_P_IPV6 => match forward::ipv6::<C, false>(ctx, port, eth, l3.offset, frame_len)? {
             forward::Ipv6::Verdict(verdict) => Ok(verdict),
             forward::Ipv6::Solicitation { l4_offset, end } => {
                 nd::solicitation(ctx, port, l3.offset, l4_offset as usize, end as usize)
@@ -275,6 +284,12 @@ pub fn iqd_tc(ctx: TcContext) -> i32 {
 }
 
 fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
+    // On `xdp` and `afxdp` this program runs on every port for one-to-many frames (below);
+    // a frame the XDP program already decided and passed up for a shaper carries its target
+    // in the metadata: it goes on to the shaper, not through the policy (and the meters) again.
+    if let Some(target) = xdp_shaped_target(ctx) {
+        return bandwidth::steer(ctx, ifindex, target, 0);
+    }
     // Headers sit in the linear part of what a veth hands over; pull them in where they do
     // not (a no-op otherwise), so parsing sees what the XDP path would.
     let len = ctx.len();
@@ -314,6 +329,14 @@ fn try_tc(ctx: &TcContext, ifindex: u32) -> Result<i32, DropReason> {
             let fanned_out = if flags & ONE_TO_MANY_REPORT == ONE_TO_MANY_REPORT {
                 learn(ctx, ifindex, v6);
                 true
+            } else if flags & ONE_TO_MANY_LAYER2 == ONE_TO_MANY_LAYER2 {
+                if v6 {
+                    mcast::flood::<_, { mcast::FLOOD_IPV6 }>(ctx, ifindex)
+                } else if flags & ONE_TO_MANY_V4 == ONE_TO_MANY_V4 {
+                    mcast::flood::<_, { mcast::FLOOD_IPV4 }>(ctx, ifindex)
+                } else {
+                    mcast::flood::<_, { mcast::FLOOD_OTHER }>(ctx, ifindex)
+                }
             } else if v6 {
                 mcast::fan_out::<_, true>(ctx, ifindex)
             } else {
@@ -353,7 +376,15 @@ fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
         return bandwidth::steer(ctx, 0, target, mark & !shaper_mark::TARGET)
             .map_err(|reason| (target, reason));
     }
-    // SAFETY: as above; data_meta..data is the metadata XDP left.
+    let target = xdp_shaped_target(ctx).ok_or((ifindex, drop_reason::REDIRECT_FAILED))?;
+    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
+}
+
+/// The target port `pass_to_shaper` left in the XDP metadata of a frame it passed up, if the
+/// frame has such metadata (frames from tc, or passed up for one-to-many delivery, have none).
+#[inline(always)]
+fn xdp_shaped_target(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: the context is the skb's; data_meta..data is the metadata XDP left.
     let (meta, data) = unsafe {
         (
             (*ctx.skb.skb).data_meta as usize,
@@ -361,11 +392,10 @@ fn try_shaped(ctx: &TcContext, ifindex: u32) -> Result<i32, (u32, DropReason)> {
         )
     };
     if meta + SHAPED_META_LEN > data {
-        return Err((ifindex, drop_reason::REDIRECT_FAILED));
+        return None;
     }
     // SAFETY: the four bytes lie between data_meta and data, checked just above.
-    let target = unsafe { core::ptr::read_unaligned(meta as *const u32) };
-    bandwidth::steer(ctx, ifindex, target, 0).map_err(|reason| (ifindex, reason))
+    Some(unsafe { core::ptr::read_unaligned(meta as *const u32) })
 }
 
 /// On the LPAR side of every NIC (data path `xdp`): passes every frame up. A veth delivers

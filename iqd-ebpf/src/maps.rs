@@ -108,6 +108,22 @@ pub fn route(segment: u32, addr: &Addr) -> Option<RouteTarget> {
     unsafe { IQD_ROUTES.get(key).copied() }
 }
 
+/// The NIC that registered `mac` in `segment` (layer-2 forwarding: `iqd_common::mac_key`).
+#[inline(always)]
+pub fn mac_route(segment: u32, mac: &[u8; 6]) -> Option<RouteTarget> {
+    let key = iqd_common::mac_key(segment, *mac);
+    // SAFETY: as in `port`.
+    unsafe { IQD_ROUTES.get(key).copied() }
+}
+
+/// Whether a stopped LPAR's NIC registers `mac` in `segment`.
+#[inline(always)]
+pub fn mac_stopped(segment: u32, mac: &[u8; 6]) -> bool {
+    IQD_STOPPED
+        .get_ptr(iqd_common::mac_key(segment, *mac))
+        .is_some()
+}
+
 /// Whether a stopped LPAR's NIC registers `addr` in `segment`.
 #[inline(always)]
 pub fn stopped(segment: u32, addr: &Addr) -> bool {

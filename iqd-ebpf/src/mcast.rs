@@ -12,17 +12,22 @@
 //! unicast); each copy is traced as a delivery or a drop. Copies need a hook that can clone: tc
 //! (`bpf_clone_redirect` per receiver); the XDP programs hand such frames up to the port's tc
 //! hook, which runs this same code.
+//!
+//! A layer-2 NIC's frame to a group MAC (layer2.rs) is flooded the same way ([`flood`]) to
+//! the segment's other layer-2 NICs: member lists iqd writes (`iqd_common::flood_key`), and
+//! the receivers' security groups for IP frames only.
 use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop, EbpfContext};
 use iqd_common::{
-    drop_reason, is_multicast, port_flags, route_flags, segment_of, sg_direction,
+    drop_reason, flood_key, is_multicast, port_flags, route_flags, segment_of, sg_direction,
     wire::{
         ALLOW_NEW_SOURCES, CHANGE_TO_EXCLUDE, CHANGE_TO_INCLUDE, ETH_HLEN, IGMP_V1_REPORT,
         IGMP_V2_LEAVE, IGMP_V2_REPORT, IGMP_V3_REPORT, IPPROTO_ICMPV6, IPPROTO_IGMP, IPV6_HLEN,
         MLD_QUERY, MLD_V1_DONE, MLD_V1_REPORT, MLD_V2_REPORT, MODE_IS_EXCLUDE, MODE_IS_INCLUDE,
     },
-    Addr, GroupKey, GroupMembers, PortInfo, RouteTarget, MAX_FANOUT, MAX_REPORT_RECORDS,
+    Addr, GroupKey, GroupMembers, PortInfo, RouteTarget, BROADCAST_MAC, MAX_FANOUT,
+    MAX_REPORT_RECORDS,
 };
 
 use crate::{
@@ -195,7 +200,11 @@ fn check_sender<C: Frame, const V6: bool>(
         }
         FlowAddr::ipv4_mapped(ip.saddr)
     };
-    policy::check_source_ip(ifindex, port, &saddr.bytes())?;
+    // A layer-2 NIC's stack probes and asks from the unspecified address (duplicate address
+    // detection, DHCP) before it has one.
+    if !(port.flags & port_flags::LAYER2 != 0 && saddr.is_unspecified()) {
+        policy::check_source_ip(ifindex, port, &saddr.bytes())?;
+    }
     locate::<C, V6>(ctx)
 }
 
@@ -469,8 +478,21 @@ pub fn fan_out<C: Frame + EbpfContext, const V6: bool>(ctx: &C, ifindex: u32) ->
     if reason == PASSED {
         reason = prepare::<C, V6>(ctx, ifindex, fan.as_mut_ptr());
     }
+    copy_to_all(ctx, ifindex, &mut fan, reason)
+}
+
+/// Once [`prepare`] (or [`flood_prepare`]) gave `reason`: the copies, one per member, if it
+/// passed the frame, and the count (and trace) of a drop of the whole frame. Whether the frame
+/// went to the receivers' policy at all.
+#[inline(always)]
+fn copy_to_all<'a, C: Frame + EbpfContext>(
+    ctx: &'a C,
+    ifindex: u32,
+    fan: &mut MaybeUninit<FanOut<'a, C>>,
+    mut reason: DropReason,
+) -> bool {
     if reason == PASSED {
-        // SAFETY: `prepare` passed the frame: it wrote every other field.
+        // SAFETY: the frame passed: every other field was written.
         let fan = unsafe {
             addr_of_mut!((*fan.as_mut_ptr()).ctx).write(ctx);
             fan.assume_init_mut()
@@ -542,6 +564,7 @@ fn try_prepare<'a, C: Frame + EbpfContext, const V6: bool>(
     unsafe {
         addr_of_mut!((*fan).members).write(members);
         addr_of_mut!((*fan).flow).write(flow);
+        addr_of_mut!((*fan).rules).write(1);
         addr_of_mut!((*fan).sender_limited).write(port.flags & port_flags::BANDWIDTH);
         addr_of_mut!((*fan).ifindex).write(ifindex);
         addr_of_mut!((*fan).headers).write(headers);
@@ -549,6 +572,95 @@ fn try_prepare<'a, C: Frame + EbpfContext, const V6: bool>(
         addr_of_mut!((*fan).sent_traced).write(0);
     }
     Ok(())
+}
+
+/// Floods the frame of the layer-2 NIC behind port `ifindex` to a group MAC (layer2.rs, which
+/// checked its source MAC): a copy to every other layer-2 NIC of its segment, for the
+/// broadcast MAC only those that take broadcasts. An IP frame's sender is checked and each
+/// copy meets the receiver's policy as in [`fan_out`] (stopped LPARs, bandwidths); the security
+/// groups apply to IP frames only, other EtherTypes meet no rules. Counts as [`fan_out`] does;
+/// `no_destination` with no other receiver. A subprogram of its own, for the stack.
+/// `KIND`: what the frame carries ([`FLOOD_IPV4`], [`FLOOD_IPV6`], [`FLOOD_OTHER`]), one
+/// subprogram each, so that each holds one family's parse on its stack.
+#[inline(never)]
+pub fn flood<C: Frame + EbpfContext, const KIND: u32>(ctx: &C, ifindex: u32) -> bool {
+    let mut fan = MaybeUninit::<FanOut<C>>::uninit();
+    let mut reason = match KIND {
+        FLOOD_IPV4 => sender_checked::<C, false>(ctx, ifindex),
+        FLOOD_IPV6 => sender_checked::<C, true>(ctx, ifindex),
+        _ => {
+            counters::sent(ifindex, ctx.segments(), ctx.len());
+            PASSED
+        }
+    };
+    if reason == PASSED {
+        reason = flood_prepare::<C, KIND>(ctx, ifindex, fan.as_mut_ptr());
+    }
+    copy_to_all(ctx, ifindex, &mut fan, reason)
+}
+
+/// [`flood`]'s kinds of frames.
+pub const FLOOD_IPV4: u32 = 0;
+pub const FLOOD_IPV6: u32 = 1;
+pub const FLOOD_OTHER: u32 = 2;
+
+/// [`prepare`] for [`flood`]: the frame keeps its destination MAC; an IP frame's flow (its
+/// sender checked before) for the rules, a GSO packet's segment size; the flood list.
+#[inline(never)]
+fn flood_prepare<'a, C: Frame + EbpfContext, const KIND: u32>(
+    ctx: &'a C,
+    ifindex: u32,
+    fan: *mut FanOut<'a, C>,
+) -> DropReason {
+    match try_flood_prepare::<C, KIND>(ctx, ifindex, fan) {
+        Ok(()) => PASSED,
+        Err(reason) => reason,
+    }
+}
+
+#[inline(always)]
+fn try_flood_prepare<'a, C: Frame + EbpfContext, const KIND: u32>(
+    ctx: &'a C,
+    ifindex: u32,
+    fan: *mut FanOut<'a, C>,
+) -> Result<(), DropReason> {
+    let port = maps::port(ifindex).ok_or(drop_reason::NO_DESTINATION)?;
+    let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked the bounds.
+    let dst = unsafe { (*eth).dst };
+    let (flow, headers, rules) = match KIND {
+        FLOOD_IPV4 => flood_flow::<C, false>(ctx, &port)?,
+        FLOOD_IPV6 => flood_flow::<C, true>(ctx, &port)?,
+        _ => (Flow::empty(), ETH_HLEN as u32, 0),
+    };
+    let key = flood_key(segment_of(&port), parse::mac_eq(&dst, &BROADCAST_MAC));
+    let members = IQD_GROUPS.get_ptr(key).ok_or(drop_reason::NO_DESTINATION)?;
+    // SAFETY: as in `try_prepare`.
+    unsafe {
+        addr_of_mut!((*fan).members).write(members);
+        addr_of_mut!((*fan).flow).write(flow);
+        addr_of_mut!((*fan).rules).write(rules);
+        addr_of_mut!((*fan).sender_limited).write(port.flags & port_flags::BANDWIDTH);
+        addr_of_mut!((*fan).ifindex).write(ifindex);
+        addr_of_mut!((*fan).headers).write(headers);
+        addr_of_mut!((*fan).receivers).write(0);
+        addr_of_mut!((*fan).sent_traced).write(0);
+    }
+    Ok(())
+}
+
+/// The flow of a layer-2 NIC's IPv4 (IPv6 with `V6`) frame to a group MAC, the bytes up to
+/// its payload (a GSO packet's segments checked against the frame size), and 1: the rules
+/// apply.
+#[inline(always)]
+fn flood_flow<C: Frame, const V6: bool>(
+    ctx: &C,
+    port: &PortInfo,
+) -> Result<(Flow, u32, u8), DropReason> {
+    let (l4_offset, end) = locate::<C, V6>(ctx)?;
+    let flow = flow_of::<C, V6>(ctx, l4_offset, end)?;
+    let headers = check_segment_size(ctx, port, l4_offset, flow.parsed()?)?;
+    Ok((flow, headers, 1))
 }
 
 /// Counts the sent frame and checks it as a unicast frame's sender is checked
@@ -591,6 +703,8 @@ struct FanOut<'a, C> {
     members: *const GroupMembers,
     flow: Flow,
     ifindex: u32,
+    /// 1: the security groups apply (an IP frame); 0: `flow` is empty.
+    rules: u8,
     /// Bytes up to the payload (a GSO packet's count once per segment, for the meters).
     headers: u32,
     /// 1 once a member other than the sender is met. A flag, not a count: the verifier
@@ -654,9 +768,11 @@ fn deliver_copy<C: Frame + EbpfContext>(fan: &FanOut<C>, target: u32) -> Result<
     }
     // Each a subprogram of its own, one after the other: the step's stack holds one of them
     // at a time (the loop's callback adds its frame to the program's and fan_out's).
-    match rules(fan.ifindex, target, &fan.flow) {
-        PASSED => {}
-        reason => return Err(reason),
+    if fan.rules != 0 {
+        match rules(fan.ifindex, target, &fan.flow) {
+            PASSED => {}
+            reason => return Err(reason),
+        }
     }
     match send_copy(fan, target, receiver.flags, &receiver.mac) {
         PASSED => Ok(()),

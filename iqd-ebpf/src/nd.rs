@@ -69,7 +69,10 @@ pub fn solicitation<C: Frame>(
     let target = match maps::route(segment_of(port), target_addr) {
         // The asker's own address: answering would report a conflict with itself.
         Some(target) if target.ifindex == ifindex => return Err(drop_reason::NO_DESTINATION),
-        Some(target) => target,
+        Some(target) => {
+            policy::check_same_layer(port, &target)?;
+            target
+        }
         None => return Err(policy::unreachable_reason(target_addr)),
     };
     let flags = if unspecified {

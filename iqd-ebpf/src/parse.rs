@@ -265,6 +265,16 @@ impl FlowAddr {
         self.0[0] == 0 && self.0[1] == 0 && self.0[2] == MAPPED_WORD
     }
 
+    /// Whether the address is unspecified (`::`, or `0.0.0.0` mapped): the source of a
+    /// duplicate address probe or a DHCP request, which claims no address.
+    #[inline(always)]
+    pub fn is_unspecified(&self) -> bool {
+        self.0[0] == 0
+            && self.0[1] == 0
+            && (self.0[2] == 0 || self.0[2] == MAPPED_WORD)
+            && self.0[3] == 0
+    }
+
     /// Whether an IPv4 address (mapped) is a group (224.0.0.0/4) or the limited broadcast
     /// (255.255.255.255): one-to-many without a lookup.
     #[inline(always)]
@@ -309,6 +319,26 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// No flow: what a frame that is not IP carries where a flow is expected (its rules are
+    /// not looked up).
+    #[inline(always)]
+    pub fn empty() -> Flow {
+        Flow {
+            saddr: FlowAddr([0; 4]),
+            daddr: FlowAddr([0; 4]),
+            proto: 0,
+            class: 0,
+            sport: 0,
+            dport: 0,
+            rule_value: 0,
+            tcp_flags: 0,
+            l4_len: 0,
+            opens: false,
+            tracked: false,
+            truncated: false,
+        }
+    }
+
     /// The flow, or `malformed` if its transport header is truncated.
     #[inline(always)]
     pub fn parsed(&self) -> Result<&Flow, DropReason> {

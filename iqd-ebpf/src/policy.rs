@@ -1,5 +1,5 @@
 //! The CHPID's rules that apply to every frame, before it is forwarded or answered.
-use iqd_common::{drop_reason, port_flags, segment_of, Addr, PortInfo};
+use iqd_common::{drop_reason, port_flags, route_flags, segment_of, Addr, PortInfo, RouteTarget};
 
 use crate::{maps, parse::mac_eq, DropReason};
 
@@ -17,9 +17,14 @@ pub fn check_frame_size(
     Ok(())
 }
 
-/// A NIC may send only from its own MAC.
+/// A NIC may send only from its own MAC; a layer-2 NIC allowed to spoof
+/// (`allow_ip_spoofing`) from any.
 #[inline(always)]
 pub fn check_source_mac(port: &PortInfo, src: &[u8; 6]) -> Result<(), DropReason> {
+    const LAYER2_SPOOFING: u8 = port_flags::LAYER2 | port_flags::ALLOW_IP_SPOOFING;
+    if port.flags & LAYER2_SPOOFING == LAYER2_SPOOFING {
+        return Ok(());
+    }
     if !mac_eq(&port.mac, src) {
         return Err(drop_reason::SPOOFED_SOURCE);
     }
@@ -37,6 +42,18 @@ pub fn check_source_ip(ifindex: u32, port: &PortInfo, saddr: &Addr) -> Result<()
         Some(owner) if owner.ifindex == ifindex => Ok(()),
         _ => Err(drop_reason::SPOOFED_SOURCE),
     }
+}
+
+/// A layer-2 NIC and a layer-3 NIC of one CHPID cannot reach each other, as on the machine:
+/// the sender's port and the target it found must be of the same mode.
+#[inline(always)]
+pub fn check_same_layer(port: &PortInfo, target: &RouteTarget) -> Result<(), DropReason> {
+    let sender_l2 = port.flags & port_flags::LAYER2 != 0;
+    let target_l2 = target.flags & route_flags::LAYER2 != 0;
+    if sender_l2 != target_l2 {
+        return Err(drop_reason::LAYER_MISMATCH);
+    }
+    Ok(())
 }
 
 /// Why a destination that no NIC in this segment registered cannot be reached.

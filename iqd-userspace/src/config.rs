@@ -182,6 +182,8 @@ struct RawNic {
     ipv6: Option<Spanned<Vec<Spanned<String>>>>,
     security_groups: Option<Spanned<Vec<Spanned<String>>>>,
     allow_ip_spoofing: Option<bool>,
+    layer2: Option<bool>,
+    rx_bcast: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,6 +227,8 @@ struct CheckedNic {
     /// Listed security groups with their positions; `None` for the default.
     security_groups: Option<Vec<(String, usize)>>,
     allow_ip_spoofing: bool,
+    layer2: bool,
+    rx_bcast: bool,
 }
 
 /// Devnos NICs were built with, by (LPAR, NIC name, CHPID): see [`Fabric::parse_keeping`].
@@ -403,6 +407,8 @@ fn validate(src: &Source<'_>, raw: RawFile) -> Result<Fabric, ConfigError> {
                     None => vec![DEFAULT_GROUP.to_string()],
                 },
                 allow_ip_spoofing: nic.allow_ip_spoofing,
+                layer2: nic.layer2,
+                rx_bcast: nic.rx_bcast,
             });
         }
         out_lpars.push(Lpar {
@@ -737,12 +743,14 @@ fn check_nic(
     };
     let ipv4 = check_list(problems, &raw.ipv4, check_ipv4);
     let ipv6 = check_list(problems, &raw.ipv6, check_ipv6);
-    // A NIC needs an address to be reachable: at least one in either list. An empty list
-    // counts as none; the message points at it, or at the NIC when neither list is written.
+    // A layer-3 NIC needs an address to be reachable: at least one in either list. An empty
+    // list counts as none; the message points at it, or at the NIC when neither list is
+    // written. A layer-2 NIC is reached by its MAC, and may carry no IP at all.
     let empty = |l: &Option<Spanned<Vec<Spanned<String>>>>| {
         l.as_ref().is_none_or(|l| l.get_ref().is_empty())
     };
-    if empty(&raw.ipv4) && empty(&raw.ipv6) {
+    let layer2 = raw.layer2.unwrap_or(false);
+    if !layer2 && empty(&raw.ipv4) && empty(&raw.ipv6) {
         let at = [&raw.ipv4, &raw.ipv6]
             .into_iter()
             .flatten()
@@ -782,6 +790,8 @@ fn check_nic(
         ipv6,
         security_groups,
         allow_ip_spoofing: raw.allow_ip_spoofing.unwrap_or(false),
+        layer2,
+        rx_bcast: raw.rx_bcast.unwrap_or(true),
     })
 }
 
@@ -806,7 +816,8 @@ fn check_list<T>(
 fn no_address(label: &str) -> String {
     format!(
         "NIC {label} has no address: list at least one in ipv4 or ipv6, e.g. \
-         ipv4 = [\"10.0.0.1/24\"] or ipv6 = [\"fd00:f0::1/64\"]"
+         ipv4 = [\"10.0.0.1/24\"] or ipv6 = [\"fd00:f0::1/64\"] (only a layer-2 NIC, \
+         layer2 = true, may have none)"
     )
 }
 
@@ -1530,6 +1541,50 @@ netns = "lp3"
                 "name = \"demo\"\nmax_nics_per_lpar = 17 # <-",
             ),
             "must be 1-16",
+        );
+    }
+
+    #[test]
+    fn layer2_nics_and_rx_bcast() {
+        let f = parse_ok(&with_head(
+            r#"
+[[lpar]]
+name = "LP01"
+
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+rx_bcast = false
+
+[[lpar]]
+name = "LP02"
+
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+"#,
+        ));
+        let (l2, l3) = (&f.lpars[0].nics[0], &f.lpars[1].nics[0]);
+        // A layer-2 NIC may have no address; the defaults are layer 3 with broadcasts.
+        assert!(l2.layer2 && !l2.rx_bcast && l2.ipv4.is_empty());
+        assert!(!l3.layer2 && l3.rx_bcast);
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]] # <-\nchpid = \"F0\"\nlayer2 = false\n",
+            ),
+            "has no address",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nlayer2 = \"yes\" # <-\n",
+            ),
+            "expected a boolean",
+        );
+        refused(
+            &with_head(
+                "[[lpar]]\nname = \"LP01\"\n\n[[lpar.nic]]\nchpid = \"F0\"\nlayer2 = true\nrx_bcast = 0 # <-\n",
+            ),
+            "expected a boolean",
         );
     }
 

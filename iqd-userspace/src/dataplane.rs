@@ -26,8 +26,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use iqd_common::{
-    ct_stat, is_multicast, map_names, program_names, segment_of, xsk_stat, Addr, Bucket, CtEntry,
-    CtKey, GroupKey, GroupMembers, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
+    ct_stat, map_names, program_names, segment_of, xsk_stat, Addr, Bucket, CtEntry, CtKey,
+    GroupKey, GroupMembers, NicCounters, PortInfo, RouteKey, RouteTarget, SgKey, SgRanges,
+    LAYER2_KEYS,
 };
 
 use crate::{
@@ -583,7 +584,7 @@ impl FabricMaps {
             let kept: Vec<u32> = members
                 .iter()
                 .copied()
-                .filter(|p| ports.get(p) == Some(&key.segment))
+                .filter(|p| ports.get(p) == Some(&(key.segment & !LAYER2_KEYS)))
                 .collect();
             if kept.len() == members.len() {
                 continue;
@@ -599,8 +600,8 @@ impl FabricMaps {
         Ok(())
     }
 
-    /// Makes the broadcast member lists (every key that is not a multicast group, which the
-    /// data plane learns) exactly `lists`, then prunes the learnt groups.
+    /// Makes the member lists iqd writes (broadcasts, layer-2 floods: every key but the
+    /// multicast groups the data plane learns) exactly `lists`, then prunes the learnt groups.
     pub fn sync_broadcasts(&mut self, lists: &[(GroupKey, Vec<u32>)]) -> Result<()> {
         for (key, members) in lists {
             self.groups
@@ -612,7 +613,7 @@ impl FabricMaps {
             .groups
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| !is_multicast(&k.addr) && !wanted.contains(k))
+            .filter(|k| !k.is_learnt_group() && !wanted.contains(k))
             .collect();
         for key in stale {
             ignore_missing(self.groups.remove(&key)).map_err(map_err(map_names::GROUPS))?;
@@ -917,7 +918,8 @@ fn per_cpu_total(map: &PerCpuArray<MapData, u64>, index: u32, name: &str) -> Res
 /// kernel side tells `not_member` (registered elsewhere) from `no_destination` with it.
 pub fn address_counts(routes: &[(RouteKey, RouteTarget)]) -> std::collections::HashMap<Addr, u32> {
     let mut counts = std::collections::HashMap::new();
-    for (key, _) in routes {
+    // MACs (layer-2 keys) are no addresses.
+    for (key, _) in routes.iter().filter(|(key, _)| !key.is_layer2()) {
         *counts.entry(key.addr).or_default() += 1;
     }
     counts

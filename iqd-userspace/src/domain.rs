@@ -129,8 +129,15 @@ pub struct Nic {
     pub ipv6: Vec<Ipv6Cidr>,
     /// Names of the NIC's security groups (`["default"]` unless the file lists them).
     pub security_groups: Vec<String>,
-    /// Whether the NIC may send from addresses it did not register.
+    /// Whether the NIC may send from addresses it did not register (and, on layer 2, from
+    /// other MACs).
     pub allow_ip_spoofing: bool,
+    /// A layer-2 NIC (qeth's `layer2` attribute): forwarded by MAC among the layer-2 NICs of
+    /// its segment, any EtherType, ordinary ARP. Layer-3 NICs cannot reach it, nor it them.
+    pub layer2: bool,
+    /// Whether the NIC receives broadcasts (the VNIC characteristic of that name): the limited
+    /// and directed IPv4 broadcasts on layer 3, the broadcast MAC on layer 2.
+    pub rx_bcast: bool,
 }
 
 /// An IPv4 address with its prefix length, written `10.0.0.1/24`.

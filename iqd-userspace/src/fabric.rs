@@ -636,6 +636,9 @@ impl Executor<'_> {
         if limited {
             flags |= port_flags::BANDWIDTH;
         }
+        if nic.layer2 {
+            flags |= port_flags::LAYER2;
+        }
         // Copies of one-to-many frames to it are dropped (`lpar_stopped`); its registrations
         // stay (its sockets stay joined), so it receives again once started.
         if stopped {
@@ -699,7 +702,7 @@ impl Executor<'_> {
         self.ports.insert(nic.devno, port.index);
         let routes = nic_routes(nic, port.index).map(|(key, target)| {
             let flags = if limited { route_flags::BANDWIDTH } else { 0 };
-            (key, target.with_flags(flags))
+            (key, target.with_flags(target.flags | flags))
         });
         if stopped {
             self.stopped_ports.insert(port.index);
@@ -836,28 +839,48 @@ fn apply_security_groups(
 }
 
 /// The ROUTES entries a NIC registers: each of its addresses (IPv4, IPv6 and its link-local
-/// address) in its segment, pointing at its port.
+/// address) in its segment, and its MAC in the segment's layer-2 space
+/// (`iqd_common::mac_key`), pointing at its port. A layer-2 NIC's targets say so: a layer-3
+/// NIC cannot reach them, nor a layer-2 NIC the others.
 fn nic_routes(nic: &Nic, port_ifindex: u32) -> impl Iterator<Item = (RouteKey, RouteTarget)> + '_ {
-    nic.addresses().into_iter().map(move |addr| {
-        (
-            RouteKey::new(nic.segment(), addr),
-            RouteTarget::new(port_ifindex, nic.mac),
-        )
-    })
+    let flags = if nic.layer2 { route_flags::LAYER2 } else { 0 };
+    let target = RouteTarget::new(port_ifindex, nic.mac).with_flags(flags);
+    nic.addresses()
+        .into_iter()
+        .map(move |addr| RouteKey::new(nic.segment(), addr))
+        .chain(std::iter::once(iqd_common::mac_key(nic.segment(), nic.mac)))
+        .map(move |key| (key, target))
 }
 
-/// The member lists of the broadcast addresses: in each segment, the limited broadcast
-/// (255.255.255.255) reaches every NIC, and the directed broadcast of each IPv4 prefix (up to
-/// /30) every NIC with an address in it. `port`: a NIC's port, if it has one.
+/// The member lists iqd writes: in each segment, on layer 3, the limited broadcast
+/// (255.255.255.255) reaches every layer-3 NIC, and the directed broadcast of each IPv4 prefix
+/// (up to /30) every layer-3 NIC with an address in it; on layer 2, a frame to the broadcast
+/// MAC every layer-2 NIC, to another group MAC also every layer-2 NIC
+/// (`iqd_common::flood_key`). A NIC with `rx_bcast = false` is in no broadcast list. `port`: a
+/// NIC's port, if it has one.
 pub fn broadcast_lists(
     fabric: &Fabric,
     port: impl Fn(&Nic) -> Option<u32>,
 ) -> Vec<(GroupKey, Vec<u32>)> {
-    let nics: Vec<(&Nic, u32)> = fabric
+    let all: Vec<(&Nic, u32)> = fabric
         .lpars
         .iter()
         .flat_map(|l| l.nics.iter())
         .filter_map(|nic| Some((nic, port(nic)?)))
+        .collect();
+    let mut floods: std::collections::BTreeMap<(u32, bool), Vec<u32>> = Default::default();
+    for (nic, port) in all.iter().filter(|(nic, _)| nic.layer2) {
+        floods
+            .entry((nic.segment(), false))
+            .or_default()
+            .push(*port);
+        if nic.rx_bcast {
+            floods.entry((nic.segment(), true)).or_default().push(*port);
+        }
+    }
+    let nics: Vec<(&Nic, u32)> = all
+        .into_iter()
+        .filter(|(nic, _)| !nic.layer2 && nic.rx_bcast)
         .collect();
     let mut lists: std::collections::BTreeMap<(u32, Ipv4Addr), Vec<u32>> = Default::default();
     for (nic, port) in &nics {
@@ -891,12 +914,17 @@ pub fn broadcast_lists(
             }
         }
     }
+    let floods = floods.into_iter().map(|((segment, broadcast), members)| {
+        (iqd_common::flood_key(segment, broadcast), members)
+    });
     lists
         .into_iter()
-        .map(|((segment, addr), mut members)| {
+        .map(|((segment, addr), members)| (GroupKey::new(segment, IpAddr::V4(addr)), members))
+        .chain(floods)
+        .map(|(key, mut members)| {
             members.sort_unstable();
             members.dedup();
-            (GroupKey::new(segment, IpAddr::V4(addr)), members)
+            (key, members)
         })
         .collect()
 }
@@ -924,9 +952,13 @@ async fn configure_lpar_side(
         }
         // IPv6 on, but quiet: no router solicitations and no router advertisements taken;
         // the kernel still forms the link-local address from the MAC, the one iqd registers.
+        // No duplicate address detection either (a layer-2 interface would run it): the
+        // file's addresses are unique in their segment (`iqd check`), and the probes would
+        // hold every address back for a second.
         for (key, value) in [
             ("accept_ra", "0"),
             ("router_solicitations", "0"),
+            ("accept_dad", "0"),
             ("disable_ipv6", "0"),
         ] {
             netns::write_sysctl(&format!("net/ipv6/conf/{}/{key}", nic.name), value)?;
@@ -934,9 +966,11 @@ async fn configure_lpar_side(
     }
     // NOARP, as qeth sets a HiperSockets layer-3 interface: the kernel resolves every
     // neighbour without asking (no ARP, no ND, no DAD); the fabric delivers by address and
-    // writes the destination MAC itself.
-    if !link.noarp {
-        lpar_nl.set_arp(link.index, false).await?;
+    // writes the destination MAC itself. A layer-2 interface resolves its neighbours itself,
+    // with ordinary ARP and ND.
+    let noarp = !nic.layer2;
+    if link.noarp != noarp {
+        lpar_nl.set_arp(link.index, !noarp).await?;
     }
     // The interface holds exactly the file's addresses, whatever an earlier (perhaps
     // interrupted) run or the user left on it. An address whose prefix changed is deleted,
@@ -1090,8 +1124,13 @@ ipv4 = ["10.0.0.1/24"]
         let fabric = Fabric::parse(FILE, Path::new("t.toml")).unwrap();
         let nic = &fabric.lpars[0].nics[0];
         let routes: Vec<_> = nic_routes(nic, 17).collect();
-        // Two IPv4 addresses, one IPv6 address and the link-local address from the MAC.
-        assert_eq!(routes.len(), 4);
+        // Two IPv4 addresses, one IPv6 address, the link-local address from the MAC, and the
+        // MAC itself in the segment's layer-2 space.
+        assert_eq!(routes.len(), 5);
+        let (mac_key, mac_target) = routes[4];
+        assert_eq!(mac_key, iqd_common::mac_key(0xf0, nic.mac));
+        assert!(mac_key.is_layer2());
+        assert_eq!(mac_target.flags & route_flags::LAYER2, 0, "a layer-3 NIC");
         let expected: [IpAddr; 4] = [
             "10.0.0.1".parse().unwrap(),
             "10.0.1.1".parse().unwrap(),
@@ -1117,6 +1156,70 @@ ipv4 = ["10.0.0.1/24"]
         assert_eq!(tagged[0].0.addr, routes[0].0.addr);
         assert_eq!(tagged[0].0.segment, 0xf0 | 100 << 16);
         assert_ne!(tagged[0].0, routes[0].0);
+    }
+
+    #[test]
+    fn broadcast_and_flood_lists_keep_the_modes_apart() {
+        let text = r#"
+[fabric]
+name = "t"
+
+[[chpid]]
+id = "F0"
+
+[[lpar]]
+name = "A"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.1/24"]
+
+[[lpar]]
+name = "B"
+[[lpar.nic]]
+chpid = "F0"
+ipv4 = ["10.0.0.2/24"]
+rx_bcast = false
+
+[[lpar]]
+name = "C"
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+ipv4 = ["10.0.0.3/24"]
+
+[[lpar]]
+name = "D"
+[[lpar.nic]]
+chpid = "F0"
+layer2 = true
+rx_bcast = false
+"#;
+        let fabric = Fabric::parse(text, Path::new("t.toml")).unwrap();
+        let ports: std::collections::HashMap<&str, u32> =
+            [("A", 1), ("B", 2), ("C", 3), ("D", 4)].into();
+        let lists = broadcast_lists(&fabric, |nic| {
+            let lpar = fabric.lpars.iter().find(|l| l.nics.contains(nic))?;
+            ports.get(lpar.name.as_str()).copied()
+        });
+        let list = |key: GroupKey| {
+            lists
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default()
+        };
+        let limited = GroupKey::new(0xf0, IpAddr::V4(Ipv4Addr::BROADCAST));
+        let directed = GroupKey::new(0xf0, "10.0.0.255".parse().unwrap());
+        // Layer 3: only A (B takes no broadcasts, C and D are layer 2).
+        assert_eq!(list(limited), [1]);
+        assert_eq!(list(directed), [1]);
+        // Layer 2: broadcasts to C only, other group MACs to C and D.
+        assert_eq!(list(iqd_common::flood_key(0xf0, true)), [3]);
+        assert_eq!(list(iqd_common::flood_key(0xf0, false)), [3, 4]);
+        assert_eq!(lists.len(), 4, "{lists:?}");
+        // A layer-2 NIC's targets say so.
+        let c = &fabric.lpars[2].nics[0];
+        assert!(nic_routes(c, 3).all(|(_, t)| t.flags & route_flags::LAYER2 != 0));
     }
 
     #[test]

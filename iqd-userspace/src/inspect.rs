@@ -117,6 +117,10 @@ pub struct NicStatus {
     /// The NIC's security groups, as the file lists them (or `default`).
     pub security_groups: Vec<String>,
     pub allow_ip_spoofing: bool,
+    /// A layer-2 NIC (`layer2`): forwarded by MAC, ordinary ARP.
+    pub layer2: bool,
+    /// Whether the NIC takes broadcasts (`rx_bcast`).
+    pub rx_bcast: bool,
 }
 
 pub async fn status(fabric: &Fabric) -> Result<Status> {
@@ -196,6 +200,8 @@ pub async fn status(fabric: &Fabric) -> Result<Status> {
                 state: state.to_string(),
                 security_groups: nic.security_groups.clone(),
                 allow_ip_spoofing: nic.allow_ip_spoofing,
+                layer2: nic.layer2,
+                rx_bcast: nic.rx_bcast,
             });
         }
         lpars.push(LparStatus {
@@ -231,7 +237,9 @@ pub struct GroupStatus {
     /// `None`: the CHPID's untagged segment.
     pub vlan: Option<u16>,
     pub group: String,
-    /// "multicast" (registered by reports) or "broadcast" (from the NICs' addresses).
+    /// "multicast" (registered by reports), "broadcast" (from the NICs' addresses), or, for the
+    /// layer-2 NICs, "layer2-broadcast" (the broadcast MAC, to the NICs with `rx_bcast`) and
+    /// "layer2-multicast" (every other group MAC, `group` 01:00:00:00:00:00).
     pub kind: String,
     /// Member NICs as LPAR/NIC (a port the file does not name: "port IFINDEX").
     pub members: Vec<String>,
@@ -262,8 +270,20 @@ async fn groups(fabric: &Fabric, fabric_nl: &Netlink) -> Result<Vec<GroupStatus>
             GroupStatus {
                 chpid: config::chpid_label(chpid),
                 vlan: (vlan != iqd_common::NO_VLAN).then_some(vlan),
-                group: iqd_common::ip_of(key.addr).to_string(),
-                kind: if iqd_common::is_multicast(&key.addr) {
+                group: if key.is_layer2() {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&key.addr[..6]);
+                    config::format_mac(&mac)
+                } else {
+                    iqd_common::ip_of(key.addr).to_string()
+                },
+                kind: if key.is_layer2() {
+                    if key.addr[..6] == iqd_common::BROADCAST_MAC {
+                        "layer2-broadcast"
+                    } else {
+                        "layer2-multicast"
+                    }
+                } else if iqd_common::is_multicast(&key.addr) {
                     "multicast"
                 } else {
                     "broadcast"

@@ -647,7 +647,7 @@ pub fn finish(
 }
 
 /// Per-NIC counters with `N` drop reasons: twelve in layouts 1 to 3, thirteen in layout 4
-/// before the lifecycle reasons. Reasons are only ever added at the end, so the earlier ones
+/// before the lifecycle reasons, fifteen in layout 4. Reasons are only ever added at the end, so the earlier ones
 /// keep their indices.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -666,6 +666,8 @@ pub type NicCountersV3 = NicCountersOld<12>;
 unsafe impl aya::Pod for NicCountersOld<12> {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NicCountersOld<13> {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NicCountersOld<15> {}
 
 impl<const N: usize> Default for NicCountersOld<N> {
     fn default() -> Self {
@@ -701,7 +703,8 @@ impl<const N: usize> NicCountersOld<N> {
 /// shape is left alone: its counts start from zero, as before.
 fn carry_counters(old_path: &Path, maps: &mut FabricMaps) -> Result<()> {
     carry_counters_of::<12>(old_path, maps)?;
-    carry_counters_of::<13>(old_path, maps)
+    carry_counters_of::<13>(old_path, maps)?;
+    carry_counters_of::<15>(old_path, maps)
 }
 
 fn carry_counters_of<const N: usize>(old_path: &Path, maps: &mut FabricMaps) -> Result<()>

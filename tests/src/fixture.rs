@@ -45,6 +45,9 @@ pub struct Nic {
     /// `None`: the key is not written (the NIC gets the default group).
     security_groups: Option<Vec<String>>,
     allow_ip_spoofing: bool,
+    layer2: bool,
+    /// `rx_bcast`, written only when set.
+    rx_bcast: Option<bool>,
 }
 
 /// One `[[security_group]]`.
@@ -206,8 +209,9 @@ impl Display for FabricFile {
                 if let Some(vlan) = nic.vlan {
                     writeln!(f, "vlan = {vlan}")?;
                 }
-                // An IPv6-only NIC writes no ipv4 (an empty list is refused).
-                if !nic.ipv4.is_empty() || nic.ipv6.is_empty() {
+                // An IPv6-only NIC writes no ipv4 (an empty list is refused), nor does a
+                // layer-2 NIC without addresses.
+                if !nic.ipv4.is_empty() || (nic.ipv6.is_empty() && !nic.layer2) {
                     writeln!(f, "ipv4 = {}", list(&nic.ipv4))?;
                 }
                 if !nic.ipv6.is_empty() {
@@ -218,6 +222,12 @@ impl Display for FabricFile {
                 }
                 if nic.allow_ip_spoofing {
                     writeln!(f, "allow_ip_spoofing = true")?;
+                }
+                if nic.layer2 {
+                    writeln!(f, "layer2 = true")?;
+                }
+                if let Some(rx_bcast) = nic.rx_bcast {
+                    writeln!(f, "rx_bcast = {rx_bcast}")?;
                 }
             }
         }
@@ -235,6 +245,8 @@ impl Nic {
             ipv6: Vec::new(),
             security_groups: None,
             allow_ip_spoofing: false,
+            layer2: false,
+            rx_bcast: None,
         }
     }
 
@@ -264,6 +276,18 @@ impl Nic {
     /// `allow_ip_spoofing = true`.
     pub fn allow_ip_spoofing(mut self) -> Self {
         self.allow_ip_spoofing = true;
+        self
+    }
+
+    /// `layer2 = true`: a layer-2 NIC (forwarded by MAC, ordinary ARP).
+    pub fn layer2(mut self) -> Self {
+        self.layer2 = true;
+        self
+    }
+
+    /// `rx_bcast = false`: the NIC takes no broadcasts.
+    pub fn no_broadcasts(mut self) -> Self {
+        self.rx_bcast = Some(false);
         self
     }
 }

@@ -654,3 +654,89 @@ impl Drop for TcpProbe {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// An AF_PACKET socket on `ifname` of `netns` taking the frames of one EtherType, as a
+/// program of the LPAR reading its own protocol does.
+pub struct RawReceiver {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RawReceiver {
+    pub fn open(netns: &str, ifname: &str, ether_type: u16) -> Self {
+        let ifname = ifname.to_string();
+        let fd = in_netns_thread(netns, move || {
+            use std::os::fd::{FromRawFd as _, OwnedFd};
+            let name = std::ffi::CString::new(ifname.clone()).expect("interface name");
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(ifindex, 0, "no interface {ifname}");
+            let proto = ether_type.to_be() as i32;
+            // SAFETY: plain syscall; the result is checked.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a fresh descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = ether_type.to_be();
+            addr.sll_ifindex = ifindex as i32;
+            // SAFETY: `addr` is valid for the length given.
+            let bound = unsafe {
+                libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            fd
+        });
+        RawReceiver { fd }
+    }
+
+    /// The frames that arrived (inbound only: not the LPAR's own), waiting up to 300 ms for
+    /// each next one.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        use std::os::fd::AsRawFd as _;
+        let mut frames = Vec::new();
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 300) } <= 0 {
+                return frames;
+            }
+            let mut buf = vec![0u8; 65536];
+            // SAFETY: an all-zero sockaddr_ll is valid; recvfrom fills it.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: `buf` and `from` are valid for the lengths given.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                return frames;
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            buf.truncate(n as usize);
+            frames.push(buf);
+        }
+    }
+}

@@ -194,3 +194,98 @@ fn a_tiny_bench_run_produces_a_table_json_and_report() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(report.contains("performance/tcp_1.svg"));
 }
+
+/// `cargo xtask bench --mcast`, one short round: every system and case measured, the members
+/// of each group reached and nobody else, and the part's section written into an existing
+/// report (the rest of the report kept).
+#[test]
+fn a_tiny_mcast_run_measures_every_group_and_writes_its_section() {
+    let dir = std::env::temp_dir().join(format!("iqd-bench-mcast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    struct RemoveDir<'a>(&'a Path);
+    impl Drop for RemoveDir<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _cleanup = RemoveDir(&dir);
+    let json_path = dir.join("mcast.json");
+    let docs_path = dir.join("performance.md");
+    std::fs::write(&docs_path, "# Performance\n\nThe full run's figures.\n").expect("report");
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let output = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+            "--mcast",
+        ])
+        .args([
+            "--system",
+            "iqd-tc,bridge",
+            "--rounds",
+            "1",
+            "--duration",
+            "1",
+        ])
+        .arg("--iqd")
+        .arg(iqd_bin())
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--docs")
+        .arg(&docs_path)
+        .output()
+        .expect("run cargo xtask bench --mcast");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench --mcast failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    for row in ["| iqd-tc | group of 4 |", "| bridge | unicast |"] {
+        assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("iqd-tc: each receiver of 4 gets"),
+        "{stdout}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("JSON file"))
+            .expect("valid JSON");
+    assert_eq!(json["frame_bytes"], 64);
+    assert_eq!(json["failures"].as_array().map(Vec::len), Some(0));
+    let samples = json["samples"].as_array().expect("samples array");
+    for system in ["iqd-tc", "bridge"] {
+        for receivers in [0u64, 1, 4, 16] {
+            let sample = samples
+                .iter()
+                .find(|s| s["system"] == system && s["receivers"] == receivers)
+                .unwrap_or_else(|| panic!("no {system} sample for {receivers}: {json}"));
+            let rates = sample["receiver_pps"].as_array().expect("receiver_pps");
+            // Every addressed receiver got frames (unicast: receiver 1 alone).
+            assert_eq!(rates.len() as u64, receivers.max(1), "{sample}");
+            assert!(
+                rates.iter().all(|r| r.as_f64().unwrap_or(0.0) > 0.0),
+                "{sample}"
+            );
+            // Non-members got (next to) nothing: a few frames of neighbour resolution at most.
+            let delivered: f64 = rates.iter().filter_map(Value::as_f64).sum::<f64>()
+                * sample["seconds"].as_f64().unwrap();
+            let strays = sample["strays"].as_u64().unwrap() as f64;
+            assert!(strays <= 0.01 * delivered, "{sample}");
+        }
+    }
+
+    let report = std::fs::read_to_string(&docs_path).expect("report");
+    assert!(report.starts_with("# Performance\n\nThe full run's figures.\n"));
+    assert!(report.contains("## One-to-many delivery"), "{report}");
+    assert!(report.contains("| iqd-tc | group of 16 |"), "{report}");
+}

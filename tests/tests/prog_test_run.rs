@@ -2533,3 +2533,130 @@ fn group_frames_without_members_have_no_destination_on_tc() {
         "group frame from a foreign MAC",
     );
 }
+
+/// Makes A and D layer-2 NICs (port and route flags) and registers every port's MAC, as `up`
+/// does for a fabric with layer-2 NICs.
+fn make_layer2(bench: &mut Bench) {
+    let layer2 = [bench.ifindex("a"), bench.ifindex("d")];
+    let routes: Vec<(RouteKey, RouteTarget)> = bench
+        .prog
+        .maps
+        .routes
+        .iter()
+        .filter_map(|e| e.ok())
+        .collect();
+    let mut all = Vec::new();
+    for (key, target) in routes {
+        let flags = if layer2.contains(&target.ifindex) {
+            route_flags::LAYER2
+        } else {
+            0
+        };
+        all.push((key, target.with_flags(flags)));
+    }
+    for port in bench.ports.iter().filter(|p| p.spec.registered) {
+        let spec = port.spec;
+        let info = PortInfo {
+            chpid: spec.chpid,
+            vlan: spec.vlan,
+            mtu: spec.mtu,
+            mac: spec.mac,
+            flags: if layer2.contains(&port.ifindex) {
+                port_flags::LAYER2
+            } else {
+                0
+            },
+            _pad: 0,
+        };
+        let flags = if layer2.contains(&port.ifindex) {
+            route_flags::LAYER2
+        } else {
+            0
+        };
+        all.push((
+            iqd_common::mac_key(segment_of(&info), spec.mac),
+            RouteTarget::new(port.ifindex, spec.mac).with_flags(flags),
+        ));
+        if layer2.contains(&port.ifindex) {
+            bench
+                .prog
+                .maps
+                .add_port(port.ifindex, info)
+                .expect("layer-2 port");
+        }
+    }
+    bench.prog.maps.sync_routes(&all).expect("sync routes");
+}
+
+#[test]
+fn layer2_nics_forward_by_mac_and_cannot_reach_layer3_nics_on_every_hook() {
+    on_every_hook(|bench, hook| {
+        make_layer2(bench);
+        // Any EtherType, by MAC, the destination MAC as the sender wrote it.
+        let other = ethernet(MAC_D, MAC_A, ETH_P_LOCAL_EXP, b"iqd layer 2 payload");
+        bench.expect_forward("a", &other, "d", &format!("{hook:?}: 0x88b5 A -> D"));
+        let tcp_ad = tcp(MAC_A, MAC_D, IP_A, IP_D).build();
+        bench.expect_forward("a", &tcp_ad, "d", &format!("{hook:?}: TCP A -> D"));
+        // An IP packet goes by its MAC, whatever its address says.
+        let by_mac = tcp(MAC_A, MAC_D, IP_A, IP_UNKNOWN).build();
+        bench.expect_forward("a", &by_mac, "d", &format!("{hook:?}: TCP by MAC"));
+        // ARP replies are the LPARs' own on layer 2.
+        let mut reply = ArpFrame::request(MAC_A, IP_A, IP_D);
+        reply.eth_dst = MAC_D;
+        reply.oper = 2;
+        bench.expect_forward("a", &reply.build(), "d", &format!("{hook:?}: ARP reply"));
+        let cases: Vec<(&str, &str, Vec<u8>, u32)> = vec![
+            (
+                "layer 2 to a layer-3 NIC's MAC",
+                "a",
+                ethernet(MAC_B, MAC_A, ETH_P_LOCAL_EXP, b"x"),
+                drop_reason::LAYER_MISMATCH,
+            ),
+            (
+                "layer 3 to a layer-2 NIC's address",
+                "b",
+                tcp(MAC_B, MAC_A, IP_B, IP_A).build(),
+                drop_reason::LAYER_MISMATCH,
+            ),
+            (
+                "layer 3 asks ARP for a layer-2 NIC's address",
+                "b",
+                ArpFrame::request(MAC_B, IP_B, IP_A).build(),
+                drop_reason::LAYER_MISMATCH,
+            ),
+            (
+                "layer 3 solicits a layer-2 NIC's address",
+                "b",
+                Ipv6Frame::neighbor_solicitation(MAC_B, V6_B, V6_A).build(),
+                drop_reason::LAYER_MISMATCH,
+            ),
+            (
+                "unknown unicast MAC",
+                "a",
+                ethernet(MAC_STRANGER, MAC_A, ETH_P_LOCAL_EXP, b"x"),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "a MAC of another CHPID",
+                "a",
+                ethernet(MAC_C, MAC_A, ETH_P_LOCAL_EXP, b"x"),
+                drop_reason::NO_DESTINATION,
+            ),
+            (
+                "another source MAC",
+                "a",
+                ethernet(MAC_D, MAC_STRANGER, ETH_P_LOCAL_EXP, b"x"),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+            (
+                "another source address",
+                "a",
+                tcp(MAC_A, MAC_D, IP_B, IP_D).build(),
+                drop_reason::SPOOFED_SOURCE,
+            ),
+        ];
+        for (what, from, frame, reason) in cases {
+            bench.expect_drop(from, &frame, reason, &format!("{hook:?}: {what}"));
+        }
+    });
+}

@@ -29,6 +29,8 @@ const DATAPATH_SUITES: &[&str] = &[
     "lifecycle",
     "observe",
     "serve",
+    "mcast",
+    "layer2",
 ];
 
 pub fn run(options: Options) -> Result<()> {

@@ -94,8 +94,8 @@ impl Status {
         }
         println!();
         println!(
-            "{:<8} {:<6} {:<14} SECURITY GROUPS",
-            "LPAR", "NIC", "IP SPOOFING"
+            "{:<8} {:<6} {:<6} {:<9} {:<14} SECURITY GROUPS",
+            "LPAR", "NIC", "LAYER", "RX_BCAST", "IP SPOOFING"
         );
         for l in &status.lpars {
             for n in &l.nics {
@@ -105,9 +105,11 @@ impl Status {
                     "refused"
                 };
                 println!(
-                    "{:<8} {:<6} {:<14} {}",
+                    "{:<8} {:<6} {:<6} {:<9} {:<14} {}",
                     l.lpar,
                     n.nic,
+                    if n.layer2 { "2" } else { "3" },
+                    if n.rx_bcast { "on" } else { "off" },
                     spoofing,
                     n.security_groups.join(" ")
                 );
@@ -115,13 +117,13 @@ impl Status {
         }
         println!();
         println!(
-            "{:<5} {:<4} {:<40} {:<9} MEMBERS",
+            "{:<5} {:<4} {:<40} {:<16} MEMBERS",
             "CHPID", "VLAN", "GROUP", "KIND"
         );
         for g in &status.groups {
             let vlan = g.vlan.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             println!(
-                "{:<5} {:<4} {:<40} {:<9} {}",
+                "{:<5} {:<4} {:<40} {:<16} {}",
                 g.chpid,
                 vlan,
                 g.group,

@@ -578,6 +578,15 @@ impl Env {
         self.kind.name()
     }
 
+    /// The namespace that connects the endpoints, for the systems that have one (the bridge's
+    /// `<id>-br`, macvlan's `<id>-hub`); iqd's fabric namespace is iqd's own.
+    pub fn hub(&self) -> Option<&str> {
+        self.namespaces
+            .iter()
+            .find(|n| !self.endpoints.iter().any(|e| &e.netns == *n))
+            .map(String::as_str)
+    }
+
     /// The endpoints' interface: a HiperSockets NIC for iqd, a plain `eth0` otherwise.
     pub fn interface(&self) -> &'static str {
         if self.kind.is_iqd() {
@@ -656,12 +665,17 @@ impl Env {
         Ok(total)
     }
 
-    /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
     /// For iqd: the fabric file the system was brought up with.
     pub fn config(&self) -> Option<&std::path::Path> {
         self.iqd.as_ref().map(|(_, config)| config.as_path())
     }
 
+    /// For iqd: the binary that built the system.
+    pub fn iqd_binary(&self) -> Option<&std::path::Path> {
+        self.iqd.as_ref().map(|(iqd, _)| iqd.as_path())
+    }
+
+    /// Starts `program ARGS` in endpoint `i`'s namespace, stopped when the environment drops.
     pub fn spawn(&mut self, i: usize, args: &[&str]) -> Result<()> {
         let child = Cmd::new("ip")
             .args(["netns", "exec", &self.endpoints[i].netns])

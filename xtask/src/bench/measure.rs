@@ -27,7 +27,7 @@ pub const SOCKPERF_PORT: &str = "11111";
 
 /// Runs `f` on a thread of its own that has entered network namespace `netns` (named, as
 /// `ip netns` names them). Only that thread changes namespace; it ends with `f`.
-fn in_netns<'scope, T: Send + 'scope>(
+pub(super) fn in_netns<'scope, T: Send + 'scope>(
     scope: &'scope thread::Scope<'scope, '_>,
     netns: &str,
     f: impl FnOnce() -> Result<T> + Send + 'scope,
@@ -47,7 +47,7 @@ fn in_netns<'scope, T: Send + 'scope>(
     })
 }
 
-fn join<T>(handle: thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+pub(super) fn join<T>(handle: thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
     handle
         .join()
         .unwrap_or_else(|_| Err(anyhow!("a measurement thread panicked")))

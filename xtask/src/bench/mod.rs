@@ -8,6 +8,7 @@
 
 mod bandwidth;
 mod env;
+mod mcast;
 mod measure;
 mod observe;
 mod report;
@@ -124,9 +125,28 @@ pub struct Options {
     #[arg(long, conflicts_with_all = ["quick", "system", "mtu", "scale", "family", "docs", "bandwidth"])]
     observe: bool,
 
+    /// Measure only the one-to-many part: 64-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 22
+    /// bytes of payload) sent as fast as a socket can to a multicast group of 1, 4 and 16
+    /// receivers, and unicast to one receiver as the reference, on iqd-tc, iqd-xdp and a Linux
+    /// bridge with multicast snooping (--system may name iqd-tc, iqd-xdp, iqd-afxdp, bridge),
+    /// interleaved: packets per second each receiver's interface received, paired ratios to
+    /// one receiver, to unicast and to the bridge, what each receiver added costs per frame,
+    /// and whether each receiver of 4 gets at least 0.8x the one-receiver rate. 3 rounds of
+    /// 3-second runs unless --rounds, --duration say otherwise (about 3 minutes); not part of
+    /// the full run. A run with the default settings (or --docs FILE) rewrites the part's
+    /// section of docs/performance.md (of FILE), which a full run keeps.
+    #[arg(long, conflicts_with_all = ["quick", "mtu", "scale", "family", "bandwidth", "observe", "baseline_iqd"])]
+    mcast: bool,
+
+    /// With --mcast: what sends the frames: `blaster` (the benchmark's own sendmmsg loop, as
+    /// fast as the socket takes them) or `iperf2` (`iperf -c GROUP -u -l 22 -b 10000M`, as a
+    /// user would stream to a group) [default: blaster].
+    #[arg(long, value_name = "SENDER", requires = "mcast")]
+    mcast_sender: Option<String>,
+
     /// Measure nothing: print the table of an earlier run's JSON file and, with --docs,
     /// render its report again.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "system", "mtu", "rounds", "duration", "scale", "family", "json", "iqd", "baseline_iqd"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "mcast", "system", "mtu", "rounds", "duration", "scale", "family", "json", "iqd", "baseline_iqd"])]
     from_json: Option<PathBuf>,
 
     /// Also measure the per-packet cost of iqd's tc program with this other iqd binary (an
@@ -675,6 +695,9 @@ pub fn run(options: Options) -> Result<()> {
     if options.observe {
         return run_observe(&options);
     }
+    if options.mcast {
+        return run_mcast(&options);
+    }
     let plan = Plan::from_options(&options)?;
     setup::ensure(
         "bench",
@@ -889,6 +912,131 @@ fn run_observe(options: &Options) -> Result<()> {
     print!("{}", observe::table(&figures));
     observe::write_json(&json_path, &figures)?;
     eprintln!("bench: raw samples: {}", json_path.display());
+    Ok(())
+}
+
+/// The raw samples of a `--mcast` run.
+#[derive(Serialize)]
+struct McastOutput<'a> {
+    machine: &'a report::Machine,
+    command: String,
+    started_utc: String,
+    rounds: u32,
+    duration_s: u32,
+    frame_bytes: usize,
+    systems: &'a [String],
+    sender: mcast::Sender,
+    samples: &'a [mcast::McastSample],
+    summary: &'a [mcast::Row],
+    failures: &'a [String],
+}
+
+/// `--mcast`: the one-to-many part alone, its table on stdout, its samples in the JSON file
+/// and, for a default run or with --docs, its section of the report.
+fn run_mcast(options: &Options) -> Result<()> {
+    let kinds = mcast::systems(&options.system)?;
+    let sender = match &options.mcast_sender {
+        Some(name) => mcast::Sender::parse(name)?,
+        None => mcast::Sender::Blaster,
+    };
+    let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(3));
+    if rounds == 0 || seconds == 0 {
+        bail!("--mcast needs at least 1 round of at least 1 second");
+    }
+    setup::ensure(
+        "bench",
+        "it creates network namespaces and loads eBPF programs",
+    )?;
+    let iqd = match (&options.iqd, kinds.iter().any(|k| k.is_iqd())) {
+        (_, false) => None,
+        (Some(path), true) if path.is_file() => Some(std::fs::canonicalize(path)?),
+        (Some(path), true) => bail!("--iqd: {} is not a file", path.display()),
+        (None, true) => Some(build_release()?),
+    };
+    let default_run = options.system.is_empty()
+        && options.rounds.is_none()
+        && options.duration.is_none()
+        && options.mcast_sender.is_none();
+    let docs = match (&options.docs, options.no_docs) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) if default_run => Some(util::workspace_root().join("docs/performance.md")),
+        (None, false) => None,
+    };
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_path = json_path(options.json.as_ref(), "mcast", epoch)?;
+    catch_signals();
+    let work_dir = work_dir()?;
+    eprintln!(
+        "bench: mcast: {}, sender {}, {rounds} rounds of {seconds} s runs: about {}",
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        sender.name(),
+        minutes(kinds.len() as f64 * (10.0 + rounds as f64 * 4.0 * (seconds as f64 + 0.8)))
+    );
+    let result = mcast::measure(iqd.as_deref(), &work_dir, &kinds, sender, rounds, seconds);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let (samples, failures) = result?;
+    let systems: Vec<String> = kinds.iter().map(|k| k.name().to_string()).collect();
+    let rows = mcast::rows(&samples, &systems);
+    println!(
+        "One-to-many delivery ({}-byte frames sent by {}, {rounds} rounds of {seconds} s; \
+         medians, paired ratios)",
+        mcast::FRAME,
+        sender.name()
+    );
+    print!("{}", mcast::table(&rows));
+    for verdict in mcast::verdicts(&rows) {
+        println!("{verdict}");
+    }
+    let machine = report::Machine::detect();
+    let output = McastOutput {
+        machine: &machine,
+        command: command_line(),
+        started_utc: utc(epoch),
+        rounds,
+        duration_s: seconds,
+        frame_bytes: mcast::FRAME,
+        systems: &systems,
+        sender,
+        samples: &samples,
+        summary: &rows,
+        failures: &failures,
+    };
+    std::fs::write(&json_path, serde_json::to_string_pretty(&output)?)
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+    eprintln!("bench: raw samples: {}", json_path.display());
+    if let Some(docs) = docs {
+        let text = std::fs::read_to_string(&docs).unwrap_or_default();
+        let section = mcast::markdown(
+            &rows,
+            &mcast::RunInfo {
+                command: output.command.clone(),
+                started_utc: output.started_utc.clone(),
+                rounds,
+                seconds,
+                sender,
+                kernel: machine.kernel.clone(),
+                cores: machine.cores,
+            },
+        );
+        std::fs::write(&docs, mcast::replace_section(&text, &section))
+            .with_context(|| format!("could not write {}", docs.display()))?;
+        eprintln!("bench: report: {}", docs.display());
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} measurement(s) failed (listed above and under `failures` in {})",
+            failures.len(),
+            json_path.display()
+        );
+    }
     Ok(())
 }
 
@@ -1193,8 +1341,16 @@ fn write_docs(
         std::fs::write(&path, svg)
             .with_context(|| format!("could not write {}", path.display()))?;
     }
-    let md = report::markdown(rows, secgroup_rows, family_rows, machine, run, &charts)
+    let mut md = report::markdown(rows, secgroup_rows, family_rows, machine, run, &charts)
         .replace("](performance/", &format!("]({}/", chart_dir_name(path)));
+    // The one-to-many part is measured by `--mcast` alone: its section stays as it was.
+    if let Some(kept) = std::fs::read_to_string(path)
+        .ok()
+        .as_deref()
+        .and_then(mcast::section)
+    {
+        md = mcast::replace_section(&md, kept);
+    }
     std::fs::write(path, md).with_context(|| format!("could not write {}", path.display()))
 }
 
@@ -1460,6 +1616,85 @@ mod tests {
         assert!(err.contains("--family: 5"), "{err}");
         // No iqd-tc, no per-packet cost.
         assert_eq!(plan(&["--system", "bridge,veth"]).unwrap().cost_mtu, None);
+    }
+
+    #[test]
+    fn the_mcast_part_takes_its_own_options() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|c| c.options)
+        };
+        let o = cli(&["--mcast", "--system", "iqd-tc,bridge", "--rounds", "2"]).unwrap();
+        assert!(o.mcast && o.mcast_sender.is_none());
+        assert_eq!(
+            mcast::systems(&o.system).unwrap(),
+            [Kind::IqdTc, Kind::Bridge]
+        );
+        let o = cli(&["--mcast", "--mcast-sender", "iperf2"]).unwrap();
+        assert_eq!(o.mcast_sender.as_deref(), Some("iperf2"));
+        // The sender needs the part; the part is not mixed with the others' options.
+        assert!(cli(&["--mcast-sender", "iperf2"]).is_err());
+        for other in [
+            &["--quick"][..],
+            &["--observe"],
+            &["--mtu", "1500"],
+            &["--scale", "2"],
+        ] {
+            let args: Vec<&str> = std::iter::once("--mcast")
+                .chain(other.iter().copied())
+                .collect();
+            assert!(cli(&args).is_err(), "{args:?}");
+        }
+        assert!(cli(&["--from-json", "x.json", "--mcast"]).is_err());
+        // Its --help says what it measures and how long it takes.
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let help = command
+            .get_arguments()
+            .find(|a| a.get_id() == "mcast")
+            .and_then(|a| a.get_long_help().or(a.get_help()))
+            .unwrap()
+            .to_string();
+        for words in [
+            "64-byte frames",
+            "1, 4 and 16",
+            "bridge",
+            "0.8x",
+            "not part of",
+        ] {
+            assert!(help.contains(words), "{words}: {help}");
+        }
+    }
+
+    #[test]
+    fn a_full_run_keeps_the_mcast_section_of_the_report() {
+        let dir = std::env::temp_dir().join(format!("iqd-bench-docs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("performance.md");
+        let section = format!(
+            "{}\n## One-to-many delivery\n\nfigures\n\n{}",
+            mcast::BEGIN,
+            mcast::END
+        );
+        std::fs::write(
+            &path,
+            format!("# Performance\n\nold figures\n\n{section}\n"),
+        )
+        .unwrap();
+        let run: report::RunInfo = serde_json::from_value(serde_json::json!({
+            "command": "cargo xtask bench", "started_utc": "2026-11-30T09:00:00Z",
+            "elapsed_s": 1.0, "rounds": 1, "duration_s": 1, "quick": false,
+            "systems": [], "mtus": [1500], "scale": []
+        }))
+        .unwrap();
+        let written = write_docs(&path, &[], &[], &[], &report::Machine::detect(), &run);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        written.unwrap();
+        assert!(!text.contains("old figures"), "{text}");
+        assert!(text.contains("## Machine"), "{text}");
+        assert_eq!(mcast::section(&text), Some(section.as_str()));
+        assert_eq!(text.matches(mcast::BEGIN).count(), 1);
     }
 
     #[test]
