@@ -1021,7 +1021,7 @@ mod tests {
     use super::*;
 
     /// Three NICs on F0 (A: web; B: db; D: default, may spoof) and one on F1 (C), which shares
-    /// B's second address.
+    /// B's second address; two layer-2 NICs on F0 (E: default; F: no address, may spoof).
     const FABRIC: &str = r#"
 [fabric]
 name = "model"
@@ -1083,6 +1083,24 @@ netns = "d"
 chpid = "F0"
 devno = "7006"
 ipv4 = ["10.0.0.4/24"]
+allow_ip_spoofing = true
+
+[[lpar]]
+name = "E"
+netns = "e"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7009"
+layer2 = true
+ipv4 = ["10.0.0.5/24"]
+
+[[lpar]]
+name = "F"
+netns = "f"
+[[lpar.nic]]
+chpid = "F0"
+devno = "700c"
+layer2 = true
 allow_ip_spoofing = true
 "#;
 
@@ -1460,5 +1478,82 @@ allow_ip_spoofing = true
         let spoofing = arp(m.nic(n.d).mac, 1, "10.0.0.2", "10.0.0.1");
         assert_eq!(m.handle(n.d, &spoofing, 0).verdict, Verdict::Reply);
         assert_eq!(ip("10.0.0.1"), m.nic(n.a).addrs[0]);
+    }
+
+    /// An Ethernet frame of EtherType `ether_type`.
+    fn eth(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn layer2_nics_forward_by_mac_and_not_to_layer3() {
+        let mut m = model();
+        let n = ids(&m);
+        let id = |l: &str| m.nic_id(l, "hsi0").expect("NIC");
+        let (e, f) = (id("E"), id("F"));
+        let (mac_a, mac_e, mac_f) = (m.nic(n.a).mac, m.nic(e).mac, m.nic(f).mac);
+        // Any EtherType to a layer-2 NIC's MAC, left as written; none to a layer-3 NIC's MAC,
+        // its own, or an unknown one.
+        let other = eth(mac_f, mac_e, 0x88b5, &[1, 2, 3]);
+        let out = m.handle(e, &other, 0);
+        assert_eq!(out.verdict, Verdict::Redirect { to: f });
+        assert_eq!(out.frame, other);
+        for (to, reason) in [
+            (mac_a, drop_reason::LAYER_MISMATCH),
+            (mac_e, drop_reason::NO_DESTINATION),
+            ([0x02, 9, 9, 9, 9, 9], drop_reason::NO_DESTINATION),
+        ] {
+            let frame = eth(to, mac_e, 0x88b5, &[]);
+            assert_eq!(m.handle(e, &frame, 0).verdict, drop(reason, e));
+        }
+        // Group MACs are flooded; the source MAC is checked first, unless the NIC may spoof.
+        assert_eq!(
+            m.handle(e, &eth([0xff; 6], mac_e, 0x88b5, &[]), 0).verdict,
+            Verdict::OneToMany
+        );
+        assert_eq!(
+            m.handle(e, &eth([0x33, 0x33, 0, 0, 0, 1], mac_a, 0x88b5, &[]), 0)
+                .verdict,
+            drop(drop_reason::SPOOFED_SOURCE, e)
+        );
+        assert_eq!(
+            m.handle(f, &eth(mac_e, mac_a, 0x88b5, &[]), 0).verdict,
+            Verdict::Redirect { to: e }
+        );
+        // ARP is the LPARs' own on layer 2: forwarded, not answered.
+        let mut request = arp(mac_e, 1, "10.0.0.5", "10.0.0.9");
+        request[..6].copy_from_slice(&mac_f);
+        assert_eq!(
+            m.handle(e, &request, 0).verdict,
+            Verdict::Redirect { to: f }
+        );
+        // IP: the layer-3 checks and rules, the target by MAC, the MAC kept.
+        let syn = tcp(mac_e, "10.0.0.5", "10.0.0.1", 1, 80, 2);
+        let mut to_f = syn.clone();
+        to_f[..6].copy_from_slice(&mac_f);
+        let out = m.handle(e, &to_f, 0);
+        assert_eq!(out.verdict, Verdict::Redirect { to: f });
+        assert_eq!(out.frame, to_f);
+        let mut spoofed = tcp(mac_e, "10.0.0.1", "10.0.0.5", 1, 80, 2);
+        spoofed[..6].copy_from_slice(&mac_f);
+        assert_eq!(
+            m.handle(e, &spoofed, 0).verdict,
+            drop(drop_reason::SPOOFED_SOURCE, e)
+        );
+        // A layer-3 NIC cannot reach a layer-2 NIC's address, nor ask for it.
+        let syn = tcp(mac_a, "10.0.0.1", "10.0.0.5", 1, 5432, 2);
+        assert_eq!(
+            m.handle(n.a, &syn, 0).verdict,
+            drop(drop_reason::LAYER_MISMATCH, n.a)
+        );
+        assert_eq!(
+            m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.5"), 0)
+                .verdict,
+            drop(drop_reason::LAYER_MISMATCH, n.a)
+        );
     }
 }

@@ -34,13 +34,13 @@ use std::{
 
 use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
 use iqd_common::{
-    drop_reason, port_flags,
+    drop_reason, port_flags, route_flags,
     wire::{
         ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IPV4_MAX_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_SOLICIT, TCP_ACK, TCP_FIN,
         TCP_HLEN, TCP_PSH, TCP_RST, TCP_SYN, VLAN_HLEN,
     },
-    route_flags, NicCounters, PortInfo, RouteKey, RouteTarget, NO_VLAN,
+    NicCounters, PortInfo, RouteKey, RouteTarget, NO_VLAN,
 };
 use iqd_tests::{
     fixture::{FabricFile, Group, Nic, Rule},
@@ -529,11 +529,15 @@ impl Generator {
         } else {
             self.rng.pick(&anywhere)
         };
+        // Mostly NICs of the sender's mode (layer 2 or 3), which it can reach; the others'
+        // addresses are `layer_mismatch` for a layer-3 sender.
+        let same_mode = self.rng.percent(80);
         let peers: Vec<IpAddr> = model
             .nics()
             .iter()
             .enumerate()
             .filter(|(i, n)| *i != from.0 && n.segment == nic.segment)
+            .filter(|(_, n)| !same_mode || n.layer2 == nic.layer2)
             .flat_map(|(_, n)| n.addrs.clone())
             .filter(family)
             .collect();
@@ -1180,7 +1184,10 @@ impl Generator {
             )
         };
         if self.rng.percent(4) {
-            frame.resize(nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize, 0);
+            frame.resize(
+                nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize,
+                0,
+            );
             note += ", above the MFS";
         }
         Generated {
@@ -1452,6 +1459,8 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Default)]
 struct Tally {
     verdicts: BTreeMap<String, usize>,
+    /// The same, of the frames layer-2 NICs sent.
+    layer2_verdicts: BTreeMap<String, usize>,
     /// Replies that passed as part of a tracked connection.
     tracked_replies: usize,
     /// Frames the kernel would not feed to the tc program in a test run.
@@ -1556,6 +1565,12 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
                 summarize(frame)
             );
             *tally.verdicts.entry("one_to_many".to_string()).or_default() += 1;
+            if model.nic(ingress).layer2 {
+                *tally
+                    .layer2_verdicts
+                    .entry("one_to_many".to_string())
+                    .or_default() += 1;
+            }
             before = after;
             continue;
         }
@@ -1627,6 +1642,24 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
             Verdict::OneToMany => "one_to_many".to_string(),
             Verdict::Drop { reason, .. } => drop_reason::NAMES[reason as usize].to_string(),
         };
+        if model.nic(ingress).layer2 {
+            // By what the frame carries: IP, ARP or another EtherType.
+            let carries = match frame.get(12..14).map(|t| be16(t, 0)) {
+                Some(ETH_P_IP | ETH_P_IPV6) => "",
+                Some(ETH_P_ARP) => " (ARP)",
+                _ => " (other)",
+            };
+            *tally
+                .layer2_verdicts
+                .entry(format!("{key}{carries}"))
+                .or_default() += 1;
+            if want.tracked && generated.note.starts_with("reply") {
+                *tally
+                    .layer2_verdicts
+                    .entry("tracked_reply".to_string())
+                    .or_default() += 1;
+            }
+        }
         *tally.verdicts.entry(key).or_default() += 1;
         if want.tracked && generated.note.starts_with("reply") {
             tally.tracked_replies += 1;
@@ -1657,10 +1690,12 @@ fn program_and_model_agree_on_every_verdict() {
         }
     }
     println!(
-        "differential: {total} frames agreed in {:.1?}: {:?}; {} replies passed only by \
-         tracking; {} malformed frames not fed to the tc program (refused by the test run)",
+        "differential: {total} frames agreed in {:.1?}: {:?} (of layer-2 NICs' frames: {:?}); \
+         {} replies passed only by tracking; {} malformed frames not fed to the tc program \
+         (refused by the test run)",
         started.elapsed(),
         tally.verdicts,
+        tally.layer2_verdicts,
         tally.tracked_replies,
         tally.refused_by_tc_test_run
     );
@@ -1693,6 +1728,25 @@ fn program_and_model_agree_on_every_verdict() {
             assert!(
                 tally.verdicts.contains_key(outcome),
                 "no frame had the verdict {outcome}"
+            );
+        }
+        // Layer-2 NICs' frames reach each outcome of their own.
+        for outcome in [
+            "redirect",
+            "redirect (ARP)",
+            "redirect (other)",
+            "tracked_reply",
+            "one_to_many",
+            "layer_mismatch",
+            "layer_mismatch (other)",
+            "no_destination",
+            "spoofed_source",
+            "sg_denied_outbound",
+            "sg_denied_inbound",
+        ] {
+            assert!(
+                tally.layer2_verdicts.contains_key(outcome),
+                "no layer-2 NIC's frame had the verdict {outcome}"
             );
         }
         assert!(tally.tracked_replies > 0, "no reply passed by tracking");
