@@ -246,6 +246,9 @@ pub struct Model {
     nics: Vec<ModelNic>,
     /// Who registered an address in a segment.
     routes: HashMap<(Segment, Ipv6Addr), NicId>,
+    /// NICs of stopped LPARs (`iqd lpar stop`): their addresses and MACs are in the STOPPED
+    /// map, not the routes.
+    stopped: HashSet<NicId>,
     /// Whose MAC it is, in a segment (every NIC's, layer 2 or 3: a layer-2 NIC's frame to a
     /// layer-3 NIC's MAC is a `layer_mismatch`, not an unknown MAC).
     macs: HashMap<(Segment, [u8; 6]), NicId>,
@@ -339,6 +342,7 @@ impl Model {
             broadcasts,
             nics,
             routes,
+            stopped: HashSet::new(),
             macs,
             registered,
             members,
@@ -363,14 +367,42 @@ impl Model {
             .map(NicId)
     }
 
-    /// The NIC whose MAC `mac` is in `segment`.
-    pub fn mac_route(&self, segment: Segment, mac: [u8; 6]) -> Option<NicId> {
-        self.macs.get(&(segment, mac)).copied()
+    /// Stops LPAR `lpar` (`iqd lpar stop`): its NICs' routes (addresses and MACs) move to
+    /// the STOPPED map, frames to them are `lpar_stopped`.
+    pub fn stop_lpar(&mut self, lpar: &str) {
+        for (i, nic) in self.nics.iter().enumerate() {
+            if nic.lpar == lpar {
+                self.stopped.insert(NicId(i));
+            }
+        }
     }
 
-    /// The NIC that registered `addr` in `segment`.
+    /// Whether NIC `id`'s LPAR is stopped.
+    pub fn is_stopped(&self, id: NicId) -> bool {
+        self.stopped.contains(&id)
+    }
+
+    /// The NIC whose MAC `mac` is in `segment`, if its LPAR runs.
+    pub fn mac_route(&self, segment: Segment, mac: [u8; 6]) -> Option<NicId> {
+        self.macs
+            .get(&(segment, mac))
+            .copied()
+            .filter(|id| !self.is_stopped(*id))
+    }
+
+    /// The NIC that registered `addr` in `segment`, if its LPAR runs.
     pub fn route(&self, segment: Segment, addr: impl Into<IpAddr>) -> Option<NicId> {
-        self.routes.get(&(segment, mapped(addr.into()))).copied()
+        self.routes
+            .get(&(segment, mapped(addr.into())))
+            .copied()
+            .filter(|id| !self.is_stopped(*id))
+    }
+
+    /// Whether a stopped LPAR's NIC registered `addr` in `segment`.
+    fn stopped_route(&self, segment: Segment, addr: Ipv6Addr) -> bool {
+        self.routes
+            .get(&(segment, addr))
+            .is_some_and(|id| self.is_stopped(*id))
     }
 
     /// Number of connections in the table (live or idle).
@@ -497,10 +529,12 @@ impl Model {
     /// is the frame's destination (registered, never learnt).
     fn mac_destination(&self, ingress: NicId, frame: &[u8]) -> Result<NicId, u32> {
         let dst: [u8; 6] = frame[..6].try_into().expect("6 bytes");
-        match self.mac_route(self.nic(ingress).segment, dst) {
+        let segment = self.nic(ingress).segment;
+        match self.mac_route(segment, dst) {
             // Its own MAC: its stack delivers that locally.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
             Some(to) => self.same_layer(ingress, to),
+            None if self.macs.contains_key(&(segment, dst)) => Err(drop_reason::LPAR_STOPPED),
             None => Err(drop_reason::NO_DESTINATION),
         }
     }
@@ -526,6 +560,16 @@ impl Model {
 
     /// The NIC a destination address reaches from `ingress`: another NIC in the same segment.
     fn destination(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
+        // A stopped LPAR's address is out of the routes (`lpar_stopped`).
+        if self.stopped_route(self.nic(ingress).segment, daddr) {
+            return Err(drop_reason::LPAR_STOPPED);
+        }
+        self.answerer(ingress, daddr)
+    }
+
+    /// The NIC the fabric answers an ARP request or neighbour solicitation for `addr` as:
+    /// [`Model::destination`], but a stopped LPAR's address is just not in the routes.
+    fn answerer(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
         match self.route(self.nic(ingress).segment, daddr) {
             // A NIC's own address is no destination in the fabric.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
@@ -678,7 +722,7 @@ impl Model {
         if target.to_ipv4_mapped().is_some() {
             return Err(drop_reason::NO_DESTINATION);
         }
-        self.destination(ingress, target)
+        self.answerer(ingress, target)
     }
 
     /// The neighbour advertisement answering the solicitation `frame`: from the target NIC
@@ -895,7 +939,7 @@ impl Model {
         if spa != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() {
             self.check_source(ingress, spa)?;
         }
-        self.destination(ingress, addr(arp, 24))
+        self.answerer(ingress, addr(arp, 24))
     }
 
     /// Turns an answered request into its reply, in place.
@@ -1554,6 +1598,36 @@ allow_ip_spoofing = true
             m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.5"), 0)
                 .verdict,
             drop(drop_reason::LAYER_MISMATCH, n.a)
+        );
+    }
+
+    #[test]
+    fn stopped_lpars_are_out_of_the_routes() {
+        let mut m = model();
+        let n = ids(&m);
+        let (e, f) = (
+            m.nic_id("E", "hsi0").expect("E"),
+            m.nic_id("F", "hsi0").expect("F"),
+        );
+        m.stop_lpar("B");
+        m.stop_lpar("F");
+        let mac_a = m.nic(n.a).mac;
+        let syn = tcp(mac_a, "10.0.0.1", "10.0.0.2", 1, 5432, 2);
+        assert_eq!(
+            m.handle(n.a, &syn, 0).verdict,
+            drop(drop_reason::LPAR_STOPPED, n.a)
+        );
+        // As the program has it: the fabric answers from the routes, and a stopped LPAR's
+        // address is registered, just not routed.
+        assert_eq!(
+            m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.2"), 0)
+                .verdict,
+            drop(drop_reason::NOT_MEMBER, n.a)
+        );
+        let to_f = eth(m.nic(f).mac, m.nic(e).mac, 0x88b5, &[]);
+        assert_eq!(
+            m.handle(e, &to_f, 0).verdict,
+            drop(drop_reason::LPAR_STOPPED, e)
         );
     }
 }

@@ -4,8 +4,8 @@
 //! A seeded generator writes several fabric files (CHPIDs, LPARs with one or two NICs and a few
 //! addresses each, security groups with random rules of every kind, random group lists, some
 //! NICs with `allow_ip_spoofing`, some layer-2 NICs (some without IPv4 addresses) on the same
-//! CHPIDs as layer-3 ones, some NICs with `rx_bcast = false`) and, for each, over a thousand
-//! frames: new TCP, UDP, ICMP and
+//! CHPIDs as layer-3 ones, some NICs with `rx_bcast = false`, some LPARs stopped) and, for
+//! each, over a thousand frames (from running LPARs' NICs): new TCP, UDP, ICMP and
 //! other-protocol flows between random NICs and addresses (registered or not, on the sender's
 //! CHPID or another), replies to and continuations of earlier flows (so connection tracking is
 //! exercised both ways), odd frames (IPv4 options, first and later fragments, odd TCP flags,
@@ -488,6 +488,20 @@ impl Generator {
         }
     }
 
+    /// A NIC to send from: one of a running LPAR (a stopped LPAR's NIC has no carrier), or
+    /// any if all are stopped.
+    fn sender(&mut self, model: &Model) -> NicId {
+        let running: Vec<NicId> = (0..model.nics().len())
+            .map(NicId)
+            .filter(|n| !model.is_stopped(*n))
+            .collect();
+        if running.is_empty() {
+            NicId(self.rng.index(model.nics().len()))
+        } else {
+            self.rng.pick(&running)
+        }
+    }
+
     fn other_nic(&mut self, model: &Model, not: NicId) -> NicId {
         let n = model.nics().len();
         let other = NicId((not.0 + 1 + self.rng.index(n - 1)) % n);
@@ -516,7 +530,7 @@ impl Generator {
     /// A flow from a random NIC: mostly from its own address to another NIC's address on its
     /// CHPID, sometimes from or to anywhere.
     fn new_flow(&mut self, model: &Model) -> Flow {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         // A third of the flows are IPv6 (every NIC has at least its link-local address).
         let v6 = self.rng.percent(33);
@@ -854,7 +868,7 @@ impl Generator {
 
     /// An ARP frame: mostly requests, with spoofed fields, other operations and broken headers.
     fn arp(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         let own: Vec<Ipv4Addr> = nic.addrs.iter().filter_map(|a| v4(*a)).collect();
         let anywhere: Vec<Ipv4Addr> = self.addresses.iter().filter_map(|a| v4(*a)).collect();
@@ -1039,7 +1053,7 @@ impl Generator {
     /// own, another CHPID's, nobody's; from its addresses, the unspecified address or another),
     /// the other ND messages, and a few broken ones.
     fn nd(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         let own: Vec<Ipv6Addr> = nic.addrs.iter().filter_map(|a| v6(*a)).collect();
         let anywhere: Vec<Ipv6Addr> = self.addresses.iter().filter_map(|a| v6(*a)).collect();
@@ -1146,7 +1160,7 @@ impl Generator {
     fn layer2(&mut self, model: &Model) -> Generated {
         let senders: Vec<NicId> = (0..model.nics().len())
             .map(NicId)
-            .filter(|n| model.nic(*n).layer2)
+            .filter(|n| model.nic(*n).layer2 && !model.is_stopped(*n))
             .collect();
         if senders.is_empty() {
             return self.non_ip(model);
@@ -1200,7 +1214,7 @@ impl Generator {
 
     /// Neither IPv4 nor ARP.
     fn non_ip(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let mac = model.nic(from).mac;
         let len = self.rng.index(80);
         let payload = self.rng.bytes(len);
@@ -1478,6 +1492,12 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
         .unwrap_or_else(|e| panic!("generated fabric file {} is invalid: {e}", file.display()));
     let mut model = Model::new(&fabric);
     let nics = model.nics().len();
+    // Some LPARs are stopped (`iqd lpar stop`): their routes are in the STOPPED map.
+    for lpar in &fabric.lpars {
+        if rng.percent(12) {
+            model.stop_lpar(&lpar.name);
+        }
+    }
 
     // The maps as `iqd up` writes them: ports, routes, the compiled rule table.
     let names: Vec<String> = (0..nics).map(|i| format!("d{i}")).collect();
@@ -1490,8 +1510,10 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
     let ifindexes: Vec<u32> = names.iter().map(|n| ifindex(n)).collect();
     let mut routes = Vec::new();
     let mut port_of: HashMap<(u8, u16), u32> = HashMap::new();
+    let mut stopped = Vec::new();
     let fabric_nics = fabric.lpars.iter().flat_map(|l| l.nics.iter());
     for (i, nic) in fabric_nics.enumerate() {
+        let is_stopped = model.is_stopped(NicId(i));
         let mut flags = if nic.allow_ip_spoofing {
             port_flags::ALLOW_IP_SPOOFING
         } else {
@@ -1499,6 +1521,9 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
         };
         if nic.layer2 {
             flags |= port_flags::LAYER2;
+        }
+        if is_stopped {
+            flags |= port_flags::STOPPED;
         }
         let info = PortInfo::new(nic.chpid, model.nic(NicId(i)).mtu, nic.mac)
             .with_vlan(nic.vlan.unwrap_or(NO_VLAN))
@@ -1512,12 +1537,19 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
         } else {
             0
         });
+        let into = if is_stopped {
+            &mut stopped
+        } else {
+            &mut routes
+        };
         for addr in nic.addresses() {
-            routes.push((RouteKey::new(nic.segment(), addr), target));
+            into.push((RouteKey::new(nic.segment(), addr), target));
         }
-        routes.push((iqd_common::mac_key(nic.segment(), nic.mac), target));
+        into.push((iqd_common::mac_key(nic.segment(), nic.mac), target));
     }
-    prog.maps.sync_routes(&routes).expect("sync routes");
+    prog.maps
+        .sync_all_routes(&routes, &stopped)
+        .expect("sync routes");
     // The broadcast addresses' member lists and the layer-2 flood lists, as `iqd up` writes
     // them (multicast groups stay empty: no frame here is a report the model would follow).
     prog.maps
@@ -1707,17 +1739,9 @@ fn program_and_model_agree_on_every_verdict() {
         // The generator must keep reaching every outcome, or the comparison proves little.
         for reason in drop_reason::NAMES {
             // Neither happens to a test run: every port is in the DEVMAP, and only the AF_XDP
-            // switch (not running here) finds a ring busy. Its fabrics have no stopped LPARs
-            // and no bandwidths (the lifecycle and bandwidth suites and prog_test_run cover
-            // those).
-            if ![
-                "redirect_failed",
-                "target_busy",
-                "lpar_stopped",
-                "bandwidth_exceeded",
-            ]
-            .contains(&reason)
-            {
+            // switch (not running here) finds a ring busy. Its fabrics have no bandwidths (the
+            // bandwidth suite and prog_test_run cover them).
+            if !["redirect_failed", "target_busy", "bandwidth_exceeded"].contains(&reason) {
                 assert!(
                     tally.verdicts.contains_key(reason),
                     "no frame was dropped as {reason}: the generator lost coverage"
@@ -1739,6 +1763,8 @@ fn program_and_model_agree_on_every_verdict() {
             "one_to_many",
             "layer_mismatch",
             "layer_mismatch (other)",
+            "lpar_stopped",
+            "lpar_stopped (other)",
             "no_destination",
             "spoofed_source",
             "sg_denied_outbound",
