@@ -15,6 +15,14 @@
 //! has `allow_ip_spoofing`), destination, transport header, and finally connection tracking and
 //! security groups; for ARP the header, the operation, the source MAC and sender address, and
 //! the target.
+//!
+//! Layer-2 NICs (`layer2 = true`, docs/hipersockets.md "Layer-2 NICs") go by destination MAC:
+//! after the frame size, the source MAC (any, for a NIC with `allow_ip_spoofing`); a group MAC
+//! is one-to-many (flooded) whatever the frame carries; IP frames then meet the layer-3 checks
+//! and rules with the target found from the destination MAC (left as it is), other EtherTypes
+//! (ARP included, never answered) go to the MAC's NIC with no rules. A layer-2 and a layer-3
+//! NIC of one segment cannot reach each other (`layer_mismatch`), by address (IP, ARP, ND) or
+//! by MAC.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -55,6 +63,10 @@ pub struct ModelNic {
     /// Every address the NIC registers: IPv4, IPv6 and its link-local address.
     pub addrs: Vec<IpAddr>,
     pub allow_ip_spoofing: bool,
+    /// A layer-2 NIC: forwarded by MAC among the layer-2 NICs of its segment.
+    pub layer2: bool,
+    /// Whether the NIC takes broadcasts (`rx_bcast`).
+    pub rx_bcast: bool,
     /// Every rule of every group the NIC has (their union).
     pub rules: Vec<Rule>,
 }
@@ -79,7 +91,10 @@ pub enum Verdict {
     /// A well-formed IP packet to a group or broadcast address: the one-to-many path takes
     /// it (learns an IGMP or MLD report; XDP passes the rest up to the port's tc hook, which
     /// copies it to every member). Membership lives in the data plane, learnt from reports:
-    /// the namespace tests (mcast.rs) and prog_test_run.rs check what follows.
+    /// the namespace tests (mcast.rs) and prog_test_run.rs check what follows. Also a layer-2
+    /// NIC's frame to a group MAC (broadcast or multicast), whatever it carries, from its own
+    /// MAC: flooded to the segment's other layer-2 NICs the same way (the flood checks an IP
+    /// frame's headers and source address, and the receivers' rules, per copy).
     OneToMany,
 }
 
@@ -231,6 +246,12 @@ pub struct Model {
     nics: Vec<ModelNic>,
     /// Who registered an address in a segment.
     routes: HashMap<(Segment, Ipv6Addr), NicId>,
+    /// NICs of stopped LPARs (`iqd lpar stop`): their addresses and MACs are in the STOPPED
+    /// map, not the routes.
+    stopped: HashSet<NicId>,
+    /// Whose MAC it is, in a segment (every NIC's, layer 2 or 3: a layer-2 NIC's frame to a
+    /// layer-3 NIC's MAC is a `layer_mismatch`, not an unknown MAC).
+    macs: HashMap<(Segment, [u8; 6]), NicId>,
     /// Addresses registered in any segment.
     registered: HashSet<Ipv6Addr>,
     /// The registered addresses of each group's members, per segment: a remote group names
@@ -262,6 +283,7 @@ impl Model {
     pub fn new(fabric: &Fabric) -> Model {
         let mut nics = Vec::new();
         let mut routes = HashMap::new();
+        let mut macs = HashMap::new();
         let mut registered = HashSet::new();
         let mut members: HashMap<(String, Segment), HashSet<Ipv6Addr>> = HashMap::new();
         let mut broadcasts = HashSet::new();
@@ -269,7 +291,15 @@ impl Model {
             for nic in &lpar.nics {
                 let id = NicId(nics.len());
                 let segment = (nic.chpid, nic.vlan);
-                for cidr in nic.ipv4.iter().filter(|c| c.prefix <= 30) {
+                macs.insert((segment, nic.mac), id);
+                // Layer-3 broadcasts reach layer-3 NICs that take broadcasts: only their
+                // prefixes have a directed broadcast (layer-2 NICs' floods are by MAC).
+                let takes_broadcasts = !nic.layer2 && nic.rx_bcast;
+                for cidr in nic
+                    .ipv4
+                    .iter()
+                    .filter(|c| takes_broadcasts && c.prefix <= 30)
+                {
                     let mask = u32::MAX
                         .checked_shl(32 - u32::from(cidr.prefix))
                         .unwrap_or(0);
@@ -302,6 +332,8 @@ impl Model {
                     mtu: fabric.chpid(nic.chpid).map(|c| c.mfs.mtu()).unwrap_or(0),
                     addrs,
                     allow_ip_spoofing: nic.allow_ip_spoofing,
+                    layer2: nic.layer2,
+                    rx_bcast: nic.rx_bcast,
                     rules,
                 });
             }
@@ -310,6 +342,8 @@ impl Model {
             broadcasts,
             nics,
             routes,
+            stopped: HashSet::new(),
+            macs,
             registered,
             members,
             connections: HashMap::new(),
@@ -333,9 +367,42 @@ impl Model {
             .map(NicId)
     }
 
-    /// The NIC that registered `addr` in `segment`.
+    /// Stops LPAR `lpar` (`iqd lpar stop`): its NICs' routes (addresses and MACs) move to
+    /// the STOPPED map, frames to them are `lpar_stopped`.
+    pub fn stop_lpar(&mut self, lpar: &str) {
+        for (i, nic) in self.nics.iter().enumerate() {
+            if nic.lpar == lpar {
+                self.stopped.insert(NicId(i));
+            }
+        }
+    }
+
+    /// Whether NIC `id`'s LPAR is stopped.
+    pub fn is_stopped(&self, id: NicId) -> bool {
+        self.stopped.contains(&id)
+    }
+
+    /// The NIC whose MAC `mac` is in `segment`, if its LPAR runs.
+    pub fn mac_route(&self, segment: Segment, mac: [u8; 6]) -> Option<NicId> {
+        self.macs
+            .get(&(segment, mac))
+            .copied()
+            .filter(|id| !self.is_stopped(*id))
+    }
+
+    /// The NIC that registered `addr` in `segment`, if its LPAR runs.
     pub fn route(&self, segment: Segment, addr: impl Into<IpAddr>) -> Option<NicId> {
-        self.routes.get(&(segment, mapped(addr.into()))).copied()
+        self.routes
+            .get(&(segment, mapped(addr.into())))
+            .copied()
+            .filter(|id| !self.is_stopped(*id))
+    }
+
+    /// Whether a stopped LPAR's NIC registered `addr` in `segment`.
+    fn stopped_route(&self, segment: Segment, addr: Ipv6Addr) -> bool {
+        self.routes
+            .get(&(segment, addr))
+            .is_some_and(|id| self.is_stopped(*id))
     }
 
     /// Number of connections in the table (live or idle).
@@ -374,7 +441,12 @@ impl Model {
             });
         let mut out = frame.to_vec();
         match verdict {
-            Verdict::Redirect { to } => out[..6].copy_from_slice(&self.nic(to).mac),
+            // Layer 3 delivers by address (the destination MAC becomes the NIC's); layer 2
+            // by the MAC the sender wrote.
+            Verdict::Redirect { to } if !self.nic(ingress).layer2 => {
+                out[..6].copy_from_slice(&self.nic(to).mac)
+            }
+            Verdict::Redirect { .. } => {}
             Verdict::Reply if be16(frame, 12) == ETH_P_IPV6 => {
                 out = self.advertisement(ingress, frame)
             }
@@ -409,12 +481,70 @@ impl Model {
         if frame.len() as u64 > u64::from(nic.mtu) + ETH_HLEN as u64 {
             return Err(drop_reason::MFS_EXCEEDED);
         }
+        if nic.layer2 {
+            return self.layer2(ingress, frame, now_ns);
+        }
         match be16(frame, 12) {
             ETH_P_IP => self.ipv4(ingress, frame, now_ns),
             ETH_P_ARP => self.arp(ingress, frame).map(|_| (Verdict::Reply, false)),
             ETH_P_IPV6 => self.ipv6(ingress, frame, now_ns),
             _ => Err(drop_reason::NON_IP),
         }
+    }
+
+    /// A layer-2 NIC's frame: its source MAC, then a group MAC floods, IP goes through the
+    /// layer-3 checks and rules (target by MAC), anything else to the MAC's NIC.
+    fn layer2(
+        &mut self,
+        ingress: NicId,
+        frame: &[u8],
+        now_ns: u64,
+    ) -> Result<(Verdict, bool), u32> {
+        self.check_source_mac(ingress, &frame[6..12])?;
+        // The group bit: broadcast and multicast MACs.
+        if frame[0] & 1 != 0 {
+            return Ok((Verdict::OneToMany, false));
+        }
+        match be16(frame, 12) {
+            ETH_P_IP => self.ipv4(ingress, frame, now_ns),
+            ETH_P_IPV6 => self.ipv6(ingress, frame, now_ns),
+            // ARP and every other EtherType: no rules (security groups are IP rules).
+            _ => self
+                .mac_destination(ingress, frame)
+                .map(|to| (Verdict::Redirect { to }, false)),
+        }
+    }
+
+    /// A NIC sends from its own MAC; a layer-2 NIC with `allow_ip_spoofing` from any.
+    fn check_source_mac(&self, ingress: NicId, mac: &[u8]) -> Result<(), u32> {
+        let nic = self.nic(ingress);
+        if (nic.layer2 && nic.allow_ip_spoofing) || mac == nic.mac {
+            Ok(())
+        } else {
+            Err(drop_reason::SPOOFED_SOURCE)
+        }
+    }
+
+    /// The NIC a layer-2 NIC's unicast frame reaches: the layer-2 NIC of its segment whose MAC
+    /// is the frame's destination (registered, never learnt).
+    fn mac_destination(&self, ingress: NicId, frame: &[u8]) -> Result<NicId, u32> {
+        let dst: [u8; 6] = frame[..6].try_into().expect("6 bytes");
+        let segment = self.nic(ingress).segment;
+        match self.mac_route(segment, dst) {
+            // Its own MAC: its stack delivers that locally.
+            Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
+            Some(to) => self.same_layer(ingress, to),
+            None if self.macs.contains_key(&(segment, dst)) => Err(drop_reason::LPAR_STOPPED),
+            None => Err(drop_reason::NO_DESTINATION),
+        }
+    }
+
+    /// `to`, if it is of the sender's mode (layer 2 or 3): the two cannot reach each other.
+    fn same_layer(&self, ingress: NicId, to: NicId) -> Result<NicId, u32> {
+        if self.nic(ingress).layer2 != self.nic(to).layer2 {
+            return Err(drop_reason::LAYER_MISMATCH);
+        }
+        Ok(to)
     }
 
     /// Anti-spoofing of a sender address: registered by this very NIC in its segment, unless the
@@ -430,10 +560,20 @@ impl Model {
 
     /// The NIC a destination address reaches from `ingress`: another NIC in the same segment.
     fn destination(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
+        // A stopped LPAR's address is out of the routes (`lpar_stopped`).
+        if self.stopped_route(self.nic(ingress).segment, daddr) {
+            return Err(drop_reason::LPAR_STOPPED);
+        }
+        self.answerer(ingress, daddr)
+    }
+
+    /// The NIC the fabric answers an ARP request or neighbour solicitation for `addr` as:
+    /// [`Model::destination`], but a stopped LPAR's address is just not in the routes.
+    fn answerer(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
         match self.route(self.nic(ingress).segment, daddr) {
             // A NIC's own address is no destination in the fabric.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
-            Some(to) => Ok(to),
+            Some(to) => self.same_layer(ingress, to),
             None if self.registered.contains(&daddr) => Err(drop_reason::NOT_MEMBER),
             None => Err(drop_reason::NO_DESTINATION),
         }
@@ -449,20 +589,25 @@ impl Model {
         if version != 4 || ihl < IPV4_HLEN || tot_len < ihl || ETH_HLEN + tot_len > frame.len() {
             return Err(drop_reason::MALFORMED);
         }
-        // Groups, the limited broadcast and the segment's directed broadcasts.
+        // Groups, the limited broadcast and the segment's directed broadcasts (on layer 2,
+        // the destination MAC decided that).
+        let layer2 = self.nic(ingress).layer2;
         let dest = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        if dest.is_multicast()
-            || dest.is_broadcast()
-            || self.broadcasts.contains(&(self.nic(ingress).segment, dest))
+        if !layer2
+            && (dest.is_multicast()
+                || dest.is_broadcast()
+                || self.broadcasts.contains(&(self.nic(ingress).segment, dest)))
         {
             return Ok((Verdict::OneToMany, false));
         }
-        if frame[6..12] != self.nic(ingress).mac {
-            return Err(drop_reason::SPOOFED_SOURCE);
-        }
+        self.check_source_mac(ingress, &frame[6..12])?;
         let (saddr, daddr) = (addr(ip, 12), addr(ip, 16));
         self.check_source(ingress, saddr)?;
-        let to = self.destination(ingress, daddr)?;
+        let to = if layer2 {
+            self.mac_destination(ingress, frame)?
+        } else {
+            self.destination(ingress, daddr)?
+        };
 
         // The transport header must lie within the IPv4 packet (padding after it is not part
         // of the packet).
@@ -487,6 +632,11 @@ impl Model {
         let packet = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN + payload_len];
         let (proto, offset, later_fragment) = extension_headers(ip[6], packet)?;
         let data = &packet[offset..];
+        // Layer 2 forwards by MAC, neighbour discovery included (the LPARs' own).
+        let layer2 = self.nic(ingress).layer2;
+        if layer2 {
+            return self.ipv6_unicast(ingress, frame, proto, later_fragment, data, now_ns);
+        }
         // Groups, but not neighbour discovery (nor an ICMPv6 message too short to tell).
         let icmp_checked = proto != IPPROTO_ICMPV6 || later_fragment || data.len() >= ICMP_HLEN;
         let nd = proto == IPPROTO_ICMPV6
@@ -507,9 +657,23 @@ impl Model {
                     .map(|_| (Verdict::Reply, false));
             }
         }
-        if frame[6..12] != self.nic(ingress).mac {
-            return Err(drop_reason::SPOOFED_SOURCE);
-        }
+        self.ipv6_unicast(ingress, frame, proto, later_fragment, data, now_ns)
+    }
+
+    /// An IPv6 packet that is neither one-to-many nor neighbour discovery the fabric answers
+    /// (`proto` at `data`, after the extension headers): the checks IPv4 has.
+    fn ipv6_unicast(
+        &mut self,
+        ingress: NicId,
+        frame: &[u8],
+        proto: u8,
+        later_fragment: bool,
+        data: &[u8],
+        now_ns: u64,
+    ) -> Result<(Verdict, bool), u32> {
+        let ip = &frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN];
+        let layer2 = self.nic(ingress).layer2;
+        self.check_source_mac(ingress, &frame[6..12])?;
         let (saddr, daddr) = (addr6(ip, 8), addr6(ip, 24));
         // IPv4-mapped addresses never appear on the wire (RFC 4291): such a source is nobody's,
         // even for a NIC that may spoof, and such a destination no IPv6 NIC's.
@@ -517,6 +681,11 @@ impl Model {
             return Err(drop_reason::SPOOFED_SOURCE);
         }
         self.check_source(ingress, saddr)?;
+        if layer2 {
+            let to = self.mac_destination(ingress, frame)?;
+            let l4 = transport(true, proto, later_fragment, data)?;
+            return self.policy(ingress, to, l4, saddr, daddr, now_ns);
+        }
         // Multicast the one-to-many path did not take (a truncated ICMPv6 message) has no
         // destination.
         if daddr.is_multicast() || daddr.to_ipv4_mapped().is_some() {
@@ -540,9 +709,7 @@ impl Model {
         let ns = packet
             .get(offset..offset + 24)
             .ok_or(drop_reason::MALFORMED)?;
-        if frame[6..12] != self.nic(ingress).mac {
-            return Err(drop_reason::SPOOFED_SOURCE);
-        }
+        self.check_source_mac(ingress, &frame[6..12])?;
         let saddr = addr6(packet, 8);
         if saddr.to_ipv4_mapped().is_some() {
             return Err(drop_reason::SPOOFED_SOURCE);
@@ -555,7 +722,7 @@ impl Model {
         if target.to_ipv4_mapped().is_some() {
             return Err(drop_reason::NO_DESTINATION);
         }
-        self.destination(ingress, target)
+        self.answerer(ingress, target)
     }
 
     /// The neighbour advertisement answering the solicitation `frame`: from the target NIC
@@ -765,16 +932,14 @@ impl Model {
         if be16(arp, 6) != 1 {
             return Err(drop_reason::ARP_IGNORED);
         }
-        let mac = self.nic(ingress).mac;
-        if frame[6..12] != mac || arp[8..14] != mac {
-            return Err(drop_reason::SPOOFED_SOURCE);
-        }
+        self.check_source_mac(ingress, &frame[6..12])?;
+        self.check_source_mac(ingress, &arp[8..14])?;
         let spa = addr(arp, 14);
         // 0.0.0.0 is an address probe (RFC 5227) and claims nothing.
         if spa != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() {
             self.check_source(ingress, spa)?;
         }
-        self.destination(ingress, addr(arp, 24))
+        self.answerer(ingress, addr(arp, 24))
     }
 
     /// Turns an answered request into its reply, in place.
@@ -900,7 +1065,7 @@ mod tests {
     use super::*;
 
     /// Three NICs on F0 (A: web; B: db; D: default, may spoof) and one on F1 (C), which shares
-    /// B's second address.
+    /// B's second address; two layer-2 NICs on F0 (E: default; F: no address, may spoof).
     const FABRIC: &str = r#"
 [fabric]
 name = "model"
@@ -962,6 +1127,24 @@ netns = "d"
 chpid = "F0"
 devno = "7006"
 ipv4 = ["10.0.0.4/24"]
+allow_ip_spoofing = true
+
+[[lpar]]
+name = "E"
+netns = "e"
+[[lpar.nic]]
+chpid = "F0"
+devno = "7009"
+layer2 = true
+ipv4 = ["10.0.0.5/24"]
+
+[[lpar]]
+name = "F"
+netns = "f"
+[[lpar.nic]]
+chpid = "F0"
+devno = "700c"
+layer2 = true
 allow_ip_spoofing = true
 "#;
 
@@ -1339,5 +1522,112 @@ allow_ip_spoofing = true
         let spoofing = arp(m.nic(n.d).mac, 1, "10.0.0.2", "10.0.0.1");
         assert_eq!(m.handle(n.d, &spoofing, 0).verdict, Verdict::Reply);
         assert_eq!(ip("10.0.0.1"), m.nic(n.a).addrs[0]);
+    }
+
+    /// An Ethernet frame of EtherType `ether_type`.
+    fn eth(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn layer2_nics_forward_by_mac_and_not_to_layer3() {
+        let mut m = model();
+        let n = ids(&m);
+        let id = |l: &str| m.nic_id(l, "hsi0").expect("NIC");
+        let (e, f) = (id("E"), id("F"));
+        let (mac_a, mac_e, mac_f) = (m.nic(n.a).mac, m.nic(e).mac, m.nic(f).mac);
+        // Any EtherType to a layer-2 NIC's MAC, left as written; none to a layer-3 NIC's MAC,
+        // its own, or an unknown one.
+        let other = eth(mac_f, mac_e, 0x88b5, &[1, 2, 3]);
+        let out = m.handle(e, &other, 0);
+        assert_eq!(out.verdict, Verdict::Redirect { to: f });
+        assert_eq!(out.frame, other);
+        for (to, reason) in [
+            (mac_a, drop_reason::LAYER_MISMATCH),
+            (mac_e, drop_reason::NO_DESTINATION),
+            ([0x02, 9, 9, 9, 9, 9], drop_reason::NO_DESTINATION),
+        ] {
+            let frame = eth(to, mac_e, 0x88b5, &[]);
+            assert_eq!(m.handle(e, &frame, 0).verdict, drop(reason, e));
+        }
+        // Group MACs are flooded; the source MAC is checked first, unless the NIC may spoof.
+        assert_eq!(
+            m.handle(e, &eth([0xff; 6], mac_e, 0x88b5, &[]), 0).verdict,
+            Verdict::OneToMany
+        );
+        assert_eq!(
+            m.handle(e, &eth([0x33, 0x33, 0, 0, 0, 1], mac_a, 0x88b5, &[]), 0)
+                .verdict,
+            drop(drop_reason::SPOOFED_SOURCE, e)
+        );
+        assert_eq!(
+            m.handle(f, &eth(mac_e, mac_a, 0x88b5, &[]), 0).verdict,
+            Verdict::Redirect { to: e }
+        );
+        // ARP is the LPARs' own on layer 2: forwarded, not answered.
+        let mut request = arp(mac_e, 1, "10.0.0.5", "10.0.0.9");
+        request[..6].copy_from_slice(&mac_f);
+        assert_eq!(
+            m.handle(e, &request, 0).verdict,
+            Verdict::Redirect { to: f }
+        );
+        // IP: the layer-3 checks and rules, the target by MAC, the MAC kept.
+        let syn = tcp(mac_e, "10.0.0.5", "10.0.0.1", 1, 80, 2);
+        let mut to_f = syn.clone();
+        to_f[..6].copy_from_slice(&mac_f);
+        let out = m.handle(e, &to_f, 0);
+        assert_eq!(out.verdict, Verdict::Redirect { to: f });
+        assert_eq!(out.frame, to_f);
+        let mut spoofed = tcp(mac_e, "10.0.0.1", "10.0.0.5", 1, 80, 2);
+        spoofed[..6].copy_from_slice(&mac_f);
+        assert_eq!(
+            m.handle(e, &spoofed, 0).verdict,
+            drop(drop_reason::SPOOFED_SOURCE, e)
+        );
+        // A layer-3 NIC cannot reach a layer-2 NIC's address, nor ask for it.
+        let syn = tcp(mac_a, "10.0.0.1", "10.0.0.5", 1, 5432, 2);
+        assert_eq!(
+            m.handle(n.a, &syn, 0).verdict,
+            drop(drop_reason::LAYER_MISMATCH, n.a)
+        );
+        assert_eq!(
+            m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.5"), 0)
+                .verdict,
+            drop(drop_reason::LAYER_MISMATCH, n.a)
+        );
+    }
+
+    #[test]
+    fn stopped_lpars_are_out_of_the_routes() {
+        let mut m = model();
+        let n = ids(&m);
+        let (e, f) = (
+            m.nic_id("E", "hsi0").expect("E"),
+            m.nic_id("F", "hsi0").expect("F"),
+        );
+        m.stop_lpar("B");
+        m.stop_lpar("F");
+        let mac_a = m.nic(n.a).mac;
+        let syn = tcp(mac_a, "10.0.0.1", "10.0.0.2", 1, 5432, 2);
+        assert_eq!(
+            m.handle(n.a, &syn, 0).verdict,
+            drop(drop_reason::LPAR_STOPPED, n.a)
+        );
+        // As the program has it: the fabric answers from the routes, and a stopped LPAR's
+        // address is registered, just not routed.
+        assert_eq!(
+            m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.2"), 0)
+                .verdict,
+            drop(drop_reason::NOT_MEMBER, n.a)
+        );
+        let to_f = eth(m.nic(f).mac, m.nic(e).mac, 0x88b5, &[]);
+        assert_eq!(
+            m.handle(e, &to_f, 0).verdict,
+            drop(drop_reason::LPAR_STOPPED, e)
+        );
     }
 }

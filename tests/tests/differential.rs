@@ -3,12 +3,17 @@
 //!
 //! A seeded generator writes several fabric files (CHPIDs, LPARs with one or two NICs and a few
 //! addresses each, security groups with random rules of every kind, random group lists, some
-//! NICs with `allow_ip_spoofing`) and, for each, over a thousand frames: new TCP, UDP, ICMP and
+//! NICs with `allow_ip_spoofing`, some layer-2 NICs (some without IPv4 addresses) on the same
+//! CHPIDs as layer-3 ones, some NICs with `rx_bcast = false`, some LPARs stopped) and, for
+//! each, over a thousand frames (from running LPARs' NICs): new TCP, UDP, ICMP and
 //! other-protocol flows between random NICs and addresses (registered or not, on the sender's
 //! CHPID or another), replies to and continuations of earlier flows (so connection tracking is
 //! exercised both ways), odd frames (IPv4 options, first and later fragments, odd TCP flags,
 //! ICMP other than echo, padding, large frames) and malformed ones (truncated headers, bad IHL,
-//! bad total length, wrong version, other ethertypes, frames above the MFS, ARP variants).
+//! bad total length, wrong version, other ethertypes, frames above the MFS, ARP variants),
+//! and layer-2 frames (any EtherType, ARP included, to registered layer-2 and layer-3 MACs,
+//! unknown MACs, the sender's own, broadcast and multicast MACs; IP frames by MAC), besides
+//! the layer-3 NICs' frames, ARP requests and solicitations for layer-2 NICs' addresses.
 //!
 //! The frames run in order through the program, loaded with the maps `iqd up` writes for that
 //! fabric (the rule table compiled by `RuleTable::compile`), and through the model, which
@@ -29,7 +34,7 @@ use std::{
 
 use iqd::{config::Fabric, dataplane, secgroup::RuleTable};
 use iqd_common::{
-    drop_reason, port_flags,
+    drop_reason, port_flags, route_flags,
     wire::{
         ARP_LEN, ETH_HLEN, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IPV4_MAX_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, ND_NEIGHBOR_SOLICIT, TCP_ACK, TCP_FIN,
@@ -53,6 +58,18 @@ const DEFAULT_FRAMES: usize = 2500;
 
 /// Nobody's MAC.
 const MAC_STRANGER: Mac = [0x02, 0x99, 0x99, 0x99, 0x99, 0x99];
+
+/// Group MACs besides the broadcast MAC: IPv4 multicast (224.0.0.1), IPv6 multicast (all
+/// nodes), and another with the group bit.
+const GROUP_MACS: [Mac; 3] = [
+    [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+    [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+    [0x03, 0x00, 0x00, 0x00, 0x00, 0x07],
+];
+
+/// EtherTypes of layer-2 NICs' frames that are neither IP nor ARP: a local experimental one,
+/// others (IPX, LLDP, a private one) and 802.3 length fields.
+const OTHER_ETHER_TYPES: [u16; 5] = [ETH_P_LOCAL_EXP, 0x8137, 0x88cc, 0x9000, 0x0100];
 
 // ---------------------------------------------------------------------------------------------
 // A small deterministic PRNG (SplitMix64).
@@ -230,8 +247,12 @@ fn fabric_file(rng: &mut Rng) -> FabricFile {
         for k in 0..count {
             let chpid = (first + k) % chpids;
             let plan = if one_plan { 0 } else { chpid };
+            // A third of the NICs are layer-2 NICs; a few of those have no IPv4 address
+            // (only their link-local address, and IPv6 ones half the time).
+            let layer2 = rng.percent(33);
+            let no_ipv4 = layer2 && rng.percent(20);
             let mut addrs = Vec::new();
-            for _ in 0..rng.between(1, 3) {
+            for _ in 0..if no_ipv4 { 0 } else { rng.between(1, 3) } {
                 let addr = if rng.percent(15) {
                     shared_addr(rng.between(1, 4) as u8)
                 } else if one_plan {
@@ -245,7 +266,7 @@ fn fabric_file(rng: &mut Rng) -> FabricFile {
                     addrs.push(addr);
                 }
             }
-            if addrs.is_empty() {
+            if addrs.is_empty() && !no_ipv4 {
                 // Unique by construction: a host number no other NIC gets.
                 let addr = chpid_addr(plan, 100 + taken.len() as u8);
                 taken.push((chpid, addr));
@@ -286,6 +307,12 @@ fn fabric_file(rng: &mut Rng) -> FabricFile {
             }
             if rng.percent(20) {
                 nic = nic.allow_ip_spoofing();
+            }
+            if layer2 {
+                nic = nic.layer2();
+            }
+            if rng.percent(10) {
+                nic = nic.no_broadcasts();
             }
             nics.push(nic);
         }
@@ -461,6 +488,20 @@ impl Generator {
         }
     }
 
+    /// A NIC to send from: one of a running LPAR (a stopped LPAR's NIC has no carrier), or
+    /// any if all are stopped.
+    fn sender(&mut self, model: &Model) -> NicId {
+        let running: Vec<NicId> = (0..model.nics().len())
+            .map(NicId)
+            .filter(|n| !model.is_stopped(*n))
+            .collect();
+        if running.is_empty() {
+            NicId(self.rng.index(model.nics().len()))
+        } else {
+            self.rng.pick(&running)
+        }
+    }
+
     fn other_nic(&mut self, model: &Model, not: NicId) -> NicId {
         let n = model.nics().len();
         let other = NicId((not.0 + 1 + self.rng.index(n - 1)) % n);
@@ -469,13 +510,14 @@ impl Generator {
     }
 
     fn next(&mut self, model: &Model) -> Generated {
-        match self.rng.weighted(&[40, 25, 10, 9, 3, 8, 7]) {
+        match self.rng.weighted(&[40, 25, 10, 9, 3, 8, 7, 8]) {
             0 => self.ipv4(model, Role::New),
             1 => self.ipv4(model, Role::Reply),
             2 => self.ipv4(model, Role::Continue),
             3 => self.arp(model),
             5 => self.ipv4(model, Role::Twin),
             6 => self.nd(model),
+            7 => self.layer2(model),
             _ => self.non_ip(model),
         }
     }
@@ -488,29 +530,34 @@ impl Generator {
     /// A flow from a random NIC: mostly from its own address to another NIC's address on its
     /// CHPID, sometimes from or to anywhere.
     fn new_flow(&mut self, model: &Model) -> Flow {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         // A third of the flows are IPv6 (every NIC has at least its link-local address).
         let v6 = self.rng.percent(33);
         let family = |a: &IpAddr| a.is_ipv6() == v6;
         let own: Vec<IpAddr> = nic.addrs.iter().copied().filter(family).collect();
         let anywhere: Vec<IpAddr> = self.addresses.iter().copied().filter(family).collect();
-        let src = if self.rng.percent(88) {
+        // A layer-2 NIC may have no IPv4 address.
+        let src = if self.rng.percent(88) && !own.is_empty() {
             self.rng.pick(&own)
         } else {
             self.rng.pick(&anywhere)
         };
+        // Mostly NICs of the sender's mode (layer 2 or 3), which it can reach; the others'
+        // addresses are `layer_mismatch` for a layer-3 sender.
+        let same_mode = self.rng.percent(80);
         let peers: Vec<IpAddr> = model
             .nics()
             .iter()
             .enumerate()
             .filter(|(i, n)| *i != from.0 && n.segment == nic.segment)
+            .filter(|(_, n)| !same_mode || n.layer2 == nic.layer2)
             .flat_map(|(_, n)| n.addrs.clone())
             .filter(family)
             .collect();
         let dst = match self.rng.below(10) {
             0..=6 if !peers.is_empty() => self.rng.pick(&peers),
-            7 => self.rng.pick(&own),
+            7 if !own.is_empty() => self.rng.pick(&own),
             _ => self.rng.pick(&anywhere),
         };
         let kind = match self.rng.weighted(&[35, 25, 25, 15]) {
@@ -689,7 +736,9 @@ impl Generator {
             96..=97 => MAC_STRANGER,
             _ => model.nic(self.other_nic(model, flow.from)).mac,
         };
+        // Layer 3 ignores the destination MAC; layer 2 goes by it.
         let dst_mac = match model.route(nic.segment, flow.dst) {
+            _ if nic.layer2 && self.rng.percent(25) => self.layer2_dst_mac(model, flow.from),
             Some(to) if self.rng.percent(70) => model.nic(to).mac,
             _ => self.rng.pick(&[BROADCAST, MAC_STRANGER, nic.mac]),
         };
@@ -819,12 +868,12 @@ impl Generator {
 
     /// An ARP frame: mostly requests, with spoofed fields, other operations and broken headers.
     fn arp(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         let own: Vec<Ipv4Addr> = nic.addrs.iter().filter_map(|a| v4(*a)).collect();
         let anywhere: Vec<Ipv4Addr> = self.addresses.iter().filter_map(|a| v4(*a)).collect();
         let spa = match self.rng.below(10) {
-            0..=6 => self.rng.pick(&own),
+            0..=6 if !own.is_empty() => self.rng.pick(&own),
             7 => Ipv4Addr::UNSPECIFIED,
             _ => self.rng.pick(&anywhere),
         };
@@ -1004,7 +1053,7 @@ impl Generator {
     /// own, another CHPID's, nobody's; from its addresses, the unspecified address or another),
     /// the other ND messages, and a few broken ones.
     fn nd(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let nic = model.nic(from);
         let own: Vec<Ipv6Addr> = nic.addrs.iter().filter_map(|a| v6(*a)).collect();
         let anywhere: Vec<Ipv6Addr> = self.addresses.iter().filter_map(|a| v6(*a)).collect();
@@ -1042,6 +1091,11 @@ impl Generator {
             }
         }
         let mut note = format!("ND type {icmp_type} for {target}");
+        // A layer-2 NIC's neighbour discovery is its own: unicast ones go by MAC.
+        if nic.layer2 && self.rng.percent(40) {
+            packet.dst_mac = self.layer2_dst_mac(model, from);
+            note += ", to a unicast MAC";
+        }
         match self.rng.below(20) {
             0 => {
                 // The message (8-byte header and target) cut to 8..23 bytes.
@@ -1068,9 +1122,99 @@ impl Generator {
         }
     }
 
+    /// A destination MAC for a layer-2 NIC's frame: another layer-2 NIC's of its segment
+    /// (mostly), a layer-3 NIC's of its segment, its own, nobody's, a NIC's of another segment,
+    /// the broadcast MAC or another group MAC.
+    fn layer2_dst_mac(&mut self, model: &Model, from: NicId) -> Mac {
+        let nic = model.nic(from);
+        let in_segment = |layer2: bool| -> Vec<Mac> {
+            model
+                .nics()
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| *i != from.0 && n.segment == nic.segment && n.layer2 == layer2)
+                .map(|(_, n)| n.mac)
+                .collect()
+        };
+        let (layer2_peers, layer3_peers) = (in_segment(true), in_segment(false));
+        let elsewhere: Vec<Mac> = model
+            .nics()
+            .iter()
+            .filter(|n| n.segment != nic.segment)
+            .map(|n| n.mac)
+            .collect();
+        match self.rng.weighted(&[40, 15, 5, 8, 7, 12, 13]) {
+            0 if !layer2_peers.is_empty() => self.rng.pick(&layer2_peers),
+            1 if !layer3_peers.is_empty() => self.rng.pick(&layer3_peers),
+            2 => nic.mac,
+            4 if !elsewhere.is_empty() => self.rng.pick(&elsewhere),
+            5 => BROADCAST,
+            6 => self.rng.pick(&GROUP_MACS),
+            _ => MAC_STRANGER,
+        }
+    }
+
+    /// A layer-2 NIC's frame that is not IP: ARP (requests mostly, replies; the LPARs' own)
+    /// or another EtherType, to a unicast or group MAC, mostly from its own MAC; a few above
+    /// the MFS. From a layer-3 NIC if the fabric has no layer-2 NIC.
+    fn layer2(&mut self, model: &Model) -> Generated {
+        let senders: Vec<NicId> = (0..model.nics().len())
+            .map(NicId)
+            .filter(|n| model.nic(*n).layer2 && !model.is_stopped(*n))
+            .collect();
+        if senders.is_empty() {
+            return self.non_ip(model);
+        }
+        let from = self.rng.pick(&senders);
+        let nic = model.nic(from);
+        let dst = self.layer2_dst_mac(model, from);
+        let src = match self.rng.below(100) {
+            0..=91 => nic.mac,
+            92..=95 => MAC_STRANGER,
+            _ => model.nic(self.other_nic(model, from)).mac,
+        };
+        let (mut frame, mut note) = if self.rng.percent(40) {
+            let own: Vec<Ipv4Addr> = nic.addrs.iter().filter_map(|a| v4(*a)).collect();
+            let anywhere: Vec<Ipv4Addr> = self.addresses.iter().filter_map(|a| v4(*a)).collect();
+            let spa = if own.is_empty() || self.rng.percent(20) {
+                self.rng.pick(&anywhere)
+            } else {
+                self.rng.pick(&own)
+            };
+            let mut arp = ArpFrame::request(src, spa, self.rng.pick(&anywhere));
+            arp.eth_dst = dst;
+            arp.oper = self.rng.pick(&[1, 1, 1, 2]);
+            if self.rng.percent(30) {
+                arp.pad_to = Some(60);
+            }
+            (arp.build(), format!("layer-2 ARP oper {}", arp.oper))
+        } else {
+            let ether_type = self.rng.pick(&OTHER_ETHER_TYPES);
+            let len = self.rng.index(120);
+            let payload = self.rng.bytes(len);
+            (
+                ethernet(dst, src, ether_type, &payload),
+                format!("layer-2 ethertype {ether_type:#06x}"),
+            )
+        };
+        if self.rng.percent(4) {
+            frame.resize(
+                nic.mtu as usize + ETH_HLEN + self.rng.between(1, 64) as usize,
+                0,
+            );
+            note += ", above the MFS";
+        }
+        Generated {
+            ingress: from,
+            frame,
+            note,
+            flow: None,
+        }
+    }
+
     /// Neither IPv4 nor ARP.
     fn non_ip(&mut self, model: &Model) -> Generated {
-        let from = NicId(self.rng.index(model.nics().len()));
+        let from = self.sender(model);
         let mac = model.nic(from).mac;
         let len = self.rng.index(80);
         let payload = self.rng.bytes(len);
@@ -1329,6 +1473,8 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Default)]
 struct Tally {
     verdicts: BTreeMap<String, usize>,
+    /// The same, of the frames layer-2 NICs sent.
+    layer2_verdicts: BTreeMap<String, usize>,
     /// Replies that passed as part of a tracked connection.
     tracked_replies: usize,
     /// Frames the kernel would not feed to the tc program in a test run.
@@ -1346,6 +1492,12 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
         .unwrap_or_else(|e| panic!("generated fabric file {} is invalid: {e}", file.display()));
     let mut model = Model::new(&fabric);
     let nics = model.nics().len();
+    // Some LPARs are stopped (`iqd lpar stop`): their routes are in the STOPPED map.
+    for lpar in &fabric.lpars {
+        if rng.percent(12) {
+            model.stop_lpar(&lpar.name);
+        }
+    }
 
     // The maps as `iqd up` writes them: ports, routes, the compiled rule table.
     let names: Vec<String> = (0..nics).map(|i| format!("d{i}")).collect();
@@ -1358,29 +1510,48 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
     let ifindexes: Vec<u32> = names.iter().map(|n| ifindex(n)).collect();
     let mut routes = Vec::new();
     let mut port_of: HashMap<(u8, u16), u32> = HashMap::new();
+    let mut stopped = Vec::new();
     let fabric_nics = fabric.lpars.iter().flat_map(|l| l.nics.iter());
     for (i, nic) in fabric_nics.enumerate() {
-        let flags = if nic.allow_ip_spoofing {
+        let is_stopped = model.is_stopped(NicId(i));
+        let mut flags = if nic.allow_ip_spoofing {
             port_flags::ALLOW_IP_SPOOFING
         } else {
             0
         };
+        if nic.layer2 {
+            flags |= port_flags::LAYER2;
+        }
+        if is_stopped {
+            flags |= port_flags::STOPPED;
+        }
         let info = PortInfo::new(nic.chpid, model.nic(NicId(i)).mtu, nic.mac)
             .with_vlan(nic.vlan.unwrap_or(NO_VLAN))
             .with_flags(flags);
         prog.maps.add_port(ifindexes[i], info).expect("add port");
         port_of.insert((nic.chpid, nic.devno), ifindexes[i]);
-        // Every address the NIC registers: IPv4, IPv6 and its link-local one.
+        // Every address the NIC registers: IPv4, IPv6 and its link-local one; and its MAC
+        // in the segment's layer-2 space. A layer-2 NIC's targets say so.
+        let target = RouteTarget::new(ifindexes[i], nic.mac).with_flags(if nic.layer2 {
+            route_flags::LAYER2
+        } else {
+            0
+        });
+        let into = if is_stopped {
+            &mut stopped
+        } else {
+            &mut routes
+        };
         for addr in nic.addresses() {
-            routes.push((
-                RouteKey::new(nic.segment(), addr),
-                RouteTarget::new(ifindexes[i], nic.mac),
-            ));
+            into.push((RouteKey::new(nic.segment(), addr), target));
         }
+        into.push((iqd_common::mac_key(nic.segment(), nic.mac), target));
     }
-    prog.maps.sync_routes(&routes).expect("sync routes");
-    // The broadcast addresses' member lists, as `iqd up` writes them (multicast groups stay
-    // empty: no frame here is a report the model would follow).
+    prog.maps
+        .sync_all_routes(&routes, &stopped)
+        .expect("sync routes");
+    // The broadcast addresses' member lists and the layer-2 flood lists, as `iqd up` writes
+    // them (multicast groups stay empty: no frame here is a report the model would follow).
     prog.maps
         .sync_broadcasts(&iqd::fabric::broadcast_lists(&fabric, |nic| {
             port_of.get(&(nic.chpid, nic.devno)).copied()
@@ -1426,6 +1597,12 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
                 summarize(frame)
             );
             *tally.verdicts.entry("one_to_many".to_string()).or_default() += 1;
+            if model.nic(ingress).layer2 {
+                *tally
+                    .layer2_verdicts
+                    .entry("one_to_many".to_string())
+                    .or_default() += 1;
+            }
             before = after;
             continue;
         }
@@ -1497,6 +1674,24 @@ fn rule_set(seed: u64, set: usize, frames: usize, hook: Hook, tally: &mut Tally)
             Verdict::OneToMany => "one_to_many".to_string(),
             Verdict::Drop { reason, .. } => drop_reason::NAMES[reason as usize].to_string(),
         };
+        if model.nic(ingress).layer2 {
+            // By what the frame carries: IP, ARP or another EtherType.
+            let carries = match frame.get(12..14).map(|t| be16(t, 0)) {
+                Some(ETH_P_IP | ETH_P_IPV6) => "",
+                Some(ETH_P_ARP) => " (ARP)",
+                _ => " (other)",
+            };
+            *tally
+                .layer2_verdicts
+                .entry(format!("{key}{carries}"))
+                .or_default() += 1;
+            if want.tracked && generated.note.starts_with("reply") {
+                *tally
+                    .layer2_verdicts
+                    .entry("tracked_reply".to_string())
+                    .or_default() += 1;
+            }
+        }
         *tally.verdicts.entry(key).or_default() += 1;
         if want.tracked && generated.note.starts_with("reply") {
             tally.tracked_replies += 1;
@@ -1527,10 +1722,12 @@ fn program_and_model_agree_on_every_verdict() {
         }
     }
     println!(
-        "differential: {total} frames agreed in {:.1?}: {:?}; {} replies passed only by \
-         tracking; {} malformed frames not fed to the tc program (refused by the test run)",
+        "differential: {total} frames agreed in {:.1?}: {:?} (of layer-2 NICs' frames: {:?}); \
+         {} replies passed only by tracking; {} malformed frames not fed to the tc program \
+         (refused by the test run)",
         started.elapsed(),
         tally.verdicts,
+        tally.layer2_verdicts,
         tally.tracked_replies,
         tally.refused_by_tc_test_run
     );
@@ -1542,19 +1739,9 @@ fn program_and_model_agree_on_every_verdict() {
         // The generator must keep reaching every outcome, or the comparison proves little.
         for reason in drop_reason::NAMES {
             // Neither happens to a test run: every port is in the DEVMAP, and only the AF_XDP
-            // switch (not running here) finds a ring busy. The generator makes no IPv6 frames
-            // yet, so none is neighbour discovery. Its fabrics have no stopped LPARs, no
-            // bandwidths and no layer-2 NICs (the lifecycle and layer2 suites and
-            // prog_test_run cover those).
-            if ![
-                "redirect_failed",
-                "target_busy",
-                "lpar_stopped",
-                "bandwidth_exceeded",
-                "layer_mismatch",
-            ]
-            .contains(&reason)
-            {
+            // switch (not running here) finds a ring busy. Its fabrics have no bandwidths (the
+            // bandwidth suite and prog_test_run cover them).
+            if !["redirect_failed", "target_busy", "bandwidth_exceeded"].contains(&reason) {
                 assert!(
                     tally.verdicts.contains_key(reason),
                     "no frame was dropped as {reason}: the generator lost coverage"
@@ -1565,6 +1752,27 @@ fn program_and_model_agree_on_every_verdict() {
             assert!(
                 tally.verdicts.contains_key(outcome),
                 "no frame had the verdict {outcome}"
+            );
+        }
+        // Layer-2 NICs' frames reach each outcome of their own.
+        for outcome in [
+            "redirect",
+            "redirect (ARP)",
+            "redirect (other)",
+            "tracked_reply",
+            "one_to_many",
+            "layer_mismatch",
+            "layer_mismatch (other)",
+            "lpar_stopped",
+            "lpar_stopped (other)",
+            "no_destination",
+            "spoofed_source",
+            "sg_denied_outbound",
+            "sg_denied_inbound",
+        ] {
+            assert!(
+                tally.layer2_verdicts.contains_key(outcome),
+                "no layer-2 NIC's frame had the verdict {outcome}"
             );
         }
         assert!(tally.tracked_replies > 0, "no reply passed by tracking");
