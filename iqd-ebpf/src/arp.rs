@@ -51,11 +51,7 @@ pub fn answer<C: Frame>(
             policy::check_same_layer(port, &target)?;
             target
         }
-        None => {
-            return Err(policy::unreachable_reason(
-                &FlowAddr::ipv4_mapped(tpa).bytes(),
-            ))
-        }
+        None => return Err(unanswered(segment_of(port), tpa)),
     };
 
     // Turn the request into the reply in place.
@@ -69,4 +65,12 @@ pub fn answer<C: Frame>(
     arp.spa = tpa;
 
     Ok(Verdict::Reply)
+}
+
+/// Why a request for `tpa`, registered by no running NIC of `segment`, goes unanswered
+/// (`policy::unreachable_reason`). A subprogram of its own: its map keys stay off the stack of
+/// the program, which the forwarding subprograms share.
+#[inline(never)]
+fn unanswered(segment: u32, tpa: [u8; 4]) -> DropReason {
+    policy::unreachable_reason(segment, &FlowAddr::ipv4_mapped(tpa).bytes())
 }

@@ -158,11 +158,8 @@ fn deliver<C: Frame, const V6: bool, const L2: bool>(
                 policy::check_same_layer(port, &target)?;
                 target
             }
-            // Out of the routes while its LPAR is stopped (`iqd lpar stop`).
-            None if maps::stopped(segment_of(port), daddr) => {
-                return Err(drop_reason::LPAR_STOPPED)
-            }
-            None => return Err(policy::unreachable_reason(daddr)),
+            // Out of the routes while its LPAR is stopped (`iqd lpar stop`), or elsewhere.
+            None => return Err(policy::unreachable_reason(segment_of(port), daddr)),
         }
     };
     // Security groups: a tracked connection passes either way; anything else needs the

@@ -73,7 +73,7 @@ pub fn solicitation<C: Frame>(
             policy::check_same_layer(port, &target)?;
             target
         }
-        None => return Err(policy::unreachable_reason(target_addr)),
+        None => return Err(policy::unreachable_reason(segment_of(port), target_addr)),
     };
     let flags = if unspecified {
         ND_NA_FLAG_OVERRIDE

@@ -56,10 +56,14 @@ pub fn check_same_layer(port: &PortInfo, target: &RouteTarget) -> Result<(), Dro
     Ok(())
 }
 
-/// Why a destination that no NIC in this segment registered cannot be reached.
+/// Why a destination that no running NIC in `segment` registered cannot be reached: its LPAR
+/// is stopped (`iqd lpar stop`: its addresses are out of the routes), it is registered only in
+/// other segments, or nowhere. The same for a frame, an ARP request and a solicitation.
 #[inline(always)]
-pub fn unreachable_reason(daddr: &Addr) -> DropReason {
-    if maps::registered_anywhere(daddr) {
+pub fn unreachable_reason(segment: u32, daddr: &Addr) -> DropReason {
+    if maps::stopped(segment, daddr) {
+        drop_reason::LPAR_STOPPED
+    } else if maps::registered_anywhere(daddr) {
         drop_reason::NOT_MEMBER
     } else {
         drop_reason::NO_DESTINATION

@@ -558,22 +558,16 @@ impl Model {
         }
     }
 
-    /// The NIC a destination address reaches from `ingress`: another NIC in the same segment.
+    /// The NIC a destination address (or an ARP or solicitation target) reaches from
+    /// `ingress`: another NIC in the same segment, of the same mode.
     fn destination(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
-        // A stopped LPAR's address is out of the routes (`lpar_stopped`).
-        if self.stopped_route(self.nic(ingress).segment, daddr) {
-            return Err(drop_reason::LPAR_STOPPED);
-        }
-        self.answerer(ingress, daddr)
-    }
-
-    /// The NIC the fabric answers an ARP request or neighbour solicitation for `addr` as:
-    /// [`Model::destination`], but a stopped LPAR's address is just not in the routes.
-    fn answerer(&self, ingress: NicId, daddr: Ipv6Addr) -> Result<NicId, u32> {
-        match self.route(self.nic(ingress).segment, daddr) {
+        let segment = self.nic(ingress).segment;
+        match self.route(segment, daddr) {
             // A NIC's own address is no destination in the fabric.
             Some(to) if to == ingress => Err(drop_reason::NO_DESTINATION),
             Some(to) => self.same_layer(ingress, to),
+            // A stopped LPAR's address is out of the routes (`lpar_stopped`).
+            None if self.stopped_route(segment, daddr) => Err(drop_reason::LPAR_STOPPED),
             None if self.registered.contains(&daddr) => Err(drop_reason::NOT_MEMBER),
             None => Err(drop_reason::NO_DESTINATION),
         }
@@ -722,7 +716,7 @@ impl Model {
         if target.to_ipv4_mapped().is_some() {
             return Err(drop_reason::NO_DESTINATION);
         }
-        self.answerer(ingress, target)
+        self.destination(ingress, target)
     }
 
     /// The neighbour advertisement answering the solicitation `frame`: from the target NIC
@@ -939,7 +933,7 @@ impl Model {
         if spa != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() {
             self.check_source(ingress, spa)?;
         }
-        self.answerer(ingress, addr(arp, 24))
+        self.destination(ingress, addr(arp, 24))
     }
 
     /// Turns an answered request into its reply, in place.
@@ -1617,12 +1611,11 @@ allow_ip_spoofing = true
             m.handle(n.a, &syn, 0).verdict,
             drop(drop_reason::LPAR_STOPPED, n.a)
         );
-        // As the program has it: the fabric answers from the routes, and a stopped LPAR's
-        // address is registered, just not routed.
+        // An ARP request for a stopped LPAR's address goes unanswered the same way.
         assert_eq!(
             m.handle(n.a, &arp(mac_a, 1, "10.0.0.1", "10.0.0.2"), 0)
                 .verdict,
-            drop(drop_reason::NOT_MEMBER, n.a)
+            drop(drop_reason::LPAR_STOPPED, n.a)
         );
         let to_f = eth(m.nic(f).mac, m.nic(e).mac, 0x88b5, &[]);
         assert_eq!(
