@@ -704,15 +704,10 @@ pub fn run(options: Options) -> Result<()> {
         "it creates network namespaces and loads eBPF programs",
     )?;
     let kinds = plan.kinds();
-    let iqd = match (&options.iqd, kinds.iter().any(|k| k.is_iqd())) {
-        (_, false) => None,
-        (Some(path), true) => {
-            if !path.is_file() {
-                bail!("--iqd: {} is not a file", path.display());
-            }
-            Some(std::fs::canonicalize(path)?)
-        }
-        (None, true) => Some(build_release()?),
+    let iqd = if kinds.iter().any(|k| k.is_iqd()) {
+        Some(iqd_binary(&options)?)
+    } else {
+        None
     };
     let default_run = !plan.quick
         && options.system.is_empty()
@@ -728,10 +723,7 @@ pub fn run(options: Options) -> Result<()> {
         (None, false) => None,
     };
     let started_at = SystemTime::now();
-    let epoch = started_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let epoch = epoch_secs(started_at);
     let json_path = json_path(options.json.as_ref(), "bench", epoch)?;
 
     catch_signals();
@@ -850,6 +842,20 @@ pub fn run(options: Options) -> Result<()> {
     Ok(())
 }
 
+/// The iqd binary a part measures: `--iqd`, or a release build of this tree.
+fn iqd_binary(options: &Options) -> Result<PathBuf> {
+    match &options.iqd {
+        Some(path) if path.is_file() => Ok(std::fs::canonicalize(path)?),
+        Some(path) => bail!("--iqd: {} is not a file", path.display()),
+        None => build_release(),
+    }
+}
+
+/// Seconds since the Unix epoch of `at`: the stamp in a run's file names.
+fn epoch_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
 /// `--bandwidth`: the bandwidth part alone, its table on stdout and its samples in the JSON
 /// file.
 fn run_bandwidth(options: &Options) -> Result<()> {
@@ -857,19 +863,12 @@ fn run_bandwidth(options: &Options) -> Result<()> {
         "bench",
         "it creates network namespaces and loads eBPF programs",
     )?;
-    let iqd = match &options.iqd {
-        Some(path) if path.is_file() => std::fs::canonicalize(path)?,
-        Some(path) => bail!("--iqd: {} is not a file", path.display()),
-        None => build_release()?,
-    };
+    let iqd = iqd_binary(options)?;
     let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(4));
     if rounds == 0 || seconds < 2 {
         bail!("--bandwidth needs at least 1 round of at least 2 seconds");
     }
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let epoch = epoch_secs(SystemTime::now());
     let json_path = json_path(options.json.as_ref(), "bandwidth", epoch)?;
     catch_signals();
     let work_dir = work_dir()?;
@@ -891,19 +890,12 @@ fn run_observe(options: &Options) -> Result<()> {
         "bench",
         "it creates network namespaces and loads eBPF programs",
     )?;
-    let iqd = match &options.iqd {
-        Some(path) if path.is_file() => std::fs::canonicalize(path)?,
-        Some(path) => bail!("--iqd: {} is not a file", path.display()),
-        None => build_release()?,
-    };
+    let iqd = iqd_binary(options)?;
     let (rounds, seconds) = (options.rounds.unwrap_or(3), options.duration.unwrap_or(2));
     if rounds == 0 || seconds == 0 {
         bail!("--observe needs at least 1 round of at least 1 second");
     }
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let epoch = epoch_secs(SystemTime::now());
     let json_path = json_path(options.json.as_ref(), "observe", epoch)?;
     let work_dir = work_dir()?;
     let result = observe::measure(&iqd, &work_dir, rounds, seconds);
@@ -947,11 +939,10 @@ fn run_mcast(options: &Options) -> Result<()> {
         "bench",
         "it creates network namespaces and loads eBPF programs",
     )?;
-    let iqd = match (&options.iqd, kinds.iter().any(|k| k.is_iqd())) {
-        (_, false) => None,
-        (Some(path), true) if path.is_file() => Some(std::fs::canonicalize(path)?),
-        (Some(path), true) => bail!("--iqd: {} is not a file", path.display()),
-        (None, true) => Some(build_release()?),
+    let iqd = if kinds.iter().any(|k| k.is_iqd()) {
+        Some(iqd_binary(options)?)
+    } else {
+        None
     };
     let default_run = options.system.is_empty()
         && options.rounds.is_none()
@@ -963,10 +954,7 @@ fn run_mcast(options: &Options) -> Result<()> {
         (None, false) if default_run => Some(util::workspace_root().join("docs/performance.md")),
         (None, false) => None,
     };
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let epoch = epoch_secs(SystemTime::now());
     let json_path = json_path(options.json.as_ref(), "mcast", epoch)?;
     catch_signals();
     let work_dir = work_dir()?;
