@@ -559,19 +559,35 @@ fn try_prepare<'a, C: Frame + EbpfContext, const V6: bool>(
     // The Ethernet destination is the group's (a NOARP sender addresses a broadcast to its
     // own MAC): the receivers' stacks take the copies as multicast or broadcast.
     set_group_mac::<C, V6>(ctx, &flow.daddr)?;
-    // SAFETY: `fan` points at the caller's uninitialised `FanOut`: every field but `ctx` is
-    // written here (a pointer to a frame's stack cannot be stored into its caller's).
+    fill(fan, members, flow, 1, ifindex, &port, headers);
+    Ok(())
+}
+
+/// Writes every field of the caller's uninitialised `FanOut` but `ctx` (a pointer to a
+/// frame's stack cannot be stored into its caller's; the caller writes it): the member list,
+/// the flow with whether its `rules` apply, the sender (port `ifindex`, `port`) and the bytes
+/// up to the payload.
+#[inline(always)]
+fn fill<C>(
+    fan: *mut FanOut<'_, C>,
+    members: *const GroupMembers,
+    flow: Flow,
+    rules: u8,
+    ifindex: u32,
+    port: &PortInfo,
+    headers: u32,
+) {
+    // SAFETY: `fan` points at the caller's `FanOut`, written field by field without reading.
     unsafe {
         addr_of_mut!((*fan).members).write(members);
         addr_of_mut!((*fan).flow).write(flow);
-        addr_of_mut!((*fan).rules).write(1);
+        addr_of_mut!((*fan).rules).write(rules);
         addr_of_mut!((*fan).sender_limited).write(port.flags & port_flags::BANDWIDTH);
         addr_of_mut!((*fan).ifindex).write(ifindex);
         addr_of_mut!((*fan).headers).write(headers);
         addr_of_mut!((*fan).receivers).write(0);
         addr_of_mut!((*fan).sent_traced).write(0);
     }
-    Ok(())
 }
 
 /// Floods the frame of the layer-2 NIC behind port `ifindex` to a group MAC (layer2.rs, which
@@ -635,17 +651,7 @@ fn try_flood_prepare<'a, C: Frame + EbpfContext, const KIND: u32>(
     };
     let key = flood_key(segment_of(&port), parse::mac_eq(&dst, &BROADCAST_MAC));
     let members = IQD_GROUPS.get_ptr(key).ok_or(drop_reason::NO_DESTINATION)?;
-    // SAFETY: as in `try_prepare`.
-    unsafe {
-        addr_of_mut!((*fan).members).write(members);
-        addr_of_mut!((*fan).flow).write(flow);
-        addr_of_mut!((*fan).rules).write(rules);
-        addr_of_mut!((*fan).sender_limited).write(port.flags & port_flags::BANDWIDTH);
-        addr_of_mut!((*fan).ifindex).write(ifindex);
-        addr_of_mut!((*fan).headers).write(headers);
-        addr_of_mut!((*fan).receivers).write(0);
-        addr_of_mut!((*fan).sent_traced).write(0);
-    }
+    fill(fan, members, flow, rules, ifindex, &port, headers);
     Ok(())
 }
 
